@@ -1,0 +1,45 @@
+"""The ``creditgate`` command: one sub-command per operator task.
+
+Each command module has ``register(subparsers)`` which adds its parser and sets
+``run(args, settings) -> exit code``. Settings are built here, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway.settings import ConfigError, Settings
+
+COMMAND_MODULES = ("store.cli",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creditgate", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        print(f"creditgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    code: int = args.run(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

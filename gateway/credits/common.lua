@@ -1,0 +1,108 @@
+-- common.lua: the prelude prepended to every credit script (not a script itself).
+--
+-- Account state is one hash with these fields (integers unless said):
+--   plan   plan credits          bonus  bonus credits (never reset)
+--   tier   tier name (string)    sub    1 when subscribed
+--   se     subscription end, ms since the epoch, 0: none
+--   pe     end of the current monthly period, ms
+--   tt     lifetime tokens       mt     tokens of the current period
+--   v      version: +1 with every event, so the store can tell newer from older
+--   rl     rate limiter's theoretical arrival time (GCRA), ms, fractional
+-- Tiers arrive in ARGV as "name=credits/rpm;name=credits/rpm".
+
+local MONTH_MS = 2592000000  -- one monthly period and one subscription month: 30 days
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function now_ms(override)
+  if override ~= nil and override ~= '' then
+    return tonumber(override)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse_tiers(spec)
+  local tiers = {}
+  for name, credits, rpm in string.gmatch(spec, '([^=;]+)=(%d+)/(%d+)') do
+    tiers[name] = { credits = tonumber(credits), rpm = tonumber(rpm) }
+  end
+  return tiers
+end
+
+-- A tier removed from the configuration falls back to the free tier's rules.
+local function rules(tiers, name)
+  return tiers[name] or tiers['free'] or { credits = 0, rpm = 0 }
+end
+
+local function load(key)
+  local f = redis.call('HMGET', key, 'plan', 'bonus', 'tier', 'sub', 'se', 'pe', 'tt', 'mt', 'v', 'rl')
+  if not f[1] then
+    return nil
+  end
+  return {
+    plan = tonumber(f[1]), bonus = tonumber(f[2]), tier = f[3], sub = tonumber(f[4]),
+    se = tonumber(f[5]), pe = tonumber(f[6]), tt = tonumber(f[7]), mt = tonumber(f[8]),
+    v = tonumber(f[9]), rl = tonumber(f[10] or '0'),
+  }
+end
+
+local function save(key, a)
+  redis.call('HSET', key, 'plan', int(a.plan), 'bonus', int(a.bonus), 'tier', a.tier,
+    'sub', int(a.sub), 'se', int(a.se), 'pe', int(a.pe), 'tt', int(a.tt), 'mt', int(a.mt),
+    'v', int(a.v), 'rl', string.format('%.3f', a.rl))
+end
+
+-- Append one ledger event, carrying the account's state after it, to the bucket's outbox.
+local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note)
+  a.v = a.v + 1
+  redis.call('XADD', outbox, '*', 'acct', account, 'kind', kind,
+    'dp', int(dplan), 'db', int(dbonus), 'tok', int(tokens), 'rid', rid, 'note', note,
+    'ts', int(now), 'v', int(a.v), 'plan', int(a.plan), 'bonus', int(a.bonus),
+    'tier', a.tier, 'sub', int(a.sub), 'se', int(a.se), 'pe', int(a.pe),
+    'tt', int(a.tt), 'mt', int(a.mt))
+end
+
+local function expire(outbox, account, a, now, tiers)
+  local old = a.plan
+  a.tier = 'free'
+  a.sub = 0
+  a.se = 0
+  a.plan = math.min(a.plan, rules(tiers, 'free').credits)
+  emit(outbox, account, a, now, 'expire', a.plan - old, 0, 0, '', 'subscription ended')
+end
+
+local function rollover(outbox, account, a, now, tiers)
+  local periods = math.floor((now - a.pe) / MONTH_MS) + 1
+  local old = a.plan
+  a.pe = a.pe + periods * MONTH_MS
+  a.plan = rules(tiers, a.tier).credits
+  a.mt = 0
+  emit(outbox, account, a, now, 'reset', a.plan - old, 0, 0, '', 'monthly period')
+end
+
+-- Apply a due subscription expiry and a due monthly rollover, in the order they fell due.
+-- Returns true when anything changed (the caller saves).
+local function apply_due(outbox, account, a, now, tiers)
+  local expiry_due = a.se > 0 and now >= a.se
+  local rollover_due = now >= a.pe
+  local expired_first = expiry_due and (not rollover_due or a.se <= a.pe)
+  if expired_first then
+    expire(outbox, account, a, now, tiers)
+  end
+  if rollover_due then
+    rollover(outbox, account, a, now, tiers)
+  end
+  if expiry_due and not expired_first then
+    expire(outbox, account, a, now, tiers)
+  end
+  return expiry_due or rollover_due
+end
+
+-- The common head of every answer that describes an account.
+local function describe(status, a, now, tiers)
+  local r = rules(tiers, a.tier)
+  return { status, a.plan, a.bonus, a.tier, a.sub, a.se, a.pe, a.tt, a.mt, a.v, r.credits, r.rpm, now }
+end

@@ -1,0 +1,274 @@
+"""The credit engine: one typed function per Lua script, and the only caller of the scripts.
+
+Every function is one atomic script run on the keys of one account (one Redis Cluster slot).
+Every change of balance or tier appends an event to the account's bucket outbox in the same
+script, for the sync worker to copy to the store of record. Time is the scripts' clock: Redis
+``TIME``, unless the engine was given a ``clock`` (tests move it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, cast
+
+from redis.exceptions import RedisError
+
+from gateway import keys
+from gateway.credits.results import (
+    AccountState,
+    Reservation,
+    ReservationState,
+    ReserveStatus,
+    Settlement,
+    SettleStatus,
+    Snapshot,
+    TierChange,
+)
+from gateway.credits.scripts import Scripts
+from gateway.errors import StorageUnavailable
+from gateway.settings import Tier
+
+Clock = Callable[[], int]
+"""Milliseconds since the epoch."""
+
+TierAction = Literal["upgrade", "renew", "downgrade"]
+
+DEFAULT_HOLD_MS = 360_000
+DEFAULT_RETAIN_MS = 60_000
+IDEMPOTENCY_RETAIN_MS = 86_400_000
+
+
+def tiers_spec(tiers: Mapping[str, Tier]) -> str:
+    """The tiers as the scripts read them: ``name=credits/rpm;...``."""
+    for name in tiers:
+        if any(c in name for c in "=;/"):
+            raise ValueError(f"tier name {name!r} may not contain = ; or /")
+    return ";".join(f"{n}={t.credits}/{t.requests_per_minute}" for n, t in tiers.items())
+
+
+class CreditEngine:
+    """Reserve, settle, refund, grant, change tiers, read and restore accounts in Redis."""
+
+    def __init__(
+        self,
+        redis: Any,
+        tiers: Mapping[str, Tier],
+        *,
+        clock: Clock | None = None,
+        hold_ms: int = DEFAULT_HOLD_MS,
+        retain_ms: int = DEFAULT_RETAIN_MS,
+    ) -> None:
+        if "free" not in tiers:
+            raise ValueError("the tiers must include 'free': expiry and downgrade go to it")
+        self.redis = redis
+        self.tiers = dict(tiers)
+        self._spec = tiers_spec(tiers)
+        self._scripts = Scripts.register(redis)
+        self._clock = clock
+        self.hold_ms = hold_ms
+        self.retain_ms = retain_ms
+
+    def _now(self) -> str:
+        return "" if self._clock is None else str(self._clock())
+
+    async def _run(self, script: Any, keys_: Sequence[str], args: Sequence[object]) -> list[Any]:
+        try:
+            return cast(list[Any], await script(keys=keys_, args=args))
+        except RedisError as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
+
+    async def reserve(self, account: str, request_id: str, cost: int) -> Reservation:
+        """Hold ``cost`` credits for one request, or refuse for credits or rate, all or nothing.
+
+        Applies a due expiry and monthly rollover first. Idempotent per request id: a repeat
+        answers ``duplicate`` with the first reservation's state and holds nothing more, for
+        as long as the request id is remembered (``retain_ms`` of its settle or refund).
+        """
+        if cost < 1:
+            raise ValueError("cost must be at least 1 credit")
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.reserve,
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (account, request_id, cost, self._now(), self._spec, self.hold_ms),
+        )
+        status = cast(ReserveStatus, _text(raw[0]))
+        if status == "missing":
+            return Reservation("missing", None, None, 0, "")
+        remaining = int(raw[13])
+        return Reservation(
+            status=status,
+            account=_account(account, raw),
+            rate_remaining=None if remaining < 0 else remaining,
+            rate_wait_ms=int(raw[14]),
+            state=cast(ReservationState, _text(raw[15])),
+        )
+
+    async def settle(
+        self, account: str, request_id: str, tokens: int, *, retain_ms: int | None = None
+    ) -> Settlement:
+        """Charge a held reservation and add ``tokens`` to the lifetime and monthly totals.
+
+        Idempotent: settling a reservation that is unknown or already settled changes nothing
+        and says so in the status.
+        """
+        if tokens < 0:
+            raise ValueError("tokens cannot be negative")
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.settle,
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (account, request_id, tokens, self._now(), self._spec, retain_ms or self.retain_ms),
+        )
+        return _settlement(account, raw)
+
+    async def refund(
+        self, account: str, request_id: str, *, reason: str, retain_ms: int | None = None
+    ) -> Settlement:
+        """Give a held reservation back in full (plan credits up to the tier's allowance).
+
+        Idempotent like ``settle``; the reaper and the proxy may race, only one refunds.
+        """
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.refund,
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (account, request_id, reason, self._now(), self._spec, retain_ms or self.retain_ms),
+        )
+        return _settlement(account, raw)
+
+    async def open(
+        self, account: str, *, tier: str = "free", months: int = 0, reason: str = ""
+    ) -> TierChange:
+        """Create an account holding its tier's credits; ``exists`` if Redis has it already."""
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.open,
+            (k.state, k.outbox),
+            (account, tier, months, self._now(), self._spec, reason),
+        )
+        return _change(account, raw)
+
+    async def grant(
+        self, account: str, credits: int, *, reason: str, request_id: str = ""
+    ) -> TierChange:
+        """Add bonus credits: they survive monthly resets and tier changes."""
+        if credits < 1:
+            raise ValueError("a grant is at least 1 credit")
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.grant,
+            (k.state, k.outbox),
+            (account, credits, reason, request_id, self._now(), self._spec),
+        )
+        return _change(account, raw)
+
+    async def set_tier(
+        self,
+        account: str,
+        action: TierAction,
+        *,
+        tier: str = "",
+        months: int = 0,
+        reason: str = "",
+    ) -> TierChange:
+        """Upgrade (to ``tier`` for ``months``), renew (by ``months``) or downgrade to free."""
+        if action != "downgrade" and months < 1:
+            raise ValueError("months must be at least 1")
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.set_tier,
+            (k.state, k.outbox),
+            (account, action, tier, months, reason, self._now(), self._spec),
+        )
+        return _change(account, raw)
+
+    async def status(self, account: str) -> AccountState | None:
+        """The account after a due expiry and rollover; None when Redis does not have it."""
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.status, (k.state, k.outbox), (account, self._now(), self._spec)
+        )
+        return None if _text(raw[0]) == "missing" else _account(account, raw)
+
+    async def restore(self, account: str, snapshot: Snapshot) -> TierChange:
+        """Load an account from the store, only if Redis lacks it (``restored`` or ``exists``)."""
+        k = keys.account_keys(account)
+        s = snapshot
+        raw = await self._run(
+            self._scripts.restore,
+            (k.state, k.outbox),
+            (
+                account,
+                self._now(),
+                self._spec,
+                s.plan_credits,
+                s.bonus_credits,
+                s.tier,
+                int(s.subscribed),
+                s.subscription_ends_ms or 0,
+                s.period_end_ms,
+                s.total_tokens,
+                s.monthly_tokens,
+                s.version,
+            ),
+        )
+        return _change(account, raw)
+
+    async def overdue(self, bucket: int, *, limit: int = 100) -> list[tuple[str, str]]:
+        """Reservations of a bucket past their deadline, as (account, request id), oldest first.
+
+        For the reaper: found through the bucket's deadline index, never by scanning keys.
+        """
+        now: int | str = self._now() or "+inf"
+        if now == "+inf":
+            seconds, micros = await self.redis.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+        try:
+            members = await self.redis.zrangebyscore(
+                keys.deadlines(bucket), "-inf", now, start=0, num=limit
+            )
+        except RedisError as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
+        found = []
+        for member in members:
+            account, _, request_id = _text(member).partition("|")
+            found.append((account, request_id))
+        return found
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _account(account: str, raw: list[Any]) -> AccountState:
+    ends = int(raw[5])
+    return AccountState(
+        account=account,
+        plan_credits=int(raw[1]),
+        bonus_credits=int(raw[2]),
+        tier=_text(raw[3]),
+        subscribed=int(raw[4]) == 1,
+        subscription_ends_ms=ends or None,
+        period_end_ms=int(raw[6]),
+        total_tokens=int(raw[7]),
+        monthly_tokens=int(raw[8]),
+        version=int(raw[9]),
+        allowance=int(raw[10]),
+        requests_per_minute=int(raw[11]),
+        now_ms=int(raw[12]),
+    )
+
+
+def _settlement(account: str, raw: list[Any]) -> Settlement:
+    status = cast(SettleStatus, _text(raw[0]))
+    if status == "unknown":
+        return Settlement("unknown", None, 0)
+    return Settlement(status, _account(account, raw), int(raw[13]))
+
+
+def _change(account: str, raw: list[Any]) -> TierChange:
+    status = _text(raw[0])
+    if len(raw) == 1:
+        return TierChange(status, None)
+    return TierChange(status, _account(account, raw))

@@ -1,0 +1,68 @@
+-- reserve: hold `cost` credits for one request, deciding credits and rate together.
+-- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
+-- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] now ms or ''  ARGV[5] tiers
+-- ARGV[6] ms until the reservation's deadline (it lives until settled, refunded or reaped)
+-- Returns {'missing'} when the account is not in Redis, else describe() followed by
+--   [14] rate remaining  [15] ms until the rate quota is full again, or until a call would pass
+--   [16] reservation state ('held', 'charged', 'refunded'; '' when nothing was held)
+-- with status 'ok', 'duplicate' (the request id was seen: nothing new is held),
+-- 'insufficient' or 'rate_limited' (nothing held, no rate used).
+local account, rid, cost = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms(ARGV[4])
+local tiers = parse_tiers(ARGV[5])
+local a = load(KEYS[1])
+if not a then
+  return { 'missing' }
+end
+local changed = apply_due(KEYS[4], account, a, now, tiers)
+local rpm = rules(tiers, a.tier).rpm
+
+local function answer(status, remaining, wait, state)
+  if changed then
+    save(KEYS[1], a)
+  end
+  local out = describe(status, a, now, tiers)
+  out[14] = remaining
+  out[15] = math.ceil(wait)
+  out[16] = state
+  return out
+end
+
+-- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms.
+local interval = rpm > 0 and 60000 / rpm or 0
+local tat = math.max(a.rl, now)
+local function quota_left(t)
+  if rpm == 0 then
+    return -1
+  end
+  return math.max(0, math.floor((60000 - (t - now)) / interval))
+end
+
+local prior = redis.call('HGET', KEYS[2], 'st')
+if prior then
+  return answer('duplicate', quota_left(tat), math.max(0, tat - now), prior)
+end
+
+if a.plan + a.bonus < cost then
+  return answer('insufficient', quota_left(tat), math.max(0, tat - now), '')
+end
+
+local next_tat = tat + interval
+if rpm > 0 and next_tat - 60000 > now then
+  return answer('rate_limited', 0, next_tat - 60000 - now, '')
+end
+
+local from_plan = math.min(a.plan, cost)
+local from_bonus = cost - from_plan
+a.plan = a.plan - from_plan
+a.bonus = a.bonus - from_bonus
+if rpm > 0 then
+  a.rl = next_tat
+end
+local deadline = now + tonumber(ARGV[6])
+redis.call('HSET', KEYS[2], 'st', 'held', 'cost', int(cost), 'pp', int(from_plan),
+  'bp', int(from_bonus), 'dl', int(deadline))
+redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
+emit(KEYS[4], account, a, now, 'hold', -from_plan, -from_bonus, 0, rid, '')
+changed = true
+return answer('ok', quota_left(a.rl), math.max(0, a.rl - now), 'held')

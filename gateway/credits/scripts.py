@@ -1,0 +1,41 @@
+"""Loads the ``.lua`` files beside this module, each prefixed by ``common.lua``.
+
+The scripts are read once per process and registered per client with ``register_script``,
+which runs EVALSHA and reloads the script on NOSCRIPT (a restarted or failed-over Redis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+NAMES = ("reserve", "settle", "refund", "open", "grant", "set_tier", "status", "restore")
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of one script: the shared prelude, then the script itself."""
+    folder = resources.files(__package__)
+    prelude = (folder / "common.lua").read_text(encoding="utf-8")
+    body = (folder / f"{name}.lua").read_text(encoding="utf-8")
+    return f"{prelude}\n{body}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """The registered scripts of one Redis client."""
+
+    reserve: Any
+    settle: Any
+    refund: Any
+    open: Any
+    grant: Any
+    set_tier: Any
+    status: Any
+    restore: Any
+
+    @classmethod
+    def register(cls, redis: Any) -> Scripts:
+        return cls(**{name: redis.register_script(source(name)) for name in NAMES})

@@ -1,0 +1,47 @@
+-- set_tier: upgrade, renew or downgrade a subscription; bonus credits survive all three.
+--   upgrade:   tier set, subscribed, ends now + months, plan credits = the tier's allowance
+--   renew:     the end moves out by months from max(now, current end); needs a subscription
+--   downgrade: tier free, not subscribed, plan credits = min(current, free allowance)
+-- KEYS[1] account state   KEYS[2] bucket outbox
+-- ARGV[1] account  ARGV[2] action  ARGV[3] tier (upgrade only)  ARGV[4] months
+-- ARGV[5] reason  ARGV[6] now ms or ''  ARGV[7] tiers
+-- Returns {'missing'}, {'unknown_tier'}, or describe() with status 'upgraded', 'renewed',
+-- 'downgraded' or 'not_subscribed' (renew of an account without a subscription: no change).
+local account, action, tier, months, reason = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local now = now_ms(ARGV[6])
+local tiers = parse_tiers(ARGV[7])
+local a = load(KEYS[1])
+if not a then
+  return { 'missing' }
+end
+if action == 'upgrade' and (not tiers[tier] or tier == 'free') then
+  return { 'unknown_tier' }
+end
+local changed = apply_due(KEYS[2], account, a, now, tiers)
+local old = a.plan
+local status
+if action == 'upgrade' then
+  a.tier = tier
+  a.sub = 1
+  a.se = now + months * MONTH_MS
+  a.plan = tiers[tier].credits
+  status = 'upgraded'
+elseif action == 'renew' then
+  if a.sub ~= 1 then
+    if changed then
+      save(KEYS[1], a)
+    end
+    return describe('not_subscribed', a, now, tiers)
+  end
+  a.se = math.max(now, a.se) + months * MONTH_MS
+  status = 'renewed'
+else
+  a.tier = 'free'
+  a.sub = 0
+  a.se = 0
+  a.plan = math.min(a.plan, rules(tiers, 'free').credits)
+  status = 'downgraded'
+end
+emit(KEYS[2], account, a, now, action, a.plan - old, 0, 0, '', reason)
+save(KEYS[1], a)
+return describe(status, a, now, tiers)

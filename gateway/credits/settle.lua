@@ -1,0 +1,29 @@
+-- settle: charge a held reservation (the backend answered 2xx) and count its tokens.
+-- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
+-- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
+-- ARGV[6] ms the settled reservation is remembered
+-- Returns {'unknown'} when there is no such reservation (or no account), else describe() with
+-- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
+-- (nothing changes), followed by [14] the reservation's cost.
+local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms(ARGV[4])
+local tiers = parse_tiers(ARGV[5])
+local r = redis.call('HMGET', KEYS[2], 'st', 'cost')
+local a = load(KEYS[1])
+if not r[1] or not a then
+  return { 'unknown' }
+end
+local status = r[1] .. '_before'
+if r[1] == 'held' then
+  status = 'charged'
+  a.tt = a.tt + tokens
+  a.mt = a.mt + tokens
+  redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', int(tokens))
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]))
+  redis.call('ZREM', KEYS[3], account .. '|' .. rid)
+  emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
+  save(KEYS[1], a)
+end
+local out = describe(status, a, now, tiers)
+out[14] = tonumber(r[2])
+return out

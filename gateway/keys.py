@@ -1,0 +1,80 @@
+"""Every Redis key creditgate uses, built here and nowhere else.
+
+Layout: ``cg:1:{b<NN>}:<kind>[:<account>[:<request id>]]``. ``1`` is the layout version
+(bump it to migrate). ``{b<NN>}`` is the Redis Cluster hash tag: an account is mapped to one
+of ``BUCKETS`` buckets by CRC32 of its id, and its state, its reservations, its bucket's
+reservation deadlines and its bucket's outbox stream all carry that tag, so every key one
+script touches lives in one slot. The number of buckets is fixed for a layout version:
+changing it would move accounts to other streams.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "cg"
+LAYOUT = 1
+BUCKETS = 64
+
+
+def bucket_of(account: str) -> int:
+    """The bucket of an account: stable across processes and machines."""
+    return zlib.crc32(account.encode()) % BUCKETS
+
+
+def _tag(bucket: int) -> str:
+    return f"{PREFIX}:{LAYOUT}:{{b{bucket:02d}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    """The keys a credit script of one account receives, all in one hash slot."""
+
+    account: str
+    state: str
+    deadlines: str
+    outbox: str
+
+    def reservation(self, request_id: str) -> str:
+        return f"{self.state}:r:{request_id}"
+
+
+def account_keys(account: str) -> AccountKeys:
+    bucket = bucket_of(account)
+    tag = _tag(bucket)
+    return AccountKeys(
+        account=account,
+        state=f"{tag}:a:{account}",
+        deadlines=f"{tag}:deadlines",
+        outbox=f"{tag}:outbox",
+    )
+
+
+def outbox(bucket: int) -> str:
+    """The outbox stream of a bucket, which the sync worker reads."""
+    return f"{_tag(bucket)}:outbox"
+
+
+def deadlines(bucket: int) -> str:
+    """The sorted set of open reservations of a bucket, scored by deadline (ms)."""
+    return f"{_tag(bucket)}:deadlines"
+
+
+def all_outboxes() -> list[str]:
+    return [outbox(b) for b in range(BUCKETS)]
+
+
+def all_deadlines() -> list[str]:
+    return [deadlines(b) for b in range(BUCKETS)]
+
+
+# Keys outside the credit scripts: no slot constraint, one key each.
+KEYS_VERSION = f"{PREFIX}:{LAYOUT}:keys:version"
+"""Counter bumped on every API key revocation; replicas drop their key cache when it moves."""
+
+KEYS_CHANNEL = f"{PREFIX}:{LAYOUT}:keys:revoked"
+"""Pub/sub channel announcing a revoked key hash, for replicas to forget it at once."""
+
+OUTBOX_GROUP = "creditgate-sync"
+"""The consumer group the sync workers share on every outbox stream."""

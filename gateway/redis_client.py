@@ -1,0 +1,34 @@
+"""Connects to Redis: a URL, a Redis Cluster, or an embedded in-process fakeredis for dev."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.settings import Settings
+
+log = logging.getLogger("creditgate.redis")
+
+
+def connect(settings: Settings) -> Any:
+    """A redis-py asyncio client (decoded responses) for the configured Redis.
+
+    Without ``CREDITGATE_REDIS_URL`` this is an in-process fakeredis running the same Lua
+    scripts: state lives in this one process only, so it is for ``creditgate demo`` and
+    single-process development, never for replicas or production.
+    """
+    if settings.redis_url is None:
+        import fakeredis
+
+        log.warning(
+            "CREDITGATE_REDIS_URL is not set: using an EMBEDDED in-process Redis (fakeredis). "
+            "Balances live in this process only: dev and demo use, never production."
+        )
+        return fakeredis.FakeAsyncRedis(decode_responses=True)
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.redis_url, decode_responses=True)
+    from redis.asyncio import Redis
+
+    return Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
