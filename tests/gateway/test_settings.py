@@ -1,0 +1,102 @@
+"""Settings: the contract's defaults, the environment, and the TOML file's validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import ConfigError, Settings, Tier
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CREDITGATE_* variable or .env file of the developer's leaks into these tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CREDITGATE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_contract_defaults() -> None:
+    s = Settings.load()
+    assert s.redis_url is None and s.embedded_redis
+    assert s.database_url == "sqlite:///creditgate.db"
+    assert s.admin_token is None and s.signing_secret is None
+    assert s.sync_interval == 2
+    assert s.tiers["free"] == Tier(credits=5, requests_per_minute=20)
+    assert s.tiers["pro"] == Tier(credits=100, requests_per_minute=120)
+    assert s.tiers["enterprise"] == Tier(credits=1000, requests_per_minute=600)
+    assert [(r.prefix, r.upstream, r.cost) for r in s.routes] == [
+        ("/api/projects/", "http://127.0.0.1:9101", 1),
+        ("/api/review/", "http://127.0.0.1:9102", 1),
+    ]
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", "redis://example:6380/2")
+    monkeypatch.setenv("CREDITGATE_CODEGEN_URL", "http://codegen:9000/")
+    monkeypatch.setenv("CREDITGATE_SYNC_INTERVAL", "0.5")
+    s = Settings.load()
+    assert not s.embedded_redis
+    assert s.routes[0].upstream == "http://codegen:9000"
+    assert s.sync_interval == 0.5
+
+
+def test_toml_file_adds_tiers_and_replaces_routes(tmp_path: Path) -> None:
+    path = tmp_path / "creditgate.toml"
+    path.write_text(
+        """
+[tiers.enterprise]
+credits = 5000
+requests_per_minute = 0
+
+[tiers.team]
+credits = 300
+requests_per_minute = 200
+
+[[routes]]
+prefix = "/v1/"
+upstream = "http://127.0.0.1:9300"
+cost = 3
+"""
+    )
+    s = Settings.load(config=path)
+    assert s.tiers["enterprise"] == Tier(credits=5000, requests_per_minute=0)
+    assert s.tiers["team"].credits == 300
+    assert s.tiers["free"].credits == 5
+    assert [(r.prefix, r.cost) for r in s.routes] == [("/v1/", 3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[tiers.pro]\ncredits = 10\ncolour = 'red'\n", "tiers.pro.colour"),
+        ("[tiers.pro]\ncredits = -1\n", "tiers.pro.credits"),
+        ("unknown = 1\n", "unknown"),
+        ("[[routes]]\nprefix = 'api'\nupstream = 'http://x'\n", "routes.0.prefix"),
+        ("[[routes]]\nprefix = '/a/'\nupstream = 'ftp://x'\n", "routes.0.upstream"),
+        ("[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\ncost = 0\n", "routes.0.cost"),
+        ("[tiers.'a;b']\ncredits = 1\n", "tiers"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_file_stops_the_start_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        Settings.load(config=path)
+    assert named in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.load(config=tmp_path / "absent.toml")
+
+
+def test_cluster_needs_a_url() -> None:
+    with pytest.raises(ConfigError, match="CLUSTER"):
+        Settings.load(redis_cluster=True)
