@@ -1,0 +1,120 @@
+"""The store of record's tables (SQLModel). Migrations in ``store/migrations`` match these.
+
+Counts (credits, tokens, versions) are BIGINT: a grant has no upper bound, and one bad row
+would otherwise stop the sync. Times are ``UTCDateTime``: stored as UTC, always read back
+aware, also on SQLite (which keeps no zone).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from store.timefmt import as_utc, utc_now
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE``; binds any datetime as UTC, returns aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        # SQLite's DATETIME has no zone: store the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def _count(*, index: bool = False) -> Any:
+    return Field(default=0, sa_type=BigInteger, nullable=False, index=index)
+
+
+def _time(*, nullable: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True)
+    return Field(default_factory=utc_now, sa_type=UTCDateTime, nullable=False)
+
+
+class Account(SQLModel, table=True):
+    """An account's snapshot, as of the Redis version ``version`` (only ever moves forward)."""
+
+    __tablename__ = "accounts"
+
+    id: str = Field(primary_key=True, max_length=64)
+    email: str | None = Field(default=None, nullable=True)
+    tier: str = Field(max_length=32, nullable=False)
+    plan_credits: int = _count()
+    bonus_credits: int = _count()
+    total_tokens: int = _count()
+    monthly_tokens: int = _count()
+    subscribed: bool = Field(default=False, nullable=False)
+    subscription_ends_at: datetime | None = _time(nullable=True)
+    period_end: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    version: int = _count()
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its sha256 hex is kept; ``display_prefix`` lets people recognise it."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+        ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name="fk_api_keys_account_id_accounts"
+        ),
+        Index("ix_api_keys_account_id", "account_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=64, nullable=False)
+    key_hash: str = Field(sa_type=String(64), nullable=False)
+    display_prefix: str = Field(max_length=32, nullable=False)
+    name: str | None = Field(default=None, nullable=True)
+    created_at: datetime = _time()
+    revoked_at: datetime | None = _time(nullable=True)
+    last_used_at: datetime | None = _time(nullable=True)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One credit movement, exactly once per event id; never updated after insert.
+
+    No foreign key to ``accounts``: the ledger is the raw record of what Redis did, written in
+    the same transaction as the snapshot that creates any missing account.
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_account_time", "account_id", "occurred_at", "version"),
+    )
+
+    event_id: str = Field(primary_key=True, max_length=96)
+    account_id: str = Field(max_length=64, nullable=False)
+    kind: str = Field(max_length=16, nullable=False)
+    plan_delta: int = _count()
+    bonus_delta: int = _count()
+    credits_delta: int = _count()
+    tokens: int = _count()
+    request_id: str | None = Field(default=None, nullable=True)
+    reason: str | None = Field(default=None, nullable=True)
+    occurred_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    version: int = _count()
+    recorded_at: datetime = _time()
