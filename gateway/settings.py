@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     upstream_timeout: float = Field(default=300.0, gt=0)
     reservation_grace: float = Field(default=60.0, gt=0)
     webhook_url: str | None = None
+    webhook_secret: str | None = None
 
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     routes: list[Route] = Field(default_factory=list)
