@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gateway.settings import ConfigError, Settings
 
-COMMAND_MODULES = ("store.cli",)
+COMMAND_MODULES = ("store.cli", "gateway.demo.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

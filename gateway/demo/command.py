@@ -1,0 +1,271 @@
+"""``creditgate demo``: gateway, sync worker and both demo backends in one process.
+
+Everything shares one asyncio loop and one ``Services``, because the embedded Redis
+(fakeredis) lives in this process: a sync worker with its own client would see nothing. The
+store is migrated at start, a demo account is created and its API key printed with ready
+``curl`` lines. Ctrl-C (or SIGTERM) stops the gateway first, so in-flight calls still reach
+their backend and settle, then the worker and the backends.
+
+Ports: ``--port`` (gateway, default 8080), ``--codegen-port`` / ``--review-port`` (default:
+the ports of ``CREDITGATE_CODEGEN_URL`` / ``CREDITGATE_REVIEW_URL``, 9101 / 9102); 0 picks a
+free port, and the printed URLs say which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import shlex
+import signal
+import socket
+import sys
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import uvicorn
+
+from gateway.demo.backends import codegen_app, review_app
+from gateway.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from gateway.accounts import CreatedAccount
+
+log = logging.getLogger("creditgate.demo")
+
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class DemoError(Exception):
+    """The demo cannot start; the message says why."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo", help="run gateway, sync worker and two demo backends in one process"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface for all three servers")
+    parser.add_argument("--port", type=int, default=8080, help="gateway port (0: any free)")
+    parser.add_argument("--codegen-port", type=int, default=None, help="codegen backend port")
+    parser.add_argument("--review-port", type=int, default=None, help="review backend port")
+    parser.add_argument("--tier", default="pro", help="tier of the demo account (default pro)")
+    parser.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return asyncio.run(_demo(args, settings))
+    except (DemoError, ConfigError) as exc:
+        print(f"creditgate demo: {exc}", file=sys.stderr)
+        return 1
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the demo, which stops all servers in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(slots=True)
+class _Running:
+    name: str
+    server: _Server
+    sock: socket.socket
+    task: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(DemoError):
+            await self.task
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DemoError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def _start(
+    name: str, app: Any, sock: socket.socket, *, lifespan: Literal["on", "off"]
+) -> _Running:
+    config = uvicorn.Config(
+        app,
+        lifespan=lifespan,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    server = _Server(config)
+
+    async def serve() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits when the app's startup fails
+            raise DemoError(f"the {name} failed to start") from exc
+
+    task = asyncio.create_task(serve(), name=f"demo-{name}")
+    while not server.started:
+        if task.done():
+            await task
+            raise DemoError(f"the {name} stopped during start")
+        await asyncio.sleep(0.02)
+    return _Running(name, server, sock, task)
+
+
+def _port_of(url: str, fallback: int) -> int:
+    return urlsplit(url).port or fallback
+
+
+def demo_settings(
+    settings: Settings, *, codegen_url: str, review_url: str, secret: str
+) -> Settings:
+    """The settings the demo runs on: embedded Redis, the backends it started, its secret.
+
+    Rebuilt rather than copied so the default routes follow the backends' actual ports.
+    """
+    values = settings.model_dump(exclude={"routes"}, exclude_none=True)
+    values.update(
+        redis_url=None,
+        redis_cluster=False,
+        codegen_url=codegen_url,
+        review_url=review_url,
+        signing_secret=secret,
+    )
+    return Settings.load(**values)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for sig in handled:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.worker import SyncWorker
+
+    from gateway.accounts import create_account
+    from gateway.app import create_app
+    from gateway.services import open_services
+    from store.database import upgrade
+
+    stop = asyncio.Event()
+    with _stop_on_signals(stop), contextlib.ExitStack() as sockets:
+        gateway_sock = sockets.enter_context(_bind(args.host, args.port))
+        codegen_sock = sockets.enter_context(
+            _bind(args.host, _port(args.codegen_port, settings.codegen_url, 9101))
+        )
+        review_sock = sockets.enter_context(
+            _bind(args.host, _port(args.review_port, settings.review_url, 9102))
+        )
+        generated = settings.signing_secret is None
+        secret = settings.signing_secret or secrets.token_urlsafe(32)
+        backends: list[_Running] = []
+        try:
+            codegen = await _start(
+                "codegen backend", codegen_app(secret.encode()), codegen_sock, lifespan="off"
+            )
+            backends.append(codegen)
+            review = await _start(
+                "review backend", review_app(secret.encode()), review_sock, lifespan="off"
+            )
+            backends.append(review)
+            run_settings = demo_settings(
+                settings, codegen_url=codegen.url, review_url=review.url, secret=secret
+            )
+            await asyncio.to_thread(upgrade, run_settings.database_url)
+            services = open_services(run_settings)
+            try:
+                account = await create_account(
+                    services, tier=args.tier, reason="demo: account created by creditgate demo"
+                )
+                gateway = await _start(
+                    "gateway",
+                    create_app(run_settings, services=services),
+                    gateway_sock,
+                    lifespan="on",
+                )
+                worker = SyncWorker(services)
+                worker_task = asyncio.create_task(worker.run(), name="demo-sync")
+                _announce(gateway.url, codegen.url, review.url, account, generated=generated)
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait(
+                    [stopped, gateway.task, worker_task], return_when=asyncio.FIRST_COMPLETED
+                )
+                stopped.cancel()
+                print("creditgate demo: stopping", flush=True)
+                await gateway.stop()
+                worker.should_exit = True
+                await worker_task
+            finally:
+                await services.close()
+        finally:
+            for backend in backends:
+                await backend.stop()
+    print("creditgate demo: stopped", flush=True)
+    return 0
+
+
+def _port(flag: int | None, url: str, fallback: int) -> int:
+    return flag if flag is not None else _port_of(url, fallback)
+
+
+def _announce(
+    gateway: str, codegen: str, review: str, account: CreatedAccount, *, generated: bool
+) -> None:
+    key = account.api_key
+    auth = shlex.quote(f"Authorization: Bearer {key}")
+    body = shlex.quote('{"prompt": "a todo app in Python"}')
+    state = account.state
+    lines = [
+        "",
+        "creditgate demo is running (Ctrl-C stops it)",
+        f"  gateway   {gateway}",
+        f"  codegen   {codegen}   (answers only calls signed by the gateway)",
+        f"  review    {review}",
+        f"  account   {account.account_id}  tier {state.tier}, {state.credits_remaining} credits",
+        f"  api key   {key}",
+    ]
+    if generated:
+        lines.append("  signing   secret generated for this run (set CREDITGATE_SIGNING_SECRET)")
+    lines += [
+        "",
+        "Charged call (1 credit):",
+        f"  curl -s {gateway}/api/projects/start-workflow -H {auth} "
+        f"-H 'Content-Type: application/json' -d {body}",
+        "Streaming call (SSE):",
+        f"  curl -sN {gateway}/api/projects/stream -H {auth} "
+        f"-H 'Content-Type: application/json' -d {body}",
+        "Code review:",
+        f"  curl -s {gateway}/api/review/generate -H {auth} "
+        f"-H 'Content-Type: application/json' -d '{{\"code\": \"print(1)\"}}'",
+        "Your balance (free):",
+        f"  curl -s {gateway}/api/user/usage -H {auth}",
+        "A failing backend is refunded: add -H 'X-Demo-Fail: 500' to a call.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
