@@ -78,3 +78,10 @@ KEYS_CHANNEL = f"{PREFIX}:{LAYOUT}:keys:revoked"
 
 OUTBOX_GROUP = "creditgate-sync"
 """The consumer group the sync workers share on every outbox stream."""
+
+SYNC_STATS = f"{PREFIX}:{LAYOUT}:sync:stats"
+"""Hash of the sync workers' metrics, for /metrics. Counters summed over every worker since
+Redis started: ``applied`` (events written to the store), ``batches``, ``errors`` (failed
+passes), ``reaped`` (expired reservations refunded), ``expired`` (subscriptions downgraded);
+gauges of the latest pass of any worker: ``lag_ms`` (age of the oldest event not yet in the
+store) and ``updated_ms`` (when it was written, Redis time)."""

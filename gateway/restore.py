@@ -1,0 +1,74 @@
+"""Restoring an account into Redis from the store of record, when Redis has lost it.
+
+Redis may lose accounts (a restart without persistence, eviction, a failover to an empty
+replica). The proxy calls ``restore_from_store`` when ``reserve`` or ``status`` answers
+``missing``: the store's snapshot is loaded with the engine's ``restore`` script, which writes
+only if the account is still absent, so any number of replicas racing restore it once (the
+others see ``exists``). The restore is itself an outbox event (``kind='restore'``, no credit
+delta), so the ledger shows it.
+
+What was charged in Redis but not yet synced when Redis lost it is lost with it: the store
+is the record, and the account resumes from its last synced version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.credits.results import AccountState, Snapshot
+from gateway.errors import StorageUnavailable
+from gateway.services import Services
+from store import repository
+from store.database import session
+from store.errors import StoreError
+from store.records import AccountRecord
+
+log = logging.getLogger("creditgate.restore")
+
+
+def snapshot_of(record: AccountRecord) -> Snapshot:
+    """The store's account as the ``restore`` script takes it."""
+    return Snapshot(
+        plan_credits=record.plan_credits,
+        bonus_credits=record.bonus_credits,
+        tier=record.tier,
+        subscribed=record.subscribed,
+        subscription_ends_ms=record.subscription_ends_ms,
+        period_end_ms=record.period_end_ms,
+        total_tokens=record.total_tokens,
+        monthly_tokens=record.monthly_tokens,
+        version=record.version,
+    )
+
+
+async def load_record(services: Services, account_id: str) -> AccountRecord | None:
+    """The store's snapshot of one account; StorageUnavailable when the store cannot answer."""
+
+    def read() -> AccountRecord | None:
+        with session(services.db) as db:
+            return repository.get_account(db, account_id=account_id)
+
+    try:
+        return await asyncio.to_thread(read)
+    except StoreError as exc:
+        raise StorageUnavailable(f"store: {exc}") from exc
+
+
+async def restore_from_store(services: Services, account_id: str) -> AccountState | None:
+    """Load the account into Redis from the store unless Redis has it; its state after that.
+
+    None when the store does not know the account either. Safe to call from any number of
+    replicas at once: the script restores once. Raises StorageUnavailable when Redis or the
+    store cannot be reached.
+    """
+    record = await load_record(services, account_id)
+    if record is None:
+        return None
+    change = await services.credits.restore(account_id, snapshot_of(record))
+    if change.status == "restored":
+        log.warning(
+            "account restored from the store of record",
+            extra={"account": account_id, "version": record.version},
+        )
+    return await services.credits.status(account_id)

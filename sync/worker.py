@@ -1,0 +1,175 @@
+"""The sync worker: copies the engine's outbox to the store of record, reaps, sweeps expiry.
+
+A pass drains the outbox streams in bounded batches. Each batch is written with
+``repository.apply_movements`` in one transaction and acknowledged only after the commit:
+a crash before the ack re-delivers the batch (to this worker, or to another one through
+XAUTOCLAIM), and the store records every event once (ledger unique by event id, snapshots
+only moving forward by version). So any number of workers may run at once.
+
+When the store fails, the batch stays pending, the error is logged and counted, and the next
+pass retries after a growing pause. The reaper and the expiry sweep follow each pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
+from gateway.errors import StorageUnavailable
+from gateway.services import Services
+from store import repository
+from store.database import session
+from store.errors import StoreError
+from store.records import Movement
+from sync import metrics
+from sync.metrics import SyncStats
+from sync.reaper import reap
+
+log = logging.getLogger("creditgate.sync")
+
+DEFAULT_BATCH_SIZE = 200
+"""Entries read per bucket per batch (up to about three times that with pending + claimed)."""
+MAX_BATCHES_PER_PASS = 50
+MAX_BACKOFF_S = 30.0
+
+Sweep = Callable[[Services], Awaitable[int]]
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _expiry_sweep() -> Sweep | None:
+    """The admin team's ``sync.expiry.sweep_expired``, when that module is installed."""
+    try:
+        module = importlib.import_module("sync.expiry")
+    except ImportError:
+        return None
+    sweep: Sweep = module.sweep_expired
+    return sweep
+
+
+class SyncWorker:
+    """One sync worker; ``run`` loops until ``should_exit``, ``run_once`` does one pass."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        consumer: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
+        max_batches: int = MAX_BATCHES_PER_PASS,
+    ) -> None:
+        self.services = services
+        self.consumer = consumer or default_consumer()
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self.reader = OutboxReader(services.redis, self.consumer, claim_idle_ms=claim_idle_ms)
+        self.stats = SyncStats()
+        self.should_exit = False
+        self.failures = 0
+        """Failed passes in a row; the pause before the next one doubles with each."""
+        self._groups_ready = False
+        self._sweep = _expiry_sweep()
+
+    async def run_once(self) -> int:
+        """One pass: sync the outbox, reap expired reservations, sweep ended subscriptions.
+
+        Returns the events written to the store. Never raises for an unreachable store or
+        Redis: the failure is logged and counted and the next pass retries.
+        """
+        before = self.stats.copy()
+        self.stats.passes += 1
+        applied = 0
+        failed = False
+        try:
+            applied = await self.sync()
+        except (StorageUnavailable, StoreError) as exc:
+            failed = True
+            self.stats.errors += 1
+            log.error("sync failed, retrying next pass: %s", exc)
+        for name, job in (("reap", self._reap), ("expiry sweep", self._sweep_expired)):
+            try:
+                await job()
+            except (StorageUnavailable, StoreError) as exc:
+                failed = True
+                self.stats.errors += 1
+                log.error("%s failed, retrying next pass: %s", name, exc)
+        self.failures = self.failures + 1 if failed else 0
+        try:
+            self.stats.lag_ms = await self.reader.lag_ms()
+        except StorageUnavailable:
+            pass
+        await metrics.publish(self.services.redis, self.stats.minus(before))
+        return applied
+
+    async def sync(self) -> int:
+        """Drain the outbox into the store, batch by batch (at most ``max_batches``)."""
+        if not self._groups_ready:
+            await self.reader.ensure_groups()
+            self._groups_ready = True
+        applied = 0
+        for _ in range(self.max_batches):
+            entries = await self.reader.read(self.batch_size)
+            if not entries:
+                break
+            applied += await self.apply(entries)
+            if self.should_exit:
+                break
+        return applied
+
+    async def apply(self, entries: list[OutboxEntry]) -> int:
+        """Write one batch in one transaction, then acknowledge it; the events written."""
+        movements = sorted(
+            (e.movement for e in entries if e.movement is not None),
+            key=lambda m: (m.account_id, m.version),
+        )
+        if movements:
+            await asyncio.to_thread(self._commit, movements)
+        await self.reader.ack(entries)
+        self.stats.batches += 1
+        self.stats.applied += len(movements)
+        return len(movements)
+
+    def _commit(self, movements: list[Movement]) -> None:
+        with session(self.services.db) as db:
+            repository.apply_movements(db, movements=movements)
+
+    async def _reap(self) -> None:
+        self.stats.reaped += await reap(self.services.credits)
+
+    async def _sweep_expired(self) -> None:
+        if self._sweep is not None:
+            self.stats.expired += await self._sweep(self.services)
+
+    def pause(self) -> float:
+        """Seconds until the next pass: the interval, doubled per failure in a row, capped."""
+        interval = self.services.settings.sync_interval
+        if not self.failures:
+            return interval
+        return min(MAX_BACKOFF_S, interval * 2.0 ** min(self.failures, 16))
+
+    async def run(self) -> None:
+        """Pass after pass, every ``sync_interval`` seconds, until ``should_exit``."""
+        log.info("sync worker %s started", self.consumer)
+        while not self.should_exit:
+            try:
+                await self.run_once()
+            except Exception:
+                # A bug must not stop the loop for good: nothing was acknowledged, so retry.
+                self.stats.errors += 1
+                self.failures += 1
+                log.exception("sync pass crashed, retrying")
+            deadline = time.monotonic() + self.pause()
+            while not self.should_exit and time.monotonic() < deadline:
+                await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        log.info("sync worker %s stopped", self.consumer)
