@@ -75,16 +75,17 @@ def session(engine: Engine) -> Iterator[Session]:
             db.commit()
         except (OperationalError, InterfaceError) as exc:
             db.rollback()
-            raise StoreUnavailable(f"database: {_short(exc)}") from exc
+            raise unavailable(exc) from exc
         except BaseException:
             db.rollback()
             raise
 
 
-def _short(exc: Exception) -> str:
+def unavailable(exc: Exception) -> StoreUnavailable:
+    """The ``StoreUnavailable`` for a driver error: its first line, never the URL's password."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return StoreUnavailable(f"database: {text.splitlines()[0] if text else type(exc).__name__}")
 
 
 def alembic_config() -> Config:
@@ -100,7 +101,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except (OperationalError, InterfaceError) as exc:
-        raise StoreUnavailable(f"database: {_short(exc)}") from exc
+        raise unavailable(exc) from exc
 
 
 def upgrade(url: str) -> None:
@@ -120,4 +121,4 @@ def upgrade_engine(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except (OperationalError, InterfaceError) as exc:
-        raise StoreUnavailable(f"database: {_short(exc)}") from exc
+        raise unavailable(exc) from exc

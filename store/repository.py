@@ -1,0 +1,411 @@
+"""Reading and writing the store of record: keyword-only functions over a caller's Session.
+
+Every function works inside the caller's transaction (``store.database.session``) and never
+commits. It is synchronous: async code calls it with ``asyncio.to_thread``. Driver errors
+about the connection become ``StoreUnavailable`` here, once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar, cast
+
+from sqlalchemy import Table, and_, bindparam, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlmodel import Session, col, select
+
+from store.database import unavailable
+from store.errors import (
+    DuplicateAccount,
+    DuplicateApiKey,
+    InvalidCursor,
+    StoreError,
+    UnknownAccount,
+)
+from store.models import Account, ApiKey, LedgerEntry, UTCDateTime
+from store.records import AccountRecord, ApiKeyRecord, LedgerRecord, Movement
+from store.timefmt import as_utc, to_datetime, utc_now
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ACCOUNTS: Table = cast(Table, Account.__table__)  # type: ignore[attr-defined]
+API_KEYS: Table = cast(Table, ApiKey.__table__)  # type: ignore[attr-defined]
+LEDGER: Table = cast(Table, LedgerEntry.__table__)  # type: ignore[attr-defined]
+
+SNAPSHOT_COLUMNS = (
+    "tier",
+    "plan_credits",
+    "bonus_credits",
+    "total_tokens",
+    "monthly_tokens",
+    "subscribed",
+    "subscription_ends_at",
+    "period_end",
+    "version",
+    "updated_at",
+)
+
+
+def _boundary(fn: Callable[P, R]) -> Callable[P, R]:
+    """Convert connection-level driver errors into ``StoreUnavailable``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(exc) from exc
+
+    return wrapper
+
+
+# -- the sync worker's write path -------------------------------------------------------------
+
+
+@_boundary
+def apply_movements(session: Session, *, movements: Sequence[Movement]) -> int:
+    """Record movements exactly once and move account snapshots forward; return new ledger rows.
+
+    Idempotent under replays and overlapping batches: a ledger row whose ``event_id`` exists is
+    skipped (``INSERT .. ON CONFLICT DO NOTHING``). Each account's snapshot is taken from its
+    highest-version movement in the batch and written only if that version is above the
+    stored one, so the snapshot never moves backwards; a missing account is created from it
+    (email None). Rows are written in key order, accounts before ledger, so concurrent callers
+    with overlapping batches wait on each other instead of deadlocking.
+    """
+    if not movements:
+        return 0
+    now = utc_now()
+    latest: dict[str, Movement] = {}
+    for m in movements:
+        seen = latest.get(m.account_id)
+        if seen is None or (m.version, m.occurred_ms) > (seen.version, seen.occurred_ms):
+            latest[m.account_id] = m
+    accounts = [_snapshot_row(latest[a], now) for a in sorted(latest)]
+    unique = {m.event_id: m for m in reversed(movements)}  # the first of any duplicate wins
+    ledger = [_ledger_row(unique[e], now) for e in sorted(unique)]
+
+    # executemany + RETURNING: SQLAlchemy compiles the statement once (cached) and sends
+    # multi-row VALUES pages ("insertmanyvalues"); RETURNING also counts the rows added.
+    dialect = session.get_bind().dialect.name
+    upsert = _insert(dialect, ACCOUNTS)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[ACCOUNTS.c.id],
+        set_={name: upsert.excluded[name] for name in SNAPSHOT_COLUMNS},
+        where=ACCOUNTS.c.version < upsert.excluded.version,
+    )
+    session.execute(upsert.returning(ACCOUNTS.c.id), accounts).all()
+    insert = _insert(dialect, LEDGER).on_conflict_do_nothing()
+    return len(session.execute(insert.returning(LEDGER.c.event_id), ledger).all())
+
+
+def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise StoreError(f"unsupported database dialect {dialect!r}")
+
+
+def _snapshot_row(m: Movement, now: datetime) -> dict[str, Any]:
+    return {
+        "id": m.account_id,
+        "email": None,
+        "tier": m.tier,
+        "plan_credits": m.plan_credits,
+        "bonus_credits": m.bonus_credits,
+        "total_tokens": m.total_tokens,
+        "monthly_tokens": m.monthly_tokens,
+        "subscribed": m.subscribed,
+        # The engine writes 0 for "no subscription end"; the store says None.
+        "subscription_ends_at": to_datetime(m.subscription_ends_ms)
+        if m.subscription_ends_ms
+        else None,
+        "period_end": to_datetime(m.period_end_ms),
+        "version": m.version,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _ledger_row(m: Movement, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": m.event_id,
+        "account_id": m.account_id,
+        "kind": m.kind,
+        "plan_delta": m.plan_delta,
+        "bonus_delta": m.bonus_delta,
+        "credits_delta": m.plan_delta + m.bonus_delta,
+        "tokens": m.tokens,
+        "request_id": m.request_id or None,
+        "reason": m.reason or None,
+        "occurred_at": to_datetime(m.occurred_ms),
+        "version": m.version,
+        "recorded_at": now,
+    }
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+@_boundary
+def create_account(
+    session: Session,
+    *,
+    account_id: str,
+    email: str | None,
+    tier: str,
+    plan_credits: int,
+    period_end_ms: int,
+    subscribed: bool = False,
+    subscription_ends_ms: int | None = None,
+) -> AccountRecord:
+    """Add an account at version 0 (the first sync moves it to Redis's version).
+
+    Raises ``DuplicateAccount`` if the id exists.
+    """
+    if session.get(Account, account_id) is not None:
+        raise DuplicateAccount(account_id)
+    now = utc_now()
+    row = Account(
+        id=account_id,
+        email=email,
+        tier=tier,
+        plan_credits=plan_credits,
+        bonus_credits=0,
+        total_tokens=0,
+        monthly_tokens=0,
+        subscribed=subscribed,
+        subscription_ends_at=to_datetime(subscription_ends_ms) if subscription_ends_ms else None,
+        period_end=to_datetime(period_end_ms),
+        version=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise DuplicateAccount(account_id) from exc
+    return _account(row)
+
+
+@_boundary
+def get_account(session: Session, *, account_id: str) -> AccountRecord | None:
+    row = session.get(Account, account_id)
+    return None if row is None else _account(row)
+
+
+@_boundary
+def list_accounts(
+    session: Session, *, limit: int = 100, after: str | None = None
+) -> list[AccountRecord]:
+    """Accounts in id order; ``after`` is the last id of the previous page."""
+    stmt = select(Account).order_by(col(Account.id)).limit(_positive(limit))
+    if after is not None:
+        stmt = stmt.where(col(Account.id) > after)
+    return [_account(row) for row in session.exec(stmt)]
+
+
+@_boundary
+def all_account_ids(session: Session) -> list[str]:
+    return list(session.exec(select(Account.id).order_by(col(Account.id))))
+
+
+def _account(row: Account) -> AccountRecord:
+    return AccountRecord(
+        account_id=row.id,
+        email=row.email,
+        tier=row.tier,
+        plan_credits=row.plan_credits,
+        bonus_credits=row.bonus_credits,
+        total_tokens=row.total_tokens,
+        monthly_tokens=row.monthly_tokens,
+        subscribed=row.subscribed,
+        subscription_ends_at=_aware(row.subscription_ends_at),
+        period_end=as_utc(row.period_end),
+        version=row.version,
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+    )
+
+
+# -- API keys ----------------------------------------------------------------------------------
+
+
+@_boundary
+def create_api_key(
+    session: Session,
+    *,
+    key_id: str,
+    account_id: str,
+    key_hash: str,
+    display_prefix: str,
+    name: str | None = None,
+) -> ApiKeyRecord:
+    """Add a key (its hash only). ``UnknownAccount`` / ``DuplicateApiKey`` when they apply."""
+    if session.get(Account, account_id) is None:
+        raise UnknownAccount(account_id)
+    row = ApiKey(
+        id=key_id,
+        account_id=account_id,
+        key_hash=key_hash,
+        display_prefix=display_prefix,
+        name=name,
+        created_at=utc_now(),
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise DuplicateApiKey(f"an API key with id {key_id!r} or that hash exists") from exc
+    return _api_key(row)
+
+
+@_boundary
+def find_api_key(session: Session, *, key_hash: str) -> ApiKeyRecord | None:
+    """The key with that hash, revoked or not: the caller decides what revoked means."""
+    row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
+    return None if row is None else _api_key(row)
+
+
+@_boundary
+def list_api_keys(session: Session, *, account_id: str) -> list[ApiKeyRecord]:
+    """The account's keys, oldest first, revoked ones included."""
+    stmt = (
+        select(ApiKey)
+        .where(ApiKey.account_id == account_id)
+        .order_by(col(ApiKey.created_at), col(ApiKey.id))
+    )
+    return [_api_key(row) for row in session.exec(stmt)]
+
+
+@_boundary
+def revoke_api_key(session: Session, *, account_id: str, key_id: str) -> ApiKeyRecord | None:
+    """Mark the key revoked; idempotent (the first revocation time stays). None: no such key."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.account_id != account_id:
+        return None
+    if row.revoked_at is None:
+        row.revoked_at = utc_now()
+        session.add(row)
+        session.flush()
+    return _api_key(row)
+
+
+@_boundary
+def touch_api_keys(session: Session, *, used: Mapping[str, datetime]) -> None:
+    """Record when keys were last used (key id -> time), in one batched UPDATE.
+
+    A time older than the stored one is ignored, so late or reordered batches are harmless.
+    """
+    if not used:
+        return
+    at = bindparam("touch_at", type_=UTCDateTime())
+    stmt = (
+        update(API_KEYS)
+        .where(API_KEYS.c.id == bindparam("touch_id"))
+        .where(or_(API_KEYS.c.last_used_at.is_(None), API_KEYS.c.last_used_at < at))
+        .values(last_used_at=at)
+    )
+    params = [{"touch_id": key_id, "touch_at": used[key_id]} for key_id in sorted(used)]
+    session.execute(stmt, params)
+
+
+def _api_key(row: ApiKey) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=row.id,
+        account_id=row.account_id,
+        key_hash=row.key_hash,
+        display_prefix=row.display_prefix,
+        name=row.name,
+        created_at=as_utc(row.created_at),
+        revoked_at=_aware(row.revoked_at),
+        last_used_at=_aware(row.last_used_at),
+    )
+
+
+# -- the ledger --------------------------------------------------------------------------------
+
+
+@_boundary
+def ledger_page(
+    session: Session, *, account_id: str, limit: int = 50, before: str | None = None
+) -> list[LedgerRecord]:
+    """The account's movements, newest first (occurred_at, then version, then event id, desc).
+
+    ``before`` is the cursor: the ``event_id`` of the last entry of the previous page; the page
+    holds the entries after it in that order. ``InvalidCursor`` if it is not an event of the
+    account.
+    """
+    stmt = select(LedgerEntry).where(LedgerEntry.account_id == account_id)
+    if before is not None:
+        cursor = session.get(LedgerEntry, before)
+        if cursor is None or cursor.account_id != account_id:
+            raise InvalidCursor(f"{before!r} is not a ledger entry of account {account_id!r}")
+        occurred, version = col(LedgerEntry.occurred_at), col(LedgerEntry.version)
+        stmt = stmt.where(
+            or_(
+                occurred < cursor.occurred_at,
+                and_(
+                    occurred == cursor.occurred_at,
+                    or_(
+                        version < cursor.version,
+                        and_(version == cursor.version, col(LedgerEntry.event_id) < before),
+                    ),
+                ),
+            )
+        )
+    stmt = stmt.order_by(
+        col(LedgerEntry.occurred_at).desc(),
+        col(LedgerEntry.version).desc(),
+        col(LedgerEntry.event_id).desc(),
+    ).limit(_positive(limit))
+    return [_ledger(row) for row in session.exec(stmt)]
+
+
+@_boundary
+def ledger_totals(session: Session, *, account_id: str | None = None) -> dict[str, tuple[int, int]]:
+    """Per account: (sum of plan deltas, sum of bonus deltas) over the whole ledger.
+
+    For the audit: each account's sums equal its plan and bonus credits once synced.
+    """
+    stmt = select(
+        LedgerEntry.account_id,
+        func.coalesce(func.sum(LedgerEntry.plan_delta), 0),
+        func.coalesce(func.sum(LedgerEntry.bonus_delta), 0),
+    ).group_by(col(LedgerEntry.account_id))
+    if account_id is not None:
+        stmt = stmt.where(LedgerEntry.account_id == account_id)
+    return {acct: (int(plan), int(bonus)) for acct, plan, bonus in session.exec(stmt)}
+
+
+def _ledger(row: LedgerEntry) -> LedgerRecord:
+    return LedgerRecord(
+        event_id=row.event_id,
+        account_id=row.account_id,
+        kind=row.kind,
+        plan_delta=row.plan_delta,
+        bonus_delta=row.bonus_delta,
+        credits_delta=row.credits_delta,
+        tokens=row.tokens,
+        request_id=row.request_id,
+        reason=row.reason,
+        occurred_at=as_utc(row.occurred_at),
+        version=row.version,
+        recorded_at=as_utc(row.recorded_at),
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def _positive(limit: int) -> int:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    return limit
