@@ -19,13 +19,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
+from sqlalchemy import Engine
 
 from gateway import keys
 from gateway.apikeys import hash_key, well_formed
 from gateway.errors import StorageUnavailable, Unauthorized
+from store import repository
+from store.database import session
+from store.errors import StoreError
 
 log = logging.getLogger("creditgate.auth")
 
@@ -173,3 +178,36 @@ class KeyCache:
             ticks += 1
             if ticks % 20 == 0:  # every ~5 s
                 await self.flush_touched()
+
+
+def store_lookup(db: Engine) -> KeyLookup:
+    """A ``KeyLookup`` reading the store of record (in a thread: the store is synchronous)."""
+
+    def read(key_hash: str) -> KeyEntry | None:
+        with session(db) as s:
+            record = repository.find_api_key(s, key_hash=key_hash)
+        if record is None:
+            return None
+        return KeyEntry(record.account_id, record.key_id, record.revoked_at is not None)
+
+    async def lookup(key_hash: str) -> KeyEntry | None:
+        try:
+            return await asyncio.to_thread(read, key_hash)
+        except StoreError as exc:
+            raise StorageUnavailable(f"store: {exc}") from exc
+
+    return lookup
+
+
+def store_toucher(db: Engine) -> Toucher:
+    """A ``Toucher`` setting ``last_used_at`` to now for a batch of key ids."""
+
+    def write(key_ids: set[str]) -> None:
+        now = datetime.now(UTC)
+        with session(db) as s:
+            repository.touch_api_keys(s, used=dict.fromkeys(key_ids, now))
+
+    async def touch(key_ids: set[str]) -> None:
+        await asyncio.to_thread(write, key_ids)
+
+    return touch

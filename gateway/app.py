@@ -1,0 +1,142 @@
+"""The gateway application: ``create_app(settings)`` and the uvicorn factory ``app_from_env``.
+
+Proxied prefixes are served by ``ProxyRouter``, plain ASGI in front of Starlette's router (the
+hot path skips routing, request objects and exception middleware). Everything else is a
+Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
+the contract's JSON 404. The lifespan owns the Services (unless given), the upstream session,
+the API key cache and its revocation watcher; on shutdown it awaits in-flight settles.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from gateway.admin.routes import admin_routes
+from gateway.auth import KeyCache, store_lookup, store_toucher
+from gateway.errors import CreditgateError, StorageUnavailable, Unauthorized, error_body
+from gateway.health import health_routes
+from gateway.metrics import Metrics
+from gateway.proxy import Proxy, ProxyHolder, ProxyRouter
+from gateway.restore import restore_from_store
+from gateway.services import Services, open_services
+from gateway.settings import Settings
+from gateway.upstream import open_session
+from gateway.usage import usage_body
+
+log = logging.getLogger("creditgate.app")
+
+
+async def user_usage(request: Request) -> Response:
+    """``GET /api/user/usage``: the caller's account; costs nothing, touches no rate."""
+    services: Services = request.app.state.services
+    keys: KeyCache = request.app.state.keys
+    caller = await keys.authenticate(request.headers.get("authorization"))
+    state = await services.credits.status(caller.account_id)
+    if state is None:
+        state = await restore_from_store(services, caller.account_id)
+    if state is None:
+        raise Unauthorized("unknown account")
+    return JSONResponse({"success": True, "usage": usage_body(state)})
+
+
+async def _creditgate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CreditgateError)
+    if isinstance(exc, StorageUnavailable):
+        log.warning("unavailable: %s", exc.message)
+        return JSONResponse(
+            error_body("unavailable", "a backing service is unavailable"), status_code=503
+        )
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        message = f"no route for {request.method} {request.url.path}"
+    return JSONResponse(error_body(code, message), status_code=exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+
+
+def signing_secret(settings: Settings) -> bytes:
+    """The configured signing secret, or a random one for this process, said loudly."""
+    if settings.signing_secret:
+        return settings.signing_secret.encode()
+    log.warning(
+        "CREDITGATE_SIGNING_SECRET is not set: generated a random one for this process; "
+        "backends cannot verify X-Gateway-Signature unless they are given the same secret"
+    )
+    return secrets.token_urlsafe(32).encode()
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
+    """The gateway as an ASGI app; ``services`` given: used and left open at shutdown."""
+    holder = ProxyHolder()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc = services if services is not None else open_services(settings)
+        session = open_session(read_timeout=settings.upstream_timeout)
+        keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))
+        await keys.start()
+        proxy = Proxy(
+            engine=svc.credits,
+            keys=keys,
+            session=session,
+            metrics=metrics,
+            secret=signing_secret(settings),
+            restore=lambda account: restore_from_store(svc, account),
+            upstream_timeout=settings.upstream_timeout,
+        )
+        holder.proxy = proxy
+        app.state.services = svc
+        app.state.keys = keys
+        app.state.proxy = proxy
+        try:
+            yield
+        finally:
+            await proxy.inflight.drain()
+            await keys.stop()
+            await session.close()
+            if services is None:
+                await svc.close()
+
+    routes: list[BaseRoute] = [
+        Route("/api/user/usage", user_usage, methods=["GET"]),
+        *health_routes(),
+        Mount("/admin", routes=admin_routes()),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(ProxyRouter, routes=list(settings.routes), holder=holder)],
+        exception_handlers={
+            CreditgateError: _creditgate_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
+    return create_app(Settings.load())

@@ -1,0 +1,606 @@
+"""The proxied routes: authenticate, reserve, forward, stream back, settle. Plain ASGI.
+
+One request, in order: the API key is checked from the in-process cache (``gateway.auth``);
+a small body (<= ``BUFFER_LIMIT`` with a ``Content-Length``) is read; one ``EVALSHA`` reserves
+the route's cost (credits and rate together); the request goes upstream with signed
+``X-Gateway-*`` headers, the body streamed when large; the answer streams back; then:
+
+- 2xx: charged after the last byte, with the tokens the backend reported (``gateway.tokens``).
+  A JSON-object body is buffered (up to ``JSON_LIMIT``) to read its ``usage`` and gain
+  ``creditInfo``; its headers carry the settled figures. Any other body (SSE included) is
+  streamed as it arrives, so its headers are sent before the tokens are known: they carry the
+  reservation's figures (``X-Credits-Charged`` = the cost, ``X-Tokens-Used`` = the backend's
+  ``X-Tokens-Used`` header or the estimate ``cost x 2000``); the charge itself uses the final
+  SSE event's ``usage.total_tokens`` when there is one.
+- any other status: refunded before the headers are sent (``X-Credits-Charged: 0``).
+- timeout before the answer: 504 ``gateway_timeout``; connection refused / reset: 502
+  ``bad_gateway``; a client gone before the answer: the upstream call is cancelled. All refunded.
+- a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
+  tokens seen so far or the estimate; the upstream stream is closed at once.
+- a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut.
+
+Redis or store outages answer 503 ``unavailable`` before anything is held. Settles run as
+tracked tasks (``InFlight``): a cancelled request still settles, and shutdown awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from yarl import URL
+
+from gateway import headers as hdr
+from gateway import tokens as tok
+from gateway.auth import Caller, KeyCache
+from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS, CreditEngine
+from gateway.credits.results import AccountState, Reservation, Settlement
+from gateway.errors import StorageUnavailable, Unauthorized, error_body
+from gateway.idempotency import reserve_idempotent, valid_key
+from gateway.metrics import Metrics
+from gateway.settings import Route
+from gateway.signing import signed_headers
+from gateway.usage import credit_info
+
+log = logging.getLogger("creditgate.proxy")
+
+BUFFER_LIMIT = 1_048_576
+"""Request bodies up to this size (with a Content-Length) are read before reserving."""
+JSON_LIMIT = 8_388_608
+"""2xx JSON bodies up to this size gain ``creditInfo``; larger ones stream untouched."""
+
+T = TypeVar("T")
+Restore = Callable[[str], Awaitable[AccountState | None]]
+
+
+class InFlight:
+    """Settles and refunds as tasks: they finish even if the request is cancelled."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait for every settle still running (lifespan shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was being read."""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One proxied request's facts, passed between the steps."""
+
+    route: Route
+    caller: Caller
+    request_id: str
+    reservation: Reservation
+    idempotent: bool
+
+    @property
+    def state(self) -> AccountState:
+        assert self.reservation.account is not None
+        return self.reservation.account
+
+    @property
+    def retain_ms(self) -> int | None:
+        return IDEMPOTENCY_RETAIN_MS if self.idempotent else None
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    headers: hdr.RawHeaders = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def _splice_credit_info(body: bytes, info: dict[str, int]) -> bytes:
+    """The JSON object ``body`` with ``creditInfo`` added, the backend's bytes kept as they are."""
+    end = body.rstrip()
+    inner = end[:-1].rstrip()
+    sep = b"" if inner.endswith(b"{") else b","
+    return inner + sep + b'"creditInfo":' + json.dumps(info, separators=(",", ":")).encode() + b"}"
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class Proxy:
+    """Handles one proxied request end to end; built once per process by the app's lifespan."""
+
+    def __init__(
+        self,
+        *,
+        engine: CreditEngine,
+        keys: KeyCache,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        secret: bytes,
+        restore: Restore,
+        upstream_timeout: float,
+    ) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.session = session
+        self.metrics = metrics
+        self.secret = secret
+        self.restore = restore
+        self.upstream_timeout = upstream_timeout
+        self.inflight = InFlight()
+
+    # -- admission -------------------------------------------------------------------------
+
+    async def handle(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = idem_key = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                idem_key = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = value
+        outcome = "error"
+        try:
+            outcome = await self._admit(
+                route, scope, receive, send, authorization, idem_key, content_length
+            )
+        finally:
+            self.metrics.requests.inc(route=route.prefix, outcome=outcome)
+
+    async def _admit(
+        self,
+        route: Route,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        authorization: str | None,
+        idem_key: str | None,
+        content_length: bytes | None,
+    ) -> str:
+        request_id = uuid.uuid4().hex
+        rid_header = [(b"x-request-id", request_id.encode())]
+        try:
+            caller = await self.keys.authenticate(authorization)
+        except Unauthorized as exc:
+            await send_json(send, 401, exc.body(), rid_header)
+            return "unauthorized"
+        except StorageUnavailable:
+            self.metrics.store_errors.inc()
+            await send_json(send, 503, _unavailable(), rid_header)
+            return "unavailable"
+        if idem_key is not None and not valid_key(idem_key):
+            invalid = error_body(
+                "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters"
+            )
+            await send_json(send, 400, invalid, rid_header)
+            return "invalid"
+
+        body: bytes | None = None
+        if content_length is not None and content_length.isdigit():
+            if int(content_length) <= BUFFER_LIMIT:
+                try:
+                    body = await _read_body(receive)
+                except ClientGone:
+                    return "client_gone"
+        elif content_length is None and not _has_chunked_body(scope):
+            body = b""
+
+        try:
+            reservation, request_id = await self._reserve(
+                caller.account_id, request_id, idem_key, route.cost
+            )
+        except StorageUnavailable as exc:
+            self.metrics.redis_errors.inc(op="reserve")
+            log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
+            await send_json(send, 503, _unavailable(), rid_header)
+            return "unavailable"
+        rid_header = [(b"x-request-id", request_id.encode())]
+        self.metrics.reservations.inc(status=reservation.status)
+        if reservation.status != "ok":
+            return await self._refuse(send, reservation, rid_header)
+        exchange = Exchange(route, caller, request_id, reservation, idem_key is not None)
+        return await self._forward(exchange, scope, receive, send, body)
+
+    async def _reserve(
+        self, account: str, request_id: str, idem_key: str | None, cost: int
+    ) -> tuple[Reservation, str]:
+        for attempt in range(2):
+            if idem_key is not None:
+                reservation, request_id = await reserve_idempotent(
+                    self.engine, account, idem_key, cost
+                )
+            else:
+                reservation = await self.engine.reserve(account, request_id, cost)
+            if reservation.status != "missing" or attempt:
+                break
+            if await self.restore(account) is None:
+                break
+        return reservation, request_id
+
+    async def _refuse(
+        self, send: Send, reservation: Reservation, rid_header: hdr.RawHeaders
+    ) -> str:
+        state = reservation.account
+        if state is None:  # missing, and the store does not know the account either
+            await send_json(send, 401, Unauthorized("unknown account").body(), rid_header)
+            return "unauthorized"
+        fields = [
+            *rid_header,
+            *hdr.ratelimit_fields(state, reservation.rate_remaining, reservation.rate_wait_ms),
+        ]
+        if reservation.status == "insufficient":
+            body = error_body(
+                "insufficient_credits",
+                f"this request costs more than the {state.credits_remaining} credits left",
+                creditInfo=credit_info(state, 0),
+            )
+            retry = max(1, math.ceil(state.ms_to_period_end / 1000))
+            fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"false")]
+            await send_json(send, 429, body, fields)
+            return "insufficient"
+        if reservation.status == "rate_limited":
+            retry = max(1, math.ceil(reservation.rate_wait_ms / 1000))
+            body = error_body(
+                "rate_limited",
+                f"over the {state.tier} tier's {state.requests_per_minute} requests per minute",
+            )
+            fields.append((b"retry-after", str(retry).encode()))
+            await send_json(send, 429, body, fields)
+            return "rate_limited"
+        # duplicate: an Idempotency-Key seen before.
+        fields.append((b"x-credits-charged", b"0"))
+        if reservation.state == "held":
+            message = "a request with this Idempotency-Key is still in flight; retry later"
+        elif reservation.state == "charged":
+            message = "a request with this Idempotency-Key already succeeded and was charged"
+            fields.append((b"idempotent-replayed", b"true"))
+        else:
+            message = "this Idempotency-Key failed too many times; use a new key"
+        await send_json(send, 409, error_body("conflict", message), fields)
+        return "conflict"
+
+    # -- upstream --------------------------------------------------------------------------
+
+    async def _forward(
+        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: bytes | None
+    ) -> str:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        query: bytes = scope.get("query_string", b"")
+        target = ex.route.upstream + raw_path.decode("latin-1")
+        if query:
+            target += "?" + query.decode("latin-1")
+        state = ex.state
+        gateway = signed_headers(
+            self.secret,
+            method=method,
+            path=path,
+            account=state.account,
+            tier=state.tier,
+            request_id=ex.request_id,
+            credits_remaining=state.credits_remaining,
+        )
+        client = scope.get("client")
+        fwd = hdr.upstream_headers(
+            scope["headers"],
+            client_ip=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            gateway=gateway,
+        )
+        data: bytes | AsyncIterator[bytes] | None = (
+            body if body is not None else _stream_body(receive)
+        )
+        watch = asyncio.ensure_future(_wait_disconnect(receive)) if body is not None else None
+        started = time.perf_counter()
+        call = asyncio.ensure_future(
+            self.session.request(
+                method, URL(target, encoded=True), headers=fwd, data=data, allow_redirects=False
+            )
+        )
+        try:
+            waiting: set[asyncio.Future[Any]] = {call} if watch is None else {call, watch}
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.upstream_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if call not in done:
+                call.cancel()
+                if watch is not None and watch in done:
+                    await self._refund(ex, "client disconnected")
+                    return "client_gone"
+                return await self._fail(ex, send, 504, "gateway_timeout", "the backend timed out")
+            try:
+                response = call.result()
+            except TimeoutError:
+                return await self._fail(ex, send, 504, "gateway_timeout", "the backend timed out")
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning(
+                    "upstream %s unreachable: %s",
+                    ex.route.prefix,
+                    type(exc).__name__,
+                    extra={"request_id": ex.request_id},
+                )
+                return await self._fail(ex, send, 502, "bad_gateway", "the backend is unreachable")
+            self.metrics.upstream_latency.observe(
+                time.perf_counter() - started, route=ex.route.prefix
+            )
+            async with response:
+                return await self._respond(ex, response, send, watch, method)
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
+            if not call.done():
+                call.cancel()
+
+    async def _fail(self, ex: Exchange, send: Send, status: int, code: str, message: str) -> str:
+        settlement = await self._refund(ex, code)
+        state = (settlement.account if settlement else None) or ex.state
+        fields = hdr.credit_fields(
+            remaining=state.credits_remaining, charged=0, tokens=0, request_id=ex.request_id
+        )
+        await send_json(send, status, error_body(code, message), fields)
+        return code
+
+    async def _refund(self, ex: Exchange, reason: str) -> Settlement | None:
+        self.metrics.refunds.inc(reason=reason.split(" ")[0])
+        try:
+            return await self.inflight.run(
+                self.engine.refund(
+                    ex.caller.account_id, ex.request_id, reason=reason, retain_ms=ex.retain_ms
+                )
+            )
+        except StorageUnavailable as exc:
+            # The reaper refunds the reservation when its deadline passes.
+            self.metrics.redis_errors.inc(op="refund")
+            log.error("refund failed: %s", exc, extra={"request_id": ex.request_id})
+            return None
+
+    async def _settle(self, ex: Exchange, tokens: int) -> Settlement | None:
+        try:
+            settlement = await self.inflight.run(
+                self.engine.settle(
+                    ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
+                )
+            )
+        except StorageUnavailable as exc:
+            self.metrics.redis_errors.inc(op="settle")
+            log.error("settle failed: %s", exc, extra={"request_id": ex.request_id})
+            return None
+        self.metrics.settles.inc()
+        self.metrics.settled_credits.inc(settlement.credits)
+        return settlement
+
+    # -- answer ----------------------------------------------------------------------------
+
+    async def _respond(
+        self,
+        ex: Exchange,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        watch: asyncio.Future[Any] | None,
+        method: str,
+    ) -> str:
+        raw = response.raw_headers
+        status = response.status
+        if not 200 <= status < 300:
+            settlement = await self._refund(ex, f"upstream {status}")
+            state = (settlement.account if settlement else None) or ex.state
+            fields = [
+                *hdr.client_headers(raw, keep_length=True),
+                *hdr.credit_fields(
+                    remaining=state.credits_remaining, charged=0, tokens=0, request_id=ex.request_id
+                ),
+                *hdr.ratelimit_fields(
+                    state, ex.reservation.rate_remaining, ex.reservation.rate_wait_ms
+                ),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": fields})
+            await self._pipe(response, send, watch, None)
+            return "refunded"
+
+        header_tokens = tok.from_header(hdr.header_value(raw, b"x-tokens-used"))
+        length = hdr.header_value(raw, b"content-length")
+        if (
+            method != "HEAD"
+            and _is_json(response.content_type if "content-type" in response.headers else None)
+            and hdr.header_value(raw, b"content-encoding") is None
+            and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
+        ):
+            return await self._respond_json(ex, response, send, header_tokens)
+
+        sse = response.content_type == "text/event-stream"
+        shown_tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
+        state = ex.state
+        fields = [
+            *hdr.client_headers(raw, keep_length=True),
+            *hdr.credit_fields(
+                remaining=state.credits_remaining,
+                charged=ex.route.cost,
+                tokens=shown_tokens,
+                request_id=ex.request_id,
+            ),
+            *hdr.ratelimit_fields(
+                state, ex.reservation.rate_remaining, ex.reservation.rate_wait_ms
+            ),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": fields})
+        usage = tok.SseUsage() if sse else None
+        outcome = await self._pipe(response, send, watch, usage)
+        if outcome == "broken":
+            await self._refund(ex, "upstream broke mid-stream")
+            return "refunded"
+        tokens = usage.tokens if usage is not None and usage.tokens is not None else shown_tokens
+        await self._settle(ex, tokens)
+        return "charged" if outcome == "complete" else "charged_client_gone"
+
+    async def _respond_json(
+        self,
+        ex: Exchange,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        header_tokens: int | None,
+    ) -> str:
+        try:
+            body = await response.content.read()  # bounded by the Content-Length check
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return await self._fail(ex, send, 502, "bad_gateway", "the backend's answer broke off")
+        document: object = None
+        if body:
+            try:
+                document = json.loads(body)
+            except ValueError:
+                document = None
+        tokens = tok.from_document(document)
+        if tokens is None:
+            tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
+        settlement = await self._settle(ex, tokens)
+        state = (settlement.account if settlement else None) or ex.state
+        if isinstance(document, dict):
+            body = _splice_credit_info(body, credit_info(state, tokens))
+        fields = [
+            *hdr.client_headers(response.raw_headers, keep_length=False),
+            (b"content-length", str(len(body)).encode()),
+            *hdr.credit_fields(
+                remaining=state.credits_remaining,
+                charged=ex.route.cost,
+                tokens=tokens,
+                request_id=ex.request_id,
+            ),
+            *hdr.ratelimit_fields(
+                state, ex.reservation.rate_remaining, ex.reservation.rate_wait_ms
+            ),
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": fields})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return "charged"
+
+    async def _pipe(
+        self,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        watch: asyncio.Future[Any] | None,
+        usage: tok.SseUsage | None,
+    ) -> str:
+        """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``."""
+        try:
+            async for chunk in response.content.iter_any():
+                if usage is not None:
+                    usage.feed(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if watch is not None and watch.done():
+                    response.close()
+                    return "client_gone"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("upstream stream broke: %s", type(exc).__name__)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return "broken"
+        if usage is not None:
+            usage.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return "complete"
+
+
+def _unavailable() -> dict[str, Any]:
+    return error_body("unavailable", "the credit store is unavailable; nothing was charged")
+
+
+def _has_chunked_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" and value.lower() != b"identity":
+            return True
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    """Returns when the client disconnects (or, under uvicorn, once the response is complete)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ProxyRouter:
+    """ASGI middleware: requests under a proxied prefix go to the ``Proxy``, the rest to ``app``.
+
+    Prefixes are matched longest first. The ``Proxy`` is built by the lifespan, so this
+    reads it from ``holder`` per request.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: list[Route], holder: ProxyHolder) -> None:
+        self.app = app
+        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self.holder = holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            for route in self.routes:
+                if path.startswith(route.prefix):
+                    proxy = self.holder.proxy
+                    if proxy is None:
+                        await send_json(send, 503, _unavailable())
+                        return
+                    await proxy.handle(route, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+@dataclass(slots=True)
+class ProxyHolder:
+    proxy: Proxy | None = None
