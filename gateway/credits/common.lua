@@ -7,7 +7,9 @@
 --   pe     end of the current monthly period, ms
 --   tt     lifetime tokens       mt     tokens of the current period
 --   v      version: +1 with every event, so the store can tell newer from older
---   rl     rate limiter's theoretical arrival time (GCRA), ms, fractional
+--   rl rn rr  the rate limiter's theoretical arrival time (GCRA), exactly rl + rn/rr ms:
+--          integers, because a fractional ms in a float drifts and a burst of rpm calls would
+--          lose its last call (rr is the rpm the fraction counts in)
 -- Tiers arrive in ARGV as "name=credits/rpm;name=credits/rpm".
 
 local MONTH_MS = 2592000000  -- one monthly period and one subscription month: 30 days
@@ -38,21 +40,23 @@ local function rules(tiers, name)
 end
 
 local function load(key)
-  local f = redis.call('HMGET', key, 'plan', 'bonus', 'tier', 'sub', 'se', 'pe', 'tt', 'mt', 'v', 'rl')
+  local f = redis.call('HMGET', key, 'plan', 'bonus', 'tier', 'sub', 'se', 'pe', 'tt', 'mt', 'v',
+    'rl', 'rn', 'rr')
   if not f[1] then
     return nil
   end
   return {
     plan = tonumber(f[1]), bonus = tonumber(f[2]), tier = f[3], sub = tonumber(f[4]),
     se = tonumber(f[5]), pe = tonumber(f[6]), tt = tonumber(f[7]), mt = tonumber(f[8]),
-    v = tonumber(f[9]), rl = tonumber(f[10] or '0'),
+    v = tonumber(f[9]), rl = math.floor(tonumber(f[10] or '0')), rn = tonumber(f[11] or '0'),
+    rr = tonumber(f[12] or '0'),
   }
 end
 
 local function save(key, a)
   redis.call('HSET', key, 'plan', int(a.plan), 'bonus', int(a.bonus), 'tier', a.tier,
     'sub', int(a.sub), 'se', int(a.se), 'pe', int(a.pe), 'tt', int(a.tt), 'mt', int(a.mt),
-    'v', int(a.v), 'rl', string.format('%.3f', a.rl))
+    'v', int(a.v), 'rl', int(a.rl), 'rn', int(a.rn), 'rr', int(a.rr))
 end
 
 -- Append one ledger event, carrying the account's state after it, to the bucket's outbox.
@@ -74,8 +78,8 @@ local function expire(outbox, account, a, now, tiers)
   emit(outbox, account, a, now, 'expire', a.plan - old, 0, 0, '', 'subscription ended')
 end
 
-local function rollover(outbox, account, a, now, tiers)
-  local periods = math.floor((now - a.pe) / MONTH_MS) + 1
+-- Refill plan credits and zero the monthly tokens for `periods` period ends at once.
+local function rollover(outbox, account, a, now, tiers, periods)
   local old = a.plan
   a.pe = a.pe + periods * MONTH_MS
   a.plan = rules(tiers, a.tier).credits
@@ -83,22 +87,24 @@ local function rollover(outbox, account, a, now, tiers)
   emit(outbox, account, a, now, 'reset', a.plan - old, 0, 0, '', 'monthly period')
 end
 
--- Apply a due subscription expiry and a due monthly rollover, in the order they fell due.
+-- Apply a due subscription expiry and due monthly rollovers, in the order they fell due
+-- (an expiry and a period end at the same ms: the expiry first). Period ends before the
+-- expiry refill at the paid tier, those after it at the free tier.
 -- Returns true when anything changed (the caller saves).
 local function apply_due(outbox, account, a, now, tiers)
-  local expiry_due = a.se > 0 and now >= a.se
-  local rollover_due = now >= a.pe
-  local expired_first = expiry_due and (not rollover_due or a.se <= a.pe)
-  if expired_first then
+  local changed = false
+  if a.se > 0 and now >= a.se then
+    if a.pe < a.se then
+      rollover(outbox, account, a, now, tiers, math.ceil((a.se - a.pe) / MONTH_MS))
+    end
     expire(outbox, account, a, now, tiers)
+    changed = true
   end
-  if rollover_due then
-    rollover(outbox, account, a, now, tiers)
+  if now >= a.pe then
+    rollover(outbox, account, a, now, tiers, math.floor((now - a.pe) / MONTH_MS) + 1)
+    changed = true
   end
-  if expiry_due and not expired_first then
-    expire(outbox, account, a, now, tiers)
-  end
-  return expiry_due or rollover_due
+  return changed
 end
 
 -- The common head of every answer that describes an account.

@@ -140,7 +140,12 @@ class CreditEngine:
     async def open(
         self, account: str, *, tier: str = "free", months: int = 0, reason: str = ""
     ) -> TierChange:
-        """Create an account holding its tier's credits; ``exists`` if Redis has it already."""
+        """Create an account holding its tier's credits; ``exists`` if Redis has it already.
+
+        A paid tier with ``months=0`` is subscribed with no end.
+        """
+        if months < 0:
+            raise ValueError("months cannot be negative")
         k = keys.account_keys(account)
         raw = await self._run(
             self._scripts.open,

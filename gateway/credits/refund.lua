@@ -1,5 +1,6 @@
 -- refund: give a held reservation's credits back (the backend failed, or the reservation
 -- passed its deadline). Plan credits return up to the tier's allowance; bonus credits in full.
+-- A due expiry and rollover apply first, so the allowance is the one of the tier now in force.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] reason  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered
@@ -19,6 +20,7 @@ local status = r[1] .. '_before'
 local back = 0
 if r[1] == 'held' then
   status = 'refunded'
+  apply_due(KEYS[4], account, a, now, tiers)
   local to_plan = math.min(tonumber(r[2]), math.max(0, rules(tiers, a.tier).credits - a.plan))
   local to_bonus = tonumber(r[3])
   a.plan = a.plan + to_plan

@@ -28,28 +28,47 @@ local function answer(status, remaining, wait, state)
   return out
 end
 
--- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms.
-local interval = rpm > 0 and 60000 / rpm or 0
-local tat = math.max(a.rl, now)
-local function quota_left(t)
+-- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms. Counted exactly in
+-- integer units of 1/rpm ms: `debt` is how far the theoretical arrival time is ahead of now.
+-- A fraction kept under another rpm (the tier changed) rounds up to the next whole ms.
+local window = 60000 * rpm
+local debt = 0
+if rpm > 0 then
+  local tms, tn = a.rl, a.rn
+  if a.rr ~= rpm then
+    if tn > 0 then
+      tms = tms + 1
+    end
+    tn = 0
+  end
+  if tms >= now then
+    debt = (tms - now) * rpm + tn
+  end
+end
+local function quota_left(d)
   if rpm == 0 then
     return -1
   end
-  return math.max(0, math.floor((60000 - (t - now)) / interval))
+  return math.max(0, math.floor((window - d) / 60000))
+end
+local function ms_of(d)
+  if rpm == 0 then
+    return 0
+  end
+  return math.ceil(d / rpm)
 end
 
 local prior = redis.call('HGET', KEYS[2], 'st')
 if prior then
-  return answer('duplicate', quota_left(tat), math.max(0, tat - now), prior)
+  return answer('duplicate', quota_left(debt), ms_of(debt), prior)
 end
 
 if a.plan + a.bonus < cost then
-  return answer('insufficient', quota_left(tat), math.max(0, tat - now), '')
+  return answer('insufficient', quota_left(debt), ms_of(debt), '')
 end
 
-local next_tat = tat + interval
-if rpm > 0 and next_tat - 60000 > now then
-  return answer('rate_limited', 0, next_tat - 60000 - now, '')
+if rpm > 0 and debt + 60000 > window then
+  return answer('rate_limited', 0, ms_of(debt + 60000 - window), '')
 end
 
 local from_plan = math.min(a.plan, cost)
@@ -57,7 +76,10 @@ local from_bonus = cost - from_plan
 a.plan = a.plan - from_plan
 a.bonus = a.bonus - from_bonus
 if rpm > 0 then
-  a.rl = next_tat
+  debt = debt + 60000
+  a.rl = now + math.floor(debt / rpm)
+  a.rn = debt % rpm
+  a.rr = rpm
 end
 local deadline = now + tonumber(ARGV[6])
 redis.call('HSET', KEYS[2], 'st', 'held', 'cost', int(cost), 'pp', int(from_plan),
@@ -65,4 +87,4 @@ redis.call('HSET', KEYS[2], 'st', 'held', 'cost', int(cost), 'pp', int(from_plan
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
 emit(KEYS[4], account, a, now, 'hold', -from_plan, -from_bonus, 0, rid, '')
 changed = true
-return answer('ok', quota_left(a.rl), math.max(0, a.rl - now), 'held')
+return answer('ok', quota_left(debt), ms_of(debt), 'held')

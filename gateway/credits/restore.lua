@@ -14,7 +14,7 @@ end
 local a = {
   plan = tonumber(ARGV[4]), bonus = tonumber(ARGV[5]), tier = ARGV[6], sub = tonumber(ARGV[7]),
   se = tonumber(ARGV[8]), pe = tonumber(ARGV[9]), tt = tonumber(ARGV[10]), mt = tonumber(ARGV[11]),
-  v = tonumber(ARGV[12]), rl = 0,
+  v = tonumber(ARGV[12]), rl = 0, rn = 0, rr = 0,
 }
 emit(KEYS[2], account, a, now, 'restore', 0, 0, 0, '', 'restored from the store of record')
 save(KEYS[1], a)

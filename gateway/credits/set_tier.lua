@@ -1,6 +1,7 @@
 -- set_tier: upgrade, renew or downgrade a subscription; bonus credits survive all three.
 --   upgrade:   tier set, subscribed, ends now + months, plan credits = the tier's allowance
---   renew:     the end moves out by months from max(now, current end); needs a subscription
+--   renew:     the end moves out by months from max(now, current end); needs a subscription;
+--              an open-ended subscription (no end) stays open-ended
 --   downgrade: tier free, not subscribed, plan credits = min(current, free allowance)
 -- KEYS[1] account state   KEYS[2] bucket outbox
 -- ARGV[1] account  ARGV[2] action  ARGV[3] tier (upgrade only)  ARGV[4] months
@@ -33,7 +34,9 @@ elseif action == 'renew' then
     end
     return describe('not_subscribed', a, now, tiers)
   end
-  a.se = math.max(now, a.se) + months * MONTH_MS
+  if a.se > 0 then
+    a.se = math.max(now, a.se) + months * MONTH_MS
+  end
   status = 'renewed'
 else
   a.tier = 'free'

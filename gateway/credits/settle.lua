@@ -1,4 +1,5 @@
 -- settle: charge a held reservation (the backend answered 2xx) and count its tokens.
+-- A due expiry and rollover apply first, so the tokens count in the period now running.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered
@@ -16,6 +17,7 @@ end
 local status = r[1] .. '_before'
 if r[1] == 'held' then
   status = 'charged'
+  apply_due(KEYS[4], account, a, now, tiers)
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
   redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', int(tokens))
