@@ -1,0 +1,387 @@
+"""Whole-process fixtures: stub backends in a thread, gateway replicas as uvicorn processes.
+
+For other teams' e2e tests:
+
+- ``backends`` (session): two ``StubBackend`` s (``codegen``, ``review``), aiohttp servers on
+  free ports in a background thread. Each counts hits, records every request by its
+  ``X-Gateway-Request-Id`` (headers, body, whether the signature verified with
+  ``SIGNING_SECRET``) and answers by the path's last segment: ``json`` (JSON with
+  ``usage.total_tokens`` = ``?tokens=``, default 1234), ``nousage`` (JSON without usage,
+  ``X-Tokens-Used`` = ``?htokens=`` if given), ``list`` (a JSON array), ``plain`` (text with
+  ``X-Tokens-Used: 77``), ``sse`` (one event, then waits for ``release(?token=)``, then a final
+  event with usage 4321 and ``[DONE]``), ``status`` (``?code=``), ``hang`` (records
+  ``?token=`` as started and waits for ``release``), anything else echoes.
+- ``gateway`` (session): ``GatewayCluster`` of ``REPLICAS`` ``creditgate serve`` processes on
+  free ports sharing the test Redis db and a PostgreSQL store (``CREDITGATE_TEST_PG_URL``),
+  routes from a TOML file: ``/api/projects/`` and ``/api/costly/`` (cost 3) to codegen,
+  ``/api/review/`` to review, ``/api/dead/`` to a closed port. Upstream timeout 2 s.
+  ``gateway.urls``, ``gateway.env`` (the replicas' environment).
+- ``services`` (function): ``Services`` on the same Redis and store, for ``create_account``.
+- ``account`` (function): a factory ``await account(tier="pro", bonus=0) -> NewAccount``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from aiohttp import web
+
+from gateway.accounts import create_account
+from gateway.services import Services, open_services
+from gateway.settings import Settings
+from gateway.signing import SignatureError, verify
+from store.database import upgrade
+
+REDIS_URL = os.environ.get("CREDITGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+PG_URL = os.environ.get(
+    "CREDITGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+SIGNING_SECRET = "e2e-signing-secret-" + "x" * 16
+ADMIN_TOKEN = "e2e-admin-token-" + "y" * 16
+REPLICAS = 3
+START_TIMEOUT_S = 30.0
+WAIT_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    signature_ok: bool
+    backend: str
+
+
+@dataclass
+class StubBackend:
+    """An upstream that records what reached it; runs on the ``BackendThread``'s loop."""
+
+    name: str
+    url: str = ""
+    hits: int = 0
+    seen: dict[str, Seen] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def release(self, token: str) -> None:
+        """Let a waiting ``sse`` or ``hang`` request of ``token`` go on (thread-safe)."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._gate(token).set)
+
+    def _gate(self, token: str) -> asyncio.Event:
+        return self.gates.setdefault(token, asyncio.Event())
+
+    def hits_now(self) -> int:
+        with self.lock:
+            return self.hits
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            verify(SIGNING_SECRET.encode(), headers, request.method, request.path)
+            ok = True
+        except SignatureError:
+            ok = False
+        rid = headers.get("x-gateway-request-id", f"unsigned-{uuid.uuid4().hex}")
+        with self.lock:
+            self.hits += 1
+            self.seen[rid] = Seen(
+                request.method, request.path, request.query_string, headers, body, ok, self.name
+            )
+        what = request.path.rstrip("/").rsplit("/", 1)[-1]
+        token = request.query.get("token", "")
+        if what == "json":
+            tokens = int(request.query.get("tokens", "1234"))
+            return web.json_response(
+                {"backend": self.name, "echo": body.decode(), "usage": {"total_tokens": tokens}}
+            )
+        if what == "nousage":
+            extra = (
+                {"X-Tokens-Used": request.query["htokens"]} if "htokens" in request.query else {}
+            )
+            return web.json_response({"backend": self.name}, headers=extra)
+        if what == "list":
+            return web.json_response([1, 2, 3])
+        if what == "plain":
+            return web.Response(text="hello", headers={"X-Tokens-Used": "77"})
+        if what == "status":
+            code = int(request.query.get("code", "500"))
+            return web.json_response({"error": f"status {code}"}, status=code)
+        if what == "hang":
+            self.started.add(token)
+            await asyncio.wait_for(self._gate(token).wait(), 30)
+            return web.json_response({"late": True})
+        if what == "sse":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b'data: {"delta": "first"}\n\n')
+            await asyncio.wait_for(self._gate(token).wait(), WAIT_TIMEOUT_S)
+            await response.write(b'data: {"delta": "last", "usage": {"total_tokens": 4321}}\n\n')
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        return web.json_response(
+            {
+                "backend": self.name,
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "body": body.decode(errors="replace"),
+            }
+        )
+
+
+class BackendThread:
+    """Runs stub backends on their own event loop in a daemon thread."""
+
+    def __init__(self, backends: list[StubBackend]) -> None:
+        self.backends = backends
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runners: list[web.AppRunner] = []
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(WAIT_TIMEOUT_S)
+
+    async def _start(self) -> None:
+        for backend in self.backends:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", backend.handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            backend.url = f"http://127.0.0.1:{port}"
+            backend.loop = self.loop
+            self.runners.append(runner)
+
+    def stop(self) -> None:
+        async def cleanup() -> None:
+            for runner in self.runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(WAIT_TIMEOUT_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT_TIMEOUT_S)
+        self.loop.close()
+
+
+@dataclass
+class Backends:
+    codegen: StubBackend
+    review: StubBackend
+
+    def find(self, request_id: str) -> Seen | None:
+        for backend in (self.codegen, self.review):
+            with backend.lock:
+                if request_id in backend.seen:
+                    return backend.seen[request_id]
+        return None
+
+
+@pytest.fixture(scope="session")
+def backends() -> Iterator[Backends]:
+    found = Backends(StubBackend("codegen"), StubBackend("review"))
+    runner = BackendThread([found.codegen, found.review])
+    runner.start()
+    yield found
+    runner.stop()
+
+
+@dataclass
+class GatewayCluster:
+    urls: list[str]
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]]
+    logs: list[Path]
+
+
+def start_replica(env: dict[str, str], workdir: Path, index: int) -> tuple[str, Any, Path]:
+    port = free_port()
+    log = workdir / f"replica-{index}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "--log-level",
+                "WARNING",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"gateway at {url} not ready: {log.read_text()[-2000:]}")
+
+
+def stop_procs(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def gateway_env(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    config = workdir / "creditgate.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[[routes]]",
+                'prefix = "/api/projects/"',
+                f'upstream = "{backends.codegen.url}"',
+                "[[routes]]",
+                'prefix = "/api/review/"',
+                f'upstream = "{backends.review.url}"',
+                "[[routes]]",
+                'prefix = "/api/costly/"',
+                f'upstream = "{backends.codegen.url}"',
+                "cost = 3",
+                "[[routes]]",
+                'prefix = "/api/dead/"',
+                f'upstream = "http://127.0.0.1:{free_port()}"',
+            ]
+        )
+    )
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    upgrade(PG_URL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    env.update(
+        CREDITGATE_REDIS_URL=REDIS_URL,
+        CREDITGATE_DATABASE_URL=PG_URL,
+        CREDITGATE_SIGNING_SECRET=SIGNING_SECRET,
+        CREDITGATE_ADMIN_TOKEN=ADMIN_TOKEN,
+        CREDITGATE_CONFIG=str(config),
+        CREDITGATE_UPSTREAM_TIMEOUT="2",
+        CREDITGATE_WORKDIR=str(workdir),
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayCluster]:
+    workdir = Path(gateway_env["CREDITGATE_WORKDIR"])
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    logs: list[Path] = []
+    try:
+        for index in range(REPLICAS):
+            url, proc, log = start_replica(gateway_env, workdir, index)
+            procs.append(proc)
+            urls.append(url)
+            logs.append(log)
+        for url, proc, log in zip(urls, procs, logs, strict=True):
+            wait_ready(url, proc, log)
+        yield GatewayCluster(urls, gateway_env, procs, logs)
+    finally:
+        stop_procs(procs)
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    return Settings.load(
+        redis_url=env["CREDITGATE_REDIS_URL"],
+        database_url=env["CREDITGATE_DATABASE_URL"],
+        config=Path(env["CREDITGATE_CONFIG"]),
+        signing_secret=env["CREDITGATE_SIGNING_SECRET"],
+    )
+
+
+@pytest.fixture
+async def services(gateway_env: dict[str, str]) -> AsyncIterator[Services]:
+    svc = open_services(settings_of(gateway_env))
+    yield svc
+    await svc.close()
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    account_id: str
+    api_key: str
+    key_id: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+@pytest.fixture
+def account(services: Services) -> Callable[..., Awaitable[NewAccount]]:
+    async def make(tier: str = "pro", *, months: int = 1, bonus: int = 0) -> NewAccount:
+        created = await create_account(
+            services, tier=tier, months=months if tier != "free" else 0, reason="e2e"
+        )
+        if bonus:
+            await services.credits.grant(created.account_id, bonus, reason="e2e")
+        return NewAccount(created.account_id, created.api_key, created.key_id)
+
+    return make
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = WAIT_TIMEOUT_S
+) -> None:
+    """Poll ``check`` until it holds; fail with a clear message at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def body_json(response: httpx.Response) -> Any:
+    return json.loads(response.content)
