@@ -5,10 +5,11 @@ The store is synchronous SQLAlchemy; async callers run it with ``asyncio.to_thre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +20,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
 from store.errors import StoreUnavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -86,6 +90,19 @@ def unavailable(exc: Exception) -> StoreUnavailable:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
     return StoreUnavailable(f"database: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def boundary(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a store function: connection-level driver errors become ``StoreUnavailable``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(exc) from exc
+
+    return wrapper
 
 
 def alembic_config() -> Config:

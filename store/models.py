@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     String,
+    Table,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
@@ -118,3 +119,9 @@ class LedgerEntry(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     version: int = _count()
     recorded_at: datetime = _time()
+
+
+# The tables as Core objects, for bulk statements (SQLModel does not type ``__table__``).
+ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
+API_KEYS: Table = ApiKey.__table__  # type: ignore[attr-defined]
+LEDGER: Table = LedgerEntry.__table__  # type: ignore[attr-defined]

@@ -7,152 +7,39 @@ about the connection become ``StoreUnavailable`` here, once.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from store.database import unavailable
-from store.errors import (
-    DuplicateAccount,
-    DuplicateApiKey,
-    InvalidCursor,
-    StoreError,
-    UnknownAccount,
-)
-from store.models import Account, ApiKey, LedgerEntry, UTCDateTime
-from store.records import AccountRecord, ApiKeyRecord, LedgerRecord, Movement
+from store.database import boundary
+from store.errors import DuplicateAccount, DuplicateApiKey, InvalidCursor, UnknownAccount
+from store.models import API_KEYS, Account, ApiKey, LedgerEntry, UTCDateTime
+from store.movements import apply_movements
+from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
 from store.timefmt import as_utc, to_datetime, utc_now
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-ACCOUNTS: Table = cast(Table, Account.__table__)  # type: ignore[attr-defined]
-API_KEYS: Table = cast(Table, ApiKey.__table__)  # type: ignore[attr-defined]
-LEDGER: Table = cast(Table, LedgerEntry.__table__)  # type: ignore[attr-defined]
-
-SNAPSHOT_COLUMNS = (
-    "tier",
-    "plan_credits",
-    "bonus_credits",
-    "total_tokens",
-    "monthly_tokens",
-    "subscribed",
-    "subscription_ends_at",
-    "period_end",
-    "version",
-    "updated_at",
-)
-
-
-def _boundary(fn: Callable[P, R]) -> Callable[P, R]:
-    """Convert connection-level driver errors into ``StoreUnavailable``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            raise unavailable(exc) from exc
-
-    return wrapper
-
-
-# -- the sync worker's write path -------------------------------------------------------------
-
-
-@_boundary
-def apply_movements(session: Session, *, movements: Sequence[Movement]) -> int:
-    """Record movements exactly once and move account snapshots forward; return new ledger rows.
-
-    Idempotent under replays and overlapping batches: a ledger row whose ``event_id`` exists is
-    skipped (``INSERT .. ON CONFLICT DO NOTHING``). Each account's snapshot is taken from its
-    highest-version movement in the batch and written only if that version is above the
-    stored one, so the snapshot never moves backwards; a missing account is created from it
-    (email None). Rows are written in key order, accounts before ledger, so concurrent callers
-    with overlapping batches wait on each other instead of deadlocking.
-    """
-    if not movements:
-        return 0
-    now = utc_now()
-    latest: dict[str, Movement] = {}
-    for m in movements:
-        seen = latest.get(m.account_id)
-        if seen is None or (m.version, m.occurred_ms) > (seen.version, seen.occurred_ms):
-            latest[m.account_id] = m
-    accounts = [_snapshot_row(latest[a], now) for a in sorted(latest)]
-    unique = {m.event_id: m for m in reversed(movements)}  # the first of any duplicate wins
-    ledger = [_ledger_row(unique[e], now) for e in sorted(unique)]
-
-    # executemany + RETURNING: SQLAlchemy compiles the statement once (cached) and sends
-    # multi-row VALUES pages ("insertmanyvalues"); RETURNING also counts the rows added.
-    dialect = session.get_bind().dialect.name
-    upsert = _insert(dialect, ACCOUNTS)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[ACCOUNTS.c.id],
-        set_={name: upsert.excluded[name] for name in SNAPSHOT_COLUMNS},
-        where=ACCOUNTS.c.version < upsert.excluded.version,
-    )
-    session.execute(upsert.returning(ACCOUNTS.c.id), accounts).all()
-    insert = _insert(dialect, LEDGER).on_conflict_do_nothing()
-    return len(session.execute(insert.returning(LEDGER.c.event_id), ledger).all())
-
-
-def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise StoreError(f"unsupported database dialect {dialect!r}")
-
-
-def _snapshot_row(m: Movement, now: datetime) -> dict[str, Any]:
-    return {
-        "id": m.account_id,
-        "email": None,
-        "tier": m.tier,
-        "plan_credits": m.plan_credits,
-        "bonus_credits": m.bonus_credits,
-        "total_tokens": m.total_tokens,
-        "monthly_tokens": m.monthly_tokens,
-        "subscribed": m.subscribed,
-        # The engine writes 0 for "no subscription end"; the store says None.
-        "subscription_ends_at": to_datetime(m.subscription_ends_ms)
-        if m.subscription_ends_ms
-        else None,
-        "period_end": to_datetime(m.period_end_ms),
-        "version": m.version,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _ledger_row(m: Movement, now: datetime) -> dict[str, Any]:
-    return {
-        "event_id": m.event_id,
-        "account_id": m.account_id,
-        "kind": m.kind,
-        "plan_delta": m.plan_delta,
-        "bonus_delta": m.bonus_delta,
-        "credits_delta": m.plan_delta + m.bonus_delta,
-        "tokens": m.tokens,
-        "request_id": m.request_id or None,
-        "reason": m.reason or None,
-        "occurred_at": to_datetime(m.occurred_ms),
-        "version": m.version,
-        "recorded_at": now,
-    }
-
+__all__ = [
+    "all_account_ids",
+    "apply_movements",
+    "create_account",
+    "create_api_key",
+    "find_api_key",
+    "get_account",
+    "ledger_page",
+    "ledger_totals",
+    "list_accounts",
+    "list_api_keys",
+    "revoke_api_key",
+    "touch_api_keys",
+]
 
 # -- accounts ----------------------------------------------------------------------------------
 
 
-@_boundary
+@boundary
 def create_account(
     session: Session,
     *,
@@ -194,13 +81,13 @@ def create_account(
     return _account(row)
 
 
-@_boundary
+@boundary
 def get_account(session: Session, *, account_id: str) -> AccountRecord | None:
     row = session.get(Account, account_id)
     return None if row is None else _account(row)
 
 
-@_boundary
+@boundary
 def list_accounts(
     session: Session, *, limit: int = 100, after: str | None = None
 ) -> list[AccountRecord]:
@@ -211,7 +98,7 @@ def list_accounts(
     return [_account(row) for row in session.exec(stmt)]
 
 
-@_boundary
+@boundary
 def all_account_ids(session: Session) -> list[str]:
     return list(session.exec(select(Account.id).order_by(col(Account.id))))
 
@@ -237,7 +124,7 @@ def _account(row: Account) -> AccountRecord:
 # -- API keys ----------------------------------------------------------------------------------
 
 
-@_boundary
+@boundary
 def create_api_key(
     session: Session,
     *,
@@ -266,14 +153,14 @@ def create_api_key(
     return _api_key(row)
 
 
-@_boundary
+@boundary
 def find_api_key(session: Session, *, key_hash: str) -> ApiKeyRecord | None:
     """The key with that hash, revoked or not: the caller decides what revoked means."""
     row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
     return None if row is None else _api_key(row)
 
 
-@_boundary
+@boundary
 def list_api_keys(session: Session, *, account_id: str) -> list[ApiKeyRecord]:
     """The account's keys, oldest first, revoked ones included."""
     stmt = (
@@ -284,7 +171,7 @@ def list_api_keys(session: Session, *, account_id: str) -> list[ApiKeyRecord]:
     return [_api_key(row) for row in session.exec(stmt)]
 
 
-@_boundary
+@boundary
 def revoke_api_key(session: Session, *, account_id: str, key_id: str) -> ApiKeyRecord | None:
     """Mark the key revoked; idempotent (the first revocation time stays). None: no such key."""
     row = session.get(ApiKey, key_id)
@@ -297,7 +184,7 @@ def revoke_api_key(session: Session, *, account_id: str, key_id: str) -> ApiKeyR
     return _api_key(row)
 
 
-@_boundary
+@boundary
 def touch_api_keys(session: Session, *, used: Mapping[str, datetime]) -> None:
     """Record when keys were last used (key id -> time), in one batched UPDATE.
 
@@ -313,7 +200,7 @@ def touch_api_keys(session: Session, *, used: Mapping[str, datetime]) -> None:
         .values(last_used_at=at)
     )
     params = [{"touch_id": key_id, "touch_at": used[key_id]} for key_id in sorted(used)]
-    session.execute(stmt, params)
+    session.connection().execute(stmt, params)
 
 
 def _api_key(row: ApiKey) -> ApiKeyRecord:
@@ -332,7 +219,7 @@ def _api_key(row: ApiKey) -> ApiKeyRecord:
 # -- the ledger --------------------------------------------------------------------------------
 
 
-@_boundary
+@boundary
 def ledger_page(
     session: Session, *, account_id: str, limit: int = 50, before: str | None = None
 ) -> list[LedgerRecord]:
@@ -368,7 +255,7 @@ def ledger_page(
     return [_ledger(row) for row in session.exec(stmt)]
 
 
-@_boundary
+@boundary
 def ledger_totals(session: Session, *, account_id: str | None = None) -> dict[str, tuple[int, int]]:
     """Per account: (sum of plan deltas, sum of bonus deltas) over the whole ledger.
 
