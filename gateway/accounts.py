@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +30,9 @@ from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
 log = logging.getLogger("creditgate.accounts")
 
 T = TypeVar("T")
+
+MONTH_MS = 30 * 86_400_000
+"""One monthly period and one subscription month, as the scripts count them (common.lua)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,10 @@ async def create_account(
     validation.tier(tier, services.settings.tiers, paid=False)
     if months and (tier == "free" or not 0 < months <= validation.MAX_MONTHS):
         raise InvalidRequest(f"field 'months' must be 1-{validation.MAX_MONTHS}, paid tiers only")
-    allowance = services.settings.tiers[tier].credits
+    # The row starts at version 0 with the engine's opening values, the times estimated
+    # from this host's clock; the first sync replaces them with what the script recorded.
+    now = int(time.time() * 1000)
+    paid = tier != "free"
     try:
         record = await _store(
             services,
@@ -118,7 +125,10 @@ async def create_account(
             account_id=account_id,
             email=email,
             tier=tier,
-            plan_credits=allowance,
+            plan_credits=services.settings.tiers[tier].credits,
+            period_end_ms=now + MONTH_MS,
+            subscribed=paid,
+            subscription_ends_ms=now + months * MONTH_MS if paid and months else None,
         )
     except DuplicateAccount as exc:
         raise Conflict(f"account {account_id!r} already exists") from exc
@@ -208,14 +218,14 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
     """
     from gateway.auth import announce_revocation
 
-    keys = await list_keys(services, account_id)
-    found = next((k for k in keys if k.key_id == key_id), None)
-    if found is None:
+    revoked = await _store(
+        services, repository.revoke_api_key, account_id=account_id, key_id=key_id
+    )
+    if revoked is None:
         raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
-    revoked = await _store(services, repository.revoke_api_key, key_id=key_id)
-    await announce_revocation(services.redis, found.key_hash)
+    await announce_revocation(services.redis, revoked.key_hash)
     log.info("key %s of account %s revoked", key_id, account_id)
-    return revoked if isinstance(revoked, ApiKeyRecord) else found
+    return revoked
 
 
 async def ledger_page(
@@ -244,7 +254,7 @@ async def _new_key(services: Services, account_id: str, *, name: str) -> Created
         account_id=account_id,
         key_id=key.key_id,
         key_hash=key.key_hash,
-        prefix=key.display_prefix,
+        display_prefix=key.display_prefix,
         name=name,
     )
     return CreatedKey(account_id, key.secret, key.key_id, key.display_prefix)

@@ -1,0 +1,88 @@
+"""The expiry sweep: downgrade ended subscriptions that nobody touched, so reports are right.
+
+Expiry is lazy in the credit scripts (applied on an account's next touch). An account that
+is never used again would stay "subscribed" in Redis and in the store; each sync pass asks
+the store for subscriptions whose end has passed and touches each with ``engine.status``,
+which downgrades it in Redis and emits the ``expire`` event the next pass copies back.
+Idempotent: touching an account whose subscription Redis has renewed changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlmodel import col, select
+
+from gateway.errors import StorageUnavailable
+from gateway.restore import restore_from_store
+from gateway.services import Services
+from store.database import session
+from store.errors import StoreError
+from store.models import Account
+from store.timefmt import to_datetime
+
+log = logging.getLogger("creditgate.expiry")
+
+BATCH = 500
+MAX_PER_PASS = 5000
+"""A bound on one pass's work; what is left waits for the next pass."""
+
+
+async def sweep_expired(services: Services, *, now_ms: int | None = None) -> int:
+    """Touch every account whose subscription ended per the store; returns those downgraded.
+
+    ``now_ms`` defaults to the scripts' clock: the engine's injected clock when it has one
+    (tests move it), else Redis ``TIME``.
+    """
+    if now_ms is None:
+        now_ms = await _scripts_now(services)
+    downgraded = 0
+    after = ""
+    seen = 0
+    while seen < MAX_PER_PASS:
+        due = await _due(services, now_ms, after=after, limit=BATCH)
+        for account_id in due:
+            state = await services.credits.status(account_id)
+            if state is None:
+                state = await restore_from_store(services, account_id)
+            if state is not None and not state.subscribed:
+                downgraded += 1
+        seen += len(due)
+        if len(due) < BATCH:
+            break
+        after = due[-1]
+    if downgraded:
+        log.info("expiry sweep downgraded %d account(s)", downgraded)
+    return downgraded
+
+
+async def _scripts_now(services: Services) -> int:
+    clock = getattr(services.credits, "_clock", None)  # the engine keeps it private
+    if callable(clock):
+        return int(clock())
+    seconds, micros = await services.redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def _due(services: Services, now_ms: int, *, after: str, limit: int) -> list[str]:
+    """Ids of store accounts still subscribed with an end at or before ``now_ms``, by id."""
+    ended = to_datetime(now_ms)
+
+    def read() -> list[str]:
+        stmt = (
+            select(Account.id)
+            .where(col(Account.subscribed).is_(True))
+            .where(col(Account.subscription_ends_at).is_not(None))
+            .where(col(Account.subscription_ends_at) <= ended)
+            .where(col(Account.id) > after)
+            .order_by(col(Account.id))
+            .limit(limit)
+        )
+        with session(services.db) as s:
+            return list(s.exec(stmt))
+
+    try:
+        return await asyncio.to_thread(read)
+    except StoreError as exc:
+        raise StorageUnavailable(f"store: {exc}") from exc
