@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gateway.settings import ConfigError, Settings
 
-COMMAND_MODULES = ("store.cli", "gateway.demo.command", "gateway.server")
+COMMAND_MODULES = ("store.cli", "gateway.demo.command", "gateway.server", "gateway.admin.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
