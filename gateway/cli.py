@@ -14,7 +14,13 @@ from collections.abc import Sequence
 
 from gateway.settings import ConfigError, Settings
 
-COMMAND_MODULES = ("store.cli", "gateway.demo.command", "gateway.server", "gateway.admin.cli")
+COMMAND_MODULES = (
+    "store.cli",
+    "gateway.demo.command",
+    "gateway.server",
+    "sync.cli",
+    "gateway.admin.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

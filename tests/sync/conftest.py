@@ -7,6 +7,9 @@ dropped) and migrated before each test.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,3 +63,51 @@ async def services(
 @pytest.fixture
 def store_view(services: Services) -> StoreView:
     return StoreView(services)
+
+
+TRAFFIC = Path(__file__).with_name("traffic.py")
+
+
+class Traffic:
+    """Traffic processes (tests/sync/traffic.py), killed at teardown if still running."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self, seed: int, ops: int, accounts: list[str], *extra: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(TRAFFIC),
+            self.redis_url,
+            str(seed),
+            str(ops),
+            *accounts,
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.procs.append(proc)
+
+    async def wait(self) -> list[dict[str, int]]:
+        """Wait for every process; their counts. Fails if any process failed."""
+        results = []
+        for proc in self.procs:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+            assert proc.returncode == 0
+            results.append(json.loads(out))
+        self.procs.clear()
+        return results
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.kill()
+
+
+@pytest.fixture
+async def traffic(redis_url: str) -> AsyncIterator[Traffic]:
+    running = Traffic(redis_url)
+    yield running
+    running.kill()
+    for proc in running.procs:
+        await proc.wait()

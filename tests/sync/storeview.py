@@ -8,6 +8,7 @@ from gateway.services import Services
 from store import repository
 from store.database import session
 from store.records import AccountRecord, LedgerRecord
+from sync.audit import audit
 
 
 class StoreView:
@@ -38,3 +39,22 @@ class StoreView:
                 return repository.ledger_totals(s)
 
         return await asyncio.to_thread(read)
+
+
+async def assert_in_sync(services: Services, view: StoreView) -> dict[str, AccountRecord]:
+    """Store == Redis for every account, and each account's ledger holds every event once.
+
+    An account's events carry versions 1, 2, ... (one per event), so its ledger must hold
+    exactly the versions 1..v of its snapshot, with distinct event ids.
+    """
+    report = await audit(services)
+    assert report.differences == []
+    assert report.absent_in_redis == []
+    assert report.unsynced_events == 0
+    accounts = await view.accounts()
+    assert accounts
+    for account, record in accounts.items():
+        ledger = await view.ledger(account)
+        assert sorted(e.version for e in ledger) == list(range(1, record.version + 1)), account
+        assert len({e.event_id for e in ledger}) == len(ledger)
+    return accounts

@@ -1,0 +1,86 @@
+"""``creditgate sync`` (the sync worker) and ``creditgate audit`` (reconciliation)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from gateway.errors import StorageUnavailable
+from gateway.services import open_services
+from store.database import upgrade_engine
+from store.errors import StoreError
+from sync.audit import audit, render
+from sync.worker import DEFAULT_BATCH_SIZE, SyncWorker
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+log = logging.getLogger("creditgate.sync")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("sync", help="copy credit movements from Redis to the store of record")
+    run.add_argument("--once", action="store_true", help="one pass, then exit")
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"events read per bucket per batch (default {DEFAULT_BATCH_SIZE})",
+    )
+    run.add_argument("--consumer", help="consumer name in the group (default: host-pid-random)")
+    run.set_defaults(run=run_sync)
+    check = sub.add_parser(
+        "audit", help="compare Redis, the store and the ledger; exit 1 on any difference"
+    )
+    check.set_defaults(run=run_audit)
+
+
+def run_sync(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_sync(args, settings))
+
+
+async def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    services = open_services(settings)
+    try:
+        try:
+            await asyncio.to_thread(upgrade_engine, services.db)
+        except StoreError as exc:
+            log.warning("could not migrate the store yet, the passes will retry: %s", exc)
+        worker = SyncWorker(services, consumer=args.consumer, batch_size=args.batch_size)
+        if args.once:
+            applied = await worker.run_once()
+            print(f"synced {applied} event(s), reaped {worker.stats.reaped} reservation(s)")
+            return 1 if worker.stats.errors else 0
+
+        def stop() -> None:
+            worker.should_exit = True
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await worker.run()
+        return 0
+    finally:
+        await services.close()
+
+
+def run_audit(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_audit(settings))
+
+
+async def _audit(settings: Settings) -> int:
+    services = open_services(settings)
+    try:
+        report = await audit(services)
+    except StorageUnavailable as exc:
+        print(f"creditgate audit: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        await services.close()
+    for line in render(report):
+        print(line)
+    return 0 if report.clean else 1

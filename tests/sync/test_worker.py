@@ -1,0 +1,112 @@
+"""The sync worker on real Redis and both stores: bursts from several processes, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway import keys
+from gateway.credits.outbox import OutboxEntry
+from gateway.services import Services
+from sync import metrics
+from sync.worker import SyncWorker
+from tests.sync.conftest import Traffic
+from tests.sync.storeview import StoreView, assert_in_sync
+
+ACCOUNTS = [f"acct-{i}" for i in range(12)]
+
+
+async def open_accounts(services: Services, accounts: list[str]) -> None:
+    for i, account in enumerate(accounts):
+        await services.credits.open(account, tier=("free", "pro")[i % 2], months=1)
+
+
+async def burst(services: Services, traffic: Traffic, *, processes: int = 4, ops: int = 120) -> int:
+    """Open the accounts and run traffic from several processes; the events in the outbox."""
+    await open_accounts(services, ACCOUNTS)
+    for seed in range(processes):
+        await traffic.start(seed, ops, ACCOUNTS)
+    results = await traffic.wait()
+    assert sum(r.get("charge", 0) for r in results) > 0
+    assert sum(r.get("grant", 0) for r in results) > 0
+    return sum([await services.redis.xlen(keys.outbox(b)) for b in range(keys.BUCKETS)])
+
+
+async def test_burst_from_processes_then_one_pass(
+    services: Services, store_view: StoreView, traffic: Traffic
+) -> None:
+    events = await burst(services, traffic)
+    worker = SyncWorker(services, batch_size=50)
+
+    assert await worker.run_once() == events
+    accounts = await assert_in_sync(services, store_view)
+    assert set(accounts) == set(ACCOUNTS)
+    assert sum(r.version for r in accounts.values()) == events
+    kinds = {e.kind for a in ACCOUNTS for e in await store_view.ledger(a)}
+    assert {"open", "hold", "charge", "refund", "grant", "upgrade", "downgrade"} <= kinds
+    assert worker.stats.batches >= 2
+    shared = await metrics.read(services.redis)
+    assert shared["applied"] == events and shared["lag_ms"] == 0 and shared.get("errors", 0) == 0
+    assert await worker.run_once() == 0
+
+
+async def test_two_workers_at_once_write_each_event_once(
+    services: Services, store_view: StoreView, traffic: Traffic
+) -> None:
+    events = await burst(services, traffic, processes=3)
+    first, second = SyncWorker(services, batch_size=5), SyncWorker(services, batch_size=5)
+
+    applied = await asyncio.gather(first.run_once(), second.run_once())
+
+    assert sum(applied) == events
+    assert all(applied)
+    accounts = await assert_in_sync(services, store_view)
+    assert sum(r.version for r in accounts.values()) == events
+
+
+class AckLost(SyncWorker):
+    """A worker that commits but dies before acknowledging: its entries stay pending."""
+
+    async def apply(self, entries: list[OutboxEntry]) -> int:
+        self.reader.ack = _never  # type: ignore[method-assign]
+        return await super().apply(entries)
+
+
+async def _never(entries: object) -> None:
+    return None
+
+
+async def test_redelivery_after_a_lost_ack_is_a_no_op(
+    services: Services, store_view: StoreView
+) -> None:
+    await open_accounts(services, ACCOUNTS)
+    for i, account in enumerate(ACCOUNTS):
+        assert (await services.credits.reserve(account, f"r{i}", 1)).held
+        await services.credits.settle(account, f"r{i}", 100 + i)
+    dead = AckLost(services, consumer="dead", max_batches=1)
+    assert await dead.run_once() == 3 * len(ACCOUNTS)
+    before = {a: len(await store_view.ledger(a)) for a in ACCOUNTS}
+
+    # The same consumer restarted re-reads its own pending entries...
+    again = SyncWorker(services, consumer="dead")
+    assert await again.run_once() == 3 * len(ACCOUNTS)
+    assert {a: len(await store_view.ledger(a)) for a in ACCOUNTS} == before
+    await assert_in_sync(services, store_view)
+
+
+async def test_pending_of_a_dead_consumer_is_claimed(
+    services: Services, store_view: StoreView
+) -> None:
+    await open_accounts(services, ACCOUNTS)
+    dead = AckLost(services, consumer="dead", max_batches=1)
+    assert await dead.run_once() == len(ACCOUNTS)
+    await services.credits.grant(ACCOUNTS[0], 5, reason="after the crash")
+
+    patient = SyncWorker(services, consumer="other", claim_idle_ms=3_600_000)
+    assert await patient.run_once() == 1  # the dead one's entries are not idle long enough
+    claimer = SyncWorker(services, consumer="claimer", claim_idle_ms=0)
+    assert await claimer.run_once() == len(ACCOUNTS)
+
+    for bucket in range(keys.BUCKETS):
+        pending = await services.redis.xpending(keys.outbox(bucket), keys.OUTBOX_GROUP)
+        assert pending["pending"] == 0
+    await assert_in_sync(services, store_view)
