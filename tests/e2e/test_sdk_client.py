@@ -1,0 +1,217 @@
+"""A client written by someone else: the ``openai`` SDK through a real gateway process.
+
+The gateway runs as ``creditgate serve`` on a real Redis, with a TOML route ``/openai/`` to a
+stub backend (the demo codegen app, which answers ``.../chat/completions`` in OpenAI's
+shape) running in the test's loop so it can count the calls that reach it. The account's
+tier holds 2 credits: a plain and a streamed completion pass, the third is refused with 429
+``insufficient_credits``, which the SDK must raise as ``RateLimitError`` without retrying,
+because the gateway says ``X-Should-Retry: false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.accounts import create_account
+from gateway.demo.backends import codegen_app
+from gateway.services import open_services
+from gateway.settings import Settings
+from store.database import upgrade
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sdk-test-signing-secret"
+START_TIMEOUT_S = 30.0
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
+    {"role": "user", "content": "write hello world"}
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class CountingApp:
+    """Counts the HTTP requests that reach the wrapped backend."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.calls += 1
+        await self.app(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """``app`` under uvicorn in this test's loop, on a free port: yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            assert not task.done() and time.monotonic() < deadline, "server did not start"
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[tuple[str, CountingApp]]:
+    app = CountingApp(codegen_app(SECRET.encode()))
+    async with serving(app) as url:
+        yield url, app
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    url: str
+    env: dict[str, str]
+
+
+@pytest.fixture
+def gateway_env(tmp_path: Path, redis_url: str, backend: tuple[str, CountingApp]) -> dict[str, str]:
+    config = tmp_path / "creditgate.toml"
+    config.write_text(
+        "[tiers.two]\ncredits = 2\nrequests_per_minute = 0\n\n"
+        f'[[routes]]\nprefix = "/openai/"\nupstream = "{backend[0]}"\ncost = 1\n',
+        encoding="utf-8",
+    )
+    return {
+        "CREDITGATE_REDIS_URL": redis_url,
+        "CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CREDITGATE_CONFIG": str(config),
+        "CREDITGATE_SIGNING_SECRET": SECRET,
+    }
+
+
+@pytest.fixture
+def gateway(gateway_env: dict[str, str], real_redis: aioredis.Redis) -> Iterator[Gateway]:
+    """``creditgate serve`` in its own process on a free port; killed at teardown."""
+    upgrade(gateway_env["CREDITGATE_DATABASE_URL"])
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")} | gateway_env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"]
+        + ["--port", str(port)],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, f"gateway exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        yield Gateway(url, gateway_env)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _api_key(env: dict[str, str]) -> str:
+    settings = Settings.load(
+        redis_url=env["CREDITGATE_REDIS_URL"],
+        database_url=env["CREDITGATE_DATABASE_URL"],
+        config=Path(env["CREDITGATE_CONFIG"]),
+    )
+    services = open_services(settings)
+    try:
+        created = await create_account(services, tier="two", reason="test")
+    finally:
+        await services.close()
+    assert created.state.credits_remaining == 2
+    return created.api_key
+
+
+def _client(base_url: str, api_key: str, sent: list[str]) -> openai.AsyncOpenAI:
+    """An SDK client with its default retries, recording every request it sends."""
+
+    async def count(request: Any) -> None:  # the SDK's own httpx flavour
+        sent.append(request.url.path)
+
+    http_client = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count]})
+    return openai.AsyncOpenAI(
+        api_key=api_key, base_url=base_url, max_retries=2, http_client=http_client
+    )
+
+
+async def test_sdk_sees_insufficient_credits_and_does_not_retry(
+    gateway: Gateway, backend: tuple[str, CountingApp]
+) -> None:
+    sent: list[str] = []
+    client = _client(f"{gateway.url}/openai/v1", await _api_key(gateway.env), sent)
+    async with client:
+        completion = await client.chat.completions.create(model="demo", messages=MESSAGES)
+        assert completion.choices[0].message.role == "assistant"
+        assert completion.usage is not None and completion.usage.total_tokens > 0
+
+        stream = await client.chat.completions.create(model="demo", messages=MESSAGES, stream=True)
+        chunks = [chunk async for chunk in stream]
+        assert any(c.usage is not None and c.usage.total_tokens > 0 for c in chunks)
+        assert backend[1].calls == 2
+
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="demo", messages=MESSAGES)
+
+    answer = refused.value.response
+    assert answer.status_code == 429
+    assert answer.headers["x-should-retry"] == "false"
+    assert answer.json()["error"] == "insufficient_credits"
+    assert sent == ["/openai/v1/chat/completions"] * 3  # the refused call was sent once
+    assert backend[1].calls == 2  # and never reached the backend
+
+
+async def test_the_sdk_would_retry_a_429_without_the_header() -> None:
+    """The control: the single call above is the gateway's header, not the SDK's default."""
+
+    async def refuse(request: Request) -> JSONResponse:
+        body = {"success": False, "error": "insufficient_credits", "message": "no credits"}
+        return JSONResponse(body, status_code=429, headers={"retry-after-ms": "1"})
+
+    app = CountingApp(Starlette(routes=[Route("/v1/chat/completions", refuse, methods=["POST"])]))
+    sent: list[str] = []
+    async with serving(app) as url, _client(f"{url}/v1", "cg_x", sent) as client:
+        with pytest.raises(openai.RateLimitError):
+            await client.chat.completions.create(model="demo", messages=MESSAGES)
+    assert app.calls == len(sent) == 3
