@@ -14,6 +14,7 @@ from gateway.services import Services, open_services
 from gateway.settings import Settings, Tier
 from store import repository
 from store.database import session
+from sync.worker import SyncWorker
 from tests.gateway.admin.support import ADMIN_TOKEN, admin_app, assert_error
 
 JSON = dict[str, Any]
@@ -408,3 +409,38 @@ async def test_key_errors(admin: httpx.AsyncClient) -> None:
         await admin.post("/admin/accounts/k3/keys", json={"scope": "all"}), 400, "invalid_request"
     )
     assert_error(await admin.delete("/admin/accounts/k3/keys/a.b"), 400, "invalid_request")
+
+
+# -- ledger ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+async def test_ledger_pages_newest_first_from_the_store(
+    admin: httpx.AsyncClient, services: Services, store_kind: str
+) -> None:
+    await create(admin, id="led")
+    for n in (1, 2, 3):
+        await admin.post("/admin/accounts/led/grant", json={"credits": n, "reason": f"r{n}"})
+    assert (await admin.get("/admin/accounts/led/ledger")).json()["entries"] == []
+    await SyncWorker(services).sync()
+
+    first = (await admin.get("/admin/accounts/led/ledger", params={"limit": 3})).json()
+    assert first["success"] is True
+    assert [e["kind"] for e in first["entries"]] == ["grant", "grant", "grant"]
+    assert [e["bonusCredits"] for e in first["entries"]] == [3, 2, 1]
+    assert first["entries"][0]["reason"] == "admin: r3"
+    assert first["next"] == first["entries"][-1]["id"]
+
+    rest = await admin.get("/admin/accounts/led/ledger", params={"before": first["next"]})
+    assert [(e["kind"], e["credits"]) for e in rest.json()["entries"]] == [("open", 5)]
+    assert rest.json()["next"] is None
+
+
+async def test_ledger_errors(admin: httpx.AsyncClient) -> None:
+    await create(admin, id="led2")
+    url = "/admin/accounts/led2/ledger"
+    assert_error(await admin.get("/admin/accounts/ghost/ledger"), 404, "not_found")
+    for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "-1"}, {"after": "x"}):
+        assert_error(await admin.get(url, params=bad), 400, "invalid_request")
+    response = await admin.get(url, params={"before": "0-0"})
+    assert_error(response, 400, "invalid_request", "'before'")

@@ -93,7 +93,9 @@ def test_changes_are_attributed_to_the_cli(cli: Run, redis_url: str) -> None:
     run_json(cli, "accounts", "grant", "cli-r", "3", "--reason", "ticket 9")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        entries = client.xrange(keys.account_keys("cli-r").outbox)
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(  # type: ignore[assignment]
+            keys.account_keys("cli-r").outbox
+        )
     finally:
         client.close()
     notes = [(f["kind"], f["note"]) for _, f in entries]
