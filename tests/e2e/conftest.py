@@ -151,7 +151,7 @@ class StubBackend:
                 "backend": self.name,
                 "method": request.method,
                 "path": request.path,
-                "query": request.query_string,
+                "query": request.rel_url.raw_query_string,
                 "body": body.decode(errors="replace"),
             }
         )
