@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from store import repository
+from store.database import session
+from store.errors import DuplicateAccount
+from tests.store.conftest import PERIOD_END
+
+
+def create(s: Session, account_id: str, **fields: object) -> object:
+    values: dict[str, object] = {
+        "email": f"{account_id}@example.com",
+        "tier": "free",
+        "plan_credits": 5,
+        "period_end_ms": PERIOD_END,
+    }
+    values.update(fields)
+    return repository.create_account(s, account_id=account_id, **values)  # type: ignore[arg-type]
+
+
+def test_create_and_get_an_account(engine: Engine) -> None:
+    with session(engine) as s:
+        create(
+            s,
+            "acct",
+            tier="pro",
+            plan_credits=100,
+            subscribed=True,
+            subscription_ends_ms=PERIOD_END + 1,
+        )
+    with session(engine) as s:
+        record = repository.get_account(s, account_id="acct")
+        assert repository.get_account(s, account_id="other") is None
+    assert record is not None
+    assert (record.id, record.email, record.tier) == ("acct", "acct@example.com", "pro")
+    assert (record.plan_credits, record.bonus_credits, record.credits_remaining) == (100, 0, 100)
+    assert (record.total_tokens, record.monthly_tokens, record.version) == (0, 0, 0)
+    assert record.subscribed and record.subscription_ends_ms == PERIOD_END + 1
+    assert record.period_end_ms == PERIOD_END
+    for moment in (
+        record.period_end,
+        record.subscription_ends_at,
+        record.created_at,
+        record.updated_at,
+    ):
+        assert moment is not None and moment.tzinfo is UTC
+
+
+def test_an_existing_id_is_refused(engine: Engine) -> None:
+    with session(engine) as s:
+        create(s, "acct")
+    with pytest.raises(DuplicateAccount), session(engine) as s:
+        create(s, "acct", email="someone-else@example.com")
+    with session(engine) as s:
+        record = repository.get_account(s, account_id="acct")
+    assert record is not None and record.email == "acct@example.com"
+
+
+def test_list_accounts_pages_by_id(engine: Engine) -> None:
+    with session(engine) as s:
+        for name in ("c", "a", "e", "b", "d"):
+            create(s, name)
+    with session(engine) as s:
+        first = repository.list_accounts(s, limit=2)
+        second = repository.list_accounts(s, limit=2, after=first[-1].account_id)
+        rest = repository.list_accounts(s, after=second[-1].account_id)
+        assert repository.all_account_ids(s) == ["a", "b", "c", "d", "e"]
+        with pytest.raises(ValueError):
+            repository.list_accounts(s, limit=0)
+    assert [r.account_id for r in first + second + rest] == ["a", "b", "c", "d", "e"]

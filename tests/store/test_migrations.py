@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+from gateway.cli import main
+from store.database import alembic_config, create_db_engine, current_revision, upgrade
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None:
+    engine = create_db_engine(empty_db_url)
+    try:
+        assert current_revision(engine) is None
+        upgrade(empty_db_url)
+        assert current_revision(engine) == HEAD == "0001"
+        upgrade(empty_db_url)
+        assert current_revision(engine) == HEAD
+        tables = set(inspect(engine).get_table_names())
+        assert {"accounts", "api_keys", "ledger_entries", "alembic_version"} <= tables
+    finally:
+        engine.dispose()
+
+
+def test_migrated_schema_matches_the_models(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, SQLModel.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_cli_db_upgrade_says_what_it_did(
+    empty_db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CREDITGATE_DATABASE_URL", empty_db_url)
+    assert main(["db", "upgrade"]) == 0
+    assert f"upgraded from an empty database to revision {HEAD}" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    assert f"already at revision {HEAD}, nothing to do" in capsys.readouterr().out
+
+
+def test_cli_db_upgrade_fails_cleanly_without_a_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CREDITGATE_DATABASE_URL", "postgresql://u:hunter2@127.0.0.1:1/nowhere")
+    assert main(["db", "upgrade"]) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:1" in err
+    assert "hunter2" not in err
