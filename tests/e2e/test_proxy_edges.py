@@ -1,0 +1,142 @@
+"""Client disconnects, Idempotency-Key retries and restoring an account Redis lost."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gateway import keys
+from gateway.services import Services
+from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for
+
+MakeAccount = Callable[..., Awaitable[NewAccount]]
+
+
+@pytest.fixture
+async def client(gateway: GatewayCluster) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.urls[0], timeout=10) as c:
+        yield c
+
+
+async def credits_left(services: Services, account_id: str) -> int:
+    state = await services.credits.status(account_id)
+    assert state is not None
+    return state.credits_remaining
+
+
+async def test_client_disconnect_before_the_answer_is_refunded(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    acct = await account("pro")
+    token = secrets.token_hex(8)
+    url = urlsplit(gateway.urls[1])
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(
+            f"GET /api/projects/hang?token={token} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {acct.api_key}\r\n\r\n".encode()
+        )
+        await writer.drain()
+
+        async def reached_backend() -> bool:
+            return token in backends.codegen.started
+
+        await wait_for(reached_backend)
+        assert await credits_left(services, acct.account_id) == 99
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+    async def refunded() -> bool:
+        return await credits_left(services, acct.account_id) == 100
+
+    try:
+        await wait_for(refunded)
+    finally:
+        backends.codegen.release(token)
+
+
+async def test_idempotent_retry_is_charged_once(
+    client: httpx.AsyncClient, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    acct = await account("pro")
+    headers = {**acct.auth, "Idempotency-Key": "order-42"}
+    first = await client.post("/api/projects/json", headers=headers)
+    assert first.status_code == 200
+    hits = backends.codegen.hits_now()
+    retry = await client.post("/api/projects/json", headers=headers)
+    assert retry.status_code == 409
+    assert retry.json()["error"] == "conflict"
+    assert retry.headers["x-credits-charged"] == "0"
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.headers["x-request-id"] == first.headers["x-request-id"]
+    assert backends.codegen.hits_now() == hits
+    assert await credits_left(services, acct.account_id) == 99
+    other = await client.post("/api/projects/json", headers={**acct.auth, "Idempotency-Key": "b"})
+    assert other.status_code == 200
+    assert await credits_left(services, acct.account_id) == 98
+
+
+async def test_idempotent_retry_while_in_flight_is_a_conflict(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    acct = await account("pro")
+    token = secrets.token_hex(8)
+    headers = {**acct.auth, "Idempotency-Key": token}
+    async with httpx.AsyncClient(timeout=10) as http:
+        first = asyncio.create_task(
+            http.get(f"{gateway.urls[0]}/api/projects/hang?token={token}", headers=headers)
+        )
+        try:
+
+            async def started() -> bool:
+                return token in backends.codegen.started
+
+            await wait_for(started)
+            second = await http.get(f"{gateway.urls[2]}/api/projects/hang", headers=headers)
+            assert second.status_code == 409
+            assert "in flight" in second.json()["message"]
+        finally:
+            backends.codegen.release(token)
+        assert (await first).status_code == 200
+    assert await credits_left(services, acct.account_id) == 99
+
+
+async def test_refunded_idempotent_request_can_be_retried(
+    client: httpx.AsyncClient, account: MakeAccount, services: Services
+) -> None:
+    acct = await account("pro")
+    headers = {**acct.auth, "Idempotency-Key": "retry-me"}
+    failed = await client.post("/api/projects/status?code=503", headers=headers)
+    assert failed.status_code == 503
+    assert await credits_left(services, acct.account_id) == 100
+    ok = await client.post("/api/projects/json", headers=headers)
+    assert ok.status_code == 200
+    again = await client.post("/api/projects/json", headers=headers)
+    assert again.status_code == 409
+    assert await credits_left(services, acct.account_id) == 99
+
+
+async def test_invalid_idempotency_key(client: httpx.AsyncClient, account: MakeAccount) -> None:
+    acct = await account("pro")
+    response = await client.post(
+        "/api/projects/json", headers={**acct.auth, "Idempotency-Key": "x" * 256}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_account_lost_by_redis_is_restored_from_the_store(
+    client: httpx.AsyncClient, account: MakeAccount, services: Services
+) -> None:
+    acct = await account("pro")
+    await services.redis.delete(keys.account_keys(acct.account_id).state)
+    assert await services.credits.status(acct.account_id) is None
+    response = await client.get("/api/projects/json", headers=acct.auth)
+    assert response.status_code == 200
+    assert response.headers["x-credits-remaining"] == "99"
