@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS
 from gateway.errors import StorageUnavailable
 from gateway.services import open_services
 from store.database import upgrade_engine
@@ -31,7 +32,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_BATCH_SIZE,
         help=f"events read per bucket per batch (default {DEFAULT_BATCH_SIZE})",
     )
-    run.add_argument("--consumer", help="consumer name in the group (default: host-pid-random)")
+    run.add_argument(
+        "--consumer",
+        help="consumer name in the group; give a restarted worker its old name to resume its "
+        "pending events at once (default: host-pid-random)",
+    )
+    run.add_argument(
+        "--claim-idle",
+        type=float,
+        default=DEFAULT_CLAIM_IDLE_MS / 1000,
+        help="seconds after which another consumer's pending events are taken over "
+        f"(default {DEFAULT_CLAIM_IDLE_MS / 1000:g})",
+    )
     run.set_defaults(run=run_sync)
     check = sub.add_parser(
         "audit", help="compare Redis, the store and the ledger; exit 1 on any difference"
@@ -50,7 +62,12 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.to_thread(upgrade_engine, services.db)
         except StoreError as exc:
             log.warning("could not migrate the store yet, the passes will retry: %s", exc)
-        worker = SyncWorker(services, consumer=args.consumer, batch_size=args.batch_size)
+        worker = SyncWorker(
+            services,
+            consumer=args.consumer,
+            batch_size=args.batch_size,
+            claim_idle_ms=int(args.claim_idle * 1000),
+        )
         if args.once:
             applied = await worker.run_once()
             print(f"synced {applied} event(s), reaped {worker.stats.reaped} reservation(s)")

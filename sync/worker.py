@@ -13,13 +13,11 @@ pass retries after a growing pause. The reaper and the expiry sweep follow each 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
 from gateway.errors import StorageUnavailable
@@ -29,6 +27,7 @@ from store.database import session
 from store.errors import StoreError
 from store.records import Movement
 from sync import metrics
+from sync.expiry import sweep_expired
 from sync.metrics import SyncStats
 from sync.reaper import reap
 
@@ -39,22 +38,10 @@ DEFAULT_BATCH_SIZE = 200
 MAX_BATCHES_PER_PASS = 50
 MAX_BACKOFF_S = 30.0
 
-Sweep = Callable[[Services], Awaitable[int]]
-
 
 def default_consumer() -> str:
     """A consumer name unique to this process: host, pid and a random part."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def _expiry_sweep() -> Sweep | None:
-    """The admin team's ``sync.expiry.sweep_expired``, when that module is installed."""
-    try:
-        module = importlib.import_module("sync.expiry")
-    except ImportError:
-        return None
-    sweep: Sweep = module.sweep_expired
-    return sweep
 
 
 class SyncWorker:
@@ -79,7 +66,6 @@ class SyncWorker:
         self.failures = 0
         """Failed passes in a row; the pause before the next one doubles with each."""
         self._groups_ready = False
-        self._sweep = _expiry_sweep()
 
     async def run_once(self) -> int:
         """One pass: sync the outbox, reap expired reservations, sweep ended subscriptions.
@@ -148,8 +134,7 @@ class SyncWorker:
         self.stats.reaped += await reap(self.services.credits)
 
     async def _sweep_expired(self) -> None:
-        if self._sweep is not None:
-            self.stats.expired += await self._sweep(self.services)
+        self.stats.expired += await sweep_expired(self.services)
 
     def pause(self) -> float:
         """Seconds until the next pass: the interval, doubled per failure in a row, capped."""

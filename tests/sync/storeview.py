@@ -1,14 +1,40 @@
-"""Reading the store of record from async tests."""
+"""The store of record in tests: a fresh one per test, read from async code, checked."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
 
 from gateway.services import Services
+from gateway.settings import Settings
 from store import repository
-from store.database import session
+from store.database import normalize_url, session, upgrade
 from store.records import AccountRecord, LedgerRecord
 from sync.audit import audit
+
+
+def fresh_store(kind: str, tmp_path: Path, pg_url: str) -> str:
+    """A migrated, empty store: a SQLite file under tmp_path, or the test PG database reset."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = pg_url
+        engine = create_engine(normalize_url(url))
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+                connection.execute(text("CREATE SCHEMA public"))
+        finally:
+            engine.dispose()
+    upgrade(url)
+    return url
+
+
+def make_settings(redis_url: str, store_url: str, **overrides: Any) -> Settings:
+    return Settings(redis_url=redis_url, database_url=store_url, sync_interval=0.05, **overrides)
 
 
 class StoreView:

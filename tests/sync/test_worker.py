@@ -9,26 +9,8 @@ from gateway.credits.outbox import OutboxEntry
 from gateway.services import Services
 from sync import metrics
 from sync.worker import SyncWorker
-from tests.sync.conftest import Traffic
+from tests.sync.processes import ACCOUNTS, Traffic, burst, open_accounts
 from tests.sync.storeview import StoreView, assert_in_sync
-
-ACCOUNTS = [f"acct-{i}" for i in range(12)]
-
-
-async def open_accounts(services: Services, accounts: list[str]) -> None:
-    for i, account in enumerate(accounts):
-        await services.credits.open(account, tier=("free", "pro")[i % 2], months=1)
-
-
-async def burst(services: Services, traffic: Traffic, *, processes: int = 4, ops: int = 120) -> int:
-    """Open the accounts and run traffic from several processes; the events in the outbox."""
-    await open_accounts(services, ACCOUNTS)
-    for seed in range(processes):
-        await traffic.start(seed, ops, ACCOUNTS)
-    results = await traffic.wait()
-    assert sum(r.get("charge", 0) for r in results) > 0
-    assert sum(r.get("grant", 0) for r in results) > 0
-    return sum([await services.redis.xlen(keys.outbox(b)) for b in range(keys.BUCKETS)])
 
 
 async def test_burst_from_processes_then_one_pass(

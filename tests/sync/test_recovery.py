@@ -1,0 +1,101 @@
+"""Recovery: open reservations of a dead gateway reaped once; a flushed Redis restored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.restore import restore_from_store
+from gateway.services import Services, open_services
+from sync.worker import SyncWorker
+from tests.conftest import ManualClock
+from tests.sync.processes import ACCOUNTS, Traffic, burst
+from tests.sync.storeview import StoreView, assert_in_sync, make_settings
+
+HOLD_MS = 2_000
+
+
+@pytest.fixture
+async def clocked(
+    real_redis: aioredis.Redis, redis_url: str, store_url: str, clock: ManualClock
+) -> AsyncIterator[Services]:
+    """Services whose scripts run on a ManualClock, with reservations held for 2 s."""
+    settings = make_settings(redis_url, store_url, upstream_timeout=1.0, reservation_grace=1.0)
+    built = open_services(settings, clock=clock)
+    assert built.credits.hold_ms == HOLD_MS
+    yield built
+    await built.close()
+
+
+async def test_reaper_refunds_a_dead_gateways_reservations_once(
+    clocked: Services, clock: ManualClock
+) -> None:
+    engine = clocked.credits
+    for account in ("a", "b", "c"):
+        await engine.open(account, tier="pro", months=1)
+        for n in range(3):
+            assert (await engine.reserve(account, f"{account}-{n}", 2)).held
+    await engine.settle("a", "a-0", 50)  # answered before the gateway died
+    await engine.refund("b", "b-0", reason="upstream failed")
+
+    first, second = SyncWorker(clocked), SyncWorker(clocked)
+    await asyncio.gather(first.run_once(), second.run_once())
+    assert first.stats.reaped + second.stats.reaped == 0  # not due yet
+
+    clock.advance(HOLD_MS + 1)
+    await asyncio.gather(first.run_once(), second.run_once())
+
+    assert first.stats.reaped + second.stats.reaped == 7
+    late = await engine.settle("c", "c-1", 10)  # the dead gateway's answer, too late
+    assert late.status == "refunded_before"
+    for account, plan in (("a", 98), ("b", 100), ("c", 100)):
+        state = await engine.status(account)
+        assert state is not None and state.plan_credits == plan
+    await first.run_once()
+    assert first.stats.reaped + second.stats.reaped == 7
+    view = StoreView(clocked)
+    await assert_in_sync(clocked, view)
+    expired = [e for a in "abc" for e in await view.ledger(a) if e.reason == "expired"]
+    assert sorted(e.request_id or "" for e in expired) == [
+        "a-1",
+        "a-2",
+        "b-1",
+        "b-2",
+        "c-0",
+        "c-1",
+        "c-2",
+    ]
+    assert all(e.kind == "refund" and e.credits_delta == 2 for e in expired)
+
+
+async def test_flushed_redis_restores_on_touch_and_charging_resumes(
+    services: Services, store_view: StoreView, traffic: Traffic
+) -> None:
+    await burst(services, traffic, processes=2, ops=80)
+    worker = SyncWorker(services)
+    await worker.run_once()
+    synced = await assert_in_sync(services, store_view)
+
+    await services.redis.flushdb()
+    engine = services.credits
+    for n, account in enumerate(ACCOUNTS):
+        held = await engine.reserve(account, f"after-{n}", 1)
+        if held.status == "missing":
+            assert await restore_from_store(services, account) is not None
+            held = await engine.reserve(account, f"after-{n}", 1)
+        before = synced[account]
+        if before.credits_remaining == 0:
+            assert held.status == "insufficient"
+            continue
+        assert held.held and held.account is not None
+        assert held.account.credits_remaining == before.credits_remaining - 1
+        settled = await engine.settle(account, f"after-{n}", 7)
+        assert settled.account is not None
+        assert settled.account.total_tokens == before.total_tokens + 7
+
+    await worker.run_once()
+    after = await assert_in_sync(services, store_view)
+    assert all(after[a].version > synced[a].version for a in ACCOUNTS)
