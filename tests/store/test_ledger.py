@@ -9,16 +9,16 @@ from store import repository
 from store.database import session
 from store.errors import InvalidCursor
 from store.records import Movement
-from tests.store.conftest import T0, MakeMovement
+from tests.store.samples import T0, make_movement
 
 
 @pytest.fixture
-def history(engine: Engine, movement: MakeMovement) -> list[Movement]:
+def history(engine: Engine) -> list[Movement]:
     """Twelve movements of 'acct', newest last; some share a millisecond, and one of them
     arrived from another outbox bucket with an older stream id (ids do not sort by time)."""
-    events = [movement("acct", v, occurred_ms=T0 + (v // 3) * 1000) for v in range(1, 13)]
-    events[7] = movement("acct", 8, occurred_ms=events[7].occurred_ms, event_id="0-1-0")
-    others = [movement("other", v) for v in range(1, 4)]
+    events = [make_movement("acct", v, occurred_ms=T0 + (v // 3) * 1000) for v in range(1, 13)]
+    events[7] = make_movement("acct", 8, occurred_ms=events[7].occurred_ms, event_id="0-1-0")
+    others = [make_movement("other", v) for v in range(1, 4)]
     with session(engine) as s:
         repository.apply_movements(s, movements=others + events[::-1])
     return events
@@ -49,25 +49,25 @@ def test_the_first_page_and_the_default_limit(engine: Engine, history: list[Move
 
 
 def test_a_cursor_of_another_account_or_unknown_is_refused(
-    engine: Engine, history: list[Movement], movement: MakeMovement
+    engine: Engine, history: list[Movement]
 ) -> None:
     with session(engine) as s:
         with pytest.raises(InvalidCursor):
-            repository.ledger_page(s, account_id="acct", before=movement("other", 1).event_id)
+            repository.ledger_page(s, account_id="acct", before=make_movement("other", 1).event_id)
         with pytest.raises(InvalidCursor):
             repository.ledger_page(s, account_id="acct", before="no-such-event")
 
 
-def test_totals_per_account_and_for_one(engine: Engine, movement: MakeMovement) -> None:
+def test_totals_per_account_and_for_one(engine: Engine) -> None:
     with session(engine) as s:
         repository.apply_movements(
             s,
             movements=[
-                movement("a", 1, kind="open", plan_delta=5, tokens=0),
-                movement("a", 2, kind="grant", plan_delta=0, bonus_delta=10, tokens=0),
-                movement("a", 3, plan_delta=-1, bonus_delta=0),
-                movement("a", 4, kind="refund", plan_delta=1, bonus_delta=0, tokens=0),
-                movement("b", 1, kind="open", plan_delta=100, tokens=0),
+                make_movement("a", 1, kind="open", plan_delta=5, tokens=0),
+                make_movement("a", 2, kind="grant", plan_delta=0, bonus_delta=10, tokens=0),
+                make_movement("a", 3, plan_delta=-1, bonus_delta=0),
+                make_movement("a", 4, kind="refund", plan_delta=1, bonus_delta=0, tokens=0),
+                make_movement("b", 1, kind="open", plan_delta=100, tokens=0),
             ],
         )
     with session(engine) as s:

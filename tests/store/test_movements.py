@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Engine
 
 from store import repository
 from store.database import session
+from store.records import Movement
 from store.timefmt import to_datetime
-from tests.store.conftest import PERIOD_END, T0, MakeMovement
+from tests.store.samples import PERIOD_END, T0, make_movement
 
 
-def apply(engine: Engine, movements: list[object]) -> int:
+def apply(engine: Engine, movements: Sequence[Movement]) -> int:
     with session(engine) as s:
-        return repository.apply_movements(s, movements=movements)  # type: ignore[arg-type]
+        return repository.apply_movements(s, movements=movements)
 
 
 def ledger_ids(engine: Engine, account_id: str) -> list[str]:
@@ -20,10 +23,8 @@ def ledger_ids(engine: Engine, account_id: str) -> list[str]:
         return [e.event_id for e in repository.ledger_page(s, account_id=account_id, limit=10_000)]
 
 
-def test_replays_and_overlapping_batches_record_each_event_once(
-    engine: Engine, movement: MakeMovement
-) -> None:
-    events = [movement("acct", v) for v in range(1, 11)]
+def test_replays_and_overlapping_batches_record_each_event_once(engine: Engine) -> None:
+    events = [make_movement("acct", v) for v in range(1, 11)]
     assert apply(engine, events[:6]) == 6
     assert apply(engine, events[:6]) == 0
     assert apply(engine, events[4:]) == 4
@@ -33,16 +34,14 @@ def test_replays_and_overlapping_batches_record_each_event_once(
         assert repository.ledger_totals(s) == {"acct": (-10, 0)}
 
 
-def test_duplicates_inside_one_batch_count_once(engine: Engine, movement: MakeMovement) -> None:
-    one = movement("acct", 1)
-    assert apply(engine, [one, one, movement("acct", 2), one]) == 2
+def test_duplicates_inside_one_batch_count_once(engine: Engine) -> None:
+    one = make_movement("acct", 1)
+    assert apply(engine, [one, one, make_movement("acct", 2), one]) == 2
     assert len(ledger_ids(engine, "acct")) == 2
 
 
-def test_an_unknown_account_is_created_from_its_newest_snapshot(
-    engine: Engine, movement: MakeMovement
-) -> None:
-    batch = [movement("new", 3), movement("new", 1), movement("new", 2)]
+def test_an_unknown_account_is_created_from_its_newest_snapshot(engine: Engine) -> None:
+    batch = [make_movement("new", 3), make_movement("new", 1), make_movement("new", 2)]
     assert apply(engine, batch) == 3
     with session(engine) as s:
         record = repository.get_account(s, account_id="new")
@@ -54,16 +53,18 @@ def test_an_unknown_account_is_created_from_its_newest_snapshot(
     assert record.subscription_ends_ms == PERIOD_END
 
 
-def test_the_snapshot_never_moves_backwards(engine: Engine, movement: MakeMovement) -> None:
-    apply(engine, [movement("acct", 5, bonus_credits=7)])
+def test_the_snapshot_never_moves_backwards(engine: Engine) -> None:
+    apply(engine, [make_movement("acct", 5, bonus_credits=7)])
     # An older movement arriving late still lands in the ledger, but not on the snapshot.
-    assert apply(engine, [movement("acct", 4, bonus_credits=1, tier="free")]) == 1
+    assert apply(engine, [make_movement("acct", 4, bonus_credits=1, tier="free")]) == 1
     with session(engine) as s:
         record = repository.get_account(s, account_id="acct")
     assert record is not None
     assert (record.version, record.bonus_credits, record.tier) == (5, 7, "pro")
 
-    apply(engine, [movement("acct", 6, subscribed=False, subscription_ends_ms=None, tier="free")])
+    apply(
+        engine, [make_movement("acct", 6, subscribed=False, subscription_ends_ms=None, tier="free")]
+    )
     with session(engine) as s:
         record = repository.get_account(s, account_id="acct")
     assert record is not None
@@ -71,9 +72,7 @@ def test_the_snapshot_never_moves_backwards(engine: Engine, movement: MakeMoveme
     assert record.subscription_ends_at is None
 
 
-def test_a_synced_account_keeps_its_email_and_creation_time(
-    engine: Engine, movement: MakeMovement
-) -> None:
+def test_a_synced_account_keeps_its_email_and_creation_time(engine: Engine) -> None:
     with session(engine) as s:
         created = repository.create_account(
             s,
@@ -84,7 +83,7 @@ def test_a_synced_account_keeps_its_email_and_creation_time(
             period_end_ms=PERIOD_END,
         )
     assert created.version == 0
-    apply(engine, [movement("acct", 1, kind="open", plan_delta=5, tokens=0, plan_credits=5)])
+    apply(engine, [make_movement("acct", 1, kind="open", plan_delta=5, tokens=0, plan_credits=5)])
     with session(engine) as s:
         record = repository.get_account(s, account_id="acct")
     assert record is not None
@@ -92,8 +91,8 @@ def test_a_synced_account_keeps_its_email_and_creation_time(
     assert (record.version, record.plan_credits) == (1, 5)
 
 
-def test_ledger_rows_carry_the_event(engine: Engine, movement: MakeMovement) -> None:
-    grant = movement(
+def test_ledger_rows_carry_the_event(engine: Engine) -> None:
+    grant = make_movement(
         "acct",
         1,
         kind="grant",
@@ -103,7 +102,7 @@ def test_ledger_rows_carry_the_event(engine: Engine, movement: MakeMovement) -> 
         request_id="",
         reason="apology for the outage",
     )
-    charge = movement("acct", 2, plan_delta=-2, bonus_delta=-1, tokens=4321)
+    charge = make_movement("acct", 2, plan_delta=-2, bonus_delta=-1, tokens=4321)
     apply(engine, [grant, charge])
     with session(engine) as s:
         newest, oldest = repository.ledger_page(s, account_id="acct")
@@ -119,8 +118,8 @@ def test_ledger_rows_carry_the_event(engine: Engine, movement: MakeMovement) -> 
     assert newest.recorded_at.tzinfo is not None and newest.occurred_at.utcoffset() is not None
 
 
-def test_a_large_batch_of_many_accounts(engine: Engine, movement: MakeMovement) -> None:
-    batch = [movement(f"acct-{i % 37:02d}", i // 37 + 1) for i in range(3000)]
+def test_a_large_batch_of_many_accounts(engine: Engine) -> None:
+    batch = [make_movement(f"acct-{i % 37:02d}", i // 37 + 1) for i in range(3000)]
     assert apply(engine, batch) == 3000
     assert apply(engine, batch[1000:2500]) == 0
     with session(engine) as s:
