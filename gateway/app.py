@@ -26,6 +26,7 @@ from gateway.auth import KeyCache, store_lookup, store_toucher
 from gateway.errors import CreditgateError, StorageUnavailable, Unauthorized, error_body
 from gateway.health import health_routes
 from gateway.metrics import Metrics
+from gateway.openapi import openapi_route
 from gateway.proxy import Proxy, ProxyHolder, ProxyRouter
 from gateway.restore import restore_from_store
 from gateway.services import Services, open_services
@@ -121,6 +122,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         Route("/api/user/usage", user_usage, methods=["GET"]),
         *health_routes(),
         Mount("/admin", routes=admin_routes()),
+        openapi_route(),
     ]
     app = Starlette(
         routes=routes,
