@@ -1,5 +1,5 @@
 """Alembic environment: runs on the connection ``store.database.upgrade`` hands over, or on
-``sqlalchemy.url`` when alembic is run by hand (``alembic -c store/alembic.ini ...``)."""
+``-x url=...`` when alembic is run by hand (``alembic -c store/alembic.ini -x url=...``)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = context.config.get_main_option("sqlalchemy.url")
+    url = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option(
+        "sqlalchemy.url"
+    )
     if not url:
-        raise RuntimeError("set sqlalchemy.url, or call store.database.upgrade(url)")
+        raise RuntimeError("pass -x url=<database url>, or call store.database.upgrade(url)")
     engine = create_db_engine(url)
     try:
         with engine.begin() as conn:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -55,3 +56,18 @@ def test_cli_db_upgrade_fails_cleanly_without_a_database(
     err = capsys.readouterr().err
     assert "127.0.0.1:1" in err
     assert "hunter2" not in err
+
+
+def test_downgrade_to_nothing_and_back(db_url: str) -> None:
+    config = alembic_config()
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        assert current_revision(engine) is None
+        upgrade(db_url)
+        assert current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
