@@ -22,22 +22,25 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import uvicorn
 
+from gateway.accounts import CreatedAccount, create_account
+from gateway.app import create_app
 from gateway.demo.backends import codegen_app, review_app
+from gateway.services import open_services
 from gateway.settings import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from gateway.accounts import CreatedAccount
+from store.database import upgrade
+from sync.worker import SyncWorker
 
 log = logging.getLogger("creditgate.demo")
 
 GRACEFUL_SHUTDOWN_S = 5
+WORKER_STOP_S = 10.0
 
 
 class DemoError(Exception):
@@ -104,7 +107,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _start(
-    name: str, app: Any, sock: socket.socket, *, lifespan: Literal["on", "off"]
+    name: str, app: Any, sock: socket.socket, *, lifespan: Literal["on", "off"] = "off"
 ) -> _Running:
     config = uvicorn.Config(
         app,
@@ -152,29 +155,36 @@ def demo_settings(
     return Settings.load(**values)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    handled = (signal.SIGINT, signal.SIGTERM)
-    for sig in handled:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield
-    finally:
+class _Signals:
+    """SIGINT / SIGTERM: the first stops everything in order, a second forces the servers."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.running: list[_Running] = []
+
+    def __call__(self) -> None:
+        if self.stop.is_set():
+            log.warning("second signal: closing connections without waiting")
+            for running in self.running:
+                running.server.force_exit = True
+        self.stop.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGINT, signal.SIGTERM)
         for sig in handled:
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, self)
+        try:
+            yield
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from sync.worker import SyncWorker
-
-    from gateway.accounts import create_account
-    from gateway.app import create_app
-    from gateway.services import open_services
-    from store.database import upgrade
-
-    stop = asyncio.Event()
-    with _stop_on_signals(stop), contextlib.ExitStack() as sockets:
+    signals = _Signals()
+    with signals.installed(), contextlib.ExitStack() as sockets:
         gateway_sock = sockets.enter_context(_bind(args.host, args.port))
         codegen_sock = sockets.enter_context(
             _bind(args.host, _port(args.codegen_port, settings.codegen_url, 9101))
@@ -183,51 +193,69 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             _bind(args.host, _port(args.review_port, settings.review_url, 9102))
         )
         generated = settings.signing_secret is None
-        secret = settings.signing_secret or secrets.token_urlsafe(32)
-        backends: list[_Running] = []
+        secret = (settings.signing_secret or secrets.token_urlsafe(32)).encode()
+        backends = signals.running
         try:
-            codegen = await _start(
-                "codegen backend", codegen_app(secret.encode()), codegen_sock, lifespan="off"
-            )
+            codegen = await _start("codegen backend", codegen_app(secret), codegen_sock)
             backends.append(codegen)
-            review = await _start(
-                "review backend", review_app(secret.encode()), review_sock, lifespan="off"
-            )
+            review = await _start("review backend", review_app(secret), review_sock)
             backends.append(review)
             run_settings = demo_settings(
-                settings, codegen_url=codegen.url, review_url=review.url, secret=secret
+                settings, codegen_url=codegen.url, review_url=review.url, secret=secret.decode()
             )
             await asyncio.to_thread(upgrade, run_settings.database_url)
             services = open_services(run_settings)
             try:
                 account = await create_account(
-                    services, tier=args.tier, reason="demo: account created by creditgate demo"
+                    services,
+                    tier=args.tier,
+                    months=0 if args.tier == "free" else 1,
+                    reason="demo: account created by creditgate demo",
                 )
-                gateway = await _start(
-                    "gateway",
-                    create_app(run_settings, services=services),
-                    gateway_sock,
-                    lifespan="on",
+                app = create_app(run_settings, services=services)
+                gateway = await _start("gateway", app, gateway_sock, lifespan="on")
+                signals.running.insert(0, gateway)
+                await _serve(
+                    signals.stop,
+                    gateway,
+                    SyncWorker(services),
+                    announce=lambda: _announce(
+                        gateway.url, codegen.url, review.url, account, generated=generated
+                    ),
                 )
-                worker = SyncWorker(services)
-                worker_task = asyncio.create_task(worker.run(), name="demo-sync")
-                _announce(gateway.url, codegen.url, review.url, account, generated=generated)
-                stopped = asyncio.create_task(stop.wait())
-                await asyncio.wait(
-                    [stopped, gateway.task, worker_task], return_when=asyncio.FIRST_COMPLETED
-                )
-                stopped.cancel()
-                print("creditgate demo: stopping", flush=True)
-                await gateway.stop()
-                worker.should_exit = True
-                await worker_task
             finally:
                 await services.close()
         finally:
+            log.info("stopping the backends")
             for backend in backends:
                 await backend.stop()
     print("creditgate demo: stopped", flush=True)
     return 0
+
+
+async def _serve(
+    stop: asyncio.Event, gateway: _Running, worker: SyncWorker, *, announce: Callable[[], None]
+) -> None:
+    """Run the worker beside the gateway until a signal; stop the gateway, then the worker.
+
+    The gateway goes first so calls in flight still reach their backend and settle; the
+    worker then gets a bounded time to finish its pass (it is idempotent, so a cut pass is
+    redone from the outbox by the next run).
+    """
+    worker_task = asyncio.create_task(worker.run(), name="demo-sync")
+    announce()
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopped, gateway.task, worker_task], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    print("creditgate demo: stopping", flush=True)
+    log.info("stopping the gateway")
+    await gateway.stop()
+    log.info("stopping the sync worker")
+    worker.should_exit = True
+    try:
+        await asyncio.wait_for(worker_task, WORKER_STOP_S)
+    except TimeoutError:
+        log.warning("the sync worker did not stop within %s s; cancelled", WORKER_STOP_S)
 
 
 def _port(flag: int | None, url: str, fallback: int) -> int:
