@@ -27,8 +27,9 @@ from gateway.errors import CreditgateError, StorageUnavailable, Unauthorized, er
 from gateway.health import health_routes
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_route
-from gateway.proxy import Proxy, ProxyHolder, ProxyRouter
+from gateway.proxy import Proxy
 from gateway.restore import restore_from_store
+from gateway.router import ProxyHolder, ProxyRouter
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from gateway.upstream import open_session

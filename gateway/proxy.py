@@ -31,17 +31,28 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from gateway import headers as hdr
 from gateway import tokens as tok
 from gateway.auth import Caller, KeyCache
+from gateway.bodies import (
+    ClientGone,
+    has_chunked_body,
+    is_json,
+    read_body,
+    send_json,
+    splice_credit_info,
+    stream_body,
+    unavailable_body,
+    wait_disconnect,
+)
 from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS, CreditEngine
 from gateway.credits.results import AccountState, Reservation, Settlement
 from gateway.errors import StorageUnavailable, Unauthorized, error_body
@@ -83,10 +94,6 @@ class InFlight:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-class ClientGone(Exception):
-    """The client disconnected while its request body was being read."""
-
-
 @dataclass(slots=True)
 class Exchange:
     """One proxied request's facts, passed between the steps."""
@@ -105,37 +112,6 @@ class Exchange:
     @property
     def retain_ms(self) -> int | None:
         return IDEMPOTENCY_RETAIN_MS if self.idempotent else None
-
-
-async def send_json(
-    send: Send,
-    status: int,
-    body: dict[str, Any],
-    extra: Sequence[tuple[bytes, bytes]] = (),
-) -> None:
-    payload = json.dumps(body, separators=(",", ":")).encode()
-    headers: hdr.RawHeaders = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-def _splice_credit_info(body: bytes, info: dict[str, int]) -> bytes:
-    """The JSON object ``body`` with ``creditInfo`` added, the backend's bytes kept as they are."""
-    end = body.rstrip()
-    inner = end[:-1].rstrip()
-    sep = b"" if inner.endswith(b"{") else b","
-    return inner + sep + b'"creditInfo":' + json.dumps(info, separators=(",", ":")).encode() + b"}"
-
-
-def _is_json(content_type: str | None) -> bool:
-    if content_type is None:
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 class Proxy:
@@ -199,7 +175,7 @@ class Proxy:
             return "unauthorized"
         except StorageUnavailable:
             self.metrics.store_errors.inc()
-            await send_json(send, 503, _unavailable(), rid_header)
+            await send_json(send, 503, unavailable_body(), rid_header)
             return "unavailable"
         if idem_key is not None and not valid_key(idem_key):
             invalid = error_body(
@@ -212,10 +188,10 @@ class Proxy:
         if content_length is not None and content_length.isdigit():
             if int(content_length) <= BUFFER_LIMIT:
                 try:
-                    body = await _read_body(receive)
+                    body = await read_body(receive)
                 except ClientGone:
                     return "client_gone"
-        elif content_length is None and not _has_chunked_body(scope):
+        elif content_length is None and not has_chunked_body(scope):
             body = b""
 
         try:
@@ -225,7 +201,7 @@ class Proxy:
         except StorageUnavailable as exc:
             self.metrics.redis_errors.inc(op="reserve")
             log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
-            await send_json(send, 503, _unavailable(), rid_header)
+            await send_json(send, 503, unavailable_body(), rid_header)
             return "unavailable"
         rid_header = [(b"x-request-id", request_id.encode())]
         self.metrics.reservations.inc(status=reservation.status)
@@ -322,9 +298,9 @@ class Proxy:
             gateway=gateway,
         )
         data: bytes | AsyncIterator[bytes] | None = (
-            body if body is not None else _stream_body(receive)
+            body if body is not None else stream_body(receive)
         )
-        watch = asyncio.ensure_future(_wait_disconnect(receive)) if body is not None else None
+        watch = asyncio.ensure_future(wait_disconnect(receive)) if body is not None else None
         started = time.perf_counter()
         call = asyncio.ensure_future(
             self.session.request(
@@ -435,7 +411,7 @@ class Proxy:
         length = hdr.header_value(raw, b"content-length")
         if (
             method != "HEAD"
-            and _is_json(response.content_type if "content-type" in response.headers else None)
+            and is_json(response.content_type if "content-type" in response.headers else None)
             and hdr.header_value(raw, b"content-encoding") is None
             and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
         ):
@@ -489,7 +465,7 @@ class Proxy:
         settlement = await self._settle(ex, tokens)
         state = (settlement.account if settlement else None) or ex.state
         if isinstance(document, dict):
-            body = _splice_credit_info(body, credit_info(state, tokens))
+            body = splice_credit_info(body, credit_info(state, tokens))
         fields = [
             *hdr.client_headers(response.raw_headers, keep_length=False),
             (b"content-length", str(len(body)).encode()),
@@ -531,76 +507,3 @@ class Proxy:
             usage.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "complete"
-
-
-def _unavailable() -> dict[str, Any]:
-    return error_body("unavailable", "the credit store is unavailable; nothing was charged")
-
-
-def _has_chunked_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" and value.lower() != b"identity":
-            return True
-    return False
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    """Returns when the client disconnects (or, under uvicorn, once the response is complete)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-class ProxyRouter:
-    """ASGI middleware: requests under a proxied prefix go to the ``Proxy``, the rest to ``app``.
-
-    Prefixes are matched longest first. The ``Proxy`` is built by the lifespan, so this
-    reads it from ``holder`` per request.
-    """
-
-    def __init__(self, app: ASGIApp, *, routes: list[Route], holder: ProxyHolder) -> None:
-        self.app = app
-        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
-        self.holder = holder
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            for route in self.routes:
-                if path.startswith(route.prefix):
-                    proxy = self.holder.proxy
-                    if proxy is None:
-                        await send_json(send, 503, _unavailable())
-                        return
-                    await proxy.handle(route, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
-@dataclass(slots=True)
-class ProxyHolder:
-    proxy: Proxy | None = None

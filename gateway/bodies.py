@@ -1,0 +1,91 @@
+"""Bytes in and out of the ASGI server for the proxy: request bodies, JSON answers, disconnects.
+
+Kept apart from the proxy's decisions so those read as steps; everything here is plain ASGI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway.errors import error_body
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was being read."""
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def splice_credit_info(body: bytes, info: dict[str, int]) -> bytes:
+    """The JSON object ``body`` with ``creditInfo`` added, the backend's bytes kept as they are."""
+    end = body.rstrip()
+    inner = end[:-1].rstrip()
+    sep = b"" if inner.endswith(b"{") else b","
+    return inner + sep + b'"creditInfo":' + json.dumps(info, separators=(",", ":")).encode() + b"}"
+
+
+def is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def unavailable_body() -> dict[str, Any]:
+    return error_body("unavailable", "the credit store is unavailable; nothing was charged")
+
+
+def has_chunked_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" and value.lower() != b"identity":
+            return True
+    return False
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def stream_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    """Returns when the client disconnects (or, under uvicorn, once the response is complete)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
