@@ -38,17 +38,3 @@ def test_reads_and_writes_raise_store_unavailable(dead_engine: Engine) -> None:
 def test_upgrade_raises_store_unavailable(url: str) -> None:
     with pytest.raises(StoreUnavailable):
         upgrade(url)
-
-
-def test_unknown_databases_are_refused() -> None:
-    with pytest.raises(ValueError, match="unsupported database"):
-        create_db_engine("mysql://root@127.0.0.1/x")
-
-
-def test_postgresql_urls_use_psycopg(pg_url: str) -> None:
-    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    engine = create_db_engine(plain)
-    try:
-        assert engine.dialect.driver == "psycopg"
-    finally:
-        engine.dispose()
