@@ -208,7 +208,13 @@ class Proxy:
         if reservation.status != "ok":
             return await self._refuse(send, reservation, rid_header)
         exchange = Exchange(route, caller, request_id, reservation, idem_key is not None)
-        return await self._forward(exchange, scope, receive, send, body)
+        try:
+            return await self._forward(exchange, scope, receive, send, body)
+        except BaseException:
+            # Whatever went wrong, the reservation must not stay held: refunding a request
+            # that was already settled changes nothing, so this is always safe.
+            await self._refund(exchange, "gateway error")
+            raise
 
     async def _reserve(
         self, account: str, request_id: str, idem_key: str | None, cost: int
@@ -320,6 +326,9 @@ class Proxy:
                 return await self._fail(ex, send, 504, "gateway_timeout", "the backend timed out")
             try:
                 response = call.result()
+            except ClientGone:
+                await self._refund(ex, "client disconnected")
+                return "client_gone"
             except TimeoutError:
                 return await self._fail(ex, send, 504, "gateway_timeout", "the backend timed out")
             except (aiohttp.ClientError, OSError) as exc:
