@@ -335,6 +335,8 @@ def report(
 ) -> None:
     tool = "wrk -t1" if shutil.which("wrk") else "aiohttp load script"
     print(f"\nproxy benchmark: POST {PATH}, {tool}, {seconds:g} s per run, loopback, 1 worker each")
+    load1, _, _ = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the end (others share it)")
     header = f"{'target':<18} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}"
     print(header)
     print("-" * len(header))
