@@ -1,0 +1,183 @@
+"""The app in-process (httpx ASGI transport) against an aiohttp stub in the same loop.
+
+Covers what whole-process tests reach badly: Redis or store outages answer 503 JSON with
+nothing charged, large request bodies stream, chunked JSON answers still gain creditInfo.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.applications import Starlette
+
+from gateway.accounts import create_account
+from gateway.app import create_app
+from gateway.server import serve
+from gateway.services import Services, open_services
+from gateway.settings import Route, Settings
+from store.database import upgrade
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[str]:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path.endswith("/chunked-json"):
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b'{"usage": {"total_tokens": ')
+            await response.write(b"88}}")
+            await response.write_eof()
+            return response
+        return web.json_response({"size": len(body), "method": request.method})
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    return Settings.load(
+        redis_url=redis_url,
+        database_url=url,
+        signing_secret="unit-secret",
+        routes=[Route(prefix="/api/projects/", upstream=stub)],
+    )
+
+
+@pytest.fixture
+async def services(settings: Settings, real_redis: aioredis.Redis) -> AsyncIterator[Services]:
+    svc = open_services(settings, redis=real_redis)
+    yield svc
+    svc.db.dispose()
+
+
+async def run(app: Starlette, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.request(method, path, **kwargs)
+
+
+async def test_large_body_streams_and_chunked_json_gains_credit_info(
+    settings: Settings, services: Services
+) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    auth = {"Authorization": f"Bearer {created.api_key}"}
+    app = create_app(settings, services=services)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            big = b"x" * (3 * 1024 * 1024)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for i in range(0, len(big), 65536):
+                    yield big[i : i + 65536]
+
+            response = await client.post("/api/projects/upload", headers=auth, content=chunks())
+            assert response.status_code == 200
+            assert response.json()["size"] == len(big)
+            response = await client.get("/api/projects/chunked-json", headers=auth)
+            assert json.loads(response.content)["creditInfo"] == {
+                "tokensUsed": 88,
+                "creditsRemaining": 98,
+                "totalTokensUsed": 2000 + 88,
+            }
+
+
+class DeadRedis:
+    """A Redis that refuses every command, as a client does when Redis is down."""
+
+    async def get(self, *args: object) -> None:
+        raise RedisConnectionError("connection refused")
+
+    async def ping(self) -> None:
+        raise RedisConnectionError("connection refused")
+
+    async def evalsha(self, *args: object) -> None:
+        raise RedisConnectionError("connection refused")
+
+    def register_script(self, script: str) -> Any:
+        async def call(keys: object = None, args: object = None, client: object = None) -> None:
+            raise RedisConnectionError("connection refused")
+
+        return call
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_redis_outage_is_503_json(settings: Settings, services: Services) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    auth = {"Authorization": f"Bearer {created.api_key}"}
+    down = open_services(settings, redis=DeadRedis())
+    try:
+        app = create_app(settings, services=down)
+        response = await run(app, "POST", "/api/projects/x", headers=auth, content=b"{}")
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
+        usage = await run(app, "GET", "/api/user/usage", headers=auth)
+        assert usage.status_code == 503
+        assert usage.json()["error"] == "unavailable"
+        ready = await run(app, "GET", "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"].startswith("failed")
+    finally:
+        down.db.dispose()
+    state = await services.credits.status(created.account_id)
+    assert state is not None and state.credits_remaining == 100
+
+
+async def test_store_outage_on_an_uncached_key_is_503(
+    settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    broken = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/no/such/dir.db"})
+    down = open_services(broken, redis=services.redis)
+    try:
+        app = create_app(broken, services=down)
+        response = await run(
+            app, "GET", "/api/projects/x", headers={"Authorization": "Bearer cg_" + "k" * 43}
+        )
+    finally:
+        down.db.dispose()
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+
+
+async def test_unknown_path_is_json_404(settings: Settings, services: Services) -> None:
+    response = await run(create_app(settings, services=services), "GET", "/nope")
+    assert response.status_code == 404
+    assert response.json() == {
+        "success": False,
+        "error": "not_found",
+        "message": "no route for GET /nope",
+    }
+
+
+def test_serve_refuses_workers_on_the_embedded_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    class Args:
+        workers = 2
+        host = "127.0.0.1"
+        port = 0
+        access_log = False
+        log_level = "INFO"
+
+    assert serve(Args(), Settings.load(redis_url=None)) == 2  # type: ignore[arg-type]
+    assert "CREDITGATE_REDIS_URL" in capsys.readouterr().err
