@@ -1,0 +1,147 @@
+"""The ``creditgate sync`` and ``creditgate audit`` processes: a worker SIGKILLed mid-batch and
+restarted duplicates and loses nothing; audit exits 0 when clean, 1 on a seeded difference."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import keys
+from gateway.services import Services, open_services
+from sync.worker import SyncWorker
+from tests.sync.processes import ACCOUNTS, Traffic, burst
+from tests.sync.storeview import StoreView, assert_in_sync, fresh_store, make_settings
+
+CREDITGATE = [sys.executable, "-m", "gateway.cli"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str) -> str:
+    return fresh_store(request.param, tmp_path, pg_url)
+
+
+@pytest.fixture
+async def services(
+    real_redis: aioredis.Redis, redis_url: str, store_url: str
+) -> AsyncIterator[Services]:
+    built = open_services(make_settings(redis_url, store_url))
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def traffic(redis_url: str) -> AsyncIterator[Traffic]:
+    running = Traffic(redis_url)
+    yield running
+    running.kill()
+    for proc in running.procs:
+        await proc.wait()
+
+
+class Commands:
+    """``creditgate`` processes on the test Redis and store, killed at teardown."""
+
+    def __init__(self, redis_url: str, store_url: str, workdir: Path) -> None:
+        self.workdir = workdir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+        self.env.update(
+            CREDITGATE_REDIS_URL=redis_url,
+            CREDITGATE_DATABASE_URL=store_url,
+            CREDITGATE_SYNC_INTERVAL="0.05",
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """A long-running command; its output goes to a log file in the work directory."""
+        with open(self.workdir / f"{args[0]}-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [*CREDITGATE, *args], env=self.env, cwd=self.workdir, stdout=log, stderr=log
+            )
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str) -> tuple[int, str]:
+        """A command to completion: its exit code and output."""
+        done = subprocess.run(
+            [*CREDITGATE, *args],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        return done.returncode, done.stdout.decode() + done.stderr.decode()
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def commands(redis_url: str, store_url: str, tmp_path: Path) -> Iterator[Commands]:
+    running = Commands(redis_url, store_url, tmp_path)
+    yield running
+    running.kill_all()
+
+
+async def outbox_length(redis: aioredis.Redis) -> int:
+    return sum([await redis.xlen(keys.outbox(b)) for b in range(keys.BUCKETS)])
+
+
+async def until_fewer(redis: aioredis.Redis, below: int, *, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while await outbox_length(redis) >= below:
+        assert time.monotonic() < deadline, f"outbox did not drop below {below} in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_sigkilled_worker_restarts_without_duplicates_or_gaps(
+    services: Services, traffic: Traffic, commands: Commands
+) -> None:
+    events = await burst(services, traffic, processes=3, ops=400)
+    redis = services.redis
+
+    worker = commands.start("sync", "--consumer", "worker-1", "--batch-size", "2")
+    await until_fewer(redis, events * 3 // 4)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    left = await outbox_length(redis)
+    assert 0 < left < events  # killed mid-way through the backlog
+
+    restarted = commands.start("sync", "--consumer", "worker-1", "--batch-size", "2")
+    await until_fewer(redis, 1)
+    restarted.send_signal(signal.SIGTERM)
+    assert restarted.wait(timeout=30) == 0
+
+    accounts = await assert_in_sync(services, StoreView(services))
+    assert sum(r.version for r in accounts.values()) == events
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the command, not the store
+async def test_audit_command_clean_then_non_zero_on_a_seeded_difference(
+    services: Services, traffic: Traffic, commands: Commands
+) -> None:
+    await burst(services, traffic, processes=2, ops=60)
+    assert await SyncWorker(services).run_once() > 0
+
+    code, out = commands.run("audit")
+    assert code == 0, out
+    assert f"audited {len(ACCOUNTS)} account(s): clean" in out
+
+    state_key = keys.account_keys(ACCOUNTS[3]).state
+    await services.redis.hincrby(state_key, "bonus", 1)  # a change that bypassed the outbox
+    code, out = commands.run("audit")
+    assert code == 1, out
+    assert f"{ACCOUNTS[3]}: bonus_credits: redis=" in out
+    assert "1 difference(s)" in out
