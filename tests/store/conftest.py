@@ -10,25 +10,34 @@ import pytest
 from sqlalchemy import Engine
 
 from store.database import create_db_engine, upgrade
-from tests.store.samples import reset_postgresql
+from tests.store.samples import empty_postgresql, reset_postgresql
 
 BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str) -> str:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def empty_db_url(backend: str, tmp_path: Path, pg_url: str) -> str:
     """A database URL with no tables, on each backend."""
-    if request.param == "sqlite":
+    if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     reset_postgresql(pg_url)
     return pg_url
 
 
 @pytest.fixture
-def db_url(empty_db_url: str) -> str:
-    """A database URL migrated to head, on each backend."""
-    upgrade(empty_db_url)
-    return empty_db_url
+def db_url(backend: str, tmp_path: Path, pg_url: str) -> str:
+    """A database URL migrated to head with empty tables, on each backend."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+        return url
+    empty_postgresql(pg_url)
+    return pg_url
 
 
 @pytest.fixture

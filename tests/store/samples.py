@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import store.models  # noqa: F401  (the tables to drop)
-from store.database import create_db_engine
+from store.database import alembic_config, create_db_engine, current_revision, upgrade_engine
 from store.records import Movement
 
 T0 = 1_790_000_000_000
 """A fixed Redis clock reading (ms) the movements start at."""
 PERIOD_END = T0 + 30 * 86_400_000
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def reset_postgresql(url: str) -> None:
@@ -21,6 +23,19 @@ def reset_postgresql(url: str) -> None:
         with engine.begin() as connection:
             SQLModel.metadata.drop_all(connection)
             connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    finally:
+        engine.dispose()
+
+
+def empty_postgresql(url: str) -> None:
+    """Migrate to head unless there already (cheap), then empty the store's tables."""
+    engine = create_db_engine(url)
+    try:
+        if current_revision(engine) != HEAD:
+            reset_postgresql(url)
+            upgrade_engine(engine)
+        with engine.begin() as connection:
+            connection.execute(text("TRUNCATE ledger_entries, api_keys, accounts"))
     finally:
         engine.dispose()
 

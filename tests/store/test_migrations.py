@@ -4,14 +4,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from gateway.cli import main
 from store.database import alembic_config, create_db_engine, current_revision, upgrade
-
-HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+from tests.store.samples import HEAD
 
 
 def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None:
@@ -28,8 +26,9 @@ def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None
         engine.dispose()
 
 
-def test_migrated_schema_matches_the_models(db_url: str) -> None:
-    engine = create_db_engine(db_url)
+def test_migrated_schema_matches_the_models(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
+    engine = create_db_engine(empty_db_url)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
