@@ -21,14 +21,15 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
 
 from gateway.credits.results import AccountState
-from gateway.settings import Settings
+from gateway.settings import Settings, Tier
 from gateway.usage import iso_ms, usage_body
+from store.records import Movement
 
 log = logging.getLogger("creditgate.webhooks")
 
@@ -78,6 +79,30 @@ def events_for(old: AccountState | None, new: AccountState) -> list[str]:
         and old.tier == new.tier
         and (new.subscription_ends_ms or 0) > (ended or 0) > 0
     ):
+        found.append(SUBSCRIPTION_RENEWED)
+    return found
+
+
+def movement_events(movement: Movement, tiers: Mapping[str, Tier]) -> list[str]:
+    """The events one synced outbox movement triggers (for the sync worker, after commit).
+
+    A movement carries the account's state after it and its deltas, so the balance before
+    is known; ``expire`` and ``renew`` movements name the subscription events themselves.
+    Driven from the sync worker, each event is announced once per movement however many
+    gateway replicas served the traffic.
+    """
+    found: list[str] = []
+    after = movement.plan_credits + movement.bonus_credits
+    before = after - movement.credits_delta
+    tier = tiers.get(movement.tier) or tiers.get("free")
+    line = (tier.credits if tier is not None else 0) * LOW_PERCENT // 100
+    if before > 0 and after <= 0:
+        found.append(CREDITS_EXHAUSTED)
+    elif before > line >= after > 0:
+        found.append(CREDITS_LOW)
+    if movement.kind == "expire":
+        found.append(SUBSCRIPTION_EXPIRED)
+    elif movement.kind == "renew":
         found.append(SUBSCRIPTION_RENEWED)
     return found
 
@@ -158,6 +183,17 @@ class Notifier:
             self.notify_nowait(event, new.account, usage_body(new))
         return found
 
+    def notify_movements(self, movements: Iterable[Movement], tiers: Mapping[str, Tier]) -> int:
+        """Queue the events of synced movements (call after the store committed them)."""
+        queued = 0
+        if not self.enabled:
+            return queued
+        for m in movements:
+            for event in movement_events(m, tiers):
+                self.notify_nowait(event, m.account_id, _movement_data(m))
+                queued += 1
+        return queued
+
     async def start(self) -> None:
         if not self.enabled or self._task is not None:
             return
@@ -228,3 +264,22 @@ class Notifier:
                 delay = min(delay * 2, self.max_delay)
         self.failed += 1
         log.error("webhook %s for account %s given up", payload["type"], payload["account"])
+
+
+def _movement_data(m: Movement) -> dict[str, Any]:
+    """What a receiver learns of the account from a movement: the usage object's fields."""
+    return {
+        "accountId": m.account_id,
+        "credits": m.plan_credits,
+        "bonusCredits": m.bonus_credits,
+        "creditsRemaining": m.plan_credits + m.bonus_credits,
+        "totalTokensUsed": m.total_tokens,
+        "monthlyTokensUsed": m.monthly_tokens,
+        "monthlyResetDate": iso_ms(m.period_end_ms),
+        "isSubscribed": m.subscribed,
+        "subscriptionTier": m.tier,
+        "subscriptionEndsAt": iso_ms(m.subscription_ends_ms),
+        "eventId": m.event_id,
+        "kind": m.kind,
+        "requestId": m.request_id or None,
+    }

@@ -8,6 +8,7 @@ JSON error. Changes are attributed ``"admin: <reason>"`` in the ledger.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +18,17 @@ from starlette.responses import JSONResponse, Response
 from gateway import accounts
 from gateway.admin import validation
 from gateway.admin.views import account_view, key_view, ledger_view, record_view
-from gateway.errors import AdminDisabled, CreditgateError, InvalidRequest, Unauthorized
+from gateway.errors import (
+    AdminDisabled,
+    CreditgateError,
+    InvalidRequest,
+    StorageUnavailable,
+    Unauthorized,
+    error_body,
+)
 from gateway.services import Services
+
+log = logging.getLogger("creditgate.admin")
 
 ACTOR = "admin"
 MAX_PAGE = 200
@@ -58,6 +68,11 @@ def admin_endpoint(handler: Handler) -> Handler:
 
 
 def error_response(exc: CreditgateError) -> JSONResponse:
+    if isinstance(exc, StorageUnavailable):
+        # The details (hosts, driver messages) go to the log, not to the caller.
+        log.warning("admin: unavailable: %s", exc.message)
+        body = error_body(exc.code, "a backing service is unavailable; retry later")
+        return JSONResponse(body, status_code=exc.status)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 

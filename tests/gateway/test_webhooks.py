@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gateway.credits.results import AccountState
-from gateway.settings import Settings
+from gateway.settings import DEFAULT_TIERS, Settings
 from gateway.webhooks import (
     CREDITS_EXHAUSTED,
     CREDITS_LOW,
@@ -20,9 +20,11 @@ from gateway.webhooks import (
     TIMESTAMP_HEADER,
     Notifier,
     events_for,
+    movement_events,
     signature,
     verify_signature,
 )
+from store.records import Movement
 
 NOW = 1_790_000_000_000
 SECRET = "whsec-test"
@@ -74,8 +76,8 @@ def test_bonus_credits_count_towards_the_balance() -> None:
 def test_expiry_fires_but_an_early_downgrade_does_not() -> None:
     old = state(plan_credits=5)
     free = dict(tier="free", subscribed=False, subscription_ends_ms=None, allowance=5)
-    expired = state(plan_credits=5, now_ms=NOW + 1000, **free)  # type: ignore[arg-type]
-    early = state(plan_credits=5, now_ms=NOW + 999, **free)  # type: ignore[arg-type]
+    expired = state(plan_credits=5, now_ms=NOW + 1000, **free)
+    early = state(plan_credits=5, now_ms=NOW + 999, **free)
     assert events_for(old, expired) == [SUBSCRIPTION_EXPIRED]
     assert events_for(old, early) == []
 
@@ -222,3 +224,64 @@ async def test_without_a_url_nothing_is_sent() -> None:
     assert notifier.notify_change(state(plan_credits=30), state(plan_credits=10)) == []
     await notifier.aclose()
     assert not notifier.enabled
+
+
+def movement(kind: str, plan_after: int, dp: int, **changes: object) -> Movement:
+    base = Movement(
+        event_id="7-1-0",
+        account_id="acct_1",
+        kind=kind,
+        plan_delta=dp,
+        bonus_delta=0,
+        tokens=0,
+        request_id="r1",
+        reason=None,
+        occurred_ms=NOW,
+        version=3,
+        plan_credits=plan_after,
+        bonus_credits=0,
+        tier="pro",
+        subscribed=True,
+        subscription_ends_ms=NOW + 1000,
+        period_end_ms=NOW + 10_000,
+        total_tokens=0,
+        monthly_tokens=0,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("m", "expected"),
+    [
+        (movement("hold", 20, -1), [CREDITS_LOW]),
+        (movement("hold", 19, -1), []),
+        (movement("refund", 21, 1), []),
+        (movement("hold", 0, -1), [CREDITS_EXHAUSTED]),
+        (movement("charge", 0, 0), []),
+        (
+            movement("expire", 5, -95, tier="free", subscribed=False, subscription_ends_ms=None),
+            [SUBSCRIPTION_EXPIRED],
+        ),
+        (movement("renew", 50, 0), [SUBSCRIPTION_RENEWED]),
+        (movement("reset", 100, 90), []),
+    ],
+)
+def test_movement_events(m: Movement, expected: list[str]) -> None:
+    assert movement_events(m, DEFAULT_TIERS) == expected
+
+
+async def test_notify_movements_queues_each_event_once() -> None:
+    receiver = Receiver()
+    async with receiver.client() as client:
+        notifier = Notifier("http://hooks.test/in", SECRET, client=client)
+        await notifier.start()
+        queued = notifier.notify_movements(
+            [movement("hold", 20, -1), movement("hold", 19, -1), movement("hold", 0, -1)],
+            DEFAULT_TIERS,
+        )
+        await notifier.join()
+        await notifier.aclose()
+    assert queued == 2
+    types = [json.loads(r.content)["type"] for r in receiver.requests]
+    assert types == [CREDITS_LOW, CREDITS_EXHAUSTED]
+    assert json.loads(receiver.requests[0].content)["data"]["creditsRemaining"] == 20
