@@ -41,6 +41,7 @@ log = logging.getLogger("creditgate.demo")
 
 GRACEFUL_SHUTDOWN_S = 5
 WORKER_STOP_S = 10.0
+STOP_MARGIN_S = 10.0
 
 
 class DemoError(Exception):
@@ -88,9 +89,14 @@ class _Running:
         return f"http://{host}:{port}"
 
     async def stop(self) -> None:
+        """Graceful first (uvicorn drains for GRACEFUL_SHUTDOWN_S), then cancelled: bounded."""
         self.server.should_exit = True
-        with contextlib.suppress(DemoError):
-            await self.task
+        try:
+            await asyncio.wait_for(self.task, GRACEFUL_SHUTDOWN_S + STOP_MARGIN_S)
+        except TimeoutError:
+            log.warning("the %s did not stop in time; cancelled", self.name)
+        except DemoError:
+            pass
 
 
 def _bind(host: str, port: int) -> socket.socket:
