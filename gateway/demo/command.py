@@ -150,6 +150,8 @@ def demo_settings(
 
     Rebuilt rather than copied so the default routes follow the backends' actual ports.
     """
+    if settings.redis_url:
+        log.warning("the demo ignores CREDITGATE_REDIS_URL: it runs on the embedded Redis")
     values = settings.model_dump(exclude={"routes"}, exclude_none=True)
     values.update(
         redis_url=None,
