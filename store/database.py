@@ -17,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -24,6 +25,9 @@ from store.errors import StoreUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+"""Driver and pool errors that mean "the database cannot do it now": StoreUnavailable."""
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -84,7 +88,7 @@ def session(engine: Engine) -> Iterator[Session]:
         try:
             yield db
             db.commit()
-        except (OperationalError, InterfaceError) as exc:
+        except UNAVAILABLE as exc:
             db.rollback()
             raise unavailable(exc) from exc
         except BaseException:
@@ -106,7 +110,7 @@ def boundary(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
+        except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
 
     return wrapper
@@ -124,7 +128,7 @@ def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
-    except (OperationalError, InterfaceError) as exc:
+    except UNAVAILABLE as exc:
         raise unavailable(exc) from exc
 
 
@@ -144,5 +148,5 @@ def upgrade_engine(engine: Engine) -> None:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except (OperationalError, InterfaceError) as exc:
+    except UNAVAILABLE as exc:
         raise unavailable(exc) from exc
