@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlmodel import Session
+
 from gateway.admin import validation
 from gateway.apikeys import new_key
 from gateway.credits.engine import TierAction
@@ -100,11 +102,13 @@ async def create_account(
     months: int = 0,
     reason: str = "",
 ) -> CreatedAccount:
-    """Create the store row, open the account in Redis with its tier's credits, make a key.
+    """Write the store rows (account and first key), then open the account in Redis.
 
-    The store row comes first, so a duplicate id is refused (``Conflict``) before Redis is
-    touched. If Redis already holds the id (a store that lost rows), the live Redis state is
-    kept as the truth and a warning logged; the sync worker brings the row up to date.
+    The store comes first, in one transaction, so a duplicate id is refused (``Conflict``)
+    before Redis is touched, and an account never exists without its key. If opening in
+    Redis then fails, the account stays in the store and is restored from it on first touch
+    (a retry of the create answers ``Conflict``). If Redis already holds the id (a store
+    that lost rows), the live Redis state is kept as the truth and a warning logged.
     """
     if account_id is None:
         account_id = "acct_" + secrets.token_hex(8)
@@ -114,14 +118,15 @@ async def create_account(
     validation.tier(tier, services.settings.tiers, paid=False)
     if months and (tier == "free" or not 0 < months <= validation.MAX_MONTHS):
         raise InvalidRequest(f"field 'months' must be 1-{validation.MAX_MONTHS}, paid tiers only")
+    key = new_key()
     # The row starts at version 0 with the engine's opening values, the times estimated
     # from this host's clock; the first sync replaces them with what the script recorded.
     now = int(time.time() * 1000)
     paid = tier != "free"
-    try:
-        record = await _store(
-            services,
-            repository.create_account,
+
+    def write(s: Session) -> AccountRecord:
+        record = repository.create_account(
+            s,
             account_id=account_id,
             email=email,
             tier=tier,
@@ -130,15 +135,26 @@ async def create_account(
             subscribed=paid,
             subscription_ends_ms=now + months * MONTH_MS if paid and months else None,
         )
+        repository.create_api_key(
+            s,
+            account_id=account_id,
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            display_prefix=key.display_prefix,
+            name="default",
+        )
+        return record
+
+    try:
+        record = await _store(services, write)
     except DuplicateAccount as exc:
         raise Conflict(f"account {account_id!r} already exists") from exc
     change = await services.credits.open(account_id, tier=tier, months=months, reason=reason)
     if change.status == "exists":
         log.warning("account %s was already in Redis; keeping its live state", account_id)
     state = _state(account_id, change)
-    key = await _new_key(services, account_id, name="default")
     log.info("account %s created (tier %s)", account_id, tier)
-    return CreatedAccount(account_id, key.api_key, key.key_id, state, record)
+    return CreatedAccount(account_id, key.secret, key.key_id, state, record)
 
 
 async def account_state(services: Services, account_id: str) -> AccountState:

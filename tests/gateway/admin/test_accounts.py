@@ -99,3 +99,23 @@ async def test_redis_down_is_a_503_without_details(
         assert str(closed) not in response.text
     finally:
         await down.close()
+
+
+async def test_a_create_redis_could_not_finish_is_restored_on_first_touch(
+    services: Services, make_settings: Callable[..., Settings]
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = open_services(make_settings(redis_url=f"redis://127.0.0.1:{closed}/0"))
+    try:
+        with pytest.raises(StorageUnavailable):
+            await accounts.create_account(down, account_id="half", tier="pro", months=1)
+    finally:
+        await down.close()
+    with session(services.db) as s:
+        assert len(repository.list_api_keys(s, account_id="half")) == 1
+    state = await accounts.account_state(services, "half")
+    assert (state.tier, state.plan_credits, state.subscribed) == ("pro", 100, True)
+    with pytest.raises(Conflict):
+        await accounts.create_account(services, account_id="half")
