@@ -20,9 +20,11 @@ from sqlmodel import Session
 
 from gateway.admin import validation
 from gateway.apikeys import new_key
+from gateway.auth import announce_revocation
 from gateway.credits.engine import TierAction
 from gateway.credits.results import AccountState, TierChange
 from gateway.errors import Conflict, InvalidRequest, NotFound, StorageUnavailable
+from gateway.restore import restore_from_store
 from gateway.services import Services
 from store import repository
 from store.database import session
@@ -232,8 +234,6 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
 
     Revoking a revoked key is not an error: the answer is the same, so retries are safe.
     """
-    from gateway.auth import announce_revocation
-
     revoked = await _store(
         services, repository.revoke_api_key, account_id=account_id, key_id=key_id
     )
@@ -277,8 +277,6 @@ async def _new_key(services: Services, account_id: str, *, name: str) -> Created
 
 
 async def _restore(services: Services, account_id: str) -> AccountState:
-    from gateway.restore import restore_from_store
-
     state = await restore_from_store(services, account_id)
     if state is None:
         raise NotFound(f"account {account_id!r} not found")
@@ -290,7 +288,7 @@ async def _on_account_change(
 ) -> TierChange:
     """Run an engine change; if Redis lacks the account, restore it from the store, retry once."""
     result = await change()
-    if result.status == "missing" or (result.account is None and result.status != "unknown_tier"):
+    if result.status == "missing":
         await _restore(services, account_id)
         result = await change()
     if result.status == "missing":
