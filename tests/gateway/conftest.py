@@ -1,4 +1,4 @@
-"""Fixtures of the gateway tests: a throwaway 3-master Redis Cluster and the hypothesis profile.
+"""Fixtures of the gateway tests: a throwaway 3-master Redis Cluster.
 
 The cluster runs on free ports in a temp dir, without persistence, for the whole session; it
 is started only by the tests that ask for it and always killed at the end.
@@ -14,18 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from redis.asyncio.cluster import RedisCluster
-
-settings.register_profile(
-    "creditgate",
-    max_examples=50,
-    stateful_step_count=30,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile("creditgate")
 
 CLUSTER_MASTERS = 3
 STARTUP_S = 30.0

@@ -26,6 +26,7 @@ from engine_model import (
     outbox_events,
     view_of,
 )
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
@@ -45,6 +46,15 @@ ACCOUNTS = ("acct-a", "acct-b")
 HOLD_MS = 600_000
 DAY_MS = 86_400_000
 START_MS = 1_790_000_000_000
+
+# Bounded for a shared 2-core machine; no example database written into the repository.
+BUDGET = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 accounts = st.sampled_from(ACCOUNTS)
 request_ids = st.sampled_from([f"req-{i}" for i in range(6)])
@@ -187,8 +197,8 @@ class EngineMachine(RuleBasedStateMachine):
 
 def test_engine_matches_the_model_on_redis(redis_url: str) -> None:
     machine = type("OnRedis", (EngineMachine,), {"redis_url": redis_url})
-    run_state_machine_as_test(machine)
+    run_state_machine_as_test(machine, settings=BUDGET)
 
 
 def test_engine_matches_the_model_on_fakeredis() -> None:
-    run_state_machine_as_test(EngineMachine)
+    run_state_machine_as_test(EngineMachine, settings=BUDGET)
