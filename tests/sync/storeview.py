@@ -8,12 +8,13 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from gateway import keys
 from gateway.services import Services
 from gateway.settings import Settings
 from store import repository
 from store.database import normalize_url, session, upgrade
 from store.records import AccountRecord, LedgerRecord
-from sync.audit import audit
+from sync.audit import REDIS_FIELDS, audit, compare, redis_view
 
 
 def fresh_store(kind: str, tmp_path: Path, pg_url: str) -> str:
@@ -84,3 +85,20 @@ async def assert_in_sync(services: Services, view: StoreView) -> dict[str, Accou
         assert sorted(e.version for e in ledger) == list(range(1, record.version + 1)), account
         assert len({e.event_id for e in ledger}) == len(ledger)
     return accounts
+
+
+async def assert_accounts_in_sync(
+    services: Services, view: StoreView, accounts: list[str]
+) -> dict[str, AccountRecord]:
+    """``assert_in_sync`` for some accounts only (others may share the Redis and store)."""
+    records = await view.accounts()
+    totals = await view.totals()
+    for account in accounts:
+        raw = await services.redis.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
+        record = records.get(account)
+        assert record is not None, account
+        assert compare(account, redis_view(raw), record, totals.get(account)) == []
+        ledger = await view.ledger(account)
+        assert sorted(e.version for e in ledger) == list(range(1, record.version + 1)), account
+        assert len({e.event_id for e in ledger}) == len(ledger)
+    return {a: records[a] for a in accounts}
