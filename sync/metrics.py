@@ -54,6 +54,26 @@ async def publish(redis: Any, delta: SyncStats) -> None:
         return
 
 
+HELP = {
+    "applied": ("counter", "Outbox events written to the store of record."),
+    "batches": ("counter", "Batches committed to the store of record."),
+    "errors": ("counter", "Failed sync passes or jobs (retried on the next pass)."),
+    "reaped": ("counter", "Reservations past their deadline refunded by the reaper."),
+    "expired": ("counter", "Ended subscriptions downgraded by the expiry sweep."),
+    "lag_ms": ("gauge", "Age of the oldest event not yet in the store, in ms, at the last pass."),
+}
+
+
+def prometheus_lines(stats: dict[str, int]) -> list[str]:
+    """The shared hash (``read``) as Prometheus text lines, ``creditgate_sync_*``."""
+    lines: list[str] = []
+    for name, (kind, text) in HELP.items():
+        metric = f"creditgate_sync_{name}" + ("_total" if kind == "counter" else "")
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+        lines.append(f"{metric} {stats.get(name, 0)}")
+    return lines
+
+
 async def read(redis: Any) -> dict[str, int]:
     """The shared hash as integers (empty when no worker has run)."""
     raw = await redis.hgetall(keys.SYNC_STATS)

@@ -37,6 +37,9 @@ DEFAULT_BATCH_SIZE = 200
 """Entries read per bucket per batch (up to about three times that with pending + claimed)."""
 MAX_BATCHES_PER_PASS = 50
 MAX_BACKOFF_S = 30.0
+PRUNE_EVERY = 100
+"""Passes between prunings of consumers that died with nothing pending."""
+PRUNE_IDLE_MS = 3_600_000
 
 
 def default_consumer() -> str:
@@ -90,6 +93,13 @@ class SyncWorker:
                 failed = True
                 self.stats.errors += 1
                 log.error("%s failed, retrying next pass: %s", name, exc)
+        if self.stats.passes % PRUNE_EVERY == 1:
+            try:
+                await self.reader.prune_consumers(PRUNE_IDLE_MS)
+            except StorageUnavailable as exc:
+                failed = True
+                self.stats.errors += 1
+                log.error("pruning consumers failed: %s", exc)
         self.failures = self.failures + 1 if failed else 0
         try:
             self.stats.lag_ms = await self.reader.lag_ms()

@@ -173,6 +173,31 @@ class OutboxReader:
         except RedisError as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
 
+    async def prune_consumers(self, idle_ms: int) -> int:
+        """Forget consumers with nothing pending, idle longer than ``idle_ms`` (dead workers
+        with random names would otherwise pile up in the group); the number removed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in self.buckets:
+            pipe.xinfo_consumers(keys.outbox(bucket), self.group)
+        try:
+            answers = await pipe.execute(raise_on_error=False)
+            pipe = self.redis.pipeline(transaction=False)
+            removed = 0
+            for bucket, consumers in zip(self.buckets, answers, strict=True):
+                if isinstance(consumers, Exception):
+                    continue  # no group yet on this stream: nothing to prune
+                for consumer in consumers:
+                    name = consumer["name"]
+                    stale = int(consumer["idle"]) > idle_ms and int(consumer["pending"]) == 0
+                    if stale and name != self.consumer:
+                        pipe.xgroup_delconsumer(keys.outbox(bucket), self.group, name)
+                        removed += 1
+            if removed:
+                await pipe.execute()
+        except RedisError as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
+        return removed
+
     async def lag_ms(self) -> int:
         """Age of the oldest event not yet in the store (0 when every stream is empty)."""
         pipe = self.redis.pipeline(transaction=False)

@@ -1,0 +1,77 @@
+"""The outbox reader's parts on a real Redis: parsing, pruning dead consumers, metrics, pause."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from gateway import keys
+from gateway.credits.engine import CreditEngine
+from gateway.credits.outbox import OutboxReader, parse_movement
+from gateway.services import Services
+from gateway.settings import DEFAULT_TIERS
+from sync import metrics
+from sync.worker import MAX_BACKOFF_S, SyncWorker
+
+
+async def test_an_engine_event_parses_to_a_movement(real_redis: aioredis.Redis) -> None:
+    engine = CreditEngine(real_redis, DEFAULT_TIERS, clock=lambda: 1_790_000_000_000)
+    await engine.open("acct-p", tier="free")
+    await engine.grant("acct-p", 4, reason="sorry", request_id="")
+    bucket = keys.bucket_of("acct-p")
+    (_, opened), (stream_id, granted) = await real_redis.xrange(keys.outbox(bucket))
+
+    m = parse_movement(bucket, stream_id, granted)
+
+    assert m.event_id == f"{bucket}-{stream_id}"
+    assert (m.account_id, m.kind, m.plan_delta, m.bonus_delta) == ("acct-p", "grant", 0, 4)
+    assert (m.plan_credits, m.bonus_credits, m.version, m.tier) == (5, 4, 2, "free")
+    assert m.request_id is None and m.reason == "sorry"
+    assert m.subscribed is False and m.subscription_ends_ms is None
+    assert m.occurred_ms == 1_790_000_000_000
+    assert m.period_end_ms == 1_790_000_000_000 + 30 * 86_400_000
+    assert parse_movement(bucket, "1-0", opened).plan_delta == 5
+
+
+async def test_prune_forgets_idle_consumers_with_nothing_pending(
+    real_redis: aioredis.Redis,
+) -> None:
+    engine = CreditEngine(real_redis, DEFAULT_TIERS)
+    stream = keys.outbox(keys.bucket_of("acct-q"))
+    done, stuck, me = (OutboxReader(real_redis, name) for name in ("done", "stuck", "me"))
+    await done.ensure_groups()
+    await engine.open("acct-q")
+    await done.ack(await done.read(10))
+    await engine.grant("acct-q", 1, reason="x")
+    assert len(await stuck.read(10)) == 1  # pending with "stuck" from now on
+
+    # Every reader is a consumer on every bucket's stream; only "stuck" has something pending.
+    assert await me.prune_consumers(idle_ms=-1) == 2 * keys.BUCKETS - 1
+
+    consumers = await real_redis.xinfo_consumers(stream, keys.OUTBOX_GROUP)
+    assert [(c["name"], c["pending"]) for c in consumers] == [("stuck", 1)]
+    assert await me.prune_consumers(idle_ms=3_600_000) == 0
+
+
+async def test_metrics_add_up_over_workers_and_render(services: Services) -> None:
+    await services.credits.open("acct-m")
+    first, second = SyncWorker(services), SyncWorker(services)
+    await first.run_once()
+    await services.credits.grant("acct-m", 1, reason="x")
+    await second.run_once()
+
+    shared = await metrics.read(services.redis)
+    assert (shared["applied"], shared["batches"], shared["lag_ms"]) == (2, 2, 0)
+    lines = metrics.prometheus_lines(shared)
+    assert "creditgate_sync_applied_total 2" in lines
+    assert "creditgate_sync_lag_ms 0" in lines
+    assert "# TYPE creditgate_sync_errors_total counter" in lines
+
+
+async def test_pause_doubles_per_failure_up_to_a_cap(services: Services) -> None:
+    worker = SyncWorker(services)
+    interval = services.settings.sync_interval
+    assert worker.pause() == interval
+    worker.failures = 3
+    assert worker.pause() == interval * 8
+    worker.failures = 60
+    assert worker.pause() == MAX_BACKOFF_S
