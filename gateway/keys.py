@@ -82,6 +82,13 @@ OUTBOX_GROUP = "creditgate-sync"
 SYNC_STATS = f"{PREFIX}:{LAYOUT}:sync:stats"
 """Hash of the sync workers' metrics, for /metrics. Counters summed over every worker since
 Redis started: ``applied`` (events written to the store), ``batches``, ``errors`` (failed
-passes), ``reaped`` (expired reservations refunded), ``expired`` (subscriptions downgraded);
-gauges of the latest pass of any worker: ``lag_ms`` (age of the oldest event not yet in the
-store) and ``updated_ms`` (when it was written, Redis time)."""
+passes), ``rejected`` (events set aside in ``outbox_rejected``), ``reaped`` (expired
+reservations refunded), ``expired`` (subscriptions downgraded). Gauges of the latest pass of
+any worker: ``lag_ms`` (age of the oldest event not yet in the store) and ``updated_ms``
+(when it was written, Redis time)."""
+
+
+def outbox_rejected(bucket: int) -> str:
+    """Outbox events the store refused or that did not parse, set aside by the sync worker
+    (fields of the event plus ``event`` and ``error``) for people to look at."""
+    return f"{_tag(bucket)}:outbox:rejected"

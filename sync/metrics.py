@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from gateway import keys
 
-COUNTERS = ("applied", "batches", "errors", "reaped", "expired")
+COUNTERS = ("applied", "batches", "errors", "rejected", "reaped", "expired")
 
 
 @dataclass(slots=True)
@@ -23,6 +23,7 @@ class SyncStats:
     applied: int = 0
     batches: int = 0
     errors: int = 0
+    rejected: int = 0
     reaped: int = 0
     expired: int = 0
     lag_ms: int = 0
@@ -58,6 +59,7 @@ HELP = {
     "applied": ("counter", "Outbox events written to the store of record."),
     "batches": ("counter", "Batches committed to the store of record."),
     "errors": ("counter", "Failed sync passes or jobs (retried on the next pass)."),
+    "rejected": ("counter", "Outbox events set aside: malformed, or refused by the store."),
     "reaped": ("counter", "Reservations past their deadline refunded by the reaper."),
     "expired": ("counter", "Ended subscriptions downgraded by the expiry sweep."),
     "lag_ms": ("gauge", "Age of the oldest event not yet in the store, in ms, at the last pass."),

@@ -24,7 +24,7 @@ from gateway.errors import StorageUnavailable
 from gateway.services import Services
 from store import repository
 from store.database import session
-from store.errors import StoreError
+from store.errors import StoreError, StoreUnavailable
 from store.records import Movement
 from sync import metrics
 from sync.expiry import sweep_expired
@@ -124,17 +124,51 @@ class SyncWorker:
         return applied
 
     async def apply(self, entries: list[OutboxEntry]) -> int:
-        """Write one batch in one transaction, then acknowledge it; the events written."""
+        """Write one batch in one transaction, then acknowledge it; the events written.
+
+        A batch the store refuses for a reason other than being unreachable (a bug, a value
+        out of range) would block the sync forever: it is retried one event at a time and
+        the events refused alone are set aside (``reader.reject``), logged and counted.
+        """
+        for entry in entries:
+            if entry.error is not None:
+                await self._reject(entry, entry.error)
         movements = sorted(
             (e.movement for e in entries if e.movement is not None),
             key=lambda m: (m.account_id, m.version),
         )
+        applied = len(movements)
         if movements:
-            await asyncio.to_thread(self._commit, movements)
+            try:
+                await asyncio.to_thread(self._commit, movements)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                log.error("the store refused a batch, retrying it event by event: %r", exc)
+                applied = await self._one_by_one(entries)
         await self.reader.ack(entries)
         self.stats.batches += 1
-        self.stats.applied += len(movements)
-        return len(movements)
+        self.stats.applied += applied
+        return applied
+
+    async def _one_by_one(self, entries: list[OutboxEntry]) -> int:
+        applied = 0
+        for entry in entries:
+            if entry.movement is None:
+                continue
+            try:
+                await asyncio.to_thread(self._commit, [entry.movement])
+                applied += 1
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                await self._reject(entry, f"refused by the store: {exc!r}")
+        return applied
+
+    async def _reject(self, entry: OutboxEntry, error: str) -> None:
+        await self.reader.reject(entry, error)
+        self.stats.rejected += 1
+        log.error("outbox event %s set aside: %s", entry.event_id, error)
 
     def _commit(self, movements: list[Movement]) -> None:
         with session(self.services.db) as db:

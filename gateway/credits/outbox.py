@@ -18,7 +18,7 @@ Delivery is at least once; the store makes it exactly once (the ledger is unique
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -32,11 +32,17 @@ DEFAULT_CLAIM_IDLE_MS = 30_000
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """One delivered stream entry: ``movement`` is None for an entry deleted meanwhile."""
+    """One delivered stream entry.
+
+    ``movement`` is None for an entry deleted meanwhile (``fields`` empty) and for one that
+    does not parse (``error`` says why); the worker sets the latter aside with ``reject``.
+    """
 
     bucket: int
     stream_id: str
     movement: Movement | None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -148,9 +154,17 @@ class OutboxReader:
                     if stream_id is None or stream_id in seen:
                         continue
                     seen.add(stream_id)
-                    movement = parse_movement(bucket, stream_id, fields) if fields else None
-                    entries.append(OutboxEntry(bucket, stream_id, movement))
+                    entries.append(_entry(bucket, stream_id, fields))
         return entries
+
+    async def reject(self, entry: OutboxEntry, error: str) -> None:
+        """Set an entry the store cannot take aside, in its bucket's rejected stream, for
+        people to look at; the caller then acknowledges it with its batch."""
+        fields = {**entry.fields, "event": entry.event_id, "error": error[:500]}
+        try:
+            await self.redis.xadd(keys.outbox_rejected(entry.bucket), fields)
+        except RedisError as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
 
     async def ack(self, entries: Iterable[OutboxEntry]) -> None:
         """Delete then acknowledge entries the store has committed.
@@ -213,6 +227,15 @@ class OutboxReader:
             return 0
         now = int(seconds) * 1000 + int(micros) // 1000
         return max(0, now - min(oldest))
+
+
+def _entry(bucket: int, stream_id: str, fields: Mapping[str, str]) -> OutboxEntry:
+    if not fields:
+        return OutboxEntry(bucket, stream_id, None)
+    try:
+        return OutboxEntry(bucket, stream_id, parse_movement(bucket, stream_id, fields), fields)
+    except (KeyError, ValueError) as exc:
+        return OutboxEntry(bucket, stream_id, None, fields, f"malformed: {exc!r}")
 
 
 def _stream_entries(answer: Any) -> list[tuple[str | None, dict[str, str]]]:

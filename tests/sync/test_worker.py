@@ -92,3 +92,28 @@ async def test_pending_of_a_dead_consumer_is_claimed(
         pending = await services.redis.xpending(keys.outbox(bucket), keys.OUTBOX_GROUP)
         assert pending["pending"] == 0
     await assert_in_sync(services, store_view)
+
+
+async def test_poison_events_are_set_aside_and_the_rest_synced(
+    services: Services, store_view: StoreView
+) -> None:
+    await open_accounts(services, ACCOUNTS)
+    bucket = keys.bucket_of(ACCOUNTS[0])
+    stream = keys.outbox(bucket)
+    [(_, opened)] = [e for e in await services.redis.xrange(stream) if e[1]["acct"] == ACCOUNTS[0]]
+    await services.redis.xadd(stream, {"acct": "broken", "kind": "grant"})  # fields missing
+    too_big = opened | {"acct": "huge", "plan": str(2**70)}  # beyond any BIGINT column
+    await services.redis.xadd(stream, too_big)
+    worker = SyncWorker(services)
+
+    assert await worker.run_once() == len(ACCOUNTS)
+
+    assert worker.stats.rejected == 2
+    rejected = await services.redis.xrange(keys.outbox_rejected(bucket))
+    assert [(f["acct"], f["error"].split(":")[0]) for _, f in rejected] == [
+        ("broken", "malformed"),
+        ("huge", "refused by the store"),
+    ]
+    assert await services.redis.xlen(stream) == 0
+    await assert_in_sync(services, store_view)
+    assert "huge" not in await store_view.accounts()
