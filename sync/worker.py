@@ -78,10 +78,9 @@ class SyncWorker:
         """
         before = self.stats.copy()
         self.stats.passes += 1
-        applied = 0
         failed = False
         try:
-            applied = await self.sync()
+            await self.sync()
         except (StorageUnavailable, StoreError) as exc:
             failed = True
             self.stats.errors += 1
@@ -105,8 +104,9 @@ class SyncWorker:
             self.stats.lag_ms = await self.reader.lag_ms()
         except StorageUnavailable:
             pass
-        await metrics.publish(self.services.redis, self.stats.minus(before))
-        return applied
+        delta = self.stats.minus(before)
+        await metrics.publish(self.services.redis, delta)
+        return delta.applied  # batches committed before a failure count too
 
     async def sync(self) -> int:
         """Drain the outbox into the store, batch by batch (at most ``max_batches``)."""
