@@ -225,11 +225,11 @@ class CreditEngine:
 
         For the reaper: found through the bucket's deadline index, never by scanning keys.
         """
-        now: int | str = self._now() or "+inf"
-        if now == "+inf":
-            seconds, micros = await self.redis.time()
-            now = int(seconds) * 1000 + int(micros) // 1000
+        now: int | str = self._now()
         try:
+            if now == "":
+                seconds, micros = await self.redis.time()
+                now = int(seconds) * 1000 + int(micros) // 1000
             members = await self.redis.zrangebyscore(
                 keys.deadlines(bucket), "-inf", now, start=0, num=limit
             )

@@ -11,14 +11,18 @@ from typing import Any
 import pytest
 from engine_model import MovableClock
 from redis.asyncio.cluster import RedisCluster
-from test_engine_rules import SCENARIOS
+from test_engine_rules import SCENARIOS, scenario_scripts_reload_after_script_flush
 
 from gateway import keys
 from gateway.credits.engine import CreditEngine
 from gateway.settings import DEFAULT_TIERS
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__[9:])
+@pytest.mark.parametrize(
+    "scenario",
+    [*SCENARIOS, scenario_scripts_reload_after_script_flush],
+    ids=lambda f: f.__name__[9:],
+)
 async def test_scenario_on_cluster(
     scenario: Any, cluster_redis: RedisCluster, clock: MovableClock
 ) -> None:

@@ -6,16 +6,22 @@ them unchanged on a Redis Cluster.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+import fakeredis
 import pytest
+import redis.asyncio as aioredis
 from engine_model import MONTH_MS, Event, MovableClock, outbox_events
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway import keys
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Snapshot
+from gateway.errors import StorageUnavailable
 from gateway.settings import DEFAULT_TIERS, Tier
 
 MakeEngine = Callable[..., CreditEngine]
@@ -580,3 +586,45 @@ async def test_redis_time_is_the_clock_without_one(any_redis: Any) -> None:
     while not found and time.monotonic() < deadline:
         found = await engine.overdue(keys.bucket_of("a1"))
     assert found == [("a1", "r1")]
+
+
+# -- Redis trouble -------------------------------------------------------------------------------
+
+
+async def scenario_scripts_reload_after_script_flush(
+    engine: CreditEngine, clock: MovableClock
+) -> None:
+    """A restarted or failed-over Redis forgets the scripts: EVALSHA's NOSCRIPT reloads them."""
+    await engine.open("flo")
+    await engine.redis.script_flush()
+    assert (await engine.reserve("flo", "r1", 1)).status == "ok"
+    await engine.redis.script_flush()
+    assert (await engine.settle("flo", "r1", 1)).status == "charged"
+
+
+async def test_scripts_reload_after_script_flush(clock: MovableClock) -> None:
+    # a private fakeredis: SCRIPT FLUSH on the shared Redis would hit everyone's scripts
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    try:
+        await scenario_scripts_reload_after_script_flush(
+            CreditEngine(client, DEFAULT_TIERS, clock=clock), clock
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_redis_down_is_storage_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])  # closed again: nothing listens there
+    client = aioredis.Redis(
+        host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2
+    )
+    engine = CreditEngine(client, DEFAULT_TIERS)
+    try:
+        with pytest.raises(StorageUnavailable):
+            await engine.reserve("a1", "r1", 1)
+        with pytest.raises(StorageUnavailable):
+            await engine.overdue(0)
+    finally:
+        await client.aclose()
