@@ -15,7 +15,6 @@ store off the hot path, once per poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ log = logging.getLogger("creditgate.auth")
 
 POLL_INTERVAL = 0.25
 CACHE_LIMIT = 50_000
+STOP_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,9 @@ class KeyCache:
         self._limit = limit
         self._entries: dict[str, KeyEntry | None] = {}
         self._touched: set[str] = set()
+        self._pending: dict[str, asyncio.Future[KeyEntry | None]] = {}
+        self._generation = 0
+        self._stopping = False
         self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -115,12 +118,30 @@ class KeyCache:
         try:
             entry = self._entries[key_hash]
         except KeyError:
-            entry = await self._lookup(key_hash)
-            self._remember(key_hash, entry)
+            entry = await self._look_up_once(key_hash)
         if entry is None or entry.revoked:
             raise Unauthorized("unknown or revoked API key")
         self._touched.add(entry.key_id)
         return Caller(entry.account_id, entry.key_id)
+
+    async def _look_up_once(self, key_hash: str) -> KeyEntry | None:
+        """One store lookup per hash however many requests miss at once (a cold replica under
+        load would otherwise send each of them to SQL). An answer that raced a revocation is
+        used for its own requests but not cached."""
+        pending = self._pending.get(key_hash)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(key_hash))
+            self._pending[key_hash] = pending
+            generation = self._generation
+            pending.add_done_callback(lambda done: self._settled(key_hash, done, generation))
+        return await asyncio.shield(pending)
+
+    def _settled(
+        self, key_hash: str, done: asyncio.Future[KeyEntry | None], generation: int
+    ) -> None:
+        self._pending.pop(key_hash, None)
+        if not done.cancelled() and done.exception() is None and generation == self._generation:
+            self._remember(key_hash, done.result())
 
     def _remember(self, key_hash: str, entry: KeyEntry | None) -> None:
         if len(self._entries) >= self._limit:
@@ -131,6 +152,7 @@ class KeyCache:
 
     def forget_all(self) -> None:
         self._entries.clear()
+        self._generation += 1
 
     async def check_version(self) -> None:
         """Drop the cache if a revocation was announced (or Redis cannot say)."""
@@ -163,16 +185,17 @@ class KeyCache:
         self._task = asyncio.create_task(self._watch(), name="creditgate-key-watch")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: shutdown must not hang on a watcher stuck in a Redis client.
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT)
             self._task = None
         await self.flush_touched()
 
     async def _watch(self) -> None:
         ticks = 0
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._poll_interval)
             await self.check_version()
             ticks += 1

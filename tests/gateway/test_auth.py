@@ -132,3 +132,39 @@ class DeadRedis:
 
 def test_hash_is_sha256_hex() -> None:
     assert len(hash_key("cg_" + "a" * 43)) == 64
+
+
+class SlowStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def lookup(self, key_hash: str) -> KeyEntry | None:
+        self.lookups += 1
+        await self.gate.wait()
+        return self.keys.get(key_hash)
+
+
+async def test_concurrent_misses_share_one_lookup(redis: aioredis.Redis) -> None:
+    store = SlowStore()
+    cache = KeyCache(redis, store.lookup)
+    secret, _ = issue(store)
+    calls = [asyncio.create_task(cache.authenticate(f"Bearer {secret}")) for _ in range(50)]
+    await asyncio.sleep(0)
+    store.gate.set()
+    callers = await asyncio.gather(*calls)
+    assert {c.account_id for c in callers} == {"acct_1"}
+    assert store.lookups == 1
+
+
+async def test_lookup_racing_a_revocation_is_not_cached(redis: aioredis.Redis) -> None:
+    store = SlowStore()
+    cache = KeyCache(redis, store.lookup)
+    secret, _ = issue(store)
+    call = asyncio.create_task(cache.authenticate(f"Bearer {secret}"))
+    await asyncio.sleep(0)
+    cache.forget_all()  # a revocation was announced while the store was being read
+    store.gate.set()
+    await call
+    await cache.authenticate(f"Bearer {secret}")
+    assert store.lookups == 2
