@@ -142,4 +142,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
 
 def app_from_env() -> Starlette:
     """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
+    from gateway.server import configure_logging
+
+    configure_logging()
     return create_app(Settings.load())

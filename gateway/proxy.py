@@ -420,6 +420,7 @@ class Proxy:
         length = hdr.header_value(raw, b"content-length")
         if (
             method != "HEAD"
+            and status not in (204, 205, 304)
             and is_json(response.content_type if "content-type" in response.headers else None)
             and hdr.header_value(raw, b"content-encoding") is None
             and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))

@@ -11,10 +11,32 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import sys
 from typing import Any
 
 from gateway.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+
+
+class _RequestIdDefault(logging.Filter):
+    """Lets every record be formatted with ``request_id`` (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = "-"
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Structured single-line logs carrying the request id; keys and secrets are never logged."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level.upper())
+    for handler in root.handlers:
+        handler.addFilter(_RequestIdDefault())
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
 
 
 def register(sub: Any) -> None:
@@ -55,6 +77,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     import uvicorn
 
+    configure_logging(args.log_level)
     options = uvicorn_options(args)
     if args.workers > 1:
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
