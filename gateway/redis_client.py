@@ -9,6 +9,10 @@ from gateway.settings import Settings
 
 log = logging.getLogger("creditgate.redis")
 
+POOL_SIZE = 256
+"""Connections per process; Lua calls are short, so this serves thousands of requests/s."""
+POOL_WAIT_S = 5.0
+
 
 def connect(settings: Settings) -> Any:
     """A redis-py asyncio client (decoded responses) for the configured Redis.
@@ -29,6 +33,15 @@ def connect(settings: Settings) -> Any:
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(settings.redis_url, decode_responses=True)
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
 
-    return Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+    # Blocking, so a burst beyond the pool waits for a connection instead of failing with
+    # "Too many connections" (redis-py's default pool caps at 100 and raises at once).
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT_S,
+    )
+    return Redis.from_pool(pool)
