@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ MakeAccount = Callable[..., Awaitable[NewAccount]]
 
 
 @pytest.fixture
-async def client(gateway: GatewayCluster) -> httpx.AsyncClient:
+async def client(gateway: GatewayCluster) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway.urls[0], timeout=10) as c:
         yield c
 
