@@ -140,3 +140,29 @@ async def test_account_lost_by_redis_is_restored_from_the_store(
     response = await client.get("/api/projects/json", headers=acct.auth)
     assert response.status_code == 200
     assert response.headers["x-credits-remaining"] == "99"
+
+
+async def test_client_gone_in_the_middle_of_a_2xx_stream_is_charged(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    """The gateway's documented choice: the backend did the work, so the request is charged."""
+    acct = await account("pro")
+    token = secrets.token_hex(8)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.urls[2], timeout=10) as http:
+            async with http.stream(
+                "POST", f"/api/projects/sse?token={token}", headers=acct.auth
+            ) as response:
+                assert await anext(response.aiter_lines()) == 'data: {"delta": "first"}'
+            # Leaving the block closes the connection with the stream half read.
+    finally:
+        backends.codegen.release(token)
+
+    async def settled() -> bool:
+        state = await services.credits.status(acct.account_id)
+        return state is not None and state.total_tokens > 0
+
+    await wait_for(settled)
+    state = await services.credits.status(acct.account_id)
+    assert state is not None and state.credits_remaining == 99
+    assert state.total_tokens in (4321, 2000)  # the final event's usage, if it was read

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
 from gateway.accounts import revoke_key
 from gateway.services import Services
-from tests.e2e.conftest import Backends, GatewayCluster, NewAccount
+from tests.e2e.conftest import (
+    Backends,
+    GatewayCluster,
+    NewAccount,
+    free_port,
+    stop_procs,
+    wait_ready,
+)
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 CLIENTS = 30
@@ -71,3 +81,40 @@ async def test_revocation_reaches_every_replica_within_a_second(
         assert not pending, f"still accepting the revoked key after 1 s: {pending}"
         response = await http.get(f"{gateway.urls[0]}/api/projects/echo", headers=acct.auth)
         assert response.status_code == 401
+
+
+async def test_serve_with_two_workers(
+    gateway_env: dict[str, str], account: MakeAccount, services: Services, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "workers.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            env=gateway_env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(wait_ready, url, proc, log)
+        acct = await account("pro")
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            responses = [
+                await http.get("/api/projects/json?tokens=5", headers=acct.auth) for _ in range(4)
+            ]
+        assert [r.status_code for r in responses] == [200] * 4
+        state = await services.credits.status(acct.account_id)
+        assert state is not None and (state.credits_remaining, state.total_tokens) == (96, 20)
+    finally:
+        stop_procs([proc])
