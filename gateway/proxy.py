@@ -7,16 +7,19 @@ the route's cost (credits and rate together); the request goes upstream with sig
 
 - 2xx: charged after the last byte, with the tokens the backend reported (``gateway.tokens``).
   A JSON-object body is buffered (up to ``JSON_LIMIT``) to read its ``usage`` and gain
-  ``creditInfo``; its headers carry the settled figures. Any other body (SSE included) is
-  streamed as it arrives, so its headers are sent before the tokens are known: they carry the
-  reservation's figures (``X-Credits-Charged`` = the cost, ``X-Tokens-Used`` = the backend's
-  ``X-Tokens-Used`` header or the estimate ``cost x 2000``); the charge itself uses the final
-  SSE event's ``usage.total_tokens`` when there is one.
+  ``creditInfo``; its figures are the reservation's plus this request's tokens, and the
+  settle runs right after the answer is sent (one Redis round trip less on the path). Any
+  other body (SSE included) is streamed as it arrives, so its headers are sent before the
+  tokens are known: they carry the reservation's figures (``X-Credits-Charged`` = the cost,
+  ``X-Tokens-Used`` = the backend's ``X-Tokens-Used`` header or the estimate ``cost x 2000``);
+  the charge itself uses the final SSE event's ``usage.total_tokens`` when there is one.
 - any other status: refunded before the headers are sent (``X-Credits-Charged: 0``).
 - timeout before the answer: 504 ``gateway_timeout``; connection refused / reset: 502
   ``bad_gateway``; a client gone before the answer: the upstream call is cancelled. All refunded.
 - a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
-  tokens seen so far or the estimate; the upstream stream is closed at once.
+  tokens seen so far or the estimate; noticed at the backend's next chunk, when the upstream
+  stream is closed. (Only requests whose body was buffered are watched for a disconnect
+  while the backend works; a large streamed body's client is noticed with the answer.)
 - a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut.
 
 Redis or store outages answer 503 ``unavailable`` before anything is held. Settles run as
@@ -26,6 +29,7 @@ tracked tasks (``InFlight``): a cancelled request still settles, and shutdown aw
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -472,8 +476,10 @@ class Proxy:
         tokens = tok.from_document(document)
         if tokens is None:
             tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
-        settlement = await self._settle(ex, tokens)
-        state = (settlement.account if settlement else None) or ex.state
+        # The figures are the reservation's (credits were taken when it was held) plus this
+        # request's tokens, so the answer goes out before the settle: one Redis round trip
+        # less on the response path. Concurrent requests of the account are not reflected.
+        state = dataclasses.replace(ex.state, total_tokens=ex.state.total_tokens + tokens)
         if isinstance(document, dict):
             body = splice_credit_info(body, credit_info(state, tokens))
         fields = [
@@ -491,6 +497,7 @@ class Proxy:
         ]
         await send({"type": "http.response.start", "status": response.status, "headers": fields})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        await self._settle(ex, tokens)
         return "charged"
 
     async def _pipe(

@@ -385,3 +385,14 @@ async def wait_for(
 
 def body_json(response: httpx.Response) -> Any:
     return json.loads(response.content)
+
+
+async def wait_settled(services: Services, account_id: str, *, total_tokens: int) -> None:
+    """Wait until the account's settles have landed: the gateway settles right after it has
+    answered, so a test reading Redis at once may be a round trip early."""
+
+    async def landed() -> bool:
+        state = await services.credits.status(account_id)
+        return state is not None and state.total_tokens == total_tokens
+
+    await wait_for(landed)

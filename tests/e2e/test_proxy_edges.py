@@ -12,7 +12,7 @@ import pytest
 
 from gateway import keys
 from gateway.services import Services
-from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for
+from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 
@@ -68,6 +68,7 @@ async def test_idempotent_retry_is_charged_once(
     headers = {**acct.auth, "Idempotency-Key": "order-42"}
     first = await client.post("/api/projects/json", headers=headers)
     assert first.status_code == 200
+    await wait_settled(services, acct.account_id, total_tokens=1234)
     hits = backends.codegen.hits_now()
     retry = await client.post("/api/projects/json", headers=headers)
     assert retry.status_code == 409
@@ -117,6 +118,7 @@ async def test_refunded_idempotent_request_can_be_retried(
     assert await credits_left(services, acct.account_id) == 100
     ok = await client.post("/api/projects/json", headers=headers)
     assert ok.status_code == 200
+    await wait_settled(services, acct.account_id, total_tokens=1234)
     again = await client.post("/api/projects/json", headers=headers)
     assert again.status_code == 409
     assert await credits_left(services, acct.account_id) == 99

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gateway.services import Services
-from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for
+from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 
@@ -90,6 +90,7 @@ async def test_tokens_from_header_estimate_and_route_cost(
     response = await client.get("/api/projects/plain", headers=acct.auth)
     assert response.text == "hello"
     assert response.headers["x-tokens-used"] == "77"
+    await wait_settled(services, acct.account_id, total_tokens=8132)
     assert await balance(services, acct.account_id) == (94, 8132)
 
 
@@ -151,6 +152,7 @@ async def test_rate_limited(
     assert response.json()["error"] == "rate_limited"
     assert int(response.headers["retry-after"]) >= 1
     assert "x-should-retry" not in response.headers
+    await wait_settled(services, acct.account_id, total_tokens=20 * 2000)
     assert await balance(services, acct.account_id) == (105 - 20, 20 * 2000)
 
 
@@ -246,9 +248,12 @@ async def test_sse_arrives_incrementally_and_is_charged_once(
     await wait_for(charged)
 
 
-async def test_usage_endpoint(client: httpx.AsyncClient, account: MakeAccount) -> None:
+async def test_usage_endpoint(
+    client: httpx.AsyncClient, account: MakeAccount, services: Services
+) -> None:
     acct = await account("pro", bonus=7)
     await client.get("/api/projects/json?tokens=10", headers=acct.auth)
+    await wait_settled(services, acct.account_id, total_tokens=10)
     response = await client.get("/api/user/usage", headers=acct.auth)
     assert response.status_code == 200
     usage = response.json()["usage"]

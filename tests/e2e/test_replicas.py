@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     free_port,
     stop_procs,
     wait_ready,
+    wait_settled,
 )
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
@@ -114,6 +115,7 @@ async def test_serve_with_two_workers(
                 await http.get("/api/projects/json?tokens=5", headers=acct.auth) for _ in range(4)
             ]
         assert [r.status_code for r in responses] == [200] * 4
+        await wait_settled(services, acct.account_id, total_tokens=20)
         state = await services.credits.status(acct.account_id)
         assert state is not None and (state.credits_remaining, state.total_tokens) == (96, 20)
     finally:
