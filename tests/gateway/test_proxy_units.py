@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from gateway.credits.results import AccountState
 from gateway.headers import client_headers, credit_fields, ratelimit_fields, upstream_headers
 from gateway.idempotency import base_request_id, valid_key
 from gateway.metrics import Metrics
+from gateway.proxy import InFlight
 from gateway.tokens import SseUsage, estimate, from_document, from_header
 
 
@@ -174,3 +176,24 @@ def test_metrics_render_prometheus_text() -> None:
     assert 'creditgate_upstream_seconds_bucket{route="/api/x/",le="0.0025"} 0' in text
     assert 'creditgate_upstream_seconds_bucket{route="/api/x/",le="0.005"} 1' in text
     assert 'creditgate_upstream_seconds_count{route="/api/x/"} 1' in text
+
+
+async def test_in_flight_settles_survive_cancellation_and_are_drained() -> None:
+    inflight = InFlight()
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    async def settle() -> str:
+        await gate.wait()
+        done.append("settled")
+        return "ok"
+
+    request = asyncio.create_task(inflight.run(settle()))
+    await asyncio.sleep(0)
+    request.cancel()  # the client's request is cancelled mid-settle
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert len(inflight) == 1
+    gate.set()
+    await inflight.drain()
+    assert done == ["settled"] and len(inflight) == 0
