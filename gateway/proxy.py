@@ -357,9 +357,14 @@ class Proxy:
     async def _fail(self, ex: Exchange, send: Send, status: int, code: str, message: str) -> str:
         settlement = await self._refund(ex, code)
         state = (settlement.account if settlement else None) or ex.state
-        fields = hdr.credit_fields(
-            remaining=state.credits_remaining, charged=0, tokens=0, request_id=ex.request_id
-        )
+        fields = [
+            *hdr.credit_fields(
+                remaining=state.credits_remaining, charged=0, tokens=0, request_id=ex.request_id
+            ),
+            *hdr.ratelimit_fields(
+                state, ex.reservation.rate_remaining, ex.reservation.rate_wait_ms
+            ),
+        ]
         await send_json(send, status, error_body(code, message), fields)
         return code
 

@@ -192,6 +192,7 @@ async def test_refused_connection_is_502_and_refunded(
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
     assert response.headers["x-credits-charged"] == "0"
+    assert response.headers["ratelimit"].startswith('"credits";r=100;')
     assert await balance(services, acct.account_id) == (100, 0)
 
 
