@@ -156,7 +156,8 @@ async def _list(services: Services, args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidRequest("--limit must be between 1 and 1000")
     after = None if args.after is None else validation.account_id(args.after, field="after")
     records = await accounts.list_accounts(services, limit=args.limit, after=after)
-    return {"accounts": [record_view(r) for r in records]}
+    following = records[-1].account_id if len(records) == args.limit else None
+    return {"accounts": [record_view(r) for r in records], "next": following}
 
 
 async def _grant(services: Services, args: argparse.Namespace) -> dict[str, Any]:

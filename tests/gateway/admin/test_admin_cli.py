@@ -57,6 +57,10 @@ def test_create_show_grant_as_json(cli: Run, store_kind: str) -> None:
     granted = run_json(cli, "accounts", "grant", "cli-1", "10", "--reason", "goodwill")
     assert granted["account"]["bonusCredits"] == 10
 
+    listed = run_json(cli, "accounts", "list", "--limit", "1")
+    assert [a["id"] for a in listed["accounts"]] == ["cli-1"] and listed["next"] == "cli-1"
+    assert run_json(cli, "accounts", "list", "--after", "cli-1") == {"accounts": [], "next": None}
+
     shown = run_json(cli, "accounts", "show", "cli-1")["account"]
     assert (shown["creditsRemaining"], shown["email"]) == (15, "a@example.com")
     assert [k["id"] for k in shown["keys"]] == [created["keyId"]]
