@@ -99,7 +99,7 @@ def account_id(value: object, field: str = "id") -> str:
     text = _string(value, field)
     if len(text) > 64:
         raise InvalidRequest(f"field '{field}' is too long: at most 64 characters")
-    if not ACCOUNT_ID.match(text):
+    if not ACCOUNT_ID.fullmatch(text):
         raise InvalidRequest(
             f"field '{field}' must start with a letter or digit and hold only letters, "
             "digits, '.', '_' or '-'"
@@ -109,7 +109,7 @@ def account_id(value: object, field: str = "id") -> str:
 
 def key_id(value: object, field: str = "keyId") -> str:
     text = _string(value, field)
-    if not KEY_ID.match(text):
+    if not KEY_ID.fullmatch(text):
         raise InvalidRequest(f"field '{field}' is not a key id")
     return text
 
@@ -152,7 +152,7 @@ def reason(value: object, *, required: bool, field: str = "reason") -> str:
 
 def email(value: object, field: str = "email") -> str:
     text = _string(value, field).strip()
-    if len(text) > MAX_EMAIL or not EMAIL.match(text):
+    if len(text) > MAX_EMAIL or not EMAIL.fullmatch(text):
         raise InvalidRequest(f"field '{field}' is not an email address")
     return text
 
