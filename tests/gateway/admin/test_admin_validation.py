@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.admin import validation
 from gateway.errors import InvalidRequest
@@ -75,3 +80,28 @@ def test_unknown_fields_are_named_and_the_allowed_ones_listed() -> None:
     with pytest.raises(InvalidRequest) as exc:
         validation.renew({"months": 1, "weeks": 2, "days": 3})
     assert "'days', 'weeks'" in exc.value.message and "allowed: months, reason" in exc.value.message
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(["id", "email", "tier", "months", "reason", "credits", "name", "x"])
+
+
+@given(body=st.dictionaries(FIELDS, JSON_VALUES, max_size=5))
+def test_any_json_body_is_accepted_or_refused_as_invalid_request(body: dict[str, Any]) -> None:
+    parsers: list[Callable[[dict[str, Any]], object]] = [
+        lambda b: validation.create_account(b, TIERS),
+        lambda b: validation.upgrade(b, TIERS),
+        validation.renew,
+        validation.downgrade,
+        validation.grant,
+        validation.create_key,
+    ]
+    for parse in parsers:
+        try:
+            parse(body)
+        except InvalidRequest as exc:
+            assert exc.message
