@@ -349,7 +349,11 @@ def _admin_paths() -> dict[str, Schema]:
                     _query(
                         "limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Page size."
                     ),
-                    _query("before", {"type": "string"}, "The previous page's next."),
+                    _query(
+                        "before",
+                        {"type": "string", "pattern": validation.LEDGER_CURSOR.pattern},
+                        "The previous page's next.",
+                    ),
                 ],
             )
         },

@@ -213,5 +213,7 @@ async def ledger(request: Request) -> Response:
     query = _query(request, ("limit", "before"))
     limit = _limit(query.get("limit"), 50)
     before = query.get("before")
+    if before is not None:
+        before = validation.ledger_cursor(before)
     page = await accounts.ledger_page(services, account_id, limit=limit, before=before)
     return ok(entries=[ledger_view(e) for e in page.entries], next=page.next)

@@ -17,6 +17,8 @@ from gateway.errors import InvalidRequest
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """Ids end up inside Redis keys: no ``|``, braces, colons or spaces (see gateway/keys.py)."""
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LEDGER_CURSOR = re.compile(r"^[0-9]{1,3}-[0-9]{1,20}-[0-9]{1,20}$")
+"""A ledger entry's event id, ``<bucket>-<stream id>``: the ledger's paging cursor."""
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
 MAX_EMAIL = 254
 MAX_CREDITS = 1_000_000
@@ -111,6 +113,13 @@ def key_id(value: object, field: str = "keyId") -> str:
     text = _string(value, field)
     if not KEY_ID.fullmatch(text):
         raise InvalidRequest(f"field '{field}' is not a key id")
+    return text
+
+
+def ledger_cursor(value: object, field: str = "before") -> str:
+    text = _string(value, field)
+    if not LEDGER_CURSOR.fullmatch(text):
+        raise InvalidRequest(f"query '{field}' is not a ledger cursor (the 'next' of a page)")
     return text
 
 

@@ -442,5 +442,9 @@ async def test_ledger_errors(admin: httpx.AsyncClient) -> None:
     assert_error(await admin.get("/admin/accounts/ghost/ledger"), 404, "not_found")
     for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "-1"}, {"after": "x"}):
         assert_error(await admin.get(url, params=bad), 400, "invalid_request")
-    response = await admin.get(url, params={"before": "0-0"})
+    for cursor in ("0-0", "\x00", "1-2-3; drop", "ab-1-0"):
+        response = await admin.get(url, params={"before": cursor})
+        assert_error(response, 400, "invalid_request", "'before'")
+    # Well formed, but not an entry of this account.
+    response = await admin.get(url, params={"before": "3-1700000000000-0"})
     assert_error(response, 400, "invalid_request", "'before'")
