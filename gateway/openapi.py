@@ -25,7 +25,14 @@ ACCOUNT_ID: Schema = {
 }
 KEY_ID: Schema = {"type": "string", "pattern": validation.KEY_ID.pattern}
 MONTHS: Schema = {"type": "integer", "minimum": validation.MIN_MONTHS, "maximum": 36}
-REASON: Schema = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"}
+TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""Free text: no control characters (the store refuses NUL)."""
+REASON: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 500,
+    "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
+}
 TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 ERROR_CODES = {
     400: ("invalid_request", "Bad JSON or fields; the message names the field and the problem."),
@@ -265,7 +272,10 @@ def _admin_paths() -> dict[str, Schema]:
                 "A new API key (shown once)",
                 _ok("key", {**new_key, "prefix": {"type": "string"}}, 201, "Created."),
                 404,
-                body=_body({"name": {"type": "string", "maxLength": 100}}, optional=True),
+                body=_body(
+                    {"name": {"type": "string", "maxLength": 100, "pattern": TEXT_LINE}},
+                    optional=True,
+                ),
                 params=acct,
             ),
             "get": _admin(

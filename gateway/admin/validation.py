@@ -20,6 +20,7 @@ KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LEDGER_CURSOR = re.compile(r"^[0-9]{1,3}-[0-9]{1,20}-[0-9]{1,20}$")
 """A ledger entry's event id, ``<bucket>-<stream id>``: the ledger's paging cursor."""
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EMAIL = 254
 MAX_CREDITS = 1_000_000
 MAX_REASON = 500
@@ -97,6 +98,15 @@ def _string(value: object, field: str) -> str:
     return value
 
 
+def _text_line(value: object, field: str) -> str:
+    """A string without control characters: they end up in the store, where PostgreSQL
+    refuses NUL outright (and a ledger note it refuses would stall the sync)."""
+    text = _string(value, field)
+    if _CONTROL.search(text):
+        raise InvalidRequest(f"field '{field}' must not contain control characters")
+    return text
+
+
 def account_id(value: object, field: str = "id") -> str:
     text = _string(value, field)
     if len(text) > 64:
@@ -151,7 +161,7 @@ def reason(value: object, *, required: bool, field: str = "reason") -> str:
         return ""
     if value is None:
         raise InvalidRequest(f"field '{field}' is required")
-    text = _string(value, field).strip()
+    text = _text_line(value, field).strip()
     if not text:
         raise InvalidRequest(f"field '{field}' must not be empty")
     if len(text) > MAX_REASON:
@@ -160,14 +170,14 @@ def reason(value: object, *, required: bool, field: str = "reason") -> str:
 
 
 def email(value: object, field: str = "email") -> str:
-    text = _string(value, field).strip()
+    text = _text_line(value, field).strip()
     if len(text) > MAX_EMAIL or not EMAIL.fullmatch(text):
         raise InvalidRequest(f"field '{field}' is not an email address")
     return text
 
 
 def key_name(value: object, field: str = "name") -> str:
-    text = _string(value, field).strip()
+    text = _text_line(value, field).strip()
     if len(text) > MAX_KEY_NAME:
         raise InvalidRequest(f"field '{field}' is too long: at most {MAX_KEY_NAME} characters")
     return text

@@ -105,3 +105,13 @@ def test_any_json_body_is_accepted_or_refused_as_invalid_request(body: dict[str,
             parse(body)
         except InvalidRequest as exc:
             assert exc.message
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "line\nbreak", "tab\there", "bell\x07", "del\x7f"])
+def test_free_text_refuses_control_characters(bad: str) -> None:
+    with pytest.raises(InvalidRequest, match="control characters"):
+        validation.reason(bad, required=True)
+    with pytest.raises(InvalidRequest, match="control characters"):
+        validation.key_name(bad)
+    with pytest.raises(InvalidRequest, match="'email'"):
+        validation.email("a" + bad + "@example.com")
