@@ -1,0 +1,239 @@
+"""The admin API's part of the OpenAPI document, and the small builders the document uses.
+
+``gateway.openapi`` assembles the whole document; the admin operations live here, beside
+the API they describe, so a change to an endpoint and to its documentation sit together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.admin import validation
+
+Schema = dict[str, Any]
+
+ACCOUNT_ID: Schema = {
+    "type": "string",
+    "pattern": validation.ACCOUNT_ID.pattern,
+    "maxLength": 64,
+}
+KEY_ID: Schema = {"type": "string", "pattern": validation.KEY_ID.pattern}
+MONTHS: Schema = {"type": "integer", "minimum": validation.MIN_MONTHS, "maximum": 36}
+TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""Free text: no control characters (the store refuses NUL)."""
+REASON: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 500,
+    "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
+}
+TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error_refs(*statuses: int) -> dict[str, Schema]:
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+def ok(name: str, fields: Schema, status: int = 200, description: str = "Done.") -> Schema:
+    schema = {
+        "type": "object",
+        "required": ["success", *fields],
+        "properties": {"success": {"const": True}, **fields},
+    }
+    return {str(status): json_content(schema, description)}
+
+
+def json_body(
+    properties: Schema, required: list[str] | None = None, *, optional: bool = False
+) -> Schema:
+    schema: Schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": not optional, "content": {"application/json": {"schema": schema}}}
+
+
+def admin_operation(
+    summary: str,
+    responses: dict[str, Schema],
+    *statuses: int,
+    body: Schema | None = None,
+    params: list[Schema] | None = None,
+) -> Schema:
+    op: Schema = {
+        "tags": ["admin"],
+        "summary": summary,
+        "security": [{"adminToken": []}],
+        "responses": {**responses, **error_refs(400, 401, *statuses, 503)},
+    }
+    if body is not None:
+        op["requestBody"] = body
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def path_param(name: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def query(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def admin_paths() -> dict[str, Schema]:
+    acct = [path_param("id", ACCOUNT_ID)]
+    account = {"account": ref("Account")}
+    new_key = {"apiKey": {"type": "string", "pattern": "^cg_"}, "keyId": {"type": "string"}}
+    return {
+        "/admin/accounts": {
+            "post": admin_operation(
+                "Create an account holding its tier's credits, and its first API key",
+                ok("create", {**account, **new_key}, 201, "Created; apiKey is shown once."),
+                409,
+                body=json_body(
+                    {
+                        "id": ACCOUNT_ID,
+                        "email": {"type": "string", "format": "email", "maxLength": 254},
+                        "tier": ref("Tier"),
+                        "months": {**MONTHS, "description": "Subscription length; paid tiers."},
+                        "reason": REASON,
+                    },
+                    optional=True,
+                ),
+            ),
+            "get": admin_operation(
+                "List accounts in the store, by id",
+                ok(
+                    "list",
+                    {
+                        "accounts": {"type": "array", "items": ref("AccountRow")},
+                        "next": {"type": ["string", "null"]},
+                    },
+                ),
+                params=[
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Page size."),
+                    query("after", ACCOUNT_ID, "The previous page's next."),
+                ],
+            ),
+        },
+        "/admin/accounts/{id}": {
+            "get": admin_operation(
+                "The account's full status: usage, email, keys (no secrets)",
+                ok("show", account),
+                404,
+                params=acct,
+            )
+        },
+        "/admin/accounts/{id}/keys": {
+            "post": admin_operation(
+                "A new API key (shown once)",
+                ok("key", {**new_key, "prefix": {"type": "string"}}, 201, "Created."),
+                404,
+                body=json_body(
+                    {"name": {"type": "string", "maxLength": 100, "pattern": TEXT_LINE}},
+                    optional=True,
+                ),
+                params=acct,
+            ),
+            "get": admin_operation(
+                "The account's keys, revoked ones included",
+                ok("keys", {"keys": {"type": "array", "items": ref("Key")}}),
+                404,
+                params=acct,
+            ),
+        },
+        "/admin/accounts/{id}/keys/{keyId}": {
+            "delete": admin_operation(
+                "Revoke a key: it stops working on every replica within 1 s (idempotent)",
+                ok("revoked", {"key": ref("Key")}),
+                404,
+                params=[*acct, path_param("keyId", KEY_ID)],
+            )
+        },
+        "/admin/accounts/{id}/upgrade": {
+            "post": admin_operation(
+                "Subscribe to a paid tier: plan credits = its allowance, ends now + months",
+                ok("upgraded", account),
+                404,
+                body=json_body(
+                    {"tier": ref("PaidTier"), "months": MONTHS, "reason": REASON},
+                    ["tier", "months"],
+                ),
+                params=acct,
+            )
+        },
+        "/admin/accounts/{id}/downgrade": {
+            "post": admin_operation(
+                "Back to free: plan credits = min(current, free allowance); bonus kept",
+                ok("downgraded", account),
+                404,
+                body=json_body({"reason": REASON}, optional=True),
+                params=acct,
+            )
+        },
+        "/admin/accounts/{id}/renew": {
+            "post": admin_operation(
+                "Extend the subscription by months from max(now, current end)",
+                ok("renewed", account),
+                404,
+                409,
+                body=json_body({"months": MONTHS, "reason": REASON}, ["months"]),
+                params=acct,
+            )
+        },
+        "/admin/accounts/{id}/grant": {
+            "post": admin_operation(
+                "Add bonus credits (never reset monthly)",
+                ok("granted", account),
+                404,
+                body=json_body(
+                    {
+                        "credits": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": validation.MAX_CREDITS,
+                        },
+                        "reason": REASON,
+                    },
+                    ["credits", "reason"],
+                ),
+                params=acct,
+            )
+        },
+        "/admin/accounts/{id}/ledger": {
+            "get": admin_operation(
+                "Credit movements from the store of record, newest first",
+                ok(
+                    "ledger",
+                    {
+                        "entries": {"type": "array", "items": ref("LedgerEntry")},
+                        "next": {"type": ["string", "null"], "description": "Cursor: ?before="},
+                    },
+                ),
+                404,
+                params=[
+                    *acct,
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Page size."),
+                    query(
+                        "before",
+                        {"type": "string", "pattern": validation.LEDGER_CURSOR.pattern},
+                        "The previous page's next.",
+                    ),
+                ],
+            )
+        },
+    }
