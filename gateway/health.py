@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway import sync_stats
 from gateway.errors import error_body
 
 CHECK_TIMEOUT = 2.0
@@ -57,9 +59,17 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(
-        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4"
-    )
+    """This process's figures, then the sync workers' from Redis (left out if unreachable)."""
+    body = request.app.state.metrics.render()
+    try:
+        shared = await asyncio.wait_for(
+            sync_stats.read(request.app.state.services.redis), CHECK_TIMEOUT
+        )
+    except (RedisError, TimeoutError):
+        shared = None
+    if shared is not None:
+        body = body.rstrip("\n") + "\n" + "\n".join(sync_stats.prometheus_lines(shared)) + "\n"
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
 
 def health_routes() -> list[Route]:

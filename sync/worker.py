@@ -19,6 +19,7 @@ import socket
 import time
 import uuid
 
+from gateway import sync_stats as metrics
 from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
 from gateway.errors import StorageUnavailable
 from gateway.services import Services
@@ -26,7 +27,6 @@ from store import repository
 from store.database import session
 from store.errors import StoreError, StoreUnavailable
 from store.records import Movement
-from sync import metrics
 from sync.expiry import sweep_expired
 from sync.metrics import SyncStats
 from sync.reaper import reap

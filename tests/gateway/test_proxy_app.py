@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 
+from gateway import sync_stats
 from gateway.accounts import create_account
 from gateway.app import create_app
 from gateway.server import serve
@@ -102,6 +103,21 @@ async def test_large_body_streams_and_chunked_json_gains_credit_info(
             }
 
 
+async def test_metrics_show_the_sync_workers_figures(
+    settings: Settings, services: Services
+) -> None:
+    class Pass:
+        applied, batches, errors, rejected, reaped, expired, lag_ms = 7, 1, 0, 0, 2, 0, 350
+
+    await sync_stats.publish(services.redis, Pass())
+    await sync_stats.publish(services.redis, Pass())
+    response = await run(create_app(settings, services=services), "GET", "/metrics")
+    lines = response.text.splitlines()
+    assert "creditgate_sync_applied_total 14" in lines
+    assert "creditgate_sync_reaped_total 4" in lines
+    assert "creditgate_sync_lag_ms 350" in lines
+
+
 class DeadRedis:
     """A Redis that refuses every command, as a client does when Redis is down."""
 
@@ -109,6 +125,9 @@ class DeadRedis:
         raise RedisConnectionError("connection refused")
 
     async def ping(self) -> None:
+        raise RedisConnectionError("connection refused")
+
+    async def hgetall(self, *args: object) -> None:
         raise RedisConnectionError("connection refused")
 
     async def evalsha(self, *args: object) -> None:
@@ -139,6 +158,9 @@ async def test_redis_outage_is_503_json(settings: Settings, services: Services) 
         ready = await run(app, "GET", "/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"].startswith("failed")
+        metrics = await run(app, "GET", "/metrics")
+        assert metrics.status_code == 200
+        assert "creditgate_sync_" not in metrics.text
     finally:
         down.db.dispose()
     state = await services.credits.status(created.account_id)

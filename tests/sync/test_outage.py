@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
+from gateway import sync_stats as metrics
 from gateway.services import Services, open_services
-from sync import metrics
 from sync.worker import SyncWorker
 from tests.sync.forwarder import Forwarder
 from tests.sync.processes import ACCOUNTS, Traffic, open_accounts

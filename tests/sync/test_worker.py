@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from gateway import keys
+from gateway import sync_stats as metrics
 from gateway.credits.outbox import OutboxEntry
 from gateway.services import Services
-from sync import metrics
 from sync.worker import SyncWorker
 from tests.sync.processes import ACCOUNTS, Traffic, burst, open_accounts
 from tests.sync.storeview import StoreView, assert_in_sync
