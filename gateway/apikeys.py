@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 KEY_PREFIX = "cg_"
-_KEY_SHAPE = re.compile(r"^cg_[A-Za-z0-9_-]{32,128}$")
+_KEY_SHAPE = re.compile(r"cg_[A-Za-z0-9_-]{32,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ def hash_key(secret: str) -> str:
 
 def well_formed(secret: str) -> bool:
     """Cheap shape check, so garbage never reaches the cache or the store."""
-    return _KEY_SHAPE.match(secret) is not None
+    return _KEY_SHAPE.fullmatch(secret) is not None
 
 
 def same_hash(a: str, b: str) -> bool:
