@@ -23,6 +23,7 @@ from gateway import sync_stats as metrics
 from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
 from gateway.errors import StorageUnavailable
 from gateway.services import Services
+from gateway.webhooks import Notifier
 from store import repository
 from store.database import session
 from store.errors import StoreError, StoreUnavailable
@@ -58,8 +59,13 @@ class SyncWorker:
         batch_size: int = DEFAULT_BATCH_SIZE,
         claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
         max_batches: int = MAX_BATCHES_PER_PASS,
+        notifier: Notifier | None = None,
     ) -> None:
         self.services = services
+        self.notifier = notifier or Notifier.from_settings(services.settings)
+        """Webhooks of the synced movements: announced once per movement, whichever replica
+        served it, after the store committed it (at least once: a batch re-delivered after a
+        crash announces again; receivers deduplicate by ``data.eventId``)."""
         self.consumer = consumer or default_consumer()
         self.batch_size = batch_size
         self.max_batches = max_batches
@@ -141,6 +147,7 @@ class SyncWorker:
         if movements:
             try:
                 await asyncio.to_thread(self._commit, movements)
+                self.notifier.notify_movements(movements, self.services.settings.tiers)
             except StoreUnavailable:
                 raise
             except Exception as exc:
@@ -158,6 +165,7 @@ class SyncWorker:
                 continue
             try:
                 await asyncio.to_thread(self._commit, [entry.movement])
+                self.notifier.notify_movements([entry.movement], self.services.settings.tiers)
                 applied += 1
             except StoreUnavailable:
                 raise
@@ -190,15 +198,19 @@ class SyncWorker:
     async def run(self) -> None:
         """Pass after pass, every ``sync_interval`` seconds, until ``should_exit``."""
         log.info("sync worker %s started", self.consumer)
-        while not self.should_exit:
-            try:
-                await self.run_once()
-            except Exception:
-                # A bug must not stop the loop for good: nothing was acknowledged, so retry.
-                self.stats.errors += 1
-                self.failures += 1
-                log.exception("sync pass crashed, retrying")
-            deadline = time.monotonic() + self.pause()
-            while not self.should_exit and time.monotonic() < deadline:
-                await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        await self.notifier.start()
+        try:
+            while not self.should_exit:
+                try:
+                    await self.run_once()
+                except Exception:
+                    # A bug must not stop the loop for good: nothing was acknowledged, so retry.
+                    self.stats.errors += 1
+                    self.failures += 1
+                    log.exception("sync pass crashed, retrying")
+                deadline = time.monotonic() + self.pause()
+                while not self.should_exit and time.monotonic() < deadline:
+                    await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        finally:
+            await self.notifier.aclose()
         log.info("sync worker %s stopped", self.consumer)

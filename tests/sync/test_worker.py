@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+
+import httpx
 
 from gateway import keys
 from gateway import sync_stats as metrics
 from gateway.credits.outbox import OutboxEntry
 from gateway.services import Services
+from gateway.webhooks import Notifier
 from sync.worker import SyncWorker
 from tests.sync.processes import ACCOUNTS, Traffic, burst, open_accounts
 from tests.sync.storeview import StoreView, assert_in_sync
@@ -117,3 +121,40 @@ async def test_poison_events_are_set_aside_and_the_rest_synced(
     assert await services.redis.xlen(stream) == 0
     await assert_in_sync(services, store_view)
     assert "huge" not in await store_view.accounts()
+
+
+async def test_synced_movements_fire_webhooks_once_each(services: Services) -> None:
+    """The worker announces what it committed: low and exhausted credits, a renewal."""
+    received: list[dict[str, object]] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    settings = services.settings.model_copy(
+        update={"webhook_url": "http://hooks.test/creditgate", "webhook_secret": "s"}
+    )
+    client = httpx.AsyncClient(transport=httpx.MockTransport(receive))
+    notifier = Notifier.from_settings(settings, client=client)
+    worker = SyncWorker(services, notifier=notifier)
+    engine = services.credits
+    await engine.open("hooked", tier="pro", months=1)
+    for i in range(100):
+        assert (await engine.reserve("hooked", f"r{i}", 1)).held
+    await engine.set_tier("hooked", "renew", months=1)
+
+    await notifier.start()
+    try:
+        await worker.run_once()
+        await notifier.join()
+        assert await worker.run_once() == 0
+        await notifier.join()
+    finally:
+        await notifier.aclose()
+        await client.aclose()
+    assert [(e["type"], e["account"]) for e in received] == [
+        ("credits.low", "hooked"),
+        ("credits.exhausted", "hooked"),
+        ("subscription.renewed", "hooked"),
+    ]
+    assert received[0]["data"]["creditsRemaining"] == 20  # type: ignore[index]
