@@ -99,6 +99,24 @@ def list_accounts(
 
 
 @boundary
+def ended_subscriptions(
+    session: Session, *, ended_by_ms: int, after: str = "", limit: int = 500
+) -> list[str]:
+    """Ids of accounts still subscribed whose subscription ended at or before ``ended_by_ms``,
+    in id order; ``after`` is the last id of the previous page (for the expiry sweep)."""
+    stmt = (
+        select(Account.id)
+        .where(col(Account.subscribed).is_(True))
+        .where(col(Account.subscription_ends_at).is_not(None))
+        .where(col(Account.subscription_ends_at) <= to_datetime(ended_by_ms))
+        .where(col(Account.id) > after)
+        .order_by(col(Account.id))
+        .limit(_positive(limit))
+    )
+    return list(session.exec(stmt))
+
+
+@boundary
 def all_account_ids(session: Session) -> list[str]:
     return list(session.exec(select(Account.id).order_by(col(Account.id))))
 

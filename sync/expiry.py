@@ -12,15 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlmodel import col, select
-
 from gateway.errors import StorageUnavailable
 from gateway.restore import restore_from_store
 from gateway.services import Services
+from store import repository
 from store.database import session
 from store.errors import StoreError
-from store.models import Account
-from store.timefmt import to_datetime
 
 log = logging.getLogger("creditgate.expiry")
 
@@ -36,7 +33,7 @@ async def sweep_expired(services: Services, *, now_ms: int | None = None) -> int
     (tests move it), else Redis ``TIME``.
     """
     if now_ms is None:
-        now_ms = await _scripts_now(services)
+        now_ms = await services.credits.now_ms()
     downgraded = 0
     after = ""
     seen = 0
@@ -57,30 +54,10 @@ async def sweep_expired(services: Services, *, now_ms: int | None = None) -> int
     return downgraded
 
 
-async def _scripts_now(services: Services) -> int:
-    clock = getattr(services.credits, "_clock", None)  # the engine keeps it private
-    if callable(clock):
-        return int(clock())
-    seconds, micros = await services.redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 async def _due(services: Services, now_ms: int, *, after: str, limit: int) -> list[str]:
-    """Ids of store accounts still subscribed with an end at or before ``now_ms``, by id."""
-    ended = to_datetime(now_ms)
-
     def read() -> list[str]:
-        stmt = (
-            select(Account.id)
-            .where(col(Account.subscribed).is_(True))
-            .where(col(Account.subscription_ends_at).is_not(None))
-            .where(col(Account.subscription_ends_at) <= ended)
-            .where(col(Account.id) > after)
-            .order_by(col(Account.id))
-            .limit(limit)
-        )
         with session(services.db) as s:
-            return list(s.exec(stmt))
+            return repository.ended_subscriptions(s, ended_by_ms=now_ms, after=after, limit=limit)
 
     try:
         return await asyncio.to_thread(read)

@@ -220,16 +220,23 @@ class CreditEngine:
         )
         return _change(account, raw)
 
+    async def now_ms(self) -> int:
+        """The scripts' clock: the injected one, else Redis ``TIME`` (ms since the epoch)."""
+        if self._clock is not None:
+            return self._clock()
+        try:
+            seconds, micros = await self.redis.time()
+        except RedisError as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
+        return int(seconds) * 1000 + int(micros) // 1000
+
     async def overdue(self, bucket: int, *, limit: int = 100) -> list[tuple[str, str]]:
         """Reservations of a bucket past their deadline, as (account, request id), oldest first.
 
         For the reaper: found through the bucket's deadline index, never by scanning keys.
         """
-        now: int | str = self._now()
+        now = await self.now_ms()
         try:
-            if now == "":
-                seconds, micros = await self.redis.time()
-                now = int(seconds) * 1000 + int(micros) // 1000
             members = await self.redis.zrangebyscore(
                 keys.deadlines(bucket), "-inf", now, start=0, num=limit
             )

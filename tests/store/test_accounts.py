@@ -73,3 +73,18 @@ def test_list_accounts_pages_by_id(engine: Engine) -> None:
         with pytest.raises(ValueError):
             repository.list_accounts(s, limit=0)
     assert [r.account_id for r in first + second + rest] == ["a", "b", "c", "d", "e"]
+
+
+def test_ended_subscriptions_pages_by_id(engine: Engine) -> None:
+    with session(engine) as s:
+        create(s, "b-ended", tier="pro", subscribed=True, subscription_ends_ms=PERIOD_END)
+        create(s, "a-ended", tier="pro", subscribed=True, subscription_ends_ms=PERIOD_END - 5)
+        create(s, "c-later", tier="pro", subscribed=True, subscription_ends_ms=PERIOD_END + 1)
+        create(s, "d-open-ended", tier="pro", subscribed=True)
+        create(s, "e-free", subscribed=False)
+    with session(engine) as s:
+        found = repository.ended_subscriptions(s, ended_by_ms=PERIOD_END)
+        first = repository.ended_subscriptions(s, ended_by_ms=PERIOD_END, limit=1)
+        rest = repository.ended_subscriptions(s, ended_by_ms=PERIOD_END, after=first[-1])
+    assert found == ["a-ended", "b-ended"]
+    assert (first, rest) == (["a-ended"], ["b-ended"])
