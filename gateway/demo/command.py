@@ -299,7 +299,7 @@ def _announce(
         "Code review:",
         f"  curl -s {gateway}/api/review/generate -H {auth} "
         f"-H 'Content-Type: application/json' -d '{{\"code\": \"print(1)\"}}'",
-        "Your balance (free):",
+        "Your balance (costs nothing):",
         f"  curl -s {gateway}/api/user/usage -H {auth}",
         "A failing backend is refunded: add -H 'X-Demo-Fail: 500' to a call.",
         "",
