@@ -28,7 +28,13 @@ from engine_model import (
 )
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from gateway import keys
 from gateway.credits.engine import CreditEngine
@@ -38,8 +44,8 @@ from gateway.settings import Tier
 T = TypeVar("T")
 
 TIERS = {
-    "free": Tier(credits=3, requests_per_minute=4),
-    "pro": Tier(credits=6, requests_per_minute=7),
+    "free": Tier(credits=6, requests_per_minute=3),
+    "pro": Tier(credits=9, requests_per_minute=7),
     "mini": Tier(credits=2, requests_per_minute=0),
 }
 ACCOUNTS = ("acct-a", "acct-b")
@@ -58,6 +64,8 @@ BUDGET = settings(
 
 accounts = st.sampled_from(ACCOUNTS)
 request_ids = st.sampled_from([f"req-{i}" for i in range(6)])
+picks = st.integers(0, 1000)
+tiers = st.sampled_from([*TIERS, "gold"])
 months = st.integers(min_value=1, max_value=2)
 
 
@@ -102,6 +110,7 @@ class EngineMachine(RuleBasedStateMachine):
             self.redis, TIERS, clock=self.clock, hold_ms=HOLD_MS, retain_ms=10**12
         )
         self.model = CreditModel(TIERS, hold_ms=HOLD_MS)
+        self.fresh = 0
 
     def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -116,7 +125,17 @@ class EngineMachine(RuleBasedStateMachine):
 
     # -- calls -----------------------------------------------------------------------------------
 
-    @rule(acct=accounts, tier=st.sampled_from([*TIERS, "gold"]), months=st.integers(0, 2))
+    def _rid(self, acct: str, pick: int) -> str:
+        """A request id this account reserved before (any state), or one it never used."""
+        known = sorted(rid for a, rid in self.model.held if a == acct)
+        return known[pick % len(known)] if known and pick % 8 else f"never-{pick}"
+
+    @initialize(tier_a=st.sampled_from([*TIERS]), tier_b=st.sampled_from([*TIERS]), months=months)
+    def open_both(self, tier_a: str, tier_b: str, months: int) -> None:
+        for acct, tier in zip(ACCOUNTS, (tier_a, tier_b), strict=True):
+            self.open(acct, tier, months)
+
+    @rule(acct=accounts, tier=tiers, months=st.integers(0, 2))
     def open(self, acct: str, tier: str, months: int) -> None:
         got = _change(self.run(self.engine.open(acct, tier=tier, months=months)))
         assert got == self.model.open(acct, tier, months, self.now)
@@ -126,13 +145,22 @@ class EngineMachine(RuleBasedStateMachine):
         got = _reserve(self.run(self.engine.reserve(acct, rid, cost)))
         assert got == self.model.reserve(acct, rid, cost, self.now)
 
-    @rule(acct=accounts, rid=request_ids, tokens=st.integers(0, 5000))
-    def settle(self, acct: str, rid: str, tokens: int) -> None:
+    @rule(acct=accounts, calls=st.integers(2, 9))
+    def reserve_burst(self, acct: str, calls: int) -> None:
+        """Fresh request ids at one instant: runs into the rate limit or the credits."""
+        for _ in range(calls):
+            self.fresh += 1
+            self.reserve(acct, f"burst-{self.fresh}", 1)
+
+    @rule(acct=accounts, pick=picks, tokens=st.integers(0, 5000))
+    def settle(self, acct: str, pick: int, tokens: int) -> None:
+        rid = self._rid(acct, pick)
         got = _settle(self.run(self.engine.settle(acct, rid, tokens)))
         assert got == self.model.settle(acct, rid, tokens, self.now)
 
-    @rule(acct=accounts, rid=request_ids)
-    def refund(self, acct: str, rid: str) -> None:
+    @rule(acct=accounts, pick=picks)
+    def refund(self, acct: str, pick: int) -> None:
+        rid = self._rid(acct, pick)
         got = _settle(self.run(self.engine.refund(acct, rid, reason="failed")))
         assert got == self.model.refund(acct, rid, "failed", self.now)
 
@@ -178,6 +206,13 @@ class EngineMachine(RuleBasedStateMachine):
         target = 0 if a is None else (a.pe if which == "pe" else a.se) + offset
         if target > self.now:
             self.clock.now_ms = target
+
+    @rule(acct=accounts, extra=st.integers(0, 70 * DAY_MS))
+    def long_absence(self, acct: str, extra: int) -> None:
+        """Past a subscription end still ahead, and on: period ends fall either side of it."""
+        a = self.model.accounts.get(acct)
+        if a is not None and a.se > self.now:
+            self.clock.now_ms = a.se + extra
 
     # -- after every step ------------------------------------------------------------------------
 
