@@ -18,8 +18,9 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
+from tests.stores import fresh_store
 from tests.sync.processes import ACCOUNTS, Traffic, burst
-from tests.sync.storeview import StoreView, assert_in_sync, fresh_store, make_settings
+from tests.sync.storeview import StoreView, assert_in_sync, make_settings
 
 CREDITGATE = [sys.executable, "-m", "gateway.cli"]
 

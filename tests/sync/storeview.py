@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine, text
 
 from gateway import keys
 from gateway.services import Services
 from gateway.settings import Settings
 from store import repository
-from store.database import normalize_url, session, upgrade
+from store.database import session
 from store.records import AccountRecord, LedgerRecord
 from sync.audit import REDIS_FIELDS, audit, compare, redis_view
-
-
-def fresh_store(kind: str, tmp_path: Path, pg_url: str) -> str:
-    """A migrated, empty store: a SQLite file under tmp_path, or the test PG database reset."""
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = pg_url
-        engine = create_engine(normalize_url(url))
-        try:
-            with engine.begin() as connection:
-                connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                connection.execute(text("CREATE SCHEMA public"))
-        finally:
-            engine.dispose()
-    upgrade(url)
-    return url
 
 
 def make_settings(redis_url: str, store_url: str, **overrides: Any) -> Settings:

@@ -12,7 +12,8 @@ from redis.asyncio.cluster import RedisCluster
 from gateway import keys
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
-from tests.sync.storeview import StoreView, assert_in_sync, fresh_store, make_settings
+from tests.stores import fresh_store
+from tests.sync.storeview import StoreView, assert_in_sync, make_settings
 
 ACCOUNTS = [f"spread-{i}" for i in range(40)]  # lands in many buckets, so on every master
 

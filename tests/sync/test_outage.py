@@ -16,9 +16,10 @@ from sqlalchemy.engine import make_url
 from gateway import sync_stats as metrics
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
+from tests.stores import fresh_store
 from tests.sync.forwarder import Forwarder
 from tests.sync.processes import ACCOUNTS, Traffic, open_accounts
-from tests.sync.storeview import StoreView, assert_in_sync, fresh_store, make_settings
+from tests.sync.storeview import StoreView, assert_in_sync, make_settings
 
 
 async def until(condition: Callable[[], Awaitable[bool]], *, within: float = 60.0) -> None:

@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from store.database import upgrade
-from tests.gateway.admin.support import ADMIN_TOKEN, admin_client, reset_pg
+from tests.gateway.admin.support import ADMIN_TOKEN, admin_client
+from tests.stores import reset_pg_schema
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,7 @@ def store_kind() -> str:
 @pytest.fixture
 def store_url(store_kind: str, sqlite_template: Path, tmp_path: Path, pg_url: str) -> str:
     if store_kind == "postgresql":
-        reset_pg(pg_url)
+        reset_pg_schema(pg_url)
         upgrade(pg_url)
         return pg_url
     path = tmp_path / "store.db"

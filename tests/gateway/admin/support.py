@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -13,19 +12,6 @@ from gateway.admin.routes import admin_routes
 from gateway.services import Services
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
-
-
-def reset_pg(url: str) -> None:
-    """Drop and recreate the public schema of the test database (ours alone)."""
-    from store.database import normalize_url
-
-    engine = create_engine(normalize_url(url))
-    try:
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
 
 
 def admin_app(services: Services) -> Starlette:
