@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 from gateway.credits.engine import CreditEngine
 from gateway.settings import DEFAULT_TIERS
 
+pytest_plugins = ["tests.cluster"]
+
 REDIS_URL = os.environ.get("CREDITGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 PG_URL = os.environ.get(
     "CREDITGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -14,9 +14,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.services import Services, open_services
-
-# The gateway tests' throwaway Redis Cluster (it belongs in tests/conftest.py, shared by both).
-from tests.gateway.conftest import cluster_ports, cluster_redis  # noqa: F401
 from tests.stores import fresh_store
 from tests.sync.processes import Traffic
 from tests.sync.storeview import StoreView, make_settings

@@ -1,4 +1,4 @@
-"""Fixtures of the gateway tests: a throwaway 3-master Redis Cluster.
+"""A throwaway 3-master Redis Cluster for the tests that ask for it (`cluster_redis`).
 
 The cluster runs on free ports in a temp dir, without persistence, for the whole session; it
 is started only by the tests that ask for it and always killed at the end.
