@@ -40,7 +40,15 @@ class AccountKeys:
         return f"{self.state}:r:{request_id}"
 
 
+_FORBIDDEN = frozenset("|:{}")
+
+
 def account_keys(account: str) -> AccountKeys:
+    """The keys of an account. Its id may not hold ``|`` (the deadline index separates account
+    and request id with it), ``:`` (a reservation key could then equal another account's
+    key) or braces (they would move the hash tag)."""
+    if not account or not _FORBIDDEN.isdisjoint(account):
+        raise ValueError(f"account id {account!r} is empty or holds one of | : {{ }}")
     bucket = bucket_of(account)
     tag = _tag(bucket)
     return AccountKeys(
