@@ -33,8 +33,8 @@ import dataclasses
 import json
 import logging
 import math
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -170,7 +170,7 @@ class Proxy:
         idem_key: str | None,
         content_length: bytes | None,
     ) -> str:
-        request_id = uuid.uuid4().hex
+        request_id = secrets.token_hex(16)
         rid_header = [(b"x-request-id", request_id.encode())]
         try:
             caller = await self.keys.authenticate(authorization)

@@ -9,9 +9,8 @@ from gateway.settings import Settings
 
 log = logging.getLogger("creditgate.redis")
 
-POOL_SIZE = 256
-"""Connections per process; Lua calls are short, so this serves thousands of requests/s."""
-POOL_WAIT_S = 5.0
+POOL_SIZE = 1024
+"""Connections per process at most; past it a command fails (answered 503), never hangs."""
 
 
 def connect(settings: Settings) -> Any:
@@ -33,15 +32,16 @@ def connect(settings: Settings) -> Any:
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(settings.redis_url, decode_responses=True)
-    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio import ConnectionPool, Redis
 
-    # Blocking, so a burst beyond the pool waits for a connection instead of failing with
-    # "Too many connections" (redis-py's default pool caps at 100 and raises at once).
-    pool = BlockingConnectionPool.from_url(
+    # The credit engine pipelines the calls of one loop turn, so few connections are busy at
+    # once; the cap is far above redis-py's default 100, which a burst of single calls (key
+    # lookups, admin, health) could reach. A plain pool: the blocking one's checkout costs
+    # about a third of the throughput (measured: 5,300 against 8,300 EVALSHA/s).
+    pool = ConnectionPool.from_url(
         settings.redis_url,
         decode_responses=True,
         health_check_interval=30,
         max_connections=POOL_SIZE,
-        timeout=POOL_WAIT_S,
     )
     return Redis.from_pool(pool)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
 
 from gateway.credits.engine import Clock, CreditEngine
@@ -36,7 +37,12 @@ def open_services(settings: Settings, *, clock: Clock | None = None, redis: Any 
         settings=settings,
         redis=client,
         credits=CreditEngine(
-            client, settings.tiers, clock=clock, hold_ms=settings.reservation_ttl_ms
+            client,
+            settings.tiers,
+            clock=clock,
+            hold_ms=settings.reservation_ttl_ms,
+            # A cluster pipelines per node by itself; a plain client gains from batching.
+            batch=isinstance(client, AsyncRedis),
         ),
         db=create_db_engine(settings.database_url),
     )

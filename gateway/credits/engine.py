@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 from redis.exceptions import RedisError
 
 from gateway import keys
+from gateway.credits.batching import ScriptBatcher
 from gateway.credits.results import (
     AccountState,
     Reservation,
@@ -57,7 +58,10 @@ class CreditEngine:
         clock: Clock | None = None,
         hold_ms: int = DEFAULT_HOLD_MS,
         retain_ms: int = DEFAULT_RETAIN_MS,
+        batch: bool = False,
     ) -> None:
+        """``batch``: send the script calls of one loop turn as one pipeline (a plain Redis
+        client only, not a cluster); answers are the same, fewer round trips under load."""
         if "free" not in tiers:
             raise ValueError("the tiers must include 'free': expiry and downgrade go to it")
         self.redis = redis
@@ -65,6 +69,7 @@ class CreditEngine:
         self._spec = tiers_spec(tiers)
         self._scripts = Scripts.register(redis)
         self._clock = clock
+        self._batcher = ScriptBatcher(redis) if batch else None
         self.hold_ms = hold_ms
         self.retain_ms = retain_ms
 
@@ -73,8 +78,10 @@ class CreditEngine:
 
     async def _run(self, script: Any, keys_: Sequence[str], args: Sequence[object]) -> list[Any]:
         try:
+            if self._batcher is not None:
+                return cast(list[Any], await self._batcher.call(script, keys_, args))
             return cast(list[Any], await script(keys=keys_, args=args))
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
 
     async def reserve(self, account: str, request_id: str, cost: int) -> Reservation:
