@@ -59,6 +59,18 @@ def account_keys(account: str) -> AccountKeys:
     )
 
 
+STATE_PATTERN = f"{PREFIX}:{LAYOUT}:{{b*}}:a:*"
+"""A SCAN pattern matching every account state key (and reservation keys: see ``account_of``)."""
+
+
+def account_of(key: str) -> str | None:
+    """The account whose state hash ``key`` is; None for a reservation or any other key."""
+    _, found, account = key.partition(":a:")
+    if not found or not account or not _FORBIDDEN.isdisjoint(account):
+        return None
+    return account if account_keys(account).state == key else None
+
+
 def outbox(bucket: int) -> str:
     """The outbox stream of a bucket, which the sync worker reads."""
     return f"{_tag(bucket)}:outbox"

@@ -15,7 +15,6 @@ sync pass, with the gateway quiet, for a clean answer.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,6 @@ from store.records import AccountRecord
 
 PAGE = 1000
 REDIS_FIELDS = ("plan", "bonus", "tier", "sub", "se", "pe", "tt", "mt", "v")
-_STATE_KEY = re.compile(rf"^{keys.PREFIX}:{keys.LAYOUT}:\{{b\d+\}}:a:(.+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +143,10 @@ def _read_store(services: Services) -> tuple[dict[str, AccountRecord], dict[str,
 async def redis_accounts(redis: Any) -> set[str]:
     """Every account id with a state hash in Redis (reservation hashes have no ``plan``)."""
     candidates: list[tuple[str, str]] = []
-    async for key in redis.scan_iter(match=f"{keys.PREFIX}:{keys.LAYOUT}:{{b*}}:a:*", count=1000):
-        match = _STATE_KEY.match(str(key))
-        if match and keys.account_keys(match.group(1)).state == key:
-            candidates.append((match.group(1), str(key)))
+    async for key in redis.scan_iter(match=keys.STATE_PATTERN, count=1000):
+        account = keys.account_of(str(key))
+        if account is not None:
+            candidates.append((account, str(key)))
     pipe = redis.pipeline(transaction=False)
     for _, key in candidates:
         pipe.hexists(key, "plan")

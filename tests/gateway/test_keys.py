@@ -31,3 +31,11 @@ def test_buckets_are_stable_and_spread() -> None:
 def test_ids_that_could_collide_or_move_the_tag_are_refused(account: str) -> None:
     with pytest.raises(ValueError, match="account id"):
         keys.account_keys(account)
+
+
+def test_state_keys_name_their_account_and_nothing_else_does() -> None:
+    k = keys.account_keys("acme")
+    assert keys.account_of(k.state) == "acme"
+    assert keys.account_of(k.reservation("r1")) is None
+    assert keys.account_of(k.outbox) is None and keys.account_of(k.deadlines) is None
+    assert keys.account_of(k.state.replace("{b", "{c")) is None
