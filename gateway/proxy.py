@@ -21,6 +21,8 @@ the route's cost (credits and rate together); the request goes upstream with sig
   stream is closed. (Only requests whose body was buffered are watched for a disconnect
   while the backend works; a large streamed body's client is noticed with the answer.)
 - a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut.
+- a 2xx stream that outlives the reservation's hold (``upstream_timeout`` + grace): its
+  deadline is pushed out while bytes flow (``engine.extend``), so the reaper leaves it alone.
 
 Redis or store outages answer 503 ``unavailable`` before anything is held. Settles run as
 tracked tasks (``InFlight``): a cancelled request still settles, and shutdown awaits them.
@@ -382,6 +384,14 @@ class Proxy:
             log.error("refund failed: %s", exc, extra={"request_id": ex.request_id})
             return None
 
+    async def _extend(self, ex: Exchange) -> None:
+        try:
+            await self.engine.extend(ex.caller.account_id, ex.request_id)
+        except StorageUnavailable as exc:
+            # The stream goes on; at worst the reaper refunds it at the old deadline.
+            self.metrics.redis_errors.inc(op="extend")
+            log.warning("extending the reservation failed: %s", exc)
+
     async def _settle(self, ex: Exchange, tokens: int) -> Settlement | None:
         try:
             settlement = await self.inflight.run(
@@ -453,7 +463,7 @@ class Proxy:
         ]
         await send({"type": "http.response.start", "status": status, "headers": fields})
         usage = tok.SseUsage() if sse else None
-        outcome = await self._pipe(response, send, watch, usage)
+        outcome = await self._pipe(response, send, watch, usage, keep=ex)
         if outcome == "broken":
             await self._refund(ex, "upstream broke mid-stream")
             return "refunded"
@@ -511,10 +521,20 @@ class Proxy:
         send: Send,
         watch: asyncio.Future[Any] | None,
         usage: tok.SseUsage | None,
+        keep: Exchange | None = None,
     ) -> str:
-        """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``."""
+        """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``.
+
+        ``keep``: the exchange whose reservation stays held while this streams; its deadline
+        is pushed out every third of the hold, so the reaper never refunds a live stream.
+        """
+        every = self.engine.hold_ms / 3000
+        due = time.monotonic() + every
         try:
             async for chunk in response.content.iter_any():
+                if keep is not None and time.monotonic() >= due:
+                    due = time.monotonic() + every
+                    await self._extend(keep)
                 if usage is not None:
                     usage.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     @property
     def reservation_ttl_ms(self) -> int:
         """How long a reservation may stay open before the reaper refunds it."""
-        return int((self.upstream_timeout + self.reservation_grace) * 1000)
+        return round((self.upstream_timeout + self.reservation_grace) * 1000)
 
 
 def load_file(path: Path) -> FileConfig:

@@ -76,11 +76,11 @@ class CreditEngine:
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock())
 
-    async def _run(self, script: Any, keys_: Sequence[str], args: Sequence[object]) -> list[Any]:
+    async def _run(self, script: Any, keys_: Sequence[str], args: Sequence[object]) -> Any:
         try:
             if self._batcher is not None:
-                return cast(list[Any], await self._batcher.call(script, keys_, args))
-            return cast(list[Any], await script(keys=keys_, args=args))
+                return await self._batcher.call(script, keys_, args)
+            return await script(keys=keys_, args=args)
         except (RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
 
@@ -143,6 +143,17 @@ class CreditEngine:
             (account, request_id, reason, self._now(), self._spec, retain_ms or self.retain_ms),
         )
         return _settlement(account, raw)
+
+    async def extend(self, account: str, request_id: str) -> bool:
+        """Move a held reservation's deadline to ``hold_ms`` from now (a long answer is still
+        streaming); False when it is no longer held. Idempotent."""
+        k = keys.account_keys(account)
+        raw = await self._run(
+            self._scripts.extend,
+            (k.reservation(request_id), k.deadlines),
+            (account, request_id, self._now(), self.hold_ms),
+        )
+        return int(raw) == 1
 
     async def open(
         self, account: str, *, tier: str = "free", months: int = 0, reason: str = ""

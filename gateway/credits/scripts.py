@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("reserve", "settle", "refund", "open", "grant", "set_tier", "status", "restore")
+NAMES = ("reserve", "settle", "refund", "extend", "open", "grant", "set_tier", "status", "restore")
 
 
 @cache
@@ -30,6 +30,7 @@ class Scripts:
     reserve: Any
     settle: Any
     refund: Any
+    extend: Any
     open: Any
     grant: Any
     set_tier: Any

@@ -6,6 +6,7 @@ nothing charged, large request bodies stream, chunked JSON answers still gain cr
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,12 +26,22 @@ from gateway.server import serve
 from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
 from store.database import upgrade
+from sync.reaper import reap
 
 
 @pytest.fixture
 async def stub() -> AsyncIterator[str]:
     async def echo(request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if request.path.endswith("/slow-sse"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for i in range(12):
+                await response.write(f'data: {{"index": {i}}}\n\n'.encode())
+                await asyncio.sleep(0.25)
+            await response.write(b'data: {"usage": {"total_tokens": 321}}\n\ndata: [DONE]\n\n')
+            await response.write_eof()
+            return response
         if request.path.endswith("/chunked-json"):
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             response.enable_chunked_encoding()
@@ -116,6 +127,42 @@ async def test_metrics_show_the_sync_workers_figures(
     assert "creditgate_sync_applied_total 14" in lines
     assert "creditgate_sync_reaped_total 4" in lines
     assert "creditgate_sync_lag_ms 350" in lines
+
+
+async def test_a_stream_longer_than_the_hold_is_not_reaped(
+    settings: Settings, real_redis: aioredis.Redis
+) -> None:
+    """The proxy keeps a live stream's reservation away from the reaper: charged, not refunded."""
+    short = settings.model_copy(update={"upstream_timeout": 0.6, "reservation_grace": 0.3})
+    services = open_services(short, redis=real_redis)
+    assert services.credits.hold_ms == 900  # the stream below lasts over 3 s
+    try:
+        created = await create_account(services, tier="pro", months=1)
+        auth = {"Authorization": f"Bearer {created.api_key}"}
+        reaped = 0
+        streaming = True
+
+        async def reaper() -> None:
+            nonlocal reaped
+            while streaming:
+                reaped += await reap(services.credits)
+                await asyncio.sleep(0.05)
+
+        running = asyncio.ensure_future(reaper())
+        try:
+            response = await run(
+                create_app(short, services=services), "GET", "/api/projects/slow-sse", headers=auth
+            )
+        finally:
+            streaming = False
+            await running
+        assert response.status_code == 200 and "[DONE]" in response.text
+        assert reaped == 0
+        state = await services.credits.status(created.account_id)
+        assert state is not None
+        assert (state.credits_remaining, state.total_tokens) == (99, 321)
+    finally:
+        services.db.dispose()
 
 
 class DeadRedis:

@@ -1,0 +1,32 @@
+"""extend: a held reservation whose answer is still streaming keeps away from the reaper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway import keys
+from gateway.credits.engine import CreditEngine
+from tests.conftest import ManualClock
+
+
+async def test_extend_moves_a_held_deadline_and_nothing_else(
+    make_engine: Callable[..., CreditEngine], clock: ManualClock
+) -> None:
+    engine = make_engine(hold_ms=10_000)
+    await engine.open("streamer", tier="pro", months=1)
+    bucket = keys.bucket_of("streamer")
+    assert (await engine.reserve("streamer", "long", 1)).held
+    assert (await engine.reserve("streamer", "short", 1)).held
+
+    clock.advance(8_000)
+    assert await engine.extend("streamer", "long")
+    clock.advance(8_000)  # 16 s after both reserves: only "short" is overdue
+    assert await engine.overdue(bucket) == [("streamer", "short")]
+
+    assert (await engine.settle("streamer", "long", 5)).status == "charged"
+    assert not await engine.extend("streamer", "long")
+    assert not await engine.extend("streamer", "never-reserved")
+    clock.advance(60_000)
+    assert await engine.overdue(bucket) == [("streamer", "short")]
+    state = await engine.status("streamer")
+    assert state is not None and state.credits_remaining == 98
