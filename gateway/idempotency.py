@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 
-from gateway.credits.engine import CreditEngine
+from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS, CreditEngine
 from gateway.credits.results import Reservation
 
 MAX_KEY_LENGTH = 255
@@ -47,7 +47,7 @@ async def reserve_idempotent(
     """
     base = base_request_id(account, key)
     request_id = base
-    reservation = await engine.reserve(account, request_id, cost)
+    reservation = await engine.reserve(account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS)
     attempt = 0
     while (
         reservation.status == "duplicate"
@@ -56,5 +56,7 @@ async def reserve_idempotent(
     ):
         attempt += 1
         request_id = f"{base}.{attempt}"
-        reservation = await engine.reserve(account, request_id, cost)
+        reservation = await engine.reserve(
+            account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS
+        )
     return reservation, request_id

@@ -84,12 +84,15 @@ class CreditEngine:
         except (RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
 
-    async def reserve(self, account: str, request_id: str, cost: int) -> Reservation:
+    async def reserve(
+        self, account: str, request_id: str, cost: int, *, retain_ms: int | None = None
+    ) -> Reservation:
         """Hold ``cost`` credits for one request, or refuse for credits or rate, all or nothing.
 
         Applies a due expiry and monthly rollover first. Idempotent per request id: a repeat
         answers ``duplicate`` with the first reservation's state and holds nothing more, for
-        as long as the request id is remembered (``retain_ms`` of its settle or refund).
+        as long as the request id is remembered once settled: ``retain_ms`` given here binds
+        every later settle or refund of it (the reaper's too); else theirs applies.
         """
         if cost < 1:
             raise ValueError("cost must be at least 1 credit")
@@ -97,7 +100,7 @@ class CreditEngine:
         raw = await self._run(
             self._scripts.reserve,
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
-            (account, request_id, cost, self._now(), self._spec, self.hold_ms),
+            (account, request_id, cost, self._now(), self._spec, self.hold_ms, retain_ms or ""),
         )
         status = cast(ReserveStatus, _text(raw[0]))
         if status == "missing":

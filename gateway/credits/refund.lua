@@ -3,7 +3,7 @@
 -- A due expiry and rollover apply first, so the allowance is the one of the tier now in force.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] reason  ARGV[4] now ms or ''  ARGV[5] tiers
--- ARGV[6] ms the settled reservation is remembered
+-- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
 -- Returns {'unknown'} when there is no such reservation (or no account), else describe() with
 -- status 'refunded', or 'charged_before' / 'refunded_before' (nothing changes), followed by
 -- [14] the credits given back.
@@ -27,7 +27,7 @@ if r[1] == 'held' then
   a.bonus = a.bonus + to_bonus
   back = to_plan + to_bonus
   redis.call('HSET', KEYS[2], 'st', 'refunded')
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]))
+  redis.call('PEXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[2], 'ret') or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   emit(KEYS[4], account, a, now, 'refund', to_plan, to_bonus, 0, rid, ARGV[3])
   save(KEYS[1], a)

@@ -2,6 +2,7 @@
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms until the reservation's deadline (it lives until settled, refunded or reaped)
+-- ARGV[7] ms the request id is remembered once settled ('': the settle's or refund's own)
 -- Returns {'missing'} when the account is not in Redis, else describe() followed by
 --   [14] rate remaining  [15] ms until the rate quota is full again, or until a call would pass
 --   [16] reservation state ('held', 'charged', 'refunded'; '' when nothing was held)
@@ -84,6 +85,11 @@ end
 local deadline = now + tonumber(ARGV[6])
 redis.call('HSET', KEYS[2], 'st', 'held', 'cost', int(cost), 'pp', int(from_plan),
   'bp', int(from_bonus), 'dl', int(deadline))
+if ARGV[7] ~= nil and ARGV[7] ~= '' then
+  -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
+  -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
+  redis.call('HSET', KEYS[2], 'ret', ARGV[7])
+end
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
 emit(KEYS[4], account, a, now, 'hold', -from_plan, -from_bonus, 0, rid, '')
 changed = true

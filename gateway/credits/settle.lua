@@ -2,7 +2,7 @@
 -- A due expiry and rollover apply first, so the tokens count in the period now running.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
--- ARGV[6] ms the settled reservation is remembered
+-- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
 -- Returns {'unknown'} when there is no such reservation (or no account), else describe() with
 -- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
 -- (nothing changes), followed by [14] the reservation's cost.
@@ -21,7 +21,7 @@ if r[1] == 'held' then
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
   redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', int(tokens))
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]))
+  redis.call('PEXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[2], 'ret') or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
   save(KEYS[1], a)

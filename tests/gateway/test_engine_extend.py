@@ -30,3 +30,20 @@ async def test_extend_moves_a_held_deadline_and_nothing_else(
     assert await engine.overdue(bucket) == [("streamer", "short")]
     state = await engine.status("streamer")
     assert state is not None and state.credits_remaining == 98
+
+
+async def test_a_retention_fixed_at_reserve_binds_the_reapers_refund(
+    make_engine: Callable[..., CreditEngine], clock: ManualClock
+) -> None:
+    """An Idempotency-Key's reservation refunded by the reaper stays known for 24 h, not 60 s."""
+    engine = make_engine(hold_ms=1_000, retain_ms=60_000)
+    await engine.open("idem", tier="pro", months=1)
+    assert (await engine.reserve("idem", "idem-k", 1, retain_ms=86_400_000)).held
+    assert (await engine.reserve("idem", "plain", 1)).held
+    clock.advance(2_000)
+    for account, request_id in await engine.overdue(keys.bucket_of("idem")):
+        assert (await engine.refund(account, request_id, reason="expired")).status == "refunded"
+    ttl_idem = await engine.redis.pttl(keys.account_keys("idem").reservation("idem-k"))
+    ttl_plain = await engine.redis.pttl(keys.account_keys("idem").reservation("plain"))
+    assert 86_000_000 < ttl_idem <= 86_400_000
+    assert 0 < ttl_plain <= 60_000
