@@ -21,8 +21,9 @@ the route's cost (credits and rate together); the request goes upstream with sig
   stream is closed. (Only requests whose body was buffered are watched for a disconnect
   while the backend works; a large streamed body's client is noticed with the answer.)
 - a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut.
-- a 2xx stream that outlives the reservation's hold (``upstream_timeout`` + grace): its
-  deadline is pushed out while bytes flow (``engine.extend``), so the reaper leaves it alone.
+- a request alive longer than the reservation's hold (``upstream_timeout`` + grace), e.g. a
+  long stream: its deadline is pushed out every third of the hold (``engine.extend``) until
+  it settles, so the reaper leaves it alone.
 
 Redis or store outages answer 503 ``unavailable`` before anything is held. Settles run as
 tracked tasks (``InFlight``): a cancelled request still settles, and shutdown awaits them.
@@ -265,7 +266,7 @@ class Proxy:
                 "rate_limited",
                 f"over the {state.tier} tier's {state.requests_per_minute} requests per minute",
             )
-            fields.append((b"retry-after", str(retry).encode()))
+            fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
             await send_json(send, 429, body, fields)
             return "rate_limited"
         # duplicate: an Idempotency-Key seen before.
@@ -313,6 +314,7 @@ class Proxy:
             body if body is not None else stream_body(receive)
         )
         watch = asyncio.ensure_future(wait_disconnect(receive)) if body is not None else None
+        beat = asyncio.ensure_future(self._heartbeat(ex))
         started = time.perf_counter()
         call = asyncio.ensure_future(
             self.session.request(
@@ -351,6 +353,7 @@ class Proxy:
             async with response:
                 return await self._respond(ex, response, send, watch, method)
         finally:
+            beat.cancel()
             if watch is not None and not watch.done():
                 watch.cancel()
             if not call.done():
@@ -384,13 +387,19 @@ class Proxy:
             log.error("refund failed: %s", exc, extra={"request_id": ex.request_id})
             return None
 
-    async def _extend(self, ex: Exchange) -> None:
-        try:
-            await self.engine.extend(ex.caller.account_id, ex.request_id)
-        except StorageUnavailable as exc:
-            # The stream goes on; at worst the reaper refunds it at the old deadline.
-            self.metrics.redis_errors.inc(op="extend")
-            log.warning("extending the reservation failed: %s", exc)
+    async def _heartbeat(self, ex: Exchange) -> None:
+        """While the request is alive, push its reservation's deadline out every third of the
+        hold, so the reaper refunds only reservations whose replica is gone."""
+        every = self.engine.hold_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await self.engine.extend(ex.caller.account_id, ex.request_id):
+                    return
+            except StorageUnavailable as exc:
+                # The answer goes on; at worst the reaper refunds it at the old deadline.
+                self.metrics.redis_errors.inc(op="extend")
+                log.warning("extending the reservation failed: %s", exc)
 
     async def _settle(self, ex: Exchange, tokens: int) -> Settlement | None:
         try:
@@ -463,7 +472,7 @@ class Proxy:
         ]
         await send({"type": "http.response.start", "status": status, "headers": fields})
         usage = tok.SseUsage() if sse else None
-        outcome = await self._pipe(response, send, watch, usage, keep=ex)
+        outcome = await self._pipe(response, send, watch, usage)
         if outcome == "broken":
             await self._refund(ex, "upstream broke mid-stream")
             return "refunded"
@@ -521,20 +530,10 @@ class Proxy:
         send: Send,
         watch: asyncio.Future[Any] | None,
         usage: tok.SseUsage | None,
-        keep: Exchange | None = None,
     ) -> str:
-        """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``.
-
-        ``keep``: the exchange whose reservation stays held while this streams; its deadline
-        is pushed out every third of the hold, so the reaper never refunds a live stream.
-        """
-        every = self.engine.hold_ms / 3000
-        due = time.monotonic() + every
+        """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``."""
         try:
             async for chunk in response.content.iter_any():
-                if keep is not None and time.monotonic() >= due:
-                    due = time.monotonic() + every
-                    await self._extend(keep)
                 if usage is not None:
                     usage.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
