@@ -30,9 +30,12 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Accept-Encoding stays here: the gateway must read a JSON answer's ``usage`` and splice in
+# ``creditInfo``, so backends answer it uncompressed (most clients ask for gzip by default).
 _NOT_FORWARDED = HOP_BY_HOP | {
     b"host",
     b"authorization",
+    b"accept-encoding",
     b"content-length",
     b"x-forwarded-proto",
     b"x-forwarded-host",

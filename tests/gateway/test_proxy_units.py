@@ -49,6 +49,7 @@ def test_upstream_headers_drop_credentials_hop_by_hop_and_spoofed_gateway_fields
         (b"X-Gateway-Signature", b"00"),
         (b"x-forwarded-for", b"10.0.0.1"),
         (b"accept", b"application/json"),
+        (b"accept-encoding", b"gzip, deflate"),
     ]
     out = upstream_headers(
         incoming, client_ip="127.0.0.9", scheme="https", gateway={"X-Gateway-Account": "a1"}
