@@ -76,6 +76,9 @@ BUFFER_LIMIT = 1_048_576
 JSON_LIMIT = 8_388_608
 """2xx JSON bodies up to this size gain ``creditInfo``; larger ones stream untouched."""
 
+SETTLE_RETRIES = (0.05, 0.25, 1.0)
+"""Pauses between the attempts of a settle whose Redis call failed."""
+
 T = TypeVar("T")
 Restore = Callable[[str], Awaitable[AccountState | None]]
 
@@ -205,7 +208,14 @@ class Proxy:
             reservation, request_id = await self._reserve(
                 caller.account_id, request_id, idem_key, route.cost
             )
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, asyncio.CancelledError) as exc:
+            # The script may have run before the failure or the cancellation: give back
+            # whatever it held now rather than at the reaper's deadline. (Not for an
+            # Idempotency-Key: its id may belong to an attempt in flight elsewhere.)
+            if idem_key is None:
+                self._release(caller.account_id, request_id)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             self.metrics.redis_errors.inc(op="reserve")
             log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
             await send_json(send, 503, unavailable_body(), rid_header)
@@ -401,13 +411,35 @@ class Proxy:
                 self.metrics.redis_errors.inc(op="extend")
                 log.warning("extending the reservation failed: %s", exc)
 
+    def _release(self, account: str, request_id: str) -> None:
+        """Refund a reservation that may or may not exist, in the background, quietly."""
+
+        async def release() -> None:
+            try:
+                await self.engine.refund(account, request_id, reason="reserve interrupted")
+            except StorageUnavailable:
+                pass  # the reaper refunds it at its deadline
+
+        asyncio.ensure_future(self.inflight.run(release()))
+
     async def _settle(self, ex: Exchange, tokens: int) -> Settlement | None:
-        try:
-            settlement = await self.inflight.run(
-                self.engine.settle(
-                    ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
-                )
+        async def settle() -> Settlement:
+            # Idempotent, so retried: one lost round trip must not turn a success into the
+            # reaper's refund.
+            for pause in SETTLE_RETRIES:
+                try:
+                    return await self.engine.settle(
+                        ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
+                    )
+                except StorageUnavailable:
+                    self.metrics.redis_errors.inc(op="settle")
+                    await asyncio.sleep(pause)
+            return await self.engine.settle(
+                ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
             )
+
+        try:
+            settlement = await self.inflight.run(settle())
         except StorageUnavailable as exc:
             self.metrics.redis_errors.inc(op="settle")
             log.error("settle failed: %s", exc, extra={"request_id": ex.request_id})

@@ -151,7 +151,7 @@ async def test_rate_limited(
     assert response.status_code == 429
     assert response.json()["error"] == "rate_limited"
     assert int(response.headers["retry-after"]) >= 1
-    assert "x-should-retry" not in response.headers
+    assert response.headers["x-should-retry"] == "true"
     await wait_settled(services, acct.account_id, total_tokens=20 * 2000)
     assert await balance(services, acct.account_id) == (105 - 20, 20 * 2000)
 

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from gateway import sync_stats
 from gateway.accounts import create_account
 from gateway.app import create_app
+from gateway.errors import StorageUnavailable
 from gateway.server import serve
 from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
@@ -41,6 +42,10 @@ async def stub() -> AsyncIterator[str]:
                 await asyncio.sleep(0.25)
             await response.write(b'data: {"usage": {"total_tokens": 321}}\n\ndata: [DONE]\n\n')
             await response.write_eof()
+            return response
+        if request.path.endswith("/gzip-json"):
+            response = web.json_response({"usage": {"total_tokens": 7}})
+            response.enable_compression()  # only when the request accepts gzip
             return response
         if request.path.endswith("/chunked-json"):
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -163,6 +168,39 @@ async def test_a_stream_longer_than_the_hold_is_not_reaped(
         assert (state.credits_remaining, state.total_tokens) == (99, 321)
     finally:
         services.db.dispose()
+
+
+async def test_a_client_asking_for_gzip_still_gets_credit_info_and_true_tokens(
+    settings: Settings, services: Services
+) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    headers = {"Authorization": f"Bearer {created.api_key}", "Accept-Encoding": "gzip"}
+    response = await run(
+        create_app(settings, services=services), "GET", "/api/projects/gzip-json", headers=headers
+    )
+    assert response.status_code == 200
+    assert response.json()["creditInfo"]["tokensUsed"] == 7
+    assert response.headers["x-tokens-used"] == "7"
+
+
+async def test_a_reserve_that_fails_after_holding_gives_the_credit_back(
+    settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis ran the script but the answer was lost: 503, and the hold is refunded at once."""
+    created = await create_account(services, tier="pro", months=1)
+    reserve = services.credits.reserve
+
+    async def lost_answer(*args: Any, **kwargs: Any) -> Any:
+        await reserve(*args, **kwargs)
+        raise StorageUnavailable("redis: connection lost before the reply")
+
+    monkeypatch.setattr(services.credits, "reserve", lost_answer)
+    auth = {"Authorization": f"Bearer {created.api_key}"}
+    app = create_app(settings, services=services)
+    response = await run(app, "POST", "/api/projects/x", headers=auth, content=b"{}")
+    assert response.status_code == 503  # the lifespan's shutdown awaited the release
+    state = await services.credits.status(created.account_id)
+    assert state is not None and state.credits_remaining == 100
 
 
 class DeadRedis:
