@@ -152,7 +152,7 @@ def demo_settings(
     """
     if settings.redis_url:
         log.warning("the demo ignores CREDITGATE_REDIS_URL: it runs on the embedded Redis")
-    values = settings.model_dump(exclude={"routes"}, exclude_none=True)
+    values = settings.model_dump(exclude={"routes", "config"}, exclude_none=True)
     values.update(
         redis_url=None,
         redis_cluster=False,
