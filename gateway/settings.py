@@ -63,17 +63,38 @@ DEFAULT_TIERS: dict[str, Tier] = {
 }
 
 
+class TierPatch(BaseModel):
+    """A tier as the file gives it: what is left out keeps the tier's default (a new tier
+    needs ``credits``; its ``requests_per_minute`` defaults to 0, no limit)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credits: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    requests_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
+
+    def over(self, name: str, base: Tier | None) -> Tier:
+        """This patch applied to the tier ``name`` as it stood (None: a new tier)."""
+        credits, rpm = (base.credits, base.requests_per_minute) if base else (None, 0)
+        if self.credits is not None:
+            credits = self.credits
+        if self.requests_per_minute is not None:
+            rpm = self.requests_per_minute
+        if credits is None:
+            raise ConfigError(f"tiers.{name}.credits: a new tier needs its credits")
+        return Tier(credits=credits, requests_per_minute=rpm)
+
+
 class FileConfig(BaseModel):
     """The shape of the TOML file: interface, see CONTRACT.md."""
 
     model_config = ConfigDict(extra="forbid")
 
-    tiers: dict[str, Tier] = Field(default_factory=dict)
+    tiers: dict[str, TierPatch] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("tiers")
     @classmethod
-    def _tier_names(cls, value: dict[str, Tier]) -> dict[str, Tier]:
+    def _tier_names(cls, value: dict[str, TierPatch]) -> dict[str, TierPatch]:
         for name in value:
             if not name or len(name) > 32 or not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"tier name {name!r} must be 1-32 letters, digits, - or _")
@@ -112,7 +133,11 @@ class Settings(BaseSettings):
         routes = list(self.routes)
         if self.config is not None:
             file = load_file(self.config)
-            tiers |= file.tiers
+            for name, patch in file.tiers.items():
+                try:
+                    tiers[name] = patch.over(name, tiers.get(name))
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.config}: {exc}") from exc
             routes = routes or list(file.routes)
         if not routes:
             routes = [

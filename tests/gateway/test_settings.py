@@ -92,6 +92,22 @@ def test_bad_file_stops_the_start_naming_the_key(tmp_path: Path, text: str, name
     assert str(path) in str(info.value)
 
 
+def test_a_tier_override_keeps_what_it_does_not_name(tmp_path: Path) -> None:
+    path = tmp_path / "partial.toml"
+    path.write_text("[tiers.enterprise]\ncredits = 2000\n\n[tiers.pro]\nrequests_per_minute = 0\n")
+    s = Settings.load(config=path)
+    assert s.tiers["enterprise"] == Tier(credits=2000, requests_per_minute=600)
+    assert s.tiers["pro"] == Tier(credits=100, requests_per_minute=0)
+
+
+def test_a_new_tier_needs_its_credits(tmp_path: Path) -> None:
+    path = tmp_path / "new.toml"
+    path.write_text("[tiers.team]\nrequests_per_minute = 50\n")
+    with pytest.raises(ConfigError, match="tiers.team.credits") as info:
+        Settings.load(config=path)
+    assert str(path) in str(info.value)
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         Settings.load(config=tmp_path / "absent.toml")
