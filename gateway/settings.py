@@ -127,6 +127,22 @@ class Settings(BaseSettings):
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     routes: list[Route] = Field(default_factory=list)
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: object) -> object:
+        if value == "":
+            return None  # an empty variable means unset: the embedded Redis
+        if isinstance(value, str) and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("codegen_url", "review_url")
+    @classmethod
+    def _upstream_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @model_validator(mode="after")
     def _apply_file(self) -> Settings:
         tiers = dict(DEFAULT_TIERS) | dict(self.tiers)

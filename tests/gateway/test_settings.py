@@ -113,6 +113,21 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         Settings.load(config=tmp_path / "absent.toml")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CREDITGATE_REDIS_URL", "http://redis:6379"), ("CREDITGATE_CODEGEN_URL", "codegen:9101")],
+)
+def test_bad_urls_are_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable.removeprefix("CREDITGATE_").lower()):
+        Settings.load()
+
+
+def test_an_empty_redis_url_means_the_embedded_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", "")
+    assert Settings.load().embedded_redis
+
+
 def test_cluster_needs_a_url() -> None:
     with pytest.raises(ConfigError, match="CLUSTER"):
         Settings.load(redis_cluster=True)
