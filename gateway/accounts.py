@@ -75,6 +75,11 @@ class AccountReport:
     keys: list[ApiKeyRecord]
 
 
+def operation_id() -> str:
+    """The request id an operator's change carries into the ledger, like a proxied call's."""
+    return "op_" + secrets.token_hex(12)
+
+
 def attributed(actor: str, reason: str) -> str:
     """The ledger note: who acted, and why when they said."""
     return f"{actor}: {reason}" if reason else actor
@@ -151,7 +156,9 @@ async def create_account(
         record = await _store(services, write)
     except DuplicateAccount as exc:
         raise Conflict(f"account {account_id!r} already exists") from exc
-    change = await services.credits.open(account_id, tier=tier, months=months, reason=reason)
+    change = await services.credits.open(
+        account_id, tier=tier, months=months, reason=reason, request_id=operation_id()
+    )
     if change.status == "exists":
         log.warning("account %s was already in Redis; keeping its live state", account_id)
     state = _state(account_id, change)
@@ -187,7 +194,9 @@ async def grant(services: Services, account_id: str, credits: int, *, reason: st
     return await _on_account(
         services,
         account_id,
-        lambda: services.credits.grant(account_id, credits, reason=reason),
+        lambda: services.credits.grant(
+            account_id, credits, reason=reason, request_id=operation_id()
+        ),
     )
 
 
@@ -205,7 +214,7 @@ async def change_tier(
         services,
         account_id,
         lambda: services.credits.set_tier(
-            account_id, action, tier=tier, months=months, reason=reason
+            account_id, action, tier=tier, months=months, reason=reason, request_id=operation_id()
         ),
     )
     if change.status == "not_subscribed":

@@ -159,7 +159,13 @@ class CreditEngine:
         return int(raw) == 1
 
     async def open(
-        self, account: str, *, tier: str = "free", months: int = 0, reason: str = ""
+        self,
+        account: str,
+        *,
+        tier: str = "free",
+        months: int = 0,
+        reason: str = "",
+        request_id: str = "",
     ) -> TierChange:
         """Create an account holding its tier's credits; ``exists`` if Redis has it already.
 
@@ -171,7 +177,7 @@ class CreditEngine:
         raw = await self._run(
             self._scripts.open,
             (k.state, k.outbox),
-            (account, tier, months, self._now(), self._spec, reason),
+            (account, tier, months, self._now(), self._spec, reason, request_id),
         )
         return _change(account, raw)
 
@@ -197,6 +203,7 @@ class CreditEngine:
         tier: str = "",
         months: int = 0,
         reason: str = "",
+        request_id: str = "",
     ) -> TierChange:
         """Upgrade (to ``tier`` for ``months``), renew (by ``months``) or downgrade to free."""
         if action != "downgrade" and months < 1:
@@ -205,7 +212,7 @@ class CreditEngine:
         raw = await self._run(
             self._scripts.set_tier,
             (k.state, k.outbox),
-            (account, action, tier, months, reason, self._now(), self._spec),
+            (account, action, tier, months, reason, self._now(), self._spec, request_id),
         )
         return _change(account, raw)
 

@@ -5,7 +5,7 @@
 --   downgrade: tier free, not subscribed, plan credits = min(current, free allowance)
 -- KEYS[1] account state   KEYS[2] bucket outbox
 -- ARGV[1] account  ARGV[2] action  ARGV[3] tier (upgrade only)  ARGV[4] months
--- ARGV[5] reason  ARGV[6] now ms or ''  ARGV[7] tiers
+-- ARGV[5] reason  ARGV[6] now ms or ''  ARGV[7] tiers  ARGV[8] request id (may be '')
 -- Returns {'missing'}, {'unknown_tier'}, or describe() with status 'upgraded', 'renewed',
 -- 'downgraded' or 'not_subscribed' (renew of an account without a subscription: no change).
 local account, action, tier, months, reason = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -45,6 +45,6 @@ else
   a.plan = math.min(a.plan, rules(tiers, 'free').credits)
   status = 'downgraded'
 end
-emit(KEYS[2], account, a, now, action, a.plan - old, 0, 0, '', reason)
+emit(KEYS[2], account, a, now, action, a.plan - old, 0, 0, ARGV[8] or '', reason)
 save(KEYS[1], a)
 return describe(status, a, now, tiers)

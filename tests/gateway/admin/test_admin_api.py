@@ -434,6 +434,9 @@ async def test_ledger_pages_newest_first_from_the_store(
     rest = await admin.get("/admin/accounts/led/ledger", params={"before": first["next"]})
     assert [(e["kind"], e["credits"]) for e in rest.json()["entries"]] == [("open", 5)]
     assert rest.json()["next"] is None
+    # An operator's change carries a request id into the ledger, like a proxied call.
+    ids = [e["requestId"] for e in first["entries"] + rest.json()["entries"]]
+    assert all(i.startswith("op_") for i in ids) and len(set(ids)) == 4
 
 
 async def test_ledger_errors(admin: httpx.AsyncClient) -> None:

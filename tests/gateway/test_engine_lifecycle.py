@@ -1,4 +1,4 @@
-"""extend: a held reservation whose answer is still streaming keeps away from the reaper."""
+"""extend, retention and request ids: what keeps a reservation alive and a movement traceable."""
 
 from __future__ import annotations
 
@@ -47,3 +47,18 @@ async def test_a_retention_fixed_at_reserve_binds_the_reapers_refund(
     ttl_plain = await engine.redis.pttl(keys.account_keys("idem").reservation("plain"))
     assert 86_000_000 < ttl_idem <= 86_400_000
     assert 0 < ttl_plain <= 60_000
+
+
+async def test_operator_changes_carry_their_request_id_into_the_outbox(
+    make_engine: Callable[..., CreditEngine],
+) -> None:
+    engine = make_engine()
+    await engine.open("ops", request_id="op_open")
+    await engine.grant("ops", 3, reason="gift", request_id="op_grant")
+    await engine.set_tier("ops", "upgrade", tier="pro", months=1, request_id="op_up")
+    entries = await engine.redis.xrange(keys.account_keys("ops").outbox)
+    assert [(f["kind"], f["rid"]) for _, f in entries if f["acct"] == "ops"] == [
+        ("open", "op_open"),
+        ("grant", "op_grant"),
+        ("upgrade", "op_up"),
+    ]
