@@ -425,12 +425,15 @@ class Proxy:
     async def _settle(self, ex: Exchange, tokens: int) -> Settlement | None:
         async def settle() -> Settlement:
             # Idempotent, so retried: one lost round trip must not turn a success into the
-            # reaper's refund.
+            # reaper's refund. An account Redis lost meanwhile is restored, then settled.
             for pause in SETTLE_RETRIES:
                 try:
-                    return await self.engine.settle(
+                    settled = await self.engine.settle(
                         ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
                     )
+                    if settled.status != "missing":
+                        return settled
+                    await self.restore(ex.caller.account_id)
                 except StorageUnavailable:
                     self.metrics.redis_errors.inc(op="settle")
                     await asyncio.sleep(pause)

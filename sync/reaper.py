@@ -10,11 +10,15 @@ several workers reap together; the refund is an outbox event like any other.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from gateway import keys
 from gateway.credits.engine import CreditEngine
 
 log = logging.getLogger("creditgate.sync.reaper")
+
+Restore = Callable[[str], Awaitable[object]]
+"""Load an account Redis lost from the store (``gateway.restore.restore_from_store``)."""
 
 REAP_REASON = "expired"
 BATCH = 100
@@ -22,14 +26,21 @@ MAX_ROUNDS = 10
 """Batches per bucket per pass: bounds one pass; what is left waits for the next."""
 
 
-async def reap(engine: CreditEngine, *, batch: int = BATCH) -> int:
-    """Refund every overdue reservation of every bucket; the number actually refunded."""
+async def reap(engine: CreditEngine, *, batch: int = BATCH, restore: Restore | None = None) -> int:
+    """Refund every overdue reservation of every bucket; the number actually refunded.
+
+    A reservation whose account Redis lost is refunded after ``restore`` (the store's
+    snapshot counts the hold as spent, so the refund gives it back).
+    """
     refunded = 0
     for bucket in range(keys.BUCKETS):
         for _ in range(MAX_ROUNDS):
             overdue = await engine.overdue(bucket, limit=batch)
             for account, request_id in overdue:
                 result = await engine.refund(account, request_id, reason=REAP_REASON)
+                if result.status == "missing" and restore is not None:
+                    await restore(account)
+                    result = await engine.refund(account, request_id, reason=REAP_REASON)
                 if result.status == "refunded":
                     refunded += 1
                     log.info(

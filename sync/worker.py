@@ -22,6 +22,7 @@ import uuid
 from gateway import sync_stats as metrics
 from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
 from gateway.errors import StorageUnavailable
+from gateway.restore import restore_from_store
 from gateway.services import Services
 from gateway.webhooks import Notifier
 from store import repository
@@ -183,7 +184,10 @@ class SyncWorker:
             repository.apply_movements(db, movements=movements)
 
     async def _reap(self) -> None:
-        self.stats.reaped += await reap(self.services.credits)
+        self.stats.reaped += await reap(
+            self.services.credits,
+            restore=lambda account: restore_from_store(self.services, account),
+        )
 
     async def _sweep_expired(self) -> None:
         self.stats.expired += await sweep_expired(self.services)

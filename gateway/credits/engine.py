@@ -302,8 +302,8 @@ def _account(account: str, raw: list[Any]) -> AccountState:
 
 def _settlement(account: str, raw: list[Any]) -> Settlement:
     status = cast(SettleStatus, _text(raw[0]))
-    if status == "unknown":
-        return Settlement("unknown", None, 0)
+    if status in ("unknown", "missing"):
+        return Settlement(status, None, 0)
     return Settlement(status, _account(account, raw), int(raw[13]))
 
 

@@ -4,7 +4,8 @@
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] reason  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
--- Returns {'unknown'} when there is no such reservation (or no account), else describe() with
+-- Returns {'unknown'} when there is no such reservation, {'missing'} when the account is not
+-- in Redis (nothing changes), else describe() with
 -- status 'refunded', or 'charged_before' / 'refunded_before' (nothing changes), followed by
 -- [14] the credits given back.
 local account, rid = ARGV[1], ARGV[2]
@@ -12,9 +13,14 @@ local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp')
 local a = load(KEYS[1])
-if not r[1] or not a then
+if not r[1] then
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   return { 'unknown' }
+end
+if not a then
+  -- Redis lost the account: the reservation stays held and indexed, for a refund after the
+  -- account is restored (the store's snapshot still counts the hold as spent).
+  return { 'missing' }
 end
 local status = r[1] .. '_before'
 local back = 0

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 ReserveStatus = Literal["ok", "duplicate", "insufficient", "rate_limited", "missing"]
-SettleStatus = Literal["charged", "refunded", "charged_before", "refunded_before", "unknown"]
+SettleStatus = Literal[
+    "charged", "refunded", "charged_before", "refunded_before", "unknown", "missing"
+]
 TierStatus = Literal[
     "upgraded", "renewed", "downgraded", "not_subscribed", "missing", "unknown_tier"
 ]

@@ -3,7 +3,8 @@
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
--- Returns {'unknown'} when there is no such reservation (or no account), else describe() with
+-- Returns {'unknown'} when there is no such reservation, {'missing'} when the account is not
+-- in Redis (the reservation stays as it is), else describe() with
 -- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
 -- (nothing changes), followed by [14] the reservation's cost.
 local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -11,8 +12,11 @@ local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 local r = redis.call('HMGET', KEYS[2], 'st', 'cost')
 local a = load(KEYS[1])
-if not r[1] or not a then
+if not r[1] then
   return { 'unknown' }
+end
+if not a then
+  return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
 local status = r[1] .. '_before'
 if r[1] == 'held' then

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from gateway import keys
 from gateway.restore import restore_from_store
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
@@ -28,6 +29,30 @@ async def clocked(
     assert built.credits.hold_ms == HOLD_MS
     yield built
     await built.close()
+
+
+async def test_a_hold_whose_account_redis_lost_is_refunded_after_a_restore(
+    clocked: Services, clock: ManualClock
+) -> None:
+    """Redis lost the account (an eviction) while a dead gateway's hold was open: the store
+    still counts the hold as spent, so the reaper restores the account and refunds it."""
+    engine = clocked.credits
+    await engine.open("lost", tier="pro", months=1)
+    assert (await engine.reserve("lost", "r1", 3)).held
+    worker = SyncWorker(clocked)
+    await worker.run_once()
+    await clocked.redis.delete(keys.account_keys("lost").state)
+    assert (await engine.settle("lost", "r1", 10)).status == "missing"
+    assert (await engine.refund("lost", "r1", reason="x")).status == "missing"
+
+    clock.advance(HOLD_MS + 1)
+    await worker.run_once()
+
+    assert worker.stats.reaped == 1
+    state = await engine.status("lost")
+    assert state is not None and state.plan_credits == 100
+    await worker.run_once()
+    await assert_in_sync(clocked, StoreView(clocked))
 
 
 async def test_reaper_refunds_a_dead_gateways_reservations_once(
