@@ -5,6 +5,7 @@ Kept apart from the proxy's decisions so those read as steps; everything here is
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -71,7 +72,8 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def stream_body(receive: Receive) -> AsyncIterator[bytes]:
+async def stream_body(receive: Receive, read: asyncio.Event) -> AsyncIterator[bytes]:
+    """The request body as it arrives; ``read`` is set once all of it was received."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -80,7 +82,15 @@ async def stream_body(receive: Receive) -> AsyncIterator[bytes]:
         if chunk:
             yield chunk
         if not message.get("more_body", False):
+            read.set()
             return
+
+
+async def wait_disconnect_after(read: asyncio.Event, receive: Receive) -> None:
+    """``wait_disconnect`` for a streamed body: only once the body is read, so the two never
+    call ``receive`` at the same time."""
+    await read.wait()
+    await wait_disconnect(receive)
 
 
 async def wait_disconnect(receive: Receive) -> None:

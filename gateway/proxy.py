@@ -18,8 +18,7 @@ the route's cost (credits and rate together); the request goes upstream with sig
   ``bad_gateway``; a client gone before the answer: the upstream call is cancelled. All refunded.
 - a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
   tokens seen so far or the estimate; noticed at the backend's next chunk, when the upstream
-  stream is closed. (Only requests whose body was buffered are watched for a disconnect
-  while the backend works; a large streamed body's client is noticed with the answer.)
+  stream is closed. (A streamed request body's client is watched once the body is read.)
 - a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut.
 - a request alive longer than the reservation's hold (``upstream_timeout`` + grace), e.g. a
   long stream: its deadline is pushed out every third of the hold (``engine.extend``) until
@@ -59,6 +58,7 @@ from gateway.bodies import (
     stream_body,
     unavailable_body,
     wait_disconnect,
+    wait_disconnect_after,
 )
 from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS, CreditEngine
 from gateway.credits.results import AccountState, Reservation, Settlement
@@ -320,10 +320,14 @@ class Proxy:
             scheme=scope.get("scheme", "http"),
             gateway=gateway,
         )
-        data: bytes | AsyncIterator[bytes] | None = (
-            body if body is not None else stream_body(receive)
-        )
-        watch = asyncio.ensure_future(wait_disconnect(receive)) if body is not None else None
+        data: bytes | AsyncIterator[bytes]
+        if body is not None:
+            data = body
+            watch = asyncio.ensure_future(wait_disconnect(receive))
+        else:
+            read = asyncio.Event()
+            data = stream_body(receive, read)
+            watch = asyncio.ensure_future(wait_disconnect_after(read, receive))
         beat = asyncio.ensure_future(self._heartbeat(ex))
         started = time.perf_counter()
         call = asyncio.ensure_future(
