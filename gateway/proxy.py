@@ -243,6 +243,10 @@ class Proxy:
                 )
             else:
                 reservation = await self.engine.reserve(account, request_id, cost)
+                if reservation.status == "duplicate" and reservation.state == "held":
+                    # This id is ours alone: a client that retried the script after a lost
+                    # reply (redis-py's cluster client does) finds our own hold. It is held.
+                    reservation = dataclasses.replace(reservation, status="ok")
             if reservation.status != "missing" or attempt:
                 break
             if await self.restore(account) is None:

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from gateway.bodies import is_json, splice_credit_info
-from gateway.credits.results import AccountState
+from gateway.credits.results import AccountState, Reservation
 from gateway.headers import client_headers, credit_fields, ratelimit_fields, upstream_headers
 from gateway.idempotency import base_request_id, valid_key
 from gateway.metrics import Metrics
-from gateway.proxy import InFlight
+from gateway.proxy import InFlight, Proxy
 from gateway.tokens import SseUsage, estimate, from_document, from_header
 
 
@@ -198,3 +198,27 @@ async def test_in_flight_settles_survive_cancellation_and_are_drained() -> None:
     gate.set()
     await inflight.drain()
     assert done == ["settled"] and len(inflight) == 0
+
+
+async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
+    """A Redis client that re-sent the reserve after a lost reply gets 'duplicate'/'held' for
+    the gateway's own request id: that hold is the request's, not another's."""
+
+    class Replaying:
+        async def reserve(self, account: str, request_id: str, cost: int) -> Reservation:
+            return Reservation("duplicate", state(), 5, 0, "held")
+
+    async def no_restore(account: str) -> None:
+        return None
+
+    proxy = Proxy(
+        engine=Replaying(),  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        session=None,  # type: ignore[arg-type]
+        metrics=Metrics(),
+        secret=b"s",
+        restore=no_restore,
+        upstream_timeout=1,
+    )
+    reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
+    assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
