@@ -1,8 +1,9 @@
 """``Idempotency-Key``: a retry of a charged request within 24 h is not charged again.
 
 The request id of an idempotent request is derived from (account, key), so every replica
-reserves under the same id and the engine's per-request-id memory does the rest; settles and
-refunds of such requests keep that memory for ``engine.IDEMPOTENCY_RETAIN_MS`` (24 h).
+reserves under the same id and the engine's per-request-id memory does the rest; the reserve
+fixes that memory at ``engine.IDEMPOTENCY_RETAIN_MS`` (24 h) for whoever settles or refunds it
+(the proxy, or the reaper).
 
 What a retry gets (the gateway's choice, documented in the README too):
 

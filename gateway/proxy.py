@@ -60,7 +60,7 @@ from gateway.bodies import (
     wait_disconnect,
     wait_disconnect_after,
 )
-from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS, CreditEngine
+from gateway.credits.engine import CreditEngine
 from gateway.credits.results import AccountState, Reservation, Settlement
 from gateway.errors import StorageUnavailable, Unauthorized, error_body
 from gateway.idempotency import reserve_idempotent, valid_key
@@ -112,16 +112,11 @@ class Exchange:
     caller: Caller
     request_id: str
     reservation: Reservation
-    idempotent: bool
 
     @property
     def state(self) -> AccountState:
         assert self.reservation.account is not None
         return self.reservation.account
-
-    @property
-    def retain_ms(self) -> int | None:
-        return IDEMPOTENCY_RETAIN_MS if self.idempotent else None
 
 
 class Proxy:
@@ -224,7 +219,7 @@ class Proxy:
         self.metrics.reservations.inc(status=reservation.status)
         if reservation.status != "ok":
             return await self._refuse(send, reservation, rid_header)
-        exchange = Exchange(route, caller, request_id, reservation, idem_key is not None)
+        exchange = Exchange(route, caller, request_id, reservation)
         try:
             return await self._forward(exchange, scope, receive, send, body)
         except BaseException:
@@ -395,9 +390,7 @@ class Proxy:
         self.metrics.refunds.inc(reason=reason.split(" ")[0])
         try:
             return await self.inflight.run(
-                self.engine.refund(
-                    ex.caller.account_id, ex.request_id, reason=reason, retain_ms=ex.retain_ms
-                )
+                self.engine.refund(ex.caller.account_id, ex.request_id, reason=reason)
             )
         except StorageUnavailable as exc:
             # The reaper refunds the reservation when its deadline passes.
@@ -436,18 +429,14 @@ class Proxy:
             # reaper's refund. An account Redis lost meanwhile is restored, then settled.
             for pause in SETTLE_RETRIES:
                 try:
-                    settled = await self.engine.settle(
-                        ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
-                    )
+                    settled = await self.engine.settle(ex.caller.account_id, ex.request_id, tokens)
                     if settled.status != "missing":
                         return settled
                     await self.restore(ex.caller.account_id)
                 except StorageUnavailable:
                     self.metrics.redis_errors.inc(op="settle")
                     await asyncio.sleep(pause)
-            return await self.engine.settle(
-                ex.caller.account_id, ex.request_id, tokens, retain_ms=ex.retain_ms
-            )
+            return await self.engine.settle(ex.caller.account_id, ex.request_id, tokens)
 
         try:
             settlement = await self.inflight.run(settle())
