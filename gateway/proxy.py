@@ -327,7 +327,7 @@ class Proxy:
             read = asyncio.Event()
             data = stream_body(receive, read)
             watch = asyncio.ensure_future(wait_disconnect_after(read, receive))
-        beat = asyncio.ensure_future(self._heartbeat(ex))
+        stop_keep_alive = self._keep_alive(ex)
         started = time.perf_counter()
         call = asyncio.ensure_future(
             self.session.request(
@@ -366,7 +366,7 @@ class Proxy:
             async with response:
                 return await self._respond(ex, response, send, watch, method)
         finally:
-            beat.cancel()
+            stop_keep_alive()
             if watch is not None and not watch.done():
                 watch.cancel()
             if not call.done():
@@ -398,19 +398,39 @@ class Proxy:
             log.error("refund failed: %s", exc, extra={"request_id": ex.request_id})
             return None
 
-    async def _heartbeat(self, ex: Exchange) -> None:
+    def _keep_alive(self, ex: Exchange) -> Callable[[], None]:
         """While the request is alive, push its reservation's deadline out every third of the
-        hold, so the reaper refunds only reservations whose replica is gone."""
+        hold, so the reaper refunds only reservations whose replica is gone; returns the stop.
+
+        A timer rather than a task: most requests end long before the first beat, and then
+        cancelling a timer is all this costs them.
+        """
+        loop = asyncio.get_running_loop()
         every = self.engine.hold_ms / 3000
-        while True:
-            await asyncio.sleep(every)
+        beat: asyncio.TimerHandle | asyncio.Future[None] | None = None
+
+        async def extend() -> None:
+            nonlocal beat
             try:
-                if not await self.engine.extend(ex.caller.account_id, ex.request_id):
-                    return
+                alive = await self.engine.extend(ex.caller.account_id, ex.request_id)
             except StorageUnavailable as exc:
                 # The answer goes on; at worst the reaper refunds it at the old deadline.
                 self.metrics.redis_errors.inc(op="extend")
                 log.warning("extending the reservation failed: %s", exc)
+                alive = True
+            if alive:
+                beat = loop.call_later(every, start)
+
+        def start() -> None:
+            nonlocal beat
+            beat = asyncio.ensure_future(extend())
+
+        def stop() -> None:
+            if beat is not None:
+                beat.cancel()
+
+        beat = loop.call_later(every, start)
+        return stop
 
     def _release(self, account: str, request_id: str) -> None:
         """Refund a reservation that may or may not exist, in the background, quietly."""
