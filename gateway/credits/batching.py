@@ -55,7 +55,7 @@ class ScriptBatcher:
             replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             for *_, future in batch:
-                _settle(future, error=exc)
+                _resolve(future, error=exc)
             return
         for (script, keys, args, future), reply in zip(batch, replies, strict=True):
             if isinstance(reply, NoScriptError):
@@ -64,12 +64,12 @@ class ScriptBatcher:
                 except (RedisError, OSError) as exc:
                     reply = exc
             if isinstance(reply, BaseException):
-                _settle(future, error=reply)
+                _resolve(future, error=reply)
             else:
-                _settle(future, result=reply)
+                _resolve(future, result=reply)
 
 
-def _settle(
+def _resolve(
     future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
 ) -> None:
     if future.done():  # the caller was cancelled; the script ran all the same
