@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +77,13 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], name: str) -> None:
 
 
 @contextmanager
-def spawn(name: str, argv: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
+def spawn(
+    name: str, argv: list[str], port: int, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(argv, env=env, cwd=ROOT)
     try:
         wait_listening(port, proc, name)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -196,13 +198,43 @@ async def _load(url: str, headers: dict[str, str], connections: int, seconds: fl
 
 
 def measure(
-    url: str, headers: dict[str, str], connections: int, seconds: float
-) -> tuple[Result, int]:
-    """A warm-up second (pools, key cache, scripts loaded), then the run: (run, all calls)."""
+    url: str, headers: dict[str, str], connections: int, seconds: float, cpu: CpuMeter
+) -> tuple[Result, dict[str, float], int]:
+    """A warm-up second (pools, key cache, scripts loaded), then the run: (run, CPU µs per
+    request of each watched process during the run, all calls)."""
     runner = run_wrk if shutil.which("wrk") else run_load_script
     warm = runner(url, headers, connections, 1)
+    before = cpu()
     result = runner(url, headers, connections, seconds)
-    return result, warm.requests + result.requests
+    after = cpu()
+    per_request = {
+        name: (after[name] - before[name]) * 1e6 / max(1, result.requests) for name in after
+    }
+    return result, per_request, warm.requests + result.requests
+
+
+CpuMeter = Callable[[], dict[str, float]]
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used, from ``/proc`` (Linux; else 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_s(redis_url: str) -> float:
+    """CPU seconds the Redis server has used (``INFO cpu``), main thread and others."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 # --- the targets ------------------------------------------------------------------------
@@ -295,29 +327,47 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
         gateway_argv += ["--host", "127.0.0.1", "--port", str(ports["gateway"])]
         gateway_argv += ["--log-level", "warning", "--no-access-log"]
         with (
-            spawn("backend", backend_argv, ports["backend"], base_env),
-            spawn("minimal proxy", minimal_argv, ports["minimal"], base_env),
-            spawn("gateway", gateway_argv, ports["gateway"], base_env | gw_env),
+            spawn("backend", backend_argv, ports["backend"], base_env) as backend,
+            spawn("minimal proxy", minimal_argv, ports["minimal"], base_env) as minimal,
+            spawn("gateway", gateway_argv, ports["gateway"], base_env | gw_env) as gateway,
         ):
             targets = {
-                "backend direct": (backend_url, signed("POST", PATH)),
-                "minimal proxy": (f"http://127.0.0.1:{ports['minimal']}", signed("POST", PATH)),
+                "backend direct": (backend_url, signed("POST", PATH), None),
+                "minimal proxy": (
+                    f"http://127.0.0.1:{ports['minimal']}",
+                    signed("POST", PATH),
+                    minimal,
+                ),
                 "gateway, charged": (
                     f"http://127.0.0.1:{ports['gateway']}",
                     {"Authorization": f"Bearer {api_key}"},
+                    gateway,
                 ),
             }
             loaded: dict[str, Result] = {}
             single: dict[str, Result] = {}
+            cpu: dict[str, dict[str, float]] = {}
             calls: dict[str, int] = {}
-            for name, (base, headers) in targets.items():
-                loaded[name], many = measure(base + PATH, headers, connections, seconds)
-                single[name], one = measure(base + PATH, headers, 1, min(seconds, 3))
+            for name, (base, headers, proxy) in targets.items():
+
+                def meter(proxy: subprocess.Popen[bytes] | None = proxy) -> dict[str, float]:
+                    seconds = {"backend": process_cpu_s(backend.pid)}
+                    if proxy is not None:
+                        seconds["proxy"] = process_cpu_s(proxy.pid)
+                    if proxy is gateway:
+                        seconds["redis"] = redis_cpu_s(redis_url)
+                    return seconds
+
+                loaded[name], cpu[name], many = measure(
+                    base + PATH, headers, connections, seconds, meter
+                )
+                single[name], _, one = measure(base + PATH, headers, 1, min(seconds, 3), meter)
                 calls[name] = many + one
             credits_after = asyncio.run(credits_left(gw_env, account_id))
     report(
         loaded,
         single,
+        cpu,
         connections,
         seconds,
         credits_before - credits_after,
@@ -328,6 +378,7 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
 def report(
     loaded: dict[str, Result],
     single: dict[str, Result],
+    cpu: dict[str, dict[str, float]],
     connections: int,
     seconds: float,
     charged: int,
@@ -345,12 +396,23 @@ def report(
             print(
                 f"{name:<18} {conns:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.bad:>5}"
             )
+    print(f"\nCPU per request at {connections} connections, in µs (from /proc and INFO cpu):")
+    print(f"{'target':<18} {'proxy':>7} {'redis':>7} {'backend':>8}")
+    for name, used in cpu.items():
+        cells = [f"{used[k]:.0f}" if k in used else "-" for k in ("proxy", "redis", "backend")]
+        print(f"{name:<18} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
     gateway, minimal = loaded["gateway, charged"], loaded["minimal proxy"]
     ratio = gateway.rps / minimal.rps if minimal.rps else 0.0
     overhead = single["gateway, charged"].p50_ms - single["minimal proxy"].p50_ms
     print(f"\ngateway / minimal proxy throughput: {ratio:.0%} (goal: at least 70%)")
     print(f"gateway p50 overhead over the minimal proxy at 1 connection: {overhead:+.2f} ms")
     print(f"  (at {connections} connections: {gateway.p50_ms - minimal.p50_ms:+.2f} ms)")
+    gw_cpu, min_cpu = cpu["gateway, charged"], cpu["minimal proxy"]
+    if min_cpu.get("proxy"):
+        print(
+            f"gateway / minimal proxy CPU per request: {gw_cpu['proxy'] / min_cpu['proxy']:.2f}x "
+            f"(+{gw_cpu.get('redis', 0):.0f} µs in Redis)"
+        )
     print(
         f"credits charged: {charged} for {gateway_calls} completed gateway calls "
         "(warm-ups included; calls cut off at a run's end may differ)"
