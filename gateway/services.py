@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
 
 from gateway.credits.engine import Clock, CreditEngine
+from gateway.credits.wire import Wire
 from gateway.redis_client import connect
 from gateway.settings import Settings
 from store.database import create_db_engine
@@ -26,6 +27,7 @@ class Services:
     db: Engine
 
     async def close(self) -> None:
+        await self.credits.aclose()
         await self.redis.aclose()
         self.db.dispose()
 
@@ -33,6 +35,12 @@ class Services:
 def open_services(settings: Settings, *, clock: Clock | None = None, redis: Any = None) -> Services:
     """Connect to Redis (or the embedded one) and the store; ``redis`` overrides for tests."""
     client = redis if redis is not None else connect(settings)
+    # A cluster pipelines per node by itself; a plain client gains from batching, and the
+    # scripts get their own hand-written pipeline where the URL allows (``Wire``).
+    batch = isinstance(client, AsyncRedis)
+    wire = (
+        Wire.for_url(settings.redis_url) if batch and redis is None and settings.redis_url else None
+    )
     return Services(
         settings=settings,
         redis=client,
@@ -41,8 +49,8 @@ def open_services(settings: Settings, *, clock: Clock | None = None, redis: Any 
             settings.tiers,
             clock=clock,
             hold_ms=settings.reservation_ttl_ms,
-            # A cluster pipelines per node by itself; a plain client gains from batching.
-            batch=isinstance(client, AsyncRedis),
+            batch=batch,
+            wire=wire,
         ),
         db=create_db_engine(settings.database_url),
     )

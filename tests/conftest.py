@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.credits.engine import CreditEngine
+from gateway.credits.wire import Wire
 from gateway.settings import DEFAULT_TIERS
 
 pytest_plugins = ["tests.cluster"]
@@ -42,10 +43,17 @@ async def real_redis() -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
-async def any_redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
-    """One test body, run on the embedded fakeredis and on a real Redis."""
-    if request.param == "fakeredis":
+@pytest.fixture(params=["fakeredis", "redis", "redis-wire"])
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """fakeredis, a real Redis, or a real Redis whose engines send scripts on a ``Wire``."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def any_redis(redis_kind: str) -> AsyncIterator[aioredis.Redis]:
+    """One test body, run on the embedded fakeredis and on a real Redis (twice: the engines
+    of ``make_engine`` call scripts through redis-py, then through their own ``Wire``)."""
+    if redis_kind == "fakeredis":
         client = fakeredis.FakeAsyncRedis(decode_responses=True)
     else:
         client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
@@ -73,9 +81,20 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def make_engine(any_redis: aioredis.Redis, clock: ManualClock) -> Callable[..., CreditEngine]:
+async def make_engine(
+    any_redis: aioredis.Redis, clock: ManualClock, redis_kind: str
+) -> AsyncIterator[Callable[..., CreditEngine]]:
+    engines: list[CreditEngine] = []
+
     def make(**kwargs: object) -> CreditEngine:
         kwargs.setdefault("clock", clock)
-        return CreditEngine(any_redis, DEFAULT_TIERS, **kwargs)  # type: ignore[arg-type]
+        if redis_kind == "redis-wire":
+            kwargs.setdefault("wire", Wire.for_url(REDIS_URL))
+        tiers = kwargs.pop("tiers", DEFAULT_TIERS)
+        engine = CreditEngine(any_redis, tiers, **kwargs)  # type: ignore[arg-type]
+        engines.append(engine)
+        return engine
 
-    return make
+    yield make
+    for engine in engines:
+        await engine.aclose()

@@ -7,6 +7,9 @@ changes no answer. It pays off under concurrency, where redis-py's per-command w
 about 8,000 EVALSHA/s one by one from 50 tasks against about 20,000/s pipelined. A lone call
 waits only for the next loop turn. A script Redis lost (NOSCRIPT: a restart, a failover) is
 loaded again and the call retried alone.
+
+With a ``Wire`` (a plain Redis) the pipeline is written by hand on the batcher's own
+connection (``gateway.credits.wire``); otherwise it is a redis-py pipeline.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
+from gateway.credits.wire import Wire, pack_evalsha
+
 MAX_BATCH = 512
 """Calls per pipeline at most; a larger turn's calls go in several pipelines."""
 
@@ -24,8 +29,9 @@ MAX_BATCH = 512
 class ScriptBatcher:
     """Collects script calls made in the same loop turn and sends them as one pipeline."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, wire: Wire | None = None) -> None:
         self.redis = redis
+        self.wire = wire
         self._pending: list[tuple[Any, Sequence[str], Sequence[object], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -48,11 +54,16 @@ class ScriptBatcher:
     async def _send(
         self, batch: list[tuple[Any, Sequence[str], Sequence[object], asyncio.Future[Any]]]
     ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            if self.wire is not None:
+                replies = await self.wire.execute(
+                    [pack_evalsha(script.sha, keys, args) for script, keys, args, _ in batch]
+                )
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for script, keys, args, _ in batch:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             for *_, future in batch:
                 _resolve(future, error=exc)

@@ -26,6 +26,7 @@ from gateway.credits.results import (
     TierChange,
 )
 from gateway.credits.scripts import Scripts
+from gateway.credits.wire import Wire
 from gateway.errors import StorageUnavailable
 from gateway.settings import Tier
 
@@ -59,9 +60,11 @@ class CreditEngine:
         hold_ms: int = DEFAULT_HOLD_MS,
         retain_ms: int = DEFAULT_RETAIN_MS,
         batch: bool = False,
+        wire: Wire | None = None,
     ) -> None:
         """``batch``: send the script calls of one loop turn as one pipeline (a plain Redis
-        client only, not a cluster); answers are the same, fewer round trips under load."""
+        client only, not a cluster); answers are the same, fewer round trips under load.
+        ``wire``: the batches' own connection to that same Redis (implies ``batch``)."""
         if "free" not in tiers:
             raise ValueError("the tiers must include 'free': expiry and downgrade go to it")
         self.redis = redis
@@ -69,9 +72,16 @@ class CreditEngine:
         self._spec = tiers_spec(tiers)
         self._scripts = Scripts.register(redis)
         self._clock = clock
-        self._batcher = ScriptBatcher(redis) if batch else None
+        self._batcher = ScriptBatcher(redis, wire) if batch or wire else None
+        self._wire = wire
         self.hold_ms = hold_ms
         self.retain_ms = retain_ms
+
+    async def aclose(self) -> None:
+        """Close the engine's own connection, if it has one (the Redis client is the
+        caller's)."""
+        if self._wire is not None:
+            await self._wire.aclose()
 
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock())

@@ -266,10 +266,11 @@ async def test_insufficient_wins_over_rate(make_engine: MakeEngine) -> None:
     assert (await engine.reserve("a1", "x", 1)).status == "rate_limited"
 
 
-async def test_rate_burst_is_exact_for_any_rpm(any_redis: Any, clock: MovableClock) -> None:
+async def test_rate_burst_is_exact_for_any_rpm(
+    make_engine: MakeEngine, clock: MovableClock
+) -> None:
     """A burst of exactly rpm calls even when 60000/rpm is not a whole ms (7: 8571.43 ms)."""
-    tiers = {"free": Tier(credits=1000, requests_per_minute=7)}
-    engine = CreditEngine(any_redis, tiers, clock=clock)
+    engine = make_engine(tiers={"free": Tier(credits=1000, requests_per_minute=7)})
     await engine.open("a1")
     statuses = [(await engine.reserve("a1", f"r{i}", 1)).status for i in range(8)]
     assert statuses == ["ok"] * 7 + ["rate_limited"]
@@ -279,9 +280,8 @@ async def test_rate_burst_is_exact_for_any_rpm(any_redis: Any, clock: MovableClo
     assert (await engine.reserve("a1", "r7", 1)).status == "ok"
 
 
-async def test_no_rate_limit_with_zero_rpm(any_redis: Any, clock: MovableClock) -> None:
-    tiers = {"free": Tier(credits=500, requests_per_minute=0)}
-    engine = CreditEngine(any_redis, tiers, clock=clock)
+async def test_no_rate_limit_with_zero_rpm(make_engine: MakeEngine) -> None:
+    engine = make_engine(tiers={"free": Tier(credits=500, requests_per_minute=0)})
     await engine.open("a1")
     answers = [await engine.reserve("a1", f"r{i}", 1) for i in range(300)]
     assert {(r.status, r.rate_remaining, r.rate_wait_ms) for r in answers} == {("ok", None, 0)}
@@ -572,8 +572,8 @@ async def server_ms(redis: Any) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-async def test_redis_time_is_the_clock_without_one(any_redis: Any) -> None:
-    engine = CreditEngine(any_redis, DEFAULT_TIERS, hold_ms=1)
+async def test_redis_time_is_the_clock_without_one(any_redis: Any, make_engine: MakeEngine) -> None:
+    engine = make_engine(clock=None, hold_ms=1)
     before = await server_ms(any_redis)
     opened = (await engine.open("a1")).account
     after = await server_ms(any_redis)

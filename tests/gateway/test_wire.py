@@ -1,0 +1,142 @@
+"""The scripts' own pipelined connection (``gateway.credits.wire``), on a real Redis: replies
+matched to their batches, errors as values, a lost or silent connection failing its callers
+and the next call connecting again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+import uvloop
+from redis import exceptions as rx
+
+from gateway.credits.wire import Endpoint, Wire, pack
+from gateway.services import open_services
+from gateway.settings import Settings
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def wire(redis_url: str) -> AsyncIterator[Wire]:
+    made = Wire.for_url(redis_url)
+    assert made is not None
+    yield made
+    await made.aclose()
+
+
+def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
+    assert pack("SET", "kø", 12) == b"*3\r\n$3\r\nSET\r\n$3\r\nk\xc3\xb8\r\n$2\r\n12\r\n"
+    assert pack(b"\r\n") == b"*1\r\n$2\r\n\r\n\r\n"
+    for bad in (None, True, 1.5):
+        with pytest.raises(TypeError, match="str, bytes or int"):
+            pack("SET", "k", bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("redis://127.0.0.1:6379/3", Endpoint(db=3)),
+        ("redis://redis.internal", Endpoint(host="redis.internal")),
+        ("redis://:s%40cret@h:7000/0", Endpoint(host="h", port=7000, password="s@cret")),
+        ("redis://app:pw@h?db=2", Endpoint(host="h", db=2, username="app", password="pw")),
+        ("unix:///run/redis.sock?db=4", Endpoint(path="/run/redis.sock", db=4)),
+        ("rediss://h:6380/0", None),
+        ("redis://h/0?socket_timeout=3", None),
+    ],
+)
+def test_endpoint_from_url(url: str, endpoint: Endpoint | None) -> None:
+    assert Endpoint.parse(url) == endpoint
+
+
+async def test_concurrent_batches_get_their_own_replies_in_order(
+    wire: Wire, redis: aioredis.Redis
+) -> None:
+    async def batch(i: int) -> list[object]:
+        return await wire.execute(
+            [pack("SET", f"k{i}", i), pack("INCR", f"k{i}"), pack("GET", f"k{i}")]
+        )
+
+    replies = await asyncio.gather(*(batch(i) for i in range(200)))
+    assert replies == [["OK", i + 1, str(i + 1)] for i in range(200)]
+    # The URL's db was selected: redis-py on the same URL sees the keys.
+    assert await redis.get("k7") == "8"
+
+
+async def test_errors_are_values_and_a_lost_script_is_noscript(wire: Wire) -> None:
+    replies = await wire.execute(
+        [pack("SET", "h", "x"), pack("HGET", "h", "f"), pack("EVALSHA", "0" * 40, 0), pack("PING")]
+    )
+    assert replies[0] == "OK" and replies[3] == "PONG"
+    assert isinstance(replies[1], rx.ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert isinstance(replies[2], rx.NoScriptError)
+
+
+async def test_a_large_reply_read_in_many_chunks(wire: Wire) -> None:
+    value = "v" * 3_000_000
+    assert await wire.execute([pack("SET", "big", value), pack("GET", "big")]) == ["OK", value]
+
+
+async def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnects(
+    wire: Wire, redis: aioredis.Redis
+) -> None:
+    [client_id] = await wire.execute([pack("CLIENT", "ID")])
+    waiting = asyncio.ensure_future(wire.execute([pack("BLPOP", "never", 10)]))
+    await asyncio.sleep(0.05)
+    await redis.execute_command("CLIENT", "KILL", "ID", client_id)
+    with pytest.raises(rx.ConnectionError):
+        await asyncio.wait_for(waiting, 2)
+    [new_id] = await wire.execute([pack("CLIENT", "ID")])
+    assert new_id != client_id
+
+
+async def test_a_silent_redis_times_out_and_the_next_call_reconnects(redis_url: str) -> None:
+    wire = Wire.for_url(redis_url)
+    assert wire is not None
+    wire.reply_timeout = 0.3
+    started = time.monotonic()
+    with pytest.raises(rx.TimeoutError):
+        await wire.execute([pack("BLPOP", "never", 5)])
+    assert time.monotonic() - started < 2
+    assert await wire.execute([pack("PING")]) == ["PONG"]
+    await wire.aclose()
+
+
+async def test_unreachable_or_refused_setup_is_a_connection_error(redis_url: str) -> None:
+    for url in ("redis://127.0.0.1:1/0", redis_url.replace("redis://", "redis://:wrong@")):
+        wire = Wire.for_url(url)
+        assert wire is not None
+        with pytest.raises(rx.ConnectionError):
+            await wire.execute([pack("PING")])
+
+
+def test_works_on_uvloop(redis_url: str) -> None:
+    """uvloop's transports are not asyncio's classes; the server runs on uvloop."""
+
+    async def main() -> list[object]:
+        wire = Wire.for_url(redis_url)
+        assert wire is not None
+        try:
+            return await wire.execute([pack("PING"), pack("ECHO", "é")])
+        finally:
+            await wire.aclose()
+
+    assert uvloop.run(main()) == ["PONG", "é"]
+
+
+async def test_services_give_the_engine_a_wire_only_for_a_plain_url(redis_url: str) -> None:
+    for url, has_wire in ((redis_url, True), ("rediss://127.0.0.1:1/0", False)):
+        services = open_services(Settings.load(redis_url=url, database_url="sqlite://"))
+        try:
+            assert (services.credits._wire is not None) is has_wire
+        finally:
+            await services.close()
