@@ -8,6 +8,7 @@ script, signing, settling. Run: ``python bench/minimal_proxy.py --port P --upstr
 from __future__ import annotations
 
 import argparse
+import gc
 from typing import Any
 
 import aiohttp
@@ -83,6 +84,11 @@ class MinimalProxy:
                     auto_decompress=False,
                     skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
                 )
+                # The gateway's own garbage-collector tuning (``gateway.app.tune_gc``), so the
+                # comparison is of the work done per request, not of collector settings.
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(50_000, *gc.get_threshold()[1:])
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.session is not None:

@@ -1,7 +1,7 @@
 """The gateway application: ``create_app(settings)`` and the uvicorn factory ``app_from_env``.
 
-Proxied prefixes are served by ``ProxyRouter``, plain ASGI in front of Starlette's router (the
-hot path skips routing, request objects and exception middleware). Everything else is a
+Proxied prefixes are served by ``GatewayApp`` straight to the ``Proxy``, plain ASGI in front
+of Starlette (the hot path skips its middleware, routing and request objects). Everything else is a
 Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
 the contract's JSON 404. The lifespan owns the Services (unless given), the upstream session,
 the API key cache and its revocation watcher; on shutdown it awaits in-flight settles.
@@ -9,14 +9,13 @@ the API key cache and its revocation watcher; on shutdown it awaits in-flight se
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -29,7 +28,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_route
 from gateway.proxy import Proxy
 from gateway.restore import restore_from_store
-from gateway.router import ProxyHolder, ProxyRouter
+from gateway.router import GatewayApp
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from gateway.upstream import open_session
@@ -86,13 +85,37 @@ def signing_secret(settings: Settings) -> bytes:
     return secrets.token_urlsafe(32).encode()
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
-    """The gateway as an ASGI app; ``services`` given: used and left open at shutdown."""
-    holder = ProxyHolder()
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between collections of the youngest generation in a server (Python's: 700)."""
+
+
+def tune_gc() -> None:
+    """Fewer and cheaper garbage collections for a long-running server process.
+
+    What exists once the app has started (modules, settings, pools) is frozen out of every
+    later collection, and the youngest generation is collected every ``GC_YOUNG_THRESHOLD``
+    allocations. A proxied request allocates hundreds of short-lived containers, almost all
+    freed by reference counting; with Python's defaults the collector still ran every few
+    requests and walked the whole heap now and then. Measured with ``bench/proxy.py``: about
+    50 µs less CPU per request (an eighth) and a p99 under half as long.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
+def create_app(
+    settings: Settings, *, services: Services | None = None, server: bool = False
+) -> GatewayApp:
+    """The gateway as an ASGI app; ``services`` given: used and left open at shutdown.
+
+    ``server``: this process is a server that runs nothing else (``tune_gc`` at start-up).
+    """
     metrics = Metrics()
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: GatewayApp) -> AsyncIterator[None]:
         svc = services if services is not None else open_services(settings)
         session = open_session(read_timeout=settings.upstream_timeout)
         keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))
@@ -106,13 +129,16 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             restore=lambda account: restore_from_store(svc, account),
             upstream_timeout=settings.upstream_timeout,
         )
-        holder.proxy = proxy
+        app.proxy = proxy
         app.state.services = svc
         app.state.keys = keys
         app.state.proxy = proxy
+        if server:
+            tune_gc()
         try:
             yield
         finally:
+            app.proxy = None
             await proxy.inflight.drain()
             await keys.stop()
             await session.close()
@@ -125,9 +151,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         Mount("/admin", routes=admin_routes()),
         openapi_route(),
     ]
-    app = Starlette(
+    app = GatewayApp(
         routes=routes,
-        middleware=[Middleware(ProxyRouter, routes=list(settings.routes), holder=holder)],
         exception_handlers={
             CreditgateError: _creditgate_error,
             HTTPException: _http_error,
@@ -135,14 +160,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         },
         lifespan=lifespan,
     )
+    app.route_proxied(list(settings.routes))
     app.state.settings = settings
     app.state.metrics = metrics
     return app
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> GatewayApp:
     """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
     from gateway.server import configure_logging
 
     configure_logging()
-    return create_app(Settings.load())
+    return create_app(Settings.load(), server=True)

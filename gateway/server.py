@@ -84,5 +84,5 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, server=True), **options)
     return 0

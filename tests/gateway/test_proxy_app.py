@@ -203,6 +203,27 @@ async def test_a_reserve_that_fails_after_holding_gives_the_credit_back(
     assert state is not None and state.credits_remaining == 100
 
 
+async def test_a_proxy_bug_is_json_500_and_the_hold_is_refunded(
+    settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = await create_account(services, tier="pro", months=1)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("gateway.proxy.signed_headers", broken)
+    auth = {"Authorization": f"Bearer {created.api_key}"}
+    app = create_app(settings, services=services)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.post("/api/projects/x", headers=auth, content=b"{}")
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error"
+    state = await services.credits.status(created.account_id)
+    assert state is not None and state.credits_remaining == 100
+
+
 class DeadRedis:
     """A Redis that refuses every command, as a client does when Redis is down."""
 
