@@ -127,7 +127,6 @@ def create_app(
             metrics=metrics,
             secret=signing_secret(settings),
             restore=lambda account: restore_from_store(svc, account),
-            upstream_timeout=settings.upstream_timeout,
         )
         app.proxy = proxy
         app.state.services = svc

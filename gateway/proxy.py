@@ -131,7 +131,6 @@ class Proxy:
         metrics: Metrics,
         secret: bytes,
         restore: Restore,
-        upstream_timeout: float,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -139,7 +138,6 @@ class Proxy:
         self.metrics = metrics
         self.secret = secret
         self.restore = restore
-        self.upstream_timeout = upstream_timeout
         self.inflight = InFlight()
 
     # -- admission -------------------------------------------------------------------------
@@ -334,19 +332,18 @@ class Proxy:
                 method, URL(target, encoded=True), headers=fwd, data=data, allow_redirects=False
             )
         )
+        # A client gone before the answer cancels the upstream call; the session's read
+        # timeout (``upstream_timeout``) bounds the wait for the answer's headers.
+        watch.add_done_callback(lambda _: call.cancel())
         try:
-            waiting: set[asyncio.Future[Any]] = {call} if watch is None else {call, watch}
-            done, _ = await asyncio.wait(
-                waiting, timeout=self.upstream_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if call not in done:
-                call.cancel()
-                if watch is not None and watch in done:
-                    await self._refund(ex, "client disconnected")
-                    return "client_gone"
-                return await self._fail(ex, send, 504, "gateway_timeout", "the backend timed out")
             try:
-                response = call.result()
+                response = await call
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not watch.done() or (current is not None and current.cancelling()):
+                    raise  # this request itself is cancelled (the server is stopping)
+                await self._refund(ex, "client disconnected")
+                return "client_gone"
             except ClientGone:
                 await self._refund(ex, "client disconnected")
                 return "client_gone"
@@ -367,7 +364,7 @@ class Proxy:
                 return await self._respond(ex, response, send, watch, method)
         finally:
             stop_keep_alive()
-            if watch is not None and not watch.done():
+            if not watch.done():
                 watch.cancel()
             if not call.done():
                 call.cancel()
@@ -555,9 +552,9 @@ class Proxy:
         # The figures are the reservation's (credits were taken when it was held) plus this
         # request's tokens, so the answer goes out before the settle: one Redis round trip
         # less on the response path. Concurrent requests of the account are not reflected.
-        state = dataclasses.replace(ex.state, total_tokens=ex.state.total_tokens + tokens)
+        state = ex.state
         if isinstance(document, dict):
-            body = splice_credit_info(body, credit_info(state, tokens))
+            body = splice_credit_info(body, credit_info(state, tokens, unsettled=True))
         fields = [
             *hdr.client_headers(response.raw_headers, keep_length=False),
             (b"content-length", str(len(body)).encode()),

@@ -19,20 +19,13 @@ CONNECT_TIMEOUT_S = 5.0
 SKIP_AUTO_HEADERS = frozenset({"Accept-Encoding", "User-Agent", "Content-Type"})
 
 
-class UpstreamTimeout(Exception):
-    """The backend did not answer within the gateway's timeout: 504."""
-
-
-class UpstreamUnreachable(Exception):
-    """The backend refused, reset or dropped the connection: 502."""
-
-
 def open_session(*, read_timeout: float) -> aiohttp.ClientSession:
     """A session with an explicit pool and timeouts.
 
     ``read_timeout`` (the settings' ``upstream_timeout``) bounds each wait for data from the
-    backend; the wait for response headers is bounded by the same figure in the proxy. There
-    is no total timeout, so a long SSE stream that keeps sending is never cut.
+    backend, the wait for the response headers included (aiohttp raises
+    ``ServerTimeoutError``, a ``TimeoutError``: 504). There is no total timeout, so a long
+    SSE stream that keeps sending is never cut.
     """
     connector = aiohttp.TCPConnector(
         limit=POOL_LIMIT,

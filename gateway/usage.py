@@ -37,10 +37,14 @@ def usage_body(state: AccountState) -> dict[str, object]:
     }
 
 
-def credit_info(state: AccountState, tokens: int) -> dict[str, int]:
-    """The contract's ``creditInfo``: tokens of this request, credits left, lifetime tokens."""
+def credit_info(state: AccountState, tokens: int, *, unsettled: bool = False) -> dict[str, int]:
+    """The contract's ``creditInfo``: tokens of this request, credits left, lifetime tokens.
+
+    ``unsettled``: ``state`` is from before this request's settle (its credits were taken at
+    reserve), so its tokens are added to the lifetime total here.
+    """
     return {
         "tokensUsed": tokens,
         "creditsRemaining": state.credits_remaining,
-        "totalTokensUsed": state.total_tokens,
+        "totalTokensUsed": state.total_tokens + tokens if unsettled else state.total_tokens,
     }

@@ -218,7 +218,6 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
         metrics=Metrics(),
         secret=b"s",
         restore=no_restore,
-        upstream_timeout=1,
     )
     reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
