@@ -86,10 +86,12 @@ class CreditEngine:
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock())
 
-    async def _run(self, script: Any, keys_: Sequence[str], args: Sequence[object]) -> Any:
+    async def _run(
+        self, script: Any, keys_: Sequence[str], args: Sequence[object], *, defer: bool = False
+    ) -> Any:
         try:
             if self._batcher is not None:
-                return await self._batcher.call(script, keys_, args)
+                return await self._batcher.call(script, keys_, args, defer=defer)
             return await script(keys=keys_, args=args)
         except (RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
@@ -125,12 +127,19 @@ class CreditEngine:
         )
 
     async def settle(
-        self, account: str, request_id: str, tokens: int, *, retain_ms: int | None = None
+        self,
+        account: str,
+        request_id: str,
+        tokens: int,
+        *,
+        retain_ms: int | None = None,
+        defer: bool = False,
     ) -> Settlement:
         """Charge a held reservation and add ``tokens`` to the lifetime and monthly totals.
 
         Idempotent: settling a reservation that is unknown or already settled changes nothing
-        and says so in the status.
+        and says so in the status. ``defer``: nobody is waiting on the answer, so when batched
+        it may wait a moment to share the next call's round trip (``batching.DEFER_S``).
         """
         if tokens < 0:
             raise ValueError("tokens cannot be negative")
@@ -139,6 +148,7 @@ class CreditEngine:
             self._scripts.settle,
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
             (account, request_id, tokens, self._now(), self._spec, retain_ms or self.retain_ms),
+            defer=defer,
         )
         return _settlement(account, raw)
 

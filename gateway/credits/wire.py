@@ -181,6 +181,13 @@ class Wire:
         endpoint = Endpoint.parse(url)
         return None if endpoint is None else cls(endpoint)
 
+    def send_now(self, commands: list[bytes]) -> asyncio.Future[list[Reply]] | None:
+        """``execute`` without a coroutine when connected (the hot path); None when not."""
+        protocol = self._protocol
+        if protocol is None or not protocol.usable:
+            return None
+        return protocol.send(commands)
+
     async def execute(self, commands: list[bytes]) -> list[Reply]:
         """Write packed commands as one buffer; their replies in order (errors as values).
 

@@ -4,7 +4,7 @@ errors and lost scripts handled per call."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.credits.batching import ScriptBatcher
 from gateway.credits.engine import CreditEngine
+from gateway.credits.wire import Wire
 from gateway.errors import StorageUnavailable
 from gateway.settings import DEFAULT_TIERS, Tier
 
@@ -26,22 +27,46 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture(params=["redis-py pipeline", "wire"])
+async def make_engine(
+    request: pytest.FixtureRequest, redis: aioredis.Redis, redis_url: str
+) -> AsyncIterator[Callable[[], CreditEngine]]:
+    """Batched engines on both transports: redis-py's pipeline and the engine's own Wire."""
+    engines: list[CreditEngine] = []
+
+    def make() -> CreditEngine:
+        wire = Wire.for_url(redis_url) if request.param == "wire" else None
+        engines.append(CreditEngine(redis, TIERS, batch=True, wire=wire))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        await engine.aclose()
+
+
 class CountingPipelines(ScriptBatcher):
-    def __init__(self, redis: aioredis.Redis) -> None:
-        super().__init__(redis)
+    """Records the number of calls in each pipeline sent."""
+
+    def __init__(self, batcher: ScriptBatcher) -> None:
+        super().__init__(batcher.redis, batcher.wire)
         self.pipelines: list[int] = []
 
-    async def _send(self, batch: list) -> None:  # type: ignore[type-arg]
-        self.pipelines.append(len(batch))
-        await super()._send(batch)
+    def _send_pending(self) -> None:
+        self.pipelines.append(len(self._pending))
+        super()._send_pending()
+
+
+def counting(engine: CreditEngine) -> CountingPipelines:
+    assert engine._batcher is not None
+    engine._batcher = CountingPipelines(engine._batcher)
+    return engine._batcher
 
 
 async def test_concurrent_reserves_share_round_trips_and_spend_exactly_the_credits(
-    redis: aioredis.Redis,
+    make_engine: Callable[[], CreditEngine],
 ) -> None:
-    engine = CreditEngine(redis, TIERS, batch=True)
-    counting = CountingPipelines(redis)
-    engine._batcher = counting
+    engine = make_engine()
+    counted = counting(engine)
     await engine.open("bulk-account", tier="bulk")
 
     answers = await asyncio.gather(
@@ -51,7 +76,7 @@ async def test_concurrent_reserves_share_round_trips_and_spend_exactly_the_credi
     assert sum(a.held for a in answers) == 100
     assert {a.status for a in answers} == {"ok", "insufficient"}
     assert sorted(a.account.credits_remaining for a in answers if a.held) == list(range(100))
-    assert len(counting.pipelines) < 300 / 4 and sum(counting.pipelines) == 301
+    assert len(counted.pipelines) < 300 / 4 and sum(counted.pipelines) == 301
     settled = await asyncio.gather(
         *(engine.settle("bulk-account", f"r{i}", 10) for i in range(300))
     )
@@ -60,16 +85,20 @@ async def test_concurrent_reserves_share_round_trips_and_spend_exactly_the_credi
     assert state is not None and (state.credits_remaining, state.total_tokens) == (0, 1000)
 
 
-async def test_a_script_redis_lost_is_loaded_again(redis: aioredis.Redis) -> None:
-    engine = CreditEngine(redis, TIERS, batch=True)
+async def test_a_script_redis_lost_is_loaded_again(
+    make_engine: Callable[[], CreditEngine], redis: aioredis.Redis
+) -> None:
+    engine = make_engine()
     await engine.open("lost-scripts")
     await redis.script_flush()
     answers = await asyncio.gather(*(engine.reserve("lost-scripts", f"r{i}", 1) for i in range(7)))
     assert [a.status for a in answers].count("ok") == 5
 
 
-async def test_a_failing_call_fails_alone(redis: aioredis.Redis) -> None:
-    engine = CreditEngine(redis, TIERS, batch=True)
+async def test_a_failing_call_fails_alone(
+    make_engine: Callable[[], CreditEngine], redis: aioredis.Redis
+) -> None:
+    engine = make_engine()
     await engine.open("fine")
     await redis.set(keys.account_keys("broken").state, "not a hash")
     fine, broken = await asyncio.gather(
@@ -81,18 +110,22 @@ async def test_a_failing_call_fails_alone(redis: aioredis.Redis) -> None:
     assert isinstance(broken, StorageUnavailable)
 
 
-async def test_redis_down_is_storage_unavailable_for_every_call() -> None:
+@pytest.mark.parametrize("wire", [None, Wire.for_url("redis://127.0.0.1:1/0")])
+async def test_redis_down_is_storage_unavailable_for_every_call(wire: Wire | None) -> None:
     client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    engine = CreditEngine(client, TIERS, batch=True)
+    engine = CreditEngine(client, TIERS, batch=True, wire=wire)
     outcomes = await asyncio.gather(
         *(engine.reserve("a", f"r{i}", 1) for i in range(3)), return_exceptions=True
     )
     assert all(isinstance(o, StorageUnavailable) for o in outcomes)
+    await engine.aclose()
     await client.aclose()
 
 
-async def test_a_cancelled_caller_does_not_break_the_batch(redis: aioredis.Redis) -> None:
-    engine = CreditEngine(redis, TIERS, batch=True)
+async def test_a_cancelled_caller_does_not_break_the_batch(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
     await engine.open("bulk-account", tier="bulk")
     doomed = asyncio.ensure_future(engine.reserve("bulk-account", "gone", 1))
     kept = asyncio.ensure_future(engine.reserve("bulk-account", "kept", 1))
@@ -105,3 +138,22 @@ async def test_a_cancelled_caller_does_not_break_the_batch(redis: aioredis.Redis
     # refund or the reaper, like any call cut off after it reached Redis.
     state = await engine.status("bulk-account")
     assert state is not None and state.credits_remaining == 98
+
+
+async def test_a_deferred_settle_rides_with_the_next_reserve_or_goes_alone(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
+    await engine.open("bulk-account", tier="bulk")
+    await engine.reserve("bulk-account", "r1", 1)
+    counted = counting(engine)
+
+    settle = asyncio.ensure_future(engine.settle("bulk-account", "r1", 10, defer=True))
+    await asyncio.sleep(0)  # a loop turn: an urgent call would have been sent by now
+    assert counted.pipelines == []
+    reserve = await engine.reserve("bulk-account", "r2", 1)
+    assert (await settle).status == "charged" and reserve.held
+    assert counted.pipelines == [2]
+
+    alone = await engine.settle("bulk-account", "r2", 10, defer=True)
+    assert alone.status == "charged" and counted.pipelines == [2, 1]
