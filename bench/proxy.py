@@ -347,6 +347,7 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
             loaded: dict[str, Result] = {}
             single: dict[str, Result] = {}
             cpu: dict[str, dict[str, float]] = {}
+            cpu_single: dict[str, dict[str, float]] = {}
             calls: dict[str, int] = {}
             for name, (base, headers, proxy) in targets.items():
 
@@ -361,13 +362,15 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
                 loaded[name], cpu[name], many = measure(
                     base + PATH, headers, connections, seconds, meter
                 )
-                single[name], _, one = measure(base + PATH, headers, 1, min(seconds, 3), meter)
+                single[name], cpu_single[name], one = measure(
+                    base + PATH, headers, 1, min(seconds, 3), meter
+                )
                 calls[name] = many + one
             credits_after = asyncio.run(credits_left(gw_env, account_id))
     report(
         loaded,
         single,
-        cpu,
+        {connections: cpu, 1: cpu_single},
         connections,
         seconds,
         credits_before - credits_after,
@@ -378,7 +381,7 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
 def report(
     loaded: dict[str, Result],
     single: dict[str, Result],
-    cpu: dict[str, dict[str, float]],
+    cpu: dict[int, dict[str, dict[str, float]]],
     connections: int,
     seconds: float,
     charged: int,
@@ -396,18 +399,19 @@ def report(
             print(
                 f"{name:<18} {conns:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.bad:>5}"
             )
-    print(f"\nCPU per request at {connections} connections, in µs (from /proc and INFO cpu):")
-    print(f"{'target':<18} {'proxy':>7} {'redis':>7} {'backend':>8}")
-    for name, used in cpu.items():
-        cells = [f"{used[k]:.0f}" if k in used else "-" for k in ("proxy", "redis", "backend")]
-        print(f"{name:<18} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
+    print("\nCPU per request in µs (from /proc and INFO cpu):")
+    print(f"{'target':<18} {'conns':>5} {'proxy':>7} {'redis':>7} {'backend':>8}")
+    for conns, runs_cpu in cpu.items():
+        for name, used in runs_cpu.items():
+            cells = [f"{used[k]:.0f}" if k in used else "-" for k in ("proxy", "redis", "backend")]
+            print(f"{name:<18} {conns:>5} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
     gateway, minimal = loaded["gateway, charged"], loaded["minimal proxy"]
     ratio = gateway.rps / minimal.rps if minimal.rps else 0.0
     overhead = single["gateway, charged"].p50_ms - single["minimal proxy"].p50_ms
     print(f"\ngateway / minimal proxy throughput: {ratio:.0%} (goal: at least 70%)")
     print(f"gateway p50 overhead over the minimal proxy at 1 connection: {overhead:+.2f} ms")
     print(f"  (at {connections} connections: {gateway.p50_ms - minimal.p50_ms:+.2f} ms)")
-    gw_cpu, min_cpu = cpu["gateway, charged"], cpu["minimal proxy"]
+    gw_cpu, min_cpu = cpu[connections]["gateway, charged"], cpu[connections]["minimal proxy"]
     if min_cpu.get("proxy"):
         print(
             f"gateway / minimal proxy CPU per request: {gw_cpu['proxy'] / min_cpu['proxy']:.2f}x "
