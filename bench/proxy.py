@@ -131,8 +131,8 @@ def parse_wrk(output: str) -> Result:
     return Result(
         requests=requests,
         rps=float(find(r"Requests/sec:\s+([\d.]+)") or 0),
-        p50_ms=_wrk_ms(find(r"50%\s+(\S+)") or "0ms"),
-        p99_ms=_wrk_ms(find(r"99%\s+(\S+)") or "0ms"),
+        p50_ms=_wrk_ms(find(r"(?m)^\s*50%\s+(\S+)") or "0ms"),
+        p99_ms=_wrk_ms(find(r"(?m)^\s*99%\s+(\S+)") or "0ms"),
         bad=bad,
     )
 

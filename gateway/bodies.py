@@ -40,7 +40,8 @@ def splice_credit_info(body: bytes, info: dict[str, int]) -> bytes:
     end = body.rstrip()
     inner = end[:-1].rstrip()
     sep = b"" if inner.endswith(b"{") else b","
-    return inner + sep + b'"creditInfo":' + json.dumps(info, separators=(",", ":")).encode() + b"}"
+    fields = ",".join(f'"{name}":{value:d}' for name, value in info.items())
+    return inner + sep + b'"creditInfo":{' + fields.encode() + b"}}"
 
 
 def is_json(content_type: str | None) -> bool:

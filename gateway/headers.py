@@ -57,12 +57,9 @@ CREDITS_WINDOW_S = 2_592_000
 """The RateLimit window of the credits quota: 30 days, the monthly period."""
 
 
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b","))
-    return named
+def _tokens(value: bytes) -> set[bytes]:
+    """The header names a ``Connection`` field lists (RFC 9110 7.6.1): hop-by-hop too."""
+    return {t.strip().lower() for t in value.split(b",")}
 
 
 def upstream_headers(
@@ -72,21 +69,30 @@ def upstream_headers(
     scheme: str,
     gateway: dict[str, str],
 ) -> list[tuple[str, str]]:
-    """The backend's request headers: the client's, cleaned, plus forwarding and ``gateway``."""
-    drop = _NOT_FORWARDED | _connection_tokens(incoming)
+    """The backend's request headers: the client's, cleaned, plus forwarding and ``gateway``.
+
+    One pass over the client's headers (this runs for every request); the names a
+    ``Connection`` field lists, rare in practice, are dropped afterwards.
+    """
     out: list[tuple[str, str]] = []
+    named: set[bytes] = set()
     forwarded_for = ""
     host = ""
     for raw_name, raw_value in incoming:
         name = raw_name.lower()
-        if name == b"host":
-            host = raw_value.decode("latin-1")
-        if name in drop or name.startswith(b"x-gateway-"):
-            continue
-        if name == b"x-forwarded-for":
+        if name in _NOT_FORWARDED or name.startswith(b"x-gateway-"):
+            if name == b"host":
+                host = raw_value.decode("latin-1")
+            elif name == b"connection":
+                named |= _tokens(raw_value)
+        elif name == b"x-forwarded-for":
             forwarded_for = raw_value.decode("latin-1")
-            continue
-        out.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
+        else:
+            out.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
+    if named:
+        out = [(n, v) for n, v in out if n.lower().encode("latin-1") not in named]
+        if b"x-forwarded-for" in named:
+            forwarded_for = ""
     if client_ip:
         forwarded_for = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
     if forwarded_for:
@@ -100,23 +106,30 @@ def upstream_headers(
 
 def client_headers(upstream: Iterable[tuple[bytes, bytes]], *, keep_length: bool) -> RawHeaders:
     """The backend's response headers the client may see (``Content-Length`` if ``keep_length``)."""
-    upstream = list(upstream)
-    drop = _SET_BY_GATEWAY | _connection_tokens(upstream)
     out: RawHeaders = []
+    named: set[bytes] = set()
     for name, value in upstream:
         lower = name.lower()
-        if lower == b"content-length" and keep_length:
-            out.append((b"content-length", value))
-        elif lower not in drop:
+        if lower == b"content-length":
+            if keep_length:
+                out.append((lower, value))
+        elif lower == b"connection":
+            named |= _tokens(value)
+        elif lower not in _SET_BY_GATEWAY:
             out.append((lower, value))
+    if named:
+        out = [(n, v) for n, v in out if n == b"content-length" or n not in named]
     return out
 
 
-def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+def pick(headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]) -> dict[bytes, str]:
+    """The values of ``names`` (lower case) in one pass; the first of a repeated field."""
+    found: dict[bytes, str] = {}
     for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+        lower = key.lower()
+        if lower in names and lower not in found:
+            found[lower] = value.decode("latin-1")
+    return found
 
 
 def ratelimit_fields(

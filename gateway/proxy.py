@@ -76,6 +76,9 @@ BUFFER_LIMIT = 1_048_576
 JSON_LIMIT = 8_388_608
 """2xx JSON bodies up to this size gain ``creditInfo``; larger ones stream untouched."""
 
+ANSWER_FACTS = frozenset({b"x-tokens-used", b"content-length", b"content-encoding"})
+"""The backend's response headers that decide how its answer is read and charged."""
+
 SETTLE_RETRIES = (0.05, 0.25, 1.0)
 """Pauses between the attempts of a settle whose Redis call failed."""
 
@@ -513,13 +516,14 @@ class Proxy:
             await self._pipe(response, send, watch, None)
             return "refunded"
 
-        header_tokens = tok.from_header(hdr.header_value(raw, b"x-tokens-used"))
-        length = hdr.header_value(raw, b"content-length")
+        facts = hdr.pick(raw, ANSWER_FACTS)
+        header_tokens = tok.from_header(facts.get(b"x-tokens-used"))
+        length = facts.get(b"content-length")
         if (
             method != "HEAD"
             and status not in (204, 205, 304)
             and is_json(response.content_type if "content-type" in response.headers else None)
-            and hdr.header_value(raw, b"content-encoding") is None
+            and b"content-encoding" not in facts
             and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
         ):
             return await self._respond_json(ex, response, send, header_tokens)

@@ -20,7 +20,6 @@ is the ASGI wrapper: 401 JSON on failure, else the ``VerifiedRequest`` in
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
@@ -73,7 +72,7 @@ def sign(
 ) -> str:
     """Hex HMAC-SHA256 over ``timestamp\\nmethod\\npath\\naccount\\nrequest_id``."""
     message = "\n".join((timestamp, method.upper(), path, account, request_id))
-    return hmac.new(secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(secret, message.encode("utf-8"), "sha256").hex()
 
 
 def signed_headers(

@@ -8,6 +8,6 @@ if redis.call('HGET', KEYS[1], 'st') ~= 'held' then
   return 0
 end
 local deadline = now_ms(ARGV[3]) + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'dl', int(deadline))
+redis.call('HSET', KEYS[1], 'dl', deadline)
 redis.call('ZADD', KEYS[2], 'XX', deadline, ARGV[1] .. '|' .. ARGV[2])
 return 1

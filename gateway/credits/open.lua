@@ -10,12 +10,12 @@ local existing = load(KEYS[1])
 if existing then
   return describe('exists', existing, now, tiers)
 end
-if not tiers[tier] then
+if not tier_of(tiers, tier) then
   return { 'unknown_tier' }
 end
 local paid = tier ~= 'free'
 local a = {
-  plan = tiers[tier].credits, bonus = 0, tier = tier, sub = paid and 1 or 0,
+  plan = tier_of(tiers, tier).credits, bonus = 0, tier = tier, sub = paid and 1 or 0,
   se = (paid and months > 0) and now + months * MONTH_MS or 0,
   pe = now + MONTH_MS, tt = 0, mt = 0, v = 0, rl = 0, rn = 0, rr = 0,
 }

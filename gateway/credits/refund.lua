@@ -11,7 +11,7 @@
 local account, rid = ARGV[1], ARGV[2]
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp')
+local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret')
 local a = load(KEYS[1])
 if not r[1] then
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
@@ -33,7 +33,7 @@ if r[1] == 'held' then
   a.bonus = a.bonus + to_bonus
   back = to_plan + to_bonus
   redis.call('HSET', KEYS[2], 'st', 'refunded')
-  redis.call('PEXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[2], 'ret') or ARGV[6]))
+  redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   emit(KEYS[4], account, a, now, 'refund', to_plan, to_bonus, 0, rid, ARGV[3])
   save(KEYS[1], a)

@@ -83,8 +83,8 @@ if rpm > 0 then
   a.rr = rpm
 end
 local deadline = now + tonumber(ARGV[6])
-redis.call('HSET', KEYS[2], 'st', 'held', 'cost', int(cost), 'pp', int(from_plan),
-  'bp', int(from_bonus), 'dl', int(deadline))
+redis.call('HSET', KEYS[2], 'st', 'held', 'cost', cost, 'pp', from_plan, 'bp', from_bonus,
+  'dl', deadline)
 if ARGV[7] ~= nil and ARGV[7] ~= '' then
   -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
   -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.

@@ -15,7 +15,7 @@ local a = load(KEYS[1])
 if not a then
   return { 'missing' }
 end
-if action == 'upgrade' and (not tiers[tier] or tier == 'free') then
+if action == 'upgrade' and (not tier_of(tiers, tier) or tier == 'free') then
   return { 'unknown_tier' }
 end
 local changed = apply_due(KEYS[2], account, a, now, tiers)
@@ -25,7 +25,7 @@ if action == 'upgrade' then
   a.tier = tier
   a.sub = 1
   a.se = now + months * MONTH_MS
-  a.plan = tiers[tier].credits
+  a.plan = tier_of(tiers, tier).credits
   status = 'upgraded'
 elseif action == 'renew' then
   if a.sub ~= 1 then

@@ -10,7 +10,7 @@
 local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local r = redis.call('HMGET', KEYS[2], 'st', 'cost')
+local r = redis.call('HMGET', KEYS[2], 'st', 'cost', 'ret')
 local a = load(KEYS[1])
 if not r[1] then
   return { 'unknown' }
@@ -24,8 +24,8 @@ if r[1] == 'held' then
   apply_due(KEYS[4], account, a, now, tiers)
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
-  redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', int(tokens))
-  redis.call('PEXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[2], 'ret') or ARGV[6]))
+  redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', tokens)
+  redis.call('PEXPIRE', KEYS[2], tonumber(r[3] or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
   save(KEYS[1], a)
