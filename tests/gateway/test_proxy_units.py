@@ -9,7 +9,13 @@ import pytest
 
 from gateway.bodies import is_json, splice_credit_info
 from gateway.credits.results import AccountState, Reservation
-from gateway.headers import client_headers, credit_fields, ratelimit_fields, upstream_headers
+from gateway.headers import (
+    client_headers,
+    credit_fields,
+    pick,
+    ratelimit_fields,
+    upstream_headers,
+)
 from gateway.idempotency import base_request_id, valid_key
 from gateway.metrics import Metrics
 from gateway.proxy import InFlight, Proxy
@@ -71,12 +77,20 @@ def test_client_headers_drop_what_the_gateway_sets() -> None:
         (b"X-Credits-Remaining", b"999"),
         (b"Server", b"backend"),
         (b"X-Custom", b"kept"),
+        (b"X-Hop", b"named by Connection"),
+        (b"Connection", b"close, X-Hop"),
     ]
     assert client_headers(upstream, keep_length=False) == [
         (b"content-type", b"application/json"),
         (b"x-custom", b"kept"),
     ]
     assert (b"content-length", b"10") in client_headers(upstream, keep_length=True)
+
+
+def test_pick_reads_named_fields_in_one_pass_first_one_wins() -> None:
+    raw = [(b"X-Tokens-Used", b"42"), (b"content-length", b"7"), (b"x-tokens-used", b"9")]
+    wanted = frozenset({b"x-tokens-used", b"content-length", b"content-encoding"})
+    assert pick(raw, wanted) == {b"x-tokens-used": "42", b"content-length": "7"}
 
 
 def test_ratelimit_fields_follow_the_draft() -> None:
