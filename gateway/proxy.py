@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -87,16 +88,24 @@ Restore = Callable[[str], Awaitable[AccountState | None]]
 
 
 class InFlight:
-    """Settles and refunds as tasks: they finish even if the request is cancelled."""
+    """Settles and refunds in flight: they finish even if the request is cancelled, and
+    shutdown waits for them."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def track(self, outcome: asyncio.Future[T]) -> asyncio.Future[T]:
+        """Keep ``outcome`` (a task or a future) until it is done."""
+        self._tasks.add(outcome)
+        outcome.add_done_callback(self._tasks.discard)
+        return outcome
+
+    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        return self.track(asyncio.ensure_future(work))
 
     async def run(self, work: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+        """``spawn``, then wait for the outcome; cancelling the waiter leaves the work be."""
+        return await asyncio.shield(self.spawn(work))
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -461,32 +470,52 @@ class Proxy:
 
         asyncio.ensure_future(self.inflight.run(release()))
 
-    async def _settle(self, ex: Exchange, tokens: int) -> Settlement | None:
-        async def settle() -> Settlement:
-            # Idempotent, so retried: one lost round trip must not turn a success into the
-            # reaper's refund. An account Redis lost meanwhile is restored, then settled.
-            for pause in SETTLE_RETRIES:
-                try:
-                    settled = await self.engine.settle(
-                        ex.caller.account_id, ex.request_id, tokens, defer=True
-                    )
-                    if settled.status != "missing":
-                        return settled
-                    await self.restore(ex.caller.account_id)
-                except StorageUnavailable:
-                    self.metrics.redis_errors.inc(op="settle")
-                    await asyncio.sleep(pause)
-            return await self.engine.settle(ex.caller.account_id, ex.request_id, tokens)
+    def _settle(self, ex: Exchange, tokens: int) -> None:
+        """Charge the reservation without waiting: the answer has gone out. The engine defers
+        the call to share the next reserve's round trip; a failed or ``missing`` attempt is
+        retried in a task of its own (``_charge``). Shutdown awaits both (``InFlight``)."""
+        settled = self.engine.settle_soon(ex.caller.account_id, ex.request_id, tokens)
+        self.inflight.track(settled).add_done_callback(functools.partial(self._settled, ex, tokens))
 
-        try:
-            settlement = await self.inflight.run(settle())
-        except StorageUnavailable as exc:
+    def _settled(self, ex: Exchange, tokens: int, settled: asyncio.Future[Settlement]) -> None:
+        error = None if settled.cancelled() else settled.exception()
+        if error is None and not settled.cancelled() and settled.result().status != "missing":
+            self._count(settled.result())
+            return
+        if error is not None:
             self.metrics.redis_errors.inc(op="settle")
-            log.error("settle failed: %s", exc, extra={"request_id": ex.request_id})
-            return None
+            if not isinstance(error, StorageUnavailable):
+                log.error("settle failed: %r", error, extra={"request_id": ex.request_id})
+        self.inflight.spawn(self._charge(ex, tokens, missing=error is None))
+
+    async def _charge(self, ex: Exchange, tokens: int, *, missing: bool) -> None:
+        """Settle again after a failed attempt: one lost round trip must not turn a success
+        into the reaper's refund (settles are idempotent). An account Redis lost meanwhile
+        (``missing``) is restored first."""
+        account = ex.caller.account_id
+        if missing:
+            await self.restore(account)
+        for pause in SETTLE_RETRIES:
+            await asyncio.sleep(pause)
+            try:
+                settled = await self.engine.settle(account, ex.request_id, tokens)
+            except StorageUnavailable:
+                self.metrics.redis_errors.inc(op="settle")
+                continue
+            if settled.status != "missing":
+                self._count(settled)
+                return
+            await self.restore(account)
+        log.error(
+            "settle failed %d times; the reaper will refund the reservation",
+            len(SETTLE_RETRIES) + 1,
+            extra={"request_id": ex.request_id},
+        )
+
+    def _count(self, settled: Settlement) -> None:
         self.metrics.settles.inc()
-        self.metrics.settled_credits.inc(settlement.credits)
-        return settlement
+        if settled.status == "charged":  # not a repeat of a settle that had landed
+            self.metrics.settled_credits.inc(settled.credits)
 
     # -- answer ----------------------------------------------------------------------------
 
@@ -550,7 +579,7 @@ class Proxy:
             await self._refund(ex, "upstream broke mid-stream")
             return "refunded"
         tokens = usage.tokens if usage is not None and usage.tokens is not None else shown_tokens
-        await self._settle(ex, tokens)
+        self._settle(ex, tokens)
         return "charged" if outcome == "complete" else "charged_client_gone"
 
     async def _respond_json(
@@ -594,7 +623,7 @@ class Proxy:
         ]
         await send({"type": "http.response.start", "status": response.status, "headers": fields})
         await send({"type": "http.response.body", "body": body, "more_body": False})
-        await self._settle(ex, tokens)
+        self._settle(ex, tokens)
         return "charged"
 
     async def _pipe(

@@ -8,6 +8,8 @@ script, for the sync worker to copy to the store of record. Time is the scripts'
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -151,6 +153,28 @@ class CreditEngine:
             defer=defer,
         )
         return _settlement(account, raw)
+
+    def settle_soon(self, account: str, request_id: str, tokens: int) -> asyncio.Future[Settlement]:
+        """``settle``, for a caller that does not wait on it (the proxy, its answer sent).
+
+        Batched, the call is deferred to share the next call's round trip and its outcome is
+        a future rather than a coroutine: no task is made for it. It fails with
+        ``StorageUnavailable`` as ``settle`` does.
+        """
+        if self._batcher is None:
+            return asyncio.ensure_future(self.settle(account, request_id, tokens))
+        if tokens < 0:
+            raise ValueError("tokens cannot be negative")
+        k = keys.account_keys(account)
+        raw = self._batcher.call(
+            self._scripts.settle,
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (account, request_id, tokens, self._now(), self._spec, self.retain_ms),
+            defer=True,
+        )
+        settled: asyncio.Future[Settlement] = raw.get_loop().create_future()
+        raw.add_done_callback(functools.partial(_settled, account, settled))
+        return settled
 
     async def refund(
         self, account: str, request_id: str, *, reason: str, retain_ms: int | None = None
@@ -325,6 +349,19 @@ def _settlement(account: str, raw: list[Any]) -> Settlement:
     if status in ("unknown", "missing"):
         return Settlement(status, None, 0)
     return Settlement(status, _account(account, raw), int(raw[13]))
+
+
+def _settled(account: str, settled: asyncio.Future[Settlement], raw: asyncio.Future[Any]) -> None:
+    if raw.cancelled():
+        settled.cancel()
+        return
+    error = raw.exception()
+    if isinstance(error, RedisError | OSError):
+        settled.set_exception(StorageUnavailable(f"redis: {error}"))
+    elif error is not None:
+        settled.set_exception(error)
+    else:
+        settled.set_result(_settlement(account, raw.result()))
 
 
 def _change(account: str, raw: list[Any]) -> TierChange:

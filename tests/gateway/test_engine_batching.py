@@ -157,3 +157,25 @@ async def test_a_deferred_settle_rides_with_the_next_reserve_or_goes_alone(
 
     alone = await engine.settle("bulk-account", "r2", 10, defer=True)
     assert alone.status == "charged" and counted.pipelines == [2, 1]
+
+
+async def test_settle_soon_is_a_future_of_the_settlement(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
+    await engine.open("bulk-account", tier="bulk")
+    await engine.reserve("bulk-account", "r1", 3)
+    settled = await engine.settle_soon("bulk-account", "r1", 42)
+    assert (settled.status, settled.credits) == ("charged", 3)
+    assert settled.account is not None and settled.account.total_tokens == 42
+    again = await engine.settle_soon("bulk-account", "r1", 42)
+    assert again.status == "charged_before"
+
+
+async def test_settle_soon_fails_as_storage_unavailable() -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    engine = CreditEngine(client, TIERS, wire=Wire.for_url("redis://127.0.0.1:1/0"))
+    with pytest.raises(StorageUnavailable):
+        await engine.settle_soon("a", "r1", 1)
+    await engine.aclose()
+    await client.aclose()

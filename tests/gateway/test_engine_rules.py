@@ -290,11 +290,15 @@ async def test_no_rate_limit_with_zero_rpm(make_engine: MakeEngine) -> None:
 # -- settle and refund ---------------------------------------------------------------------------
 
 
-async def test_settle_charges_tokens_once(make_engine: MakeEngine) -> None:
+@pytest.mark.parametrize("soon", [False, True], ids=["settle", "settle_soon"])
+async def test_settle_charges_tokens_once(make_engine: MakeEngine, soon: bool) -> None:
     engine = make_engine()
     await engine.open("a1")
     await engine.reserve("a1", "r1", 2)
-    s = await engine.settle("a1", "r1", 4000)
+    if soon:  # the proxy's way: a future, not awaited by the request
+        s = await engine.settle_soon("a1", "r1", 4000)
+    else:
+        s = await engine.settle("a1", "r1", 4000)
     assert (s.status, s.credits) == ("charged", 2)
     assert s.account is not None
     assert (s.account.plan_credits, s.account.total_tokens, s.account.monthly_tokens) == (

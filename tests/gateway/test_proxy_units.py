@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
+from gateway.auth import Caller
 from gateway.bodies import is_json, splice_credit_info
-from gateway.credits.results import AccountState, Reservation
+from gateway.credits.results import AccountState, Reservation, Settlement
+from gateway.errors import StorageUnavailable
 from gateway.headers import (
     client_headers,
     credit_fields,
@@ -18,8 +21,11 @@ from gateway.headers import (
 )
 from gateway.idempotency import base_request_id, valid_key
 from gateway.metrics import Metrics
-from gateway.proxy import InFlight, Proxy
+from gateway.proxy import Exchange, InFlight, Proxy
+from gateway.settings import Route
 from gateway.tokens import SseUsage, estimate, from_document, from_header
+
+ROUTE = Route(prefix="/api/projects/", upstream="http://127.0.0.1:9", cost=2)
 
 
 def state(**changes: object) -> AccountState:
@@ -235,3 +241,50 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
     )
     reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
+
+
+@pytest.mark.parametrize("first", ["redis down", "account missing"])
+async def test_a_background_settle_that_failed_is_retried_until_it_lands(
+    first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy does not wait on its settle; a failed first attempt (Redis unreachable, or
+    the account lost and restored) is settled again by a task that shutdown drains."""
+    monkeypatch.setattr("gateway.proxy.SETTLE_RETRIES", (0, 0, 0))
+    calls: list[str] = []
+    restored: list[str] = []
+
+    class Flaky:
+        def settle_soon(self, account: str, request_id: str, tokens: int) -> asyncio.Future[Any]:
+            calls.append("soon")
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if first == "redis down":
+                future.set_exception(StorageUnavailable("redis: connection refused"))
+            else:
+                future.set_result(Settlement("missing", None, 0))
+            return future
+
+        async def settle(self, account: str, request_id: str, tokens: int) -> Settlement:
+            calls.append("settle")
+            if len(calls) < 3:
+                raise StorageUnavailable("redis: still down")
+            return Settlement("charged", state(), 2)
+
+    async def restore(account: str) -> None:
+        restored.append(account)
+
+    metrics = Metrics()
+    proxy = Proxy(
+        engine=Flaky(),  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        session=None,  # type: ignore[arg-type]
+        metrics=metrics,
+        secret=b"s",
+        restore=restore,  # type: ignore[arg-type]
+    )
+    caller = Caller("acct_1", "key_1")
+    exchange = Exchange(ROUTE, caller, "rid-1", Reservation("ok", state(), None, 0, "held"))
+    proxy._settle(exchange, 4000)
+    await proxy.inflight.drain()
+    assert calls == ["soon", "settle", "settle"]
+    assert restored == (["acct_1"] if first == "account missing" else [])
+    assert "creditgate_settled_credits_total 2" in metrics.render()
