@@ -1,8 +1,15 @@
-"""The baseline for the proxy benchmark: a pass-through proxy with no auth and no credits.
+"""The baselines for the proxy benchmark: pass-through proxies with no auth and no credits.
 
-Same stack as the gateway (uvicorn, a plain ASGI app, one pooled ``aiohttp.ClientSession``),
-so the difference between the two is what creditgate itself costs: key lookup, the reserve
-script, signing, settling. Run: ``python bench/minimal_proxy.py --port P --upstream URL``.
+Same stack as the gateway (uvicorn with uvloop and httptools, one pooled
+``aiohttp.ClientSession``), so the difference is what creditgate itself costs: key lookup,
+the reserve script, signing, settling. Two of them:
+
+- plain ASGI (the default): the least a Python proxy on this stack can do per request, and
+  the stricter baseline;
+- ``--starlette``: a Starlette app with one catch-all route streaming the answer back, the
+  pass-through proxy issue 4 measured its targets against.
+
+Run: ``python bench/minimal_proxy.py --port P --upstream URL [--starlette]``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,22 @@ HOP_BY_HOP = frozenset(
 REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length"}
 
 Scope = dict[str, Any]
+
+
+def new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30),
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+    )
+
+
+def tune_gc() -> None:
+    """The gateway's own garbage-collector tuning (``gateway.app.tune_gc``), so the comparison
+    is of the work done per request, not of collector settings."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
 
 
 class MinimalProxy:
@@ -79,16 +102,8 @@ class MinimalProxy:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30),
-                    auto_decompress=False,
-                    skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-                )
-                # The gateway's own garbage-collector tuning (``gateway.app.tune_gc``), so the
-                # comparison is of the work done per request, not of collector settings.
-                gc.collect()
-                gc.freeze()
-                gc.set_threshold(50_000, *gc.get_threshold()[1:])
+                self.session = new_session()
+                tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.session is not None:
@@ -97,14 +112,59 @@ class MinimalProxy:
                 return
 
 
+def starlette_app(upstream: str) -> Any:
+    """The same pass-through as a Starlette route: request body read, answer streamed."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    base = upstream.rstrip("/")
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    async def forward(request: Request) -> StreamingResponse:
+        body = await request.body()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_SKIP]
+        url = base + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        answer = await state["session"].request(
+            request.method, url, headers=headers, data=body, allow_redirects=False
+        )
+
+        async def chunks() -> Any:
+            async with answer:
+                async for chunk in answer.content.iter_any():
+                    yield chunk
+
+        return StreamingResponse(
+            chunks(),
+            status_code=answer.status,
+            headers={k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP},
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        state["session"] = new_session()
+        tune_gc()
+        yield
+        await state["session"].close()
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)], lifespan=lifespan)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--starlette", action="store_true", help="the Starlette variant")
     args = parser.parse_args()
     uvicorn.run(
-        MinimalProxy(args.upstream),
+        starlette_app(args.upstream) if args.starlette else MinimalProxy(args.upstream),
         host=args.host,
         port=args.port,
         log_level="warning",
