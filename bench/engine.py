@@ -2,8 +2,10 @@
 
 Both are measured in the same run, on the same client, sequentially and with concurrent
 tasks, each for a bounded time, so the ratio says what the Lua scripts cost over a plain
-round trip on this machine. Uses db 15 of the local Redis (or CREDITGATE_BENCH_REDIS_URL) and
-flushes only that database.
+round trip on this machine. The pairs are measured three ways: through redis-py one call a
+round trip, pipelined per loop turn through redis-py, and pipelined on the engine's own
+connection (``Wire``), which is how the gateway runs on a plain Redis. Uses db 15 of the
+local Redis (or CREDITGATE_BENCH_REDIS_URL) and flushes only that database.
 
     python bench/engine.py [--seconds 2] [--concurrency 50]
 """
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from gateway.credits.engine import CreditEngine
+from gateway.credits.wire import Wire
 from gateway.settings import Tier
 
 DEFAULT_URL = "redis://127.0.0.1:6379/15"
@@ -49,30 +52,45 @@ async def run(url: str, seconds: float, concurrency: int) -> None:
     client = aioredis.Redis.from_url(url, decode_responses=True, max_connections=concurrency + 4)
     try:
         await client.flushdb()
-        engine = CreditEngine(client, TIERS, retain_ms=5_000)
-        await engine.open("bench")
+        engines = {
+            "pairs/s, one by one": CreditEngine(client, TIERS, retain_ms=5_000),
+            "pairs/s, pipelined": CreditEngine(client, TIERS, retain_ms=5_000, batch=True),
+            "pairs/s, on a Wire": CreditEngine(
+                client, TIERS, retain_ms=5_000, wire=Wire.for_url(url)
+            ),
+        }
+        await engines["pairs/s, one by one"].open("bench")
 
-        async def pair(i: int) -> None:
-            rid = f"b{i}"
-            await engine.reserve("bench", rid, 1)
-            await engine.settle("bench", rid, 2000)
+        def pairs_on(engine: CreditEngine) -> Op:
+            async def pair(i: int) -> None:
+                rid = f"b{i}"
+                await engine.reserve("bench", rid, 1)
+                await engine.settle("bench", rid, 2000)
+
+            return pair
 
         async def incr(i: int) -> None:
             await client.incr("bench:counter")
 
-        await rate(pair, 0.2, 1)  # load the scripts and warm the connections
+        ops: dict[str, Op] = {"INCR /s": incr}
+        for name, engine in engines.items():
+            ops[name] = pairs_on(engine)
+            await rate(ops[name], 0.2, 1)  # load the scripts and warm the connections
         print(f"redis: {url}  {seconds:.1f}s per figure")
         print(f"{'':24}{'sequential':>14}{f'{concurrency} tasks':>14}")
         figures: dict[str, list[float]] = {}
-        for name, op in (("INCR /s", incr), ("reserve+settle pairs/s", pair)):
+        for name, op in ops.items():
             figures[name] = [await rate(op, seconds, 1), await rate(op, seconds, concurrency)]
             print(f"{name:24}{figures[name][0]:14,.0f}{figures[name][1]:14,.0f}")
-        pairs, incrs = figures["reserve+settle pairs/s"], figures["INCR /s"]
-        ratios = [p / i for p, i in zip(pairs, incrs, strict=True)]
-        print(f"{'pairs / INCR':24}{ratios[0]:14.3f}{ratios[1]:14.3f}")
+        incrs = figures["INCR /s"]
+        for name in engines:
+            ratios = [p / i for p, i in zip(figures[name], incrs, strict=True)]
+            print(f"{name.replace('pairs/s', 'pairs / INCR'):24}{ratios[0]:14.3f}{ratios[1]:14.3f}")
         print("(a pair is two script calls: 1.0 would be as fast as a bare INCR round trip)")
         await client.flushdb()
     finally:
+        for engine in engines.values():
+            await engine.aclose()
         await client.aclose()
 
 
