@@ -20,10 +20,11 @@ import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
 from redis import exceptions as rx
+from redis.asyncio.connection import parse_url
 
 CONNECT_TIMEOUT_S = 5.0
 REPLY_TIMEOUT_S = 10.0
@@ -65,23 +66,23 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> Endpoint | None:
-        """The endpoint, or None for a URL this connection does not speak (``rediss://``)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "unix"):
+        """The endpoint, or None for a URL this connection does not speak (``rediss://``, or
+        options such as timeouts that only redis-py would honour). Read by redis-py's own
+        parser, so the scripts land in the same database as every other command."""
+        if urlsplit(url).scheme not in ("redis", "unix"):
             return None
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-        if set(query) - {"db"}:
-            return None  # options redis-py would honour and this connection would not
-        db = query.get("db")
-        if parts.scheme == "redis" and parts.path.strip("/"):
-            db = parts.path.strip("/")
+        found = parse_url(url)
+        path = found.pop("path", None)
+        found.pop("connection_class", None)
+        if set(found) - {"host", "port", "db", "username", "password"}:
+            return None
         return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            path=unquote(parts.path) if parts.scheme == "unix" else None,
-            db=int(db) if db else 0,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            host=found.get("host") or "127.0.0.1",
+            port=int(found.get("port") or 6379),
+            path=path,
+            db=int(found.get("db") or 0),
+            username=found.get("username"),
+            password=found.get("password"),
         )
 
 
@@ -161,7 +162,11 @@ class _Protocol(asyncio.Protocol):
 
 
 class Wire:
-    """One pipelined connection to a plain Redis, opened at first use and after a loss."""
+    """One pipelined connection to a plain Redis, opened at first use and after a loss.
+
+    Batches are written in the order they were handed over, a reconnection included: while
+    one waits for the connection, later ones queue behind it (``send_now`` declines).
+    """
 
     def __init__(
         self,
@@ -174,7 +179,9 @@ class Wire:
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._lock: asyncio.Lock | None = None
+        self._queued = 0
+        self._closed = False
 
     @classmethod
     def for_url(cls, url: str) -> Wire | None:
@@ -182,9 +189,10 @@ class Wire:
         return None if endpoint is None else cls(endpoint)
 
     def send_now(self, commands: list[bytes]) -> asyncio.Future[list[Reply]] | None:
-        """``execute`` without a coroutine when connected (the hot path); None when not."""
+        """``execute`` without a coroutine when connected and nothing queues (the hot path);
+        None otherwise."""
         protocol = self._protocol
-        if protocol is None or not protocol.usable:
+        if self._queued or protocol is None or not protocol.usable:
             return None
         return protocol.send(commands)
 
@@ -194,34 +202,48 @@ class Wire:
         Raises ``redis.exceptions.ConnectionError`` / ``TimeoutError`` when the connection
         fails before every reply is read.
         """
-        protocol = self._protocol
-        if protocol is None or not protocol.usable:
-            protocol = await self._connect()
-        return await protocol.send(commands)
+        sent = self.send_now(commands)
+        if sent is None:
+            self._queued += 1
+            try:
+                protocol = await self._connected()
+                sent = protocol.send(commands)  # before the next in line: the lock is FIFO
+            finally:
+                self._queued -= 1
+        return await sent
+
+    async def _connected(self) -> _Protocol:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._closed:
+                raise rx.ConnectionError("the engine's Redis connection is closed")
+            if self._protocol is None or not self._protocol.usable:
+                self._protocol = await self._connect()
+            return self._protocol
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._protocol is not None and self._protocol.usable:
-                return self._protocol
-            loop = asyncio.get_running_loop()
-            ep = self.endpoint
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    if ep.path is not None:
-                        _, protocol = await loop.create_unix_connection(
-                            lambda: _Protocol(loop, self.reply_timeout), ep.path
-                        )
-                    else:
-                        _, protocol = await loop.create_connection(
-                            lambda: _Protocol(loop, self.reply_timeout), ep.host, ep.port
-                        )
-                    await self._handshake(protocol)
-            except (OSError, TimeoutError) as exc:
+        loop = asyncio.get_running_loop()
+        ep = self.endpoint
+        protocol: _Protocol | None = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if ep.path is not None:
+                    _, protocol = await loop.create_unix_connection(
+                        lambda: _Protocol(loop, self.reply_timeout), ep.path
+                    )
+                else:
+                    _, protocol = await loop.create_connection(
+                        lambda: _Protocol(loop, self.reply_timeout), ep.host, ep.port
+                    )
+                await self._handshake(protocol)
+        except BaseException as exc:
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.close()
+            if isinstance(exc, OSError | TimeoutError):
                 raise rx.ConnectionError(f"cannot connect to Redis: {exc}") from exc
-            self._protocol = protocol
-            return protocol
+            raise
+        return protocol
 
     async def _handshake(self, protocol: _Protocol) -> None:
         commands = []
@@ -234,11 +256,14 @@ class Wire:
             return
         for reply in await protocol.send(commands):
             if isinstance(reply, Exception):
-                assert protocol.transport is not None
-                protocol.transport.close()
                 raise rx.ConnectionError(f"Redis refused the connection's setup: {reply}")
 
     async def aclose(self) -> None:
+        """Close the connection; later calls fail rather than connect again."""
+        self._closed = True
+        if self._lock is not None:
+            async with self._lock:  # a connection being opened is closed too
+                pass
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()

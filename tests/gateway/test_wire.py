@@ -49,6 +49,7 @@ def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
         ("redis://redis.internal", Endpoint(host="redis.internal")),
         ("redis://:s%40cret@h:7000/0", Endpoint(host="h", port=7000, password="s@cret")),
         ("redis://app:pw@h?db=2", Endpoint(host="h", db=2, username="app", password="pw")),
+        ("redis://h/1?db=2", Endpoint(host="h", db=2)),  # as redis-py reads it
         ("unix:///run/redis.sock?db=4", Endpoint(path="/run/redis.sock", db=4)),
         ("rediss://h:6380/0", None),
         ("redis://h/0?socket_timeout=3", None),
@@ -140,3 +141,27 @@ async def test_services_give_the_engine_a_wire_only_for_a_plain_url(redis_url: s
             assert (services.credits._wire is not None) is has_wire
         finally:
             await services.close()
+
+
+async def test_batches_keep_their_order_through_a_reconnection(
+    wire: Wire, redis: aioredis.Redis
+) -> None:
+    """While the connection is being opened again, later batches queue behind the first."""
+    [client_id] = await wire.execute([pack("CLIENT", "ID")])
+    await redis.execute_command("CLIENT", "KILL", "ID", client_id)
+    await asyncio.sleep(0.05)
+    sent = []
+    for i in range(30):  # one batch a loop turn, as the batcher sends them
+        sent.append(asyncio.ensure_future(wire.execute([pack("RPUSH", "order", i)])))
+        await asyncio.sleep(0)
+    await asyncio.gather(*sent)
+    assert await redis.lrange("order", 0, -1) == [str(i) for i in range(30)]
+
+
+async def test_a_closed_wire_does_not_connect_again(redis_url: str) -> None:
+    wire = Wire.for_url(redis_url)
+    assert wire is not None
+    assert await wire.execute([pack("PING")]) == ["PONG"]
+    await wire.aclose()
+    with pytest.raises(rx.ConnectionError, match="closed"):
+        await wire.execute([pack("PING")])
