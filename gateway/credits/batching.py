@@ -23,7 +23,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import DataError, NoScriptError, RedisError
 
 from gateway.credits.wire import Reply, Wire, pack_evalsha
 
@@ -72,7 +72,9 @@ class ScriptBatcher:
         for start in range(0, len(batch), MAX_BATCH):
             chunk = batch[start : start + MAX_BATCH]
             if self.wire is not None:
-                packed = [pack_evalsha(script.sha, keys, args) for script, keys, args, _ in chunk]
+                chunk, packed = _packed(chunk)
+                if not chunk:
+                    continue
                 sent = self.wire.send_now(packed)
                 if sent is not None:  # connected: no task needed, the replies call back
                     sent.add_done_callback(functools.partial(self._sent, chunk))
@@ -134,6 +136,22 @@ class ScriptBatcher:
                 _resolve(future, error=exc)
             else:
                 _resolve(future, result=reply)
+
+
+def _packed(chunk: list[Call]) -> tuple[list[Call], list[bytes]]:
+    """The calls that could be written, and their bytes. A call with an argument Redis cannot
+    take fails alone, as redis-py's ``DataError`` would: the rest of the batch goes on."""
+    kept: list[Call] = []
+    packed: list[bytes] = []
+    for call in chunk:
+        script, keys, args, future = call
+        try:
+            packed.append(pack_evalsha(script.sha, keys, args))
+        except TypeError as exc:
+            _resolve(future, error=DataError(str(exc)))
+            continue
+        kept.append(call)
+    return kept, packed
 
 
 def _fail(chunk: list[Call], error: BaseException) -> None:

@@ -356,12 +356,16 @@ def _settled(account: str, settled: asyncio.Future[Settlement], raw: asyncio.Fut
         settled.cancel()
         return
     error = raw.exception()
+    if error is None:
+        try:
+            settled.set_result(_settlement(account, raw.result()))
+            return
+        except (ValueError, IndexError, TypeError) as exc:  # not a reply the script gives
+            error = exc
     if isinstance(error, RedisError | OSError):
         settled.set_exception(StorageUnavailable(f"redis: {error}"))
-    elif error is not None:
-        settled.set_exception(error)
     else:
-        settled.set_result(_settlement(account, raw.result()))
+        settled.set_exception(error)
 
 
 def _change(account: str, raw: list[Any]) -> TierChange:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import DataError
 
 from gateway import keys
 from gateway.credits.batching import ScriptBatcher
@@ -179,3 +180,19 @@ async def test_settle_soon_fails_as_storage_unavailable() -> None:
         await engine.settle_soon("a", "r1", 1)
     await engine.aclose()
     await client.aclose()
+
+
+async def test_a_call_redis_cannot_take_fails_alone(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    """An argument that is not str, bytes or int fails its own call with redis-py's DataError;
+    on a Wire the other calls of the batch go on (redis-py fails its whole pipeline)."""
+    engine = make_engine()
+    await engine.open("fine")
+    assert engine._batcher is not None
+    bad = engine._batcher.call(engine._scripts.status, ("k",), (None,))
+    good = engine.status("fine")
+    outcomes = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(outcomes[0], DataError)
+    if engine._batcher.wire is not None:
+        assert not isinstance(outcomes[1], BaseException) and outcomes[1] is not None
