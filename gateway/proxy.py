@@ -478,34 +478,38 @@ class Proxy:
         self.inflight.track(settled).add_done_callback(functools.partial(self._settled, ex, tokens))
 
     def _settled(self, ex: Exchange, tokens: int, settled: asyncio.Future[Settlement]) -> None:
-        error = None if settled.cancelled() else settled.exception()
-        if error is None and not settled.cancelled() and settled.result().status != "missing":
+        if settled.cancelled():  # shutdown gave up waiting: the reaper refunds the hold
+            log.error("settle abandoned at shutdown", extra={"request_id": ex.request_id})
+            return
+        error = settled.exception()
+        if error is None and settled.result().status != "missing":
             self._count(settled.result())
             return
         if error is not None:
             self.metrics.redis_errors.inc(op="settle")
             if not isinstance(error, StorageUnavailable):
                 log.error("settle failed: %r", error, extra={"request_id": ex.request_id})
-        self.inflight.spawn(self._charge(ex, tokens, missing=error is None))
+        self.inflight.spawn(self._charge(ex, tokens, restore_first=error is None))
 
-    async def _charge(self, ex: Exchange, tokens: int, *, missing: bool) -> None:
+    async def _charge(self, ex: Exchange, tokens: int, *, restore_first: bool) -> None:
         """Settle again after a failed attempt: one lost round trip must not turn a success
         into the reaper's refund (settles are idempotent). An account Redis lost meanwhile
-        (``missing``) is restored first."""
+        is restored from the store first (``restore_first``: the last answer was missing)."""
         account = ex.caller.account_id
-        if missing:
-            await self.restore(account)
         for pause in SETTLE_RETRIES:
             await asyncio.sleep(pause)
             try:
+                if restore_first:
+                    await self.restore(account)
                 settled = await self.engine.settle(account, ex.request_id, tokens)
-            except StorageUnavailable:
+            except StorageUnavailable as exc:
                 self.metrics.redis_errors.inc(op="settle")
+                log.warning("settle retry failed: %s", exc, extra={"request_id": ex.request_id})
                 continue
             if settled.status != "missing":
                 self._count(settled)
                 return
-            await self.restore(account)
+            restore_first = True
         log.error(
             "settle failed %d times; the reaper will refund the reservation",
             len(SETTLE_RETRIES) + 1,

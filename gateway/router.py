@@ -48,6 +48,6 @@ class GatewayApp(Starlette):
         except Exception:
             try:
                 await send_json(send, 500, error_body("internal_error", "internal error"))
-            except RuntimeError:
-                pass  # the answer had started: the server closes the connection
+            except Exception:
+                pass  # the answer had started (or the client left): the original error counts
             raise  # for the server to log, as Starlette's own error middleware does

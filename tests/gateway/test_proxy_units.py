@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.auth import Caller
-from gateway.bodies import is_json, splice_credit_info
+from gateway.bodies import ClientGone, is_json, splice_credit_info
 from gateway.credits.results import AccountState, Reservation, Settlement
 from gateway.errors import StorageUnavailable
 from gateway.headers import (
@@ -243,15 +243,15 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
 
 
-@pytest.mark.parametrize("first", ["redis down", "account missing"])
+@pytest.mark.parametrize("first", ["redis down", "account missing", "restore fails"])
 async def test_a_background_settle_that_failed_is_retried_until_it_lands(
     first: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The proxy does not wait on its settle; a failed first attempt (Redis unreachable, or
-    the account lost and restored) is settled again by a task that shutdown drains."""
+    the account lost, and its restore failing once) is settled again by a task that
+    shutdown drains."""
     monkeypatch.setattr("gateway.proxy.SETTLE_RETRIES", (0, 0, 0))
     calls: list[str] = []
-    restored: list[str] = []
 
     class Flaky:
         def settle_soon(self, account: str, request_id: str, tokens: int) -> asyncio.Future[Any]:
@@ -265,12 +265,14 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
 
         async def settle(self, account: str, request_id: str, tokens: int) -> Settlement:
             calls.append("settle")
-            if len(calls) < 3:
+            if first == "redis down" and calls.count("settle") < 2:
                 raise StorageUnavailable("redis: still down")
             return Settlement("charged", state(), 2)
 
     async def restore(account: str) -> None:
-        restored.append(account)
+        calls.append("restore")
+        if first == "restore fails" and calls.count("restore") == 1:
+            raise StorageUnavailable("database: connection failed")
 
     metrics = Metrics()
     proxy = Proxy(
@@ -285,6 +287,47 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
     exchange = Exchange(ROUTE, caller, "rid-1", Reservation("ok", state(), None, 0, "held"))
     proxy._settle(exchange, 4000)
     await proxy.inflight.drain()
-    assert calls == ["soon", "settle", "settle"]
-    assert restored == (["acct_1"] if first == "account missing" else [])
+    assert (
+        calls
+        == {
+            "redis down": ["soon", "settle", "settle"],
+            "account missing": ["soon", "restore", "settle"],
+            "restore fails": ["soon", "restore", "restore", "settle"],
+        }[first]
+    )
     assert "creditgate_settled_credits_total 2" in metrics.render()
+
+
+async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
+    """The upstream wait is cancelled by the disconnect watcher (ClientGone) or by the server
+    stopping: the latter must stay a cancellation."""
+    started = asyncio.Event()
+
+    class Hanging:
+        async def request(self, *args: object, **kwargs: object) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+    proxy = Proxy(
+        engine=None,  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        session=Hanging(),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        secret=b"s",
+        restore=None,  # type: ignore[arg-type]
+    )
+    loop = asyncio.get_running_loop()
+    for who in ("client", "server"):
+        started.clear()
+        watch: asyncio.Future[None] = loop.create_future()
+        request = asyncio.ensure_future(proxy._request(watch, "GET", "http://x/", [], b""))
+        await started.wait()
+        if who == "client":
+            watch.set_result(None)
+            with pytest.raises(ClientGone):
+                await request
+            assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        else:
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
