@@ -30,6 +30,9 @@ end
 
 -- A tier's rules, or nil when the configuration has no such tier.
 local function tier_of(tiers, name)
+  if string.find(name, '[;=/]') then
+    return nil  -- not a name the spec can hold; it would match across entries
+  end
   local r = tiers.found[name]
   if r == nil then
     r = false

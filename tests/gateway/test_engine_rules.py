@@ -191,9 +191,12 @@ async def test_open_twice_changes_nothing(make_engine: MakeEngine) -> None:
     assert await kinds(engine, "a1") == ["open"]
 
 
-async def test_open_unknown_tier(make_engine: MakeEngine) -> None:
+@pytest.mark.parametrize("tier", ["platinum", "pr", "pro-", "free=5/20;pro", "%d+"])
+async def test_open_unknown_tier(make_engine: MakeEngine, tier: str) -> None:
+    """Unknown, a prefix of a known one, or spelled to match across the tiers' spec: none is
+    a tier."""
     engine = make_engine()
-    change = await engine.open("a1", tier="platinum")
+    change = await engine.open("a1", tier=tier)
     assert (change.status, change.account) == ("unknown_tier", None)
     assert await engine.status("a1") is None
     assert await kinds(engine, "a1") == []
