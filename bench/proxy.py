@@ -227,6 +227,17 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The most memory a process has held (``VmHWM`` in ``/proc``), in MB; 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def redis_cpu_s(redis_url: str) -> float:
     """CPU seconds the Redis server has used (``INFO cpu``), main thread and others."""
     import redis
@@ -376,11 +387,13 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
                     base + PATH, headers, 1, min(seconds, 3), meter
                 )
                 calls[name] = many + one
+            peaks = {name: peak_rss_mb(t[2].pid) for name, t in targets.items() if t[2]}
             credits_after = asyncio.run(credits_left(gw_env, account_id))
     report(
         loaded,
         single,
         {connections: cpu, 1: cpu_single},
+        peaks,
         connections,
         seconds,
         credits_before - credits_after,
@@ -392,6 +405,7 @@ def report(
     loaded: dict[str, Result],
     single: dict[str, Result],
     cpu: dict[int, dict[str, dict[str, float]]],
+    peaks: dict[str, float],
     connections: int,
     seconds: float,
     charged: int,
@@ -431,6 +445,7 @@ def report(
             f"{cpu_ratio}"
         )
     print(f"the gateway's Redis: {gw_cpu.get('redis', 0):.0f} µs of CPU per request")
+    print("peak memory: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()))
     print(
         f"credits charged: {charged} for {gateway_calls} completed gateway calls "
         "(warm-ups included; calls cut off at a run's end may differ)"
