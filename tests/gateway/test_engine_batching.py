@@ -20,24 +20,16 @@ from gateway.settings import DEFAULT_TIERS, Tier
 TIERS = DEFAULT_TIERS | {"bulk": Tier(credits=100, requests_per_minute=0)}
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture(params=["redis-py pipeline", "wire"])
 async def make_engine(
-    request: pytest.FixtureRequest, redis: aioredis.Redis, redis_url: str
+    request: pytest.FixtureRequest, real_redis: aioredis.Redis, redis_url: str
 ) -> AsyncIterator[Callable[[], CreditEngine]]:
     """Batched engines on both transports: redis-py's pipeline and the engine's own Wire."""
     engines: list[CreditEngine] = []
 
     def make() -> CreditEngine:
         wire = Wire.for_url(redis_url) if request.param == "wire" else None
-        engines.append(CreditEngine(redis, TIERS, batch=True, wire=wire))
+        engines.append(CreditEngine(real_redis, TIERS, batch=True, wire=wire))
         return engines[-1]
 
     yield make
@@ -87,21 +79,21 @@ async def test_concurrent_reserves_share_round_trips_and_spend_exactly_the_credi
 
 
 async def test_a_script_redis_lost_is_loaded_again(
-    make_engine: Callable[[], CreditEngine], redis: aioredis.Redis
+    make_engine: Callable[[], CreditEngine], real_redis: aioredis.Redis
 ) -> None:
     engine = make_engine()
     await engine.open("lost-scripts")
-    await redis.script_flush()
+    await real_redis.script_flush()
     answers = await asyncio.gather(*(engine.reserve("lost-scripts", f"r{i}", 1) for i in range(7)))
     assert [a.status for a in answers].count("ok") == 5
 
 
 async def test_a_failing_call_fails_alone(
-    make_engine: Callable[[], CreditEngine], redis: aioredis.Redis
+    make_engine: Callable[[], CreditEngine], real_redis: aioredis.Redis
 ) -> None:
     engine = make_engine()
     await engine.open("fine")
-    await redis.set(keys.account_keys("broken").state, "not a hash")
+    await real_redis.set(keys.account_keys("broken").state, "not a hash")
     fine, broken = await asyncio.gather(
         engine.reserve("fine", "r1", 1),
         engine.reserve("broken", "r1", 1),

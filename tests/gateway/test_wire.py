@@ -19,14 +19,6 @@ from gateway.settings import Settings
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def wire(redis_url: str) -> AsyncIterator[Wire]:
     made = Wire.for_url(redis_url)
     assert made is not None
@@ -60,7 +52,7 @@ def test_endpoint_from_url(url: str, endpoint: Endpoint | None) -> None:
 
 
 async def test_concurrent_batches_get_their_own_replies_in_order(
-    wire: Wire, redis: aioredis.Redis
+    wire: Wire, real_redis: aioredis.Redis
 ) -> None:
     async def batch(i: int) -> list[object]:
         return await wire.execute(
@@ -70,7 +62,7 @@ async def test_concurrent_batches_get_their_own_replies_in_order(
     replies = await asyncio.gather(*(batch(i) for i in range(200)))
     assert replies == [["OK", i + 1, str(i + 1)] for i in range(200)]
     # The URL's db was selected: redis-py on the same URL sees the keys.
-    assert await redis.get("k7") == "8"
+    assert await real_redis.get("k7") == "8"
 
 
 async def test_errors_are_values_and_a_lost_script_is_noscript(wire: Wire) -> None:
@@ -88,12 +80,12 @@ async def test_a_large_reply_read_in_many_chunks(wire: Wire) -> None:
 
 
 async def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnects(
-    wire: Wire, redis: aioredis.Redis
+    wire: Wire, real_redis: aioredis.Redis
 ) -> None:
     [client_id] = await wire.execute([pack("CLIENT", "ID")])
     waiting = asyncio.ensure_future(wire.execute([pack("BLPOP", "never", 10)]))
     await asyncio.sleep(0.05)
-    await redis.execute_command("CLIENT", "KILL", "ID", client_id)
+    await real_redis.execute_command("CLIENT", "KILL", "ID", client_id)
     with pytest.raises(rx.ConnectionError):
         await asyncio.wait_for(waiting, 2)
     [new_id] = await wire.execute([pack("CLIENT", "ID")])
@@ -144,18 +136,18 @@ async def test_services_give_the_engine_a_wire_only_for_a_plain_url(redis_url: s
 
 
 async def test_batches_keep_their_order_through_a_reconnection(
-    wire: Wire, redis: aioredis.Redis
+    wire: Wire, real_redis: aioredis.Redis
 ) -> None:
     """While the connection is being opened again, later batches queue behind the first."""
     [client_id] = await wire.execute([pack("CLIENT", "ID")])
-    await redis.execute_command("CLIENT", "KILL", "ID", client_id)
+    await real_redis.execute_command("CLIENT", "KILL", "ID", client_id)
     await asyncio.sleep(0.05)
     sent = []
     for i in range(30):  # one batch a loop turn, as the batcher sends them
         sent.append(asyncio.ensure_future(wire.execute([pack("RPUSH", "order", i)])))
         await asyncio.sleep(0)
     await asyncio.gather(*sent)
-    assert await redis.lrange("order", 0, -1) == [str(i) for i in range(30)]
+    assert await real_redis.lrange("order", 0, -1) == [str(i) for i in range(30)]
 
 
 async def test_a_closed_wire_does_not_connect_again(redis_url: str) -> None:
