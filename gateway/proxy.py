@@ -24,8 +24,10 @@ the route's cost (credits and rate together); the request goes upstream with sig
   long stream: its deadline is pushed out every third of the hold (``engine.extend``) until
   it settles, so the reaper leaves it alone.
 
-Redis or store outages answer 503 ``unavailable`` before anything is held. Settles run as
-tracked tasks (``InFlight``): a cancelled request still settles, and shutdown awaits them.
+Redis or store outages answer 503 ``unavailable`` before anything is held. The request does
+not wait for its settle: it is a future of the engine's batcher (it rides with the next
+reserve's round trip), retried by a task if it fails; refunds are tasks. ``InFlight`` tracks
+them all: a cancelled request still settles or refunds, and shutdown awaits them.
 """
 
 from __future__ import annotations
@@ -468,7 +470,7 @@ class Proxy:
             except StorageUnavailable:
                 pass  # the reaper refunds it at its deadline
 
-        asyncio.ensure_future(self.inflight.run(release()))
+        self.inflight.spawn(release())
 
     def _settle(self, ex: Exchange, tokens: int) -> None:
         """Charge the reservation without waiting: the answer has gone out. The engine defers
