@@ -40,6 +40,10 @@ class AccountKeys:
     def reservation(self, request_id: str) -> str:
         return f"{self.state}:r:{request_id}"
 
+    def operation(self, request_id: str) -> str:
+        """The marker of an admin operation (a grant, a tier change) applied once."""
+        return f"{self.state}:o:{request_id}"
+
 
 _FORBIDDEN = frozenset("|:{}")
 
@@ -62,7 +66,8 @@ def account_keys(account: str) -> AccountKeys:
 
 
 STATE_PATTERN = f"{PREFIX}:{LAYOUT}:{{b*}}:a:*"
-"""A SCAN pattern matching every account state key (and reservation keys: see ``account_of``)."""
+"""A SCAN pattern matching every account state key (and reservation and operation keys: see
+``account_of``)."""
 
 
 def account_of(key: str) -> str | None:

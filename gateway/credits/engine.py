@@ -228,13 +228,17 @@ class CreditEngine:
     async def grant(
         self, account: str, credits: int, *, reason: str, request_id: str = ""
     ) -> TierChange:
-        """Add bonus credits: they survive monthly resets and tier changes."""
+        """Add bonus credits: they survive monthly resets and tier changes.
+
+        Applied once per ``request_id`` (for a day): a replay of it answers ``granted`` with
+        nothing added, so a retried call cannot grant twice.
+        """
         if credits < 1:
             raise ValueError("a grant is at least 1 credit")
         k = keys.account_keys(account)
         raw = await self._run(
             self._scripts.grant,
-            (k.state, k.outbox),
+            (k.state, k.outbox, k.operation(request_id)),
             (account, credits, reason, request_id, self._now(), self._spec),
         )
         return _change(account, raw)
@@ -249,13 +253,16 @@ class CreditEngine:
         reason: str = "",
         request_id: str = "",
     ) -> TierChange:
-        """Upgrade (to ``tier`` for ``months``), renew (by ``months``) or downgrade to free."""
+        """Upgrade (to ``tier`` for ``months``), renew (by ``months``) or downgrade to free.
+
+        Applied once per ``request_id``, as ``grant`` is: a replay changes nothing.
+        """
         if action != "downgrade" and months < 1:
             raise ValueError("months must be at least 1")
         k = keys.account_keys(account)
         raw = await self._run(
             self._scripts.set_tier,
-            (k.state, k.outbox),
+            (k.state, k.outbox, k.operation(request_id)),
             (account, action, tier, months, reason, self._now(), self._spec, request_id),
         )
         return _change(account, raw)

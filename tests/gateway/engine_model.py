@@ -117,6 +117,8 @@ class CreditModel:
     hold_ms: int = 360_000
     accounts: dict[str, Account] = field(default_factory=dict)
     held: dict[tuple[str, str], Held] = field(default_factory=dict)
+    operations: set[tuple[str, str]] = field(default_factory=set)
+    """(account, request id) of the grants and tier changes applied: a replay is a no-op."""
     events: dict[str, list[Event]] = field(default_factory=dict)
 
     # -- the rules' building blocks -----------------------------------------------------------
@@ -270,12 +272,22 @@ class CreditModel:
         if a is None:
             return ChangeAnswer("missing", None)
         self._due(acct, a, now)
-        a.bonus += credits
-        self._emit(acct, a, now, "grant", 0, credits, rid=rid, note=reason)
+        if self._once(acct, rid):
+            a.bonus += credits
+            self._emit(acct, a, now, "grant", 0, credits, rid=rid, note=reason)
         return ChangeAnswer("granted", self._view(a, now))
 
+    def _once(self, acct: str, rid: str) -> bool:
+        """A request id applies an operation once; a replay of it changes nothing."""
+        if not rid:
+            return True
+        if (acct, rid) in self.operations:
+            return False
+        self.operations.add((acct, rid))
+        return True
+
     def set_tier(
-        self, acct: str, action: str, tier: str, months: int, reason: str, now: int
+        self, acct: str, action: str, tier: str, months: int, reason: str, now: int, rid: str = ""
     ) -> ChangeAnswer:
         a = self.accounts.get(acct)
         if a is None:
@@ -283,14 +295,17 @@ class CreditModel:
         if action == "upgrade" and (tier not in self.tiers or tier == "free"):
             return ChangeAnswer("unknown_tier", None)
         self._due(acct, a, now)
+        if action == "renew" and not a.sub:
+            return ChangeAnswer("not_subscribed", self._view(a, now))
+        done = {"upgrade": "upgraded", "renew": "renewed", "downgrade": "downgraded"}
+        if not self._once(acct, rid):
+            return ChangeAnswer(done[action], self._view(a, now))
         old = a.plan
         if action == "upgrade":
             a.tier, a.sub, a.se = tier, 1, now + months * MONTH_MS
             a.plan = self.tiers[tier].credits
             status = "upgraded"
         elif action == "renew":
-            if not a.sub:
-                return ChangeAnswer("not_subscribed", self._view(a, now))
             if a.se:
                 a.se = max(now, a.se) + months * MONTH_MS
             status = "renewed"
@@ -298,7 +313,7 @@ class CreditModel:
             a.tier, a.sub, a.se = "free", 0, 0
             a.plan = min(a.plan, self.tiers["free"].credits)
             status = "downgraded"
-        self._emit(acct, a, now, action, a.plan - old, note=reason)
+        self._emit(acct, a, now, action, a.plan - old, rid=rid, note=reason)
         return ChangeAnswer(status, self._view(a, now))
 
     def status(self, acct: str, now: int) -> View | None:

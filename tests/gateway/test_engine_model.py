@@ -67,6 +67,8 @@ request_ids = st.sampled_from([f"req-{i}" for i in range(6)])
 picks = st.integers(0, 1000)
 tiers = st.sampled_from([*TIERS, "gold"])
 months = st.integers(min_value=1, max_value=2)
+operation_ids = st.sampled_from(["", "op-1", "op-2", "op-3"])
+"""Grants and renewals: few ids, so replays of one happen ('' never replays)."""
 
 
 class Clock:
@@ -164,20 +166,21 @@ class EngineMachine(RuleBasedStateMachine):
         got = _settle(self.run(self.engine.refund(acct, rid, reason="failed")))
         assert got == self.model.refund(acct, rid, "failed", self.now)
 
-    @rule(acct=accounts, credits=st.integers(1, 4))
-    def grant(self, acct: str, credits: int) -> None:
-        got = _change(self.run(self.engine.grant(acct, credits, reason="gift", request_id="g")))
-        assert got == self.model.grant(acct, credits, "gift", "g", self.now)
+    @rule(acct=accounts, credits=st.integers(1, 4), rid=operation_ids)
+    def grant(self, acct: str, credits: int, rid: str) -> None:
+        got = _change(self.run(self.engine.grant(acct, credits, reason="gift", request_id=rid)))
+        assert got == self.model.grant(acct, credits, "gift", rid, self.now)
 
     @rule(acct=accounts, tier=st.sampled_from(["pro", "mini", "free", "gold"]), months=months)
     def upgrade(self, acct: str, tier: str, months: int) -> None:
         got = _change(self.run(self.engine.set_tier(acct, "upgrade", tier=tier, months=months)))
         assert got == self.model.set_tier(acct, "upgrade", tier, months, "", self.now)
 
-    @rule(acct=accounts, months=months)
-    def renew(self, acct: str, months: int) -> None:
-        got = _change(self.run(self.engine.set_tier(acct, "renew", months=months)))
-        assert got == self.model.set_tier(acct, "renew", "", months, "", self.now)
+    @rule(acct=accounts, months=months, rid=operation_ids)
+    def renew(self, acct: str, months: int, rid: str) -> None:
+        renewed = self.engine.set_tier(acct, "renew", months=months, request_id=rid)
+        got = _change(self.run(renewed))
+        assert got == self.model.set_tier(acct, "renew", "", months, "", self.now, rid)
 
     @rule(acct=accounts)
     def downgrade(self, acct: str) -> None:

@@ -405,6 +405,35 @@ async def test_grant_adds_bonus_that_survives_everything(
         await engine.grant("a1", 0, reason="nothing")
 
 
+async def test_a_replayed_grant_or_tier_change_applies_once(
+    make_engine: MakeEngine, clock: MovableClock
+) -> None:
+    """A client that re-sends the script after a lost reply (redis-py retries on connection
+    errors) sends the same request id: the replay answers as the first did, changing nothing."""
+    engine = make_engine()
+    await engine.open("a1")
+    first = await engine.grant("a1", 4, reason="ticket", request_id="op_1")
+    replay = await engine.grant("a1", 4, reason="ticket", request_id="op_1")
+    assert (first.status, replay.status) == ("granted", "granted")
+    assert replay.account == first.account
+    other = await engine.grant("a1", 4, reason="ticket", request_id="op_2")
+    assert other.account is not None and other.account.bonus_credits == 8
+    up = await engine.set_tier("a1", "upgrade", tier="pro", months=1, request_id="op_3")
+    renewed = await engine.set_tier("a1", "renew", months=2, request_id="op_4")
+    again = await engine.set_tier("a1", "renew", months=2, request_id="op_4")
+    assert (renewed.status, again.status) == ("renewed", "renewed")
+    assert up.account is not None and again.account is not None
+    assert again.account.subscription_ends_ms == clock() + 3 * MONTH_MS
+    assert again.account.version == renewed.account.version  # type: ignore[union-attr]
+    for _ in range(2):  # no request id: no replay protection asked for
+        await engine.grant("a1", 1, reason="anonymous")
+    state = await engine.status("a1")
+    assert state is not None and state.bonus_credits == 10
+    assert await kinds(engine, "a1") == [
+        "open", "grant", "grant", "upgrade", "renew", "grant", "grant",
+    ]  # fmt: skip
+
+
 # -- set_tier ------------------------------------------------------------------------------------
 
 
