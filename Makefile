@@ -31,7 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/proxy.py --rounds 3
 	$(BIN)/python bench/sync.py
 
 clean:

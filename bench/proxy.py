@@ -16,7 +16,8 @@ subprocess (``python bench/proxy.py load ...``). Each target gets a 1 s warm-up,
 req/s, p50 / p99, CPU per request of each process, the gateway's throughput against both
 baselines and its p50 overhead in ms. Nothing asserts a time: the figures are for people.
 
-Run: ``python bench/proxy.py [--seconds 5] [--connections 50]`` (``make bench``).
+Run: ``python bench/proxy.py [--seconds 5] [--connections 50] [--rounds 1]`` (``make bench``);
+with ``--rounds N`` every target is measured N times in turn and the median run is shown.
 """
 
 from __future__ import annotations
@@ -325,7 +326,15 @@ async def credits_left(env: dict[str, str], account_id: str) -> int:
 # --- the run ----------------------------------------------------------------------------
 
 
-def bench(seconds: float, connections: int, redis_url: str) -> None:
+def median_run(
+    runs: list[tuple[Result, dict[str, float]]], key: Callable[[Result], float]
+) -> tuple[Result, dict[str, float]]:
+    """The run in the middle by ``key`` (the lower middle of an even number)."""
+    ordered = sorted(runs, key=lambda run: key(run[0]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def bench(seconds: float, connections: int, redis_url: str, rounds: int) -> None:
     python = sys.executable
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
     ports = {name: free_port() for name in ("backend", "minimal", "starlette", "gateway")}
@@ -365,28 +374,31 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
                     gateway,
                 ),
             }
-            loaded: dict[str, Result] = {}
-            single: dict[str, Result] = {}
-            cpu: dict[str, dict[str, float]] = {}
-            cpu_single: dict[str, dict[str, float]] = {}
-            calls: dict[str, int] = {}
-            for name, (base, headers, proxy) in targets.items():
+            runs: dict[str, list[tuple[Result, dict[str, float]]]] = {n: [] for n in targets}
+            single_runs: dict[str, list[tuple[Result, dict[str, float]]]] = {n: [] for n in targets}
+            calls = dict.fromkeys(targets, 0)
+            # Round after round, every target in turn: a machine that speeds up or slows down
+            # during the run then weighs on all of them alike.
+            for _ in range(rounds):
+                for name, (base, headers, proxy) in targets.items():
 
-                def meter(proxy: subprocess.Popen[bytes] | None = proxy) -> dict[str, float]:
-                    seconds = {"backend": process_cpu_s(backend.pid)}
-                    if proxy is not None:
-                        seconds["proxy"] = process_cpu_s(proxy.pid)
-                    if proxy is gateway:
-                        seconds["redis"] = redis_cpu_s(redis_url)
-                    return seconds
+                    def meter(proxy: subprocess.Popen[bytes] | None = proxy) -> dict[str, float]:
+                        seconds = {"backend": process_cpu_s(backend.pid)}
+                        if proxy is not None:
+                            seconds["proxy"] = process_cpu_s(proxy.pid)
+                        if proxy is gateway:
+                            seconds["redis"] = redis_cpu_s(redis_url)
+                        return seconds
 
-                loaded[name], cpu[name], many = measure(
-                    base + PATH, headers, connections, seconds, meter
-                )
-                single[name], cpu_single[name], one = measure(
-                    base + PATH, headers, 1, min(seconds, 3), meter
-                )
-                calls[name] = many + one
+                    result, used, many = measure(base + PATH, headers, connections, seconds, meter)
+                    runs[name].append((result, used))
+                    result, used, one = measure(base + PATH, headers, 1, min(seconds, 3), meter)
+                    single_runs[name].append((result, used))
+                    calls[name] += many + one
+            loaded = {n: median_run(r, lambda x: x.rps)[0] for n, r in runs.items()}
+            cpu = {n: median_run(r, lambda x: x.rps)[1] for n, r in runs.items()}
+            single = {n: median_run(r, lambda x: -x.p50_ms)[0] for n, r in single_runs.items()}
+            cpu_single = {n: median_run(r, lambda x: -x.p50_ms)[1] for n, r in single_runs.items()}
             peaks = {name: peak_rss_mb(t[2].pid) for name, t in targets.items() if t[2]}
             credits_after = asyncio.run(credits_left(gw_env, account_id))
     report(
@@ -396,6 +408,7 @@ def bench(seconds: float, connections: int, redis_url: str) -> None:
         peaks,
         connections,
         seconds,
+        rounds,
         credits_before - credits_after,
         calls["gateway, charged"],
     )
@@ -408,11 +421,14 @@ def report(
     peaks: dict[str, float],
     connections: int,
     seconds: float,
+    rounds: int,
     charged: int,
     gateway_calls: int,
 ) -> None:
     tool = "wrk -t1" if shutil.which("wrk") else "aiohttp load script"
     print(f"\nproxy benchmark: POST {PATH}, {tool}, {seconds:g} s per run, loopback, 1 worker each")
+    if rounds > 1:
+        print(f"each figure: the median run of {rounds} rounds, the targets taken in turn")
     load1, _, _ = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the end (others share it)")
     header = f"{'target':<18} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}"
@@ -466,6 +482,9 @@ def main(argv: list[str] | None = None) -> None:
     backend.add_argument("port", type=int)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every target this many times, in turn"
+    )
     args = parser.parse_args(argv)
     if args.mode == "load":
         result = asyncio.run(
@@ -476,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
         serve_backend(args.port)
     else:
         redis_url = os.environ.get("CREDITGATE_BENCH_REDIS_URL", DEFAULT_REDIS)
-        bench(args.seconds, args.connections, redis_url)
+        bench(args.seconds, args.connections, redis_url, max(1, args.rounds))
 
 
 if __name__ == "__main__":
