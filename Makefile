@@ -22,12 +22,13 @@ services:
 	bash .ci/services
 
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q
+	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway store sync tests bench
 	$(BIN)/ruff format --check gateway store sync tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

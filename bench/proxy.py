@@ -285,7 +285,7 @@ def gateway_env(workdir: Path, redis_url: str, backend: str) -> dict[str, str]:
 
 async def open_account(env: dict[str, str]) -> tuple[str, str, int]:
     """Migrate the store, empty the bench Redis db, open the account: id, key, credits."""
-    from gateway.accounts import create_account
+    from gateway.accounts.operations import create_account
     from gateway.services import open_services
     from gateway.settings import Settings
     from store.database import upgrade

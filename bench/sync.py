@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
 from gateway.services import Services, open_services
 from gateway.settings import DEFAULT_TIERS, Settings, Tier

@@ -1,5 +1,8 @@
 """The gateway application: ``create_app(settings)`` and the uvicorn factory ``app_from_env``.
 
+The one place the front ends meet: the proxy, the web app's routes and the admin API are
+wired together here, each built by its own package without knowing the others.
+
 Proxied prefixes are served by ``GatewayApp`` straight to the ``Proxy``, plain ASGI in front
 of Starlette (the hot path skips its middleware, routing and request objects). Everything else is a
 Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
@@ -15,63 +18,25 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 
+from gateway.accounts.keycache import KeyCache, store_lookup, store_toucher
+from gateway.accounts.restore import restore_from_store
+from gateway.admin.openapi import admin_paths
 from gateway.admin.routes import admin_routes
-from gateway.auth import KeyCache, store_lookup, store_toucher
-from gateway.errors import CreditgateError, StorageUnavailable, Unauthorized, error_body
-from gateway.health import health_routes
+from gateway.logs import configure_logging
 from gateway.metrics import Metrics
-from gateway.openapi import openapi_route
-from gateway.proxy import Proxy
-from gateway.restore import restore_from_store
-from gateway.router import GatewayApp
+from gateway.proxy.flow import Proxy
+from gateway.proxy.router import GatewayApp
+from gateway.proxy.upstream import open_session
 from gateway.services import Services, open_services
 from gateway.settings import Settings
-from gateway.upstream import open_session
-from gateway.usage import usage_body
+from gateway.web.errors import EXCEPTION_HANDLERS
+from gateway.web.health import health_routes
+from gateway.web.openapi import openapi_route
+from gateway.web.user import user_routes
 
 log = logging.getLogger("creditgate.app")
-
-
-async def user_usage(request: Request) -> Response:
-    """``GET /api/user/usage``: the caller's account; costs nothing, touches no rate."""
-    services: Services = request.app.state.services
-    keys: KeyCache = request.app.state.keys
-    caller = await keys.authenticate(request.headers.get("authorization"))
-    state = await services.credits.status(caller.account_id)
-    if state is None:
-        state = await restore_from_store(services, caller.account_id)
-    if state is None:
-        raise Unauthorized("unknown account")
-    return JSONResponse({"success": True, "usage": usage_body(state)})
-
-
-async def _creditgate_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CreditgateError)
-    if isinstance(exc, StorageUnavailable):
-        log.warning("unavailable: %s", exc.message)
-        return JSONResponse(
-            error_body("unavailable", "a backing service is unavailable"), status_code=503
-        )
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    message = str(exc.detail)
-    if exc.status_code in (404, 405):
-        message = f"no route for {request.method} {request.url.path}"
-    return JSONResponse(error_body(code, message), status_code=exc.status_code)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
 
 def signing_secret(settings: Settings) -> bytes:
@@ -145,18 +110,14 @@ def create_app(
                 await svc.close()
 
     routes: list[BaseRoute] = [
-        Route("/api/user/usage", user_usage, methods=["GET"]),
+        *user_routes(),
         *health_routes(),
         Mount("/admin", routes=admin_routes()),
-        openapi_route(),
+        openapi_route(admin_paths()),
     ]
     app = GatewayApp(
         routes=routes,
-        exception_handlers={
-            CreditgateError: _creditgate_error,
-            HTTPException: _http_error,
-            Exception: _internal_error,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.route_proxied(list(settings.routes))
@@ -167,7 +128,5 @@ def create_app(
 
 def app_from_env() -> GatewayApp:
     """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
-    from gateway.server import configure_logging
-
     configure_logging()
     return create_app(Settings.load(), server=True)

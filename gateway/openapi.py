@@ -1,284 +1,43 @@
-"""The OpenAPI 3.1 document of the whole HTTP surface, served at ``GET /openapi.json``.
+"""Small builders of OpenAPI 3.1 fragments, shared by the documents' parts.
 
-Built from the settings, so the tiers of the TOML file and the configured proxied prefixes
-appear in it. Kept true by tests: every route of the app is documented, and the admin API
-answers only documented statuses and shapes (a schemathesis fuzz on a real server).
+The web app assembles the whole document (``gateway.web.openapi``); each front end describes
+its own paths with these (``gateway.admin.openapi``), so neither imports the other.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from typing import Any
 
-from gateway.admin.openapi import (
-    TIME,
-    Schema,
-    admin_paths,
-    error_refs,
-    json_content,
-    ok,
-    ref,
-)
-from gateway.settings import Settings
+Schema = dict[str, Any]
 
-ERROR_CODES = {
-    400: ("invalid_request", "Bad JSON or fields; the message names the field and the problem."),
-    401: ("unauthorized", "No, unknown or revoked key / token."),
-    404: ("not_found", "No such account, key or path."),
-    405: ("method_not_allowed", "The path exists, the method does not."),
-    409: ("conflict", "Duplicate id, or renewing an account with no subscription."),
-    429: ("insufficient_credits", "The account cannot pay, or is over its request rate."),
-    502: ("bad_gateway", "The backend could not be reached; the reservation was refunded."),
-    503: ("unavailable", "Admin disabled (no CREDITGATE_ADMIN_TOKEN) or a backing service down."),
-    504: ("gateway_timeout", "The backend did not answer in time; refunded."),
-}
+TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 
 
-def _schemas(tiers: list[str]) -> dict[str, Schema]:
-    usage = {
-        "accountId": {"type": "string"},
-        "credits": {"type": "integer", "description": "Plan credits."},
-        "bonusCredits": {"type": "integer"},
-        "creditsRemaining": {"type": "integer", "description": "credits + bonusCredits"},
-        "monthlyCredits": {"type": "integer", "description": "The tier's monthly allowance."},
-        "totalTokensUsed": {"type": "integer"},
-        "monthlyTokensUsed": {"type": "integer"},
-        "monthlyResetDate": {"type": "string", "format": "date-time"},
-        "isSubscribed": {"type": "boolean"},
-        "subscriptionTier": {"type": "string"},
-        "subscriptionEndsAt": TIME,
-        "requestsPerMinute": {"type": "integer", "description": "0: no rate limit."},
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error_refs(*statuses: int) -> dict[str, Schema]:
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+def ok(name: str, fields: Schema, status: int = 200, description: str = "Done.") -> Schema:
+    schema = {
+        "type": "object",
+        "required": ["success", *fields],
+        "properties": {"success": {"const": True}, **fields},
     }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["success", "error", "message"],
-            "properties": {
-                "success": {"const": False},
-                "error": {"type": "string"},
-                "message": {"type": "string"},
-            },
-        },
-        "Usage": {"type": "object", "required": list(usage), "properties": usage},
-        "Key": {
-            "type": "object",
-            "required": ["id", "prefix", "name", "createdAt", "revokedAt", "lastUsedAt"],
-            "properties": {
-                "id": {"type": "string"},
-                "prefix": {"type": "string", "description": "The key's first characters."},
-                "name": {"type": ["string", "null"]},
-                "createdAt": {"type": "string", "format": "date-time"},
-                "revokedAt": TIME,
-                "lastUsedAt": TIME,
-            },
-        },
-        "Account": {
-            "description": "The usage object plus the account's id (and, in full reports, "
-            "email, createdAt and keys, never a key's secret or hash).",
-            "allOf": [
-                ref("Usage"),
-                {
-                    "type": "object",
-                    "required": ["id"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "email": {"type": ["string", "null"]},
-                        "createdAt": TIME,
-                        "keys": {"type": "array", "items": ref("Key")},
-                    },
-                },
-            ],
-        },
-        "AccountRow": {
-            "type": "object",
-            "required": ["id", "email", "tier", "createdAt"],
-            "properties": {
-                "id": {"type": "string"},
-                "email": {"type": ["string", "null"]},
-                "tier": {"type": "string"},
-                "createdAt": {"type": "string", "format": "date-time"},
-            },
-        },
-        "LedgerEntry": {
-            "type": "object",
-            "required": ["id", "kind", "credits", "tokens", "at"],
-            "properties": {
-                "id": {"type": "string", "description": "Event id; the paging cursor."},
-                "kind": {
-                    "type": "string",
-                    "enum": [
-                        "open",
-                        "hold",
-                        "charge",
-                        "refund",
-                        "grant",
-                        "reset",
-                        "expire",
-                        "upgrade",
-                        "renew",
-                        "downgrade",
-                        "restore",
-                    ],
-                },
-                "credits": {"type": "integer", "description": "planCredits + bonusCredits"},
-                "planCredits": {"type": "integer"},
-                "bonusCredits": {"type": "integer"},
-                "tokens": {"type": "integer"},
-                "requestId": {"type": ["string", "null"]},
-                "reason": {"type": ["string", "null"]},
-                "version": {"type": "integer"},
-                "at": {"type": "string", "format": "date-time"},
-            },
-        },
-        "CreditInfo": {
-            "type": "object",
-            "required": ["tokensUsed", "creditsRemaining", "totalTokensUsed"],
-            "properties": {
-                "tokensUsed": {"type": "integer"},
-                "creditsRemaining": {"type": "integer"},
-                "totalTokensUsed": {"type": "integer"},
-            },
-        },
-        "Tier": {"type": "string", "enum": tiers},
-        "PaidTier": {"type": "string", "enum": [t for t in tiers if t != "free"]},
-    }
+    return {str(status): json_content(schema, description)}
 
 
-def _public_paths(settings: Settings) -> dict[str, Schema]:
-    paths: dict[str, Schema] = {
-        "/api/user/usage": {
-            "get": {
-                "tags": ["user"],
-                "summary": "The caller's credits and usage; costs nothing",
-                "security": [{"apiKey": []}],
-                "responses": {
-                    **ok("usage", {"usage": ref("Usage")}),
-                    **error_refs(401, 503),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Liveness",
-                "responses": {"200": json_content({"type": "object"}, "The process runs.")},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Readiness: Redis and the store answer",
-                "responses": {
-                    "200": json_content({"type": "object"}, "Ready."),
-                    **error_refs(503),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "This document",
-                "responses": {"200": json_content({"type": "object"}, "OpenAPI 3.1.")},
-            }
-        },
-    }
-    for route in settings.routes:
-        paths[route.prefix.rstrip("/") + "/{path}"] = _proxied(route.prefix, route.cost)
-    return paths
-
-
-def _proxied(prefix: str, cost: int) -> Schema:
-    """A proxied prefix: any method, body and query, passed to the backend as they are."""
-    description = (
-        f"Proxied to the backend of {prefix} (every method, body and query passed through, "
-        f"responses streamed). Costs {cost} credit(s), charged only on a 2xx answer; a JSON "
-        "object body gains creditInfo. Headers: X-Credits-Remaining, X-Credits-Charged, "
-        "X-Tokens-Used, X-Request-Id, RateLimit, RateLimit-Policy; Idempotency-Key honoured."
-    )
-    op: Schema = {
-        "tags": ["proxied"],
-        "summary": f"Anything under {prefix}",
-        "description": description,
-        "security": [{"apiKey": []}],
-        "parameters": [
-            {
-                "name": "path",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": "The rest of the path, slashes included.",
-            }
-        ],
-        "responses": {
-            "2XX": {"description": "The backend's answer; charged."},
-            "default": {"description": "The backend's non-2xx answer; refunded."},
-            **error_refs(401, 429, 502, 504),
-        },
-    }
-    methods = ("get", "post", "put", "patch", "delete")
-    return {
-        m: {**op, "operationId": f"proxy_{prefix.strip('/').replace('/', '_')}_{m}"}
-        for m in methods
-    }
-
-
-def openapi_document(settings: Settings) -> Schema:
-    tiers = sorted(settings.tiers)
-    responses = {
-        f"E{status}": json_content(ref("Error"), f"{code}: {text}")
-        for status, (code, text) in ERROR_CODES.items()
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "creditgate",
-            "version": "1.0.0",
-            "description": "A credit gateway in front of code-generation and review backends. "
-            "Errors are JSON: {success: false, error, message}.",
-        },
-        "paths": {**_public_paths(settings), **admin_paths()},
-        "components": {
-            "schemas": _schemas(tiers),
-            "responses": responses,
-            "securitySchemes": {
-                "adminToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "CREDITGATE_ADMIN_TOKEN",
-                },
-                "apiKey": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "An account's API key (cg_...)",
-                },
-            },
-        },
-    }
-
-
-def openapi_route() -> Route:
-    """``GET /openapi.json``, no auth; the document of the app's settings, built once."""
-    cache: dict[int, Schema] = {}
-
-    async def openapi_json(request: Request) -> Response:
-        state = request.app.state
-        settings: Settings = getattr(state, "settings", None) or state.services.settings
-        document = cache.get(id(settings))
-        if document is None:
-            document = cache[id(settings)] = openapi_document(settings)
-        return JSONResponse(document)
-
-    return Route("/openapi.json", openapi_json, methods=["GET"])
+def json_body(
+    properties: Schema, required: list[str] | None = None, *, optional: bool = False
+) -> Schema:
+    schema: Schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": not optional, "content": {"application/json": {"schema": schema}}}

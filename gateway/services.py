@@ -12,9 +12,9 @@ from typing import Any
 from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
 
+from gateway.credits.client import connect
 from gateway.credits.engine import Clock, CreditEngine
 from gateway.credits.wire import Wire
-from gateway.redis_client import connect
 from gateway.settings import Settings
 from store.database import create_db_engine
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from store.database import create_db_engine, current_revision, normalize_url, upgrade_engine
 from store.errors import StoreError
 
-if TYPE_CHECKING:
-    from gateway.settings import Settings
+
+class StoreSettings(Protocol):
+    """What this command needs of the gateway's settings (the store imports nothing above it)."""
+
+    @property
+    def database_url(self) -> str: ...
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.set_defaults(run=run_upgrade)
 
 
-def run_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+def run_upgrade(args: argparse.Namespace, settings: StoreSettings) -> int:
     """Migrate ``settings.database_url`` to head and say what changed (password hidden)."""
     where = normalize_url(settings.database_url).render_as_string(hide_password=True)
     engine = create_db_engine(settings.database_url)

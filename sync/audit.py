@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.errors import StorageUnavailable
 from gateway.services import Services
 from store import repository

@@ -9,12 +9,12 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS
 from gateway.errors import StorageUnavailable
 from gateway.services import open_services
 from store.database import upgrade_engine
 from store.errors import StoreError
 from sync.audit import audit, render
+from sync.outbox import DEFAULT_CLAIM_IDLE_MS
 from sync.worker import DEFAULT_BATCH_SIZE, SyncWorker
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.accounts.restore import restore_from_store
 from gateway.errors import StorageUnavailable
-from gateway.restore import restore_from_store
 from gateway.services import Services
 from store import repository
 from store.database import session

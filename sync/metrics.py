@@ -1,5 +1,5 @@
 """The sync worker's own counters; each pass adds its share to the hash that every gateway
-replica's ``/metrics`` renders (``gateway.sync_stats``).
+replica's ``/metrics`` renders (``gateway.credits.sync_stats``).
 """
 
 from __future__ import annotations

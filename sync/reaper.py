@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
 
 log = logging.getLogger("creditgate.sync.reaper")
 
 Restore = Callable[[str], Awaitable[object]]
-"""Load an account Redis lost from the store (``gateway.restore.restore_from_store``)."""
+"""Load an account Redis lost from the store (``gateway.accounts.restore.restore_from_store``)."""
 
 REAP_REASON = "expired"
 BATCH = 100

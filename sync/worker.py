@@ -19,19 +19,19 @@ import socket
 import time
 import uuid
 
-from gateway import sync_stats as metrics
-from gateway.credits.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
+from gateway.accounts.restore import restore_from_store
+from gateway.credits import sync_stats as metrics
 from gateway.errors import StorageUnavailable
-from gateway.restore import restore_from_store
 from gateway.services import Services
-from gateway.webhooks import Notifier
 from store import repository
 from store.database import session
 from store.errors import StoreError, StoreUnavailable
 from store.records import Movement
 from sync.expiry import sweep_expired
 from sync.metrics import SyncStats
+from sync.outbox import DEFAULT_CLAIM_IDLE_MS, OutboxEntry, OutboxReader
 from sync.reaper import reap
+from sync.webhooks import Notifier
 
 log = logging.getLogger("creditgate.sync")
 

@@ -5,7 +5,6 @@ tests elsewhere with CREDITGATE_TEST_REDIS_URL (a spare db number) and CREDITGAT
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 
 import fakeredis
@@ -15,13 +14,10 @@ import redis.asyncio as aioredis
 from gateway.credits.engine import CreditEngine
 from gateway.credits.wire import Wire
 from gateway.settings import DEFAULT_TIERS
+from tests.support.clocks import ManualClock
+from tests.support.servers import PG_URL, REDIS_URL
 
-pytest_plugins = ["tests.cluster"]
-
-REDIS_URL = os.environ.get("CREDITGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-PG_URL = os.environ.get(
-    "CREDITGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+pytest_plugins = ["tests.support.cluster"]
 
 
 @pytest.fixture
@@ -60,19 +56,6 @@ async def any_redis(redis_kind: str) -> AsyncIterator[aioredis.Redis]:
     await client.flushdb()
     yield client
     await client.aclose()
-
-
-class ManualClock:
-    """A clock tests move by hand (ms since the epoch)."""
-
-    def __init__(self, start_ms: int = 1_790_000_000_000) -> None:
-        self.now_ms = start_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        self.now_ms += ms
 
 
 @pytest.fixture

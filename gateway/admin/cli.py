@@ -1,7 +1,7 @@
 """``creditgate accounts ...`` and ``creditgate keys ...``: the admin API for the host's shell.
 
 Talks to Redis and the store directly (no admin token: whoever runs it has the settings).
-Same checks and messages as the API (gateway.admin.validation), same JSON with ``--json``;
+Same checks and messages as the API (gateway.accounts.validation), same JSON with ``--json``;
 tables otherwise. Exit codes: 0 done, 1 not found / invalid / conflict / unavailable, 2 usage
 (argparse). Changes are attributed ``"cli: <reason>"`` in the ledger.
 """
@@ -15,8 +15,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from gateway import accounts
-from gateway.admin import validation
+from gateway.accounts import operations as accounts
+from gateway.accounts import validation
 from gateway.admin.views import account_view, key_view, record_view
 from gateway.errors import CreditgateError, InvalidRequest
 from gateway.services import Services, open_services

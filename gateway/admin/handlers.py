@@ -1,4 +1,4 @@
-"""The /admin endpoints: parse and check, call gateway.accounts, render with views.
+"""The /admin endpoints: parse and check, call gateway.accounts.operations, render with views.
 
 Every handler runs behind ``admin_endpoint``: the bearer token is checked in constant time
 (no token configured: 503 for every path), and ``CreditgateError`` becomes the contract's
@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import accounts
-from gateway.admin import validation
+from gateway.accounts import operations as accounts
+from gateway.accounts import validation
 from gateway.admin.views import account_view, key_view, ledger_view, record_view
 from gateway.errors import (
     AdminDisabled,

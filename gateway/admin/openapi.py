@@ -1,16 +1,13 @@
-"""The admin API's part of the OpenAPI document, and the small builders the document uses.
+"""The admin API's part of the OpenAPI document.
 
-``gateway.openapi`` assembles the whole document; the admin operations live here, beside
+``gateway.web.openapi`` assembles the whole document; the admin operations live here, beside
 the API they describe, so a change to an endpoint and to its documentation sit together.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from gateway.admin import validation
-
-Schema = dict[str, Any]
+from gateway.accounts import validation
+from gateway.openapi import Schema, error_refs, json_body, ok, ref
 
 ACCOUNT_ID: Schema = {
     "type": "string",
@@ -27,37 +24,6 @@ REASON: Schema = {
     "maxLength": 500,
     "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
 }
-TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def json_content(schema: Schema, description: str) -> Schema:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def error_refs(*statuses: int) -> dict[str, Schema]:
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
-
-
-def ok(name: str, fields: Schema, status: int = 200, description: str = "Done.") -> Schema:
-    schema = {
-        "type": "object",
-        "required": ["success", *fields],
-        "properties": {"success": {"const": True}, **fields},
-    }
-    return {str(status): json_content(schema, description)}
-
-
-def json_body(
-    properties: Schema, required: list[str] | None = None, *, optional: bool = False
-) -> Schema:
-    schema: Schema = {"type": "object", "additionalProperties": False, "properties": properties}
-    if required:
-        schema["required"] = required
-    return {"required": not optional, "content": {"application/json": {"schema": schema}}}
 
 
 def admin_operation(

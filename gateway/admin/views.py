@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from gateway.accounts.usage import usage_body
 from gateway.credits.results import AccountState
-from gateway.usage import usage_body
 from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
 from store.timefmt import as_utc
 

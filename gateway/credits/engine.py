@@ -15,7 +15,7 @@ from typing import Any, Literal, cast
 
 from redis.exceptions import RedisError
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.credits.batching import ScriptBatcher
 from gateway.credits.results import (
     AccountState,

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from gateway.accounts import CreatedAccount, create_account
+from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.app import create_app
 from gateway.demo.backends import codegen_app, review_app
 from gateway.services import open_services

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import GatewayCluster, wait_for
+from tests.support.gateways import GatewayCluster, wait_for
 
 
 def creditgate(gateway: GatewayCluster, *args: str) -> tuple[int, Any, str]:

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.conftest import GatewayCluster
+from tests.support.gateways import GatewayCluster
 
 EXAMPLES = 20
 ACCOUNT = "fuzz-acct"

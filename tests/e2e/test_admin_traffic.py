@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.services import Services
 from sync.worker import SyncWorker
-from tests.e2e.conftest import GatewayCluster, wait_for
+from tests.support.gateways import GatewayCluster, wait_for
 
 CLIENTS = 12
 REQUESTS = 90

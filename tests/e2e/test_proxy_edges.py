@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.services import Services
-from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
+from tests.support.gateways import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gateway.services import Services
-from tests.e2e.conftest import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
+from tests.support.gateways import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from gateway.accounts import revoke_key
+from gateway.accounts.operations import revoke_key
 from gateway.services import Services
-from tests.e2e.conftest import (
+from tests.support.gateways import (
     Backends,
     GatewayCluster,
     NewAccount,

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.accounts import create_account
+from gateway.accounts.operations import create_account
 from gateway.demo.backends import codegen_app
 from gateway.services import open_services
 from gateway.settings import Settings

@@ -12,8 +12,8 @@ import httpx
 
 from gateway.services import Services
 from sync.worker import SyncWorker
-from tests.e2e.conftest import GatewayCluster, NewAccount
-from tests.sync.storeview import StoreView, assert_accounts_in_sync
+from tests.support.gateways import GatewayCluster, NewAccount
+from tests.support.storeview import StoreView, assert_accounts_in_sync
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 REQUESTS = 160

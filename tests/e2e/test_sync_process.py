@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
-from tests.stores import fresh_store
-from tests.sync.processes import ACCOUNTS, Traffic, burst
-from tests.sync.storeview import StoreView, assert_in_sync, make_settings
+from tests.support.processes import ACCOUNTS, Traffic, burst
+from tests.support.stores import fresh_store
+from tests.support.storeview import StoreView, assert_in_sync, make_settings
 
 CREDITGATE = [sys.executable, "-m", "gateway.cli"]
 

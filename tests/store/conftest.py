@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from store.database import create_db_engine, upgrade
-from tests.store.samples import empty_postgresql, reset_postgresql
+from tests.support.samples import empty_postgresql, reset_postgresql
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -9,7 +9,7 @@ from sqlmodel import Session
 from store import repository
 from store.database import session
 from store.errors import DuplicateAccount
-from tests.store.samples import PERIOD_END
+from tests.support.samples import PERIOD_END
 
 
 def create(s: Session, account_id: str, **fields: object) -> object:

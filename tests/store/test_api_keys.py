@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from store import repository
 from store.database import session
 from store.errors import DuplicateApiKey, UnknownAccount
-from tests.store.samples import PERIOD_END
+from tests.support.samples import PERIOD_END
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64

@@ -13,7 +13,7 @@ import pytest
 from store import repository
 from store.database import create_db_engine, session, upgrade
 from store.records import Movement
-from tests.store.samples import PERIOD_END, T0, reset_postgresql
+from tests.support.samples import PERIOD_END, T0, reset_postgresql
 
 ACCOUNTS = 10
 VERSIONS = 200

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from store import repository
 from store.database import create_db_engine, session, upgrade_engine
 from store.errors import DuplicateAccount
-from tests.store.samples import PERIOD_END
+from tests.support.samples import PERIOD_END
 
 
 def test_sqlite_files_get_wal_a_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:

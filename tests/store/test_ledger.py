@@ -9,7 +9,7 @@ from store import repository
 from store.database import session
 from store.errors import InvalidCursor
 from store.records import Movement
-from tests.store.samples import T0, make_movement
+from tests.support.samples import T0, make_movement
 
 
 @pytest.fixture

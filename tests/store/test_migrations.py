@@ -9,7 +9,7 @@ from sqlmodel import SQLModel
 
 from gateway.cli import main
 from store.database import alembic_config, create_db_engine, current_revision, upgrade
-from tests.store.samples import HEAD
+from tests.support.samples import HEAD
 
 
 def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None:

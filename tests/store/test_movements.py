@@ -10,7 +10,7 @@ from store import repository
 from store.database import session
 from store.records import Movement
 from store.timefmt import to_datetime
-from tests.store.samples import PERIOD_END, T0, make_movement
+from tests.support.samples import PERIOD_END, T0, make_movement
 
 
 def apply(engine: Engine, movements: Sequence[Movement]) -> int:

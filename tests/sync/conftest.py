@@ -14,9 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.services import Services, open_services
-from tests.stores import fresh_store
-from tests.sync.processes import Traffic
-from tests.sync.storeview import StoreView, make_settings
+from tests.support.processes import Traffic
+from tests.support.stores import fresh_store
+from tests.support.storeview import StoreView, make_settings
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

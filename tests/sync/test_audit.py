@@ -6,7 +6,7 @@ import asyncio
 
 from sqlalchemy import text
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.services import Services
 from store.database import session
 from sync.audit import audit, render

@@ -9,11 +9,11 @@ import fakeredis
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from gateway import keys
+from gateway.credits import keys
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
-from tests.stores import fresh_store
-from tests.sync.storeview import StoreView, assert_in_sync, make_settings
+from tests.support.stores import fresh_store
+from tests.support.storeview import StoreView, assert_in_sync, make_settings
 
 ACCOUNTS = [f"spread-{i}" for i in range(40)]  # lands in many buckets, so on every master
 

@@ -8,16 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import keys
-from gateway.accounts import MONTH_MS, change_tier, create_account
+from gateway.accounts.operations import MONTH_MS, change_tier, create_account
+from gateway.credits import keys
 from gateway.services import Services, open_services
 from store import repository
 from store.database import session
 from store.records import AccountRecord
 from sync.expiry import sweep_expired
 from sync.worker import SyncWorker
-from tests.conftest import ManualClock
-from tests.sync.conftest import make_settings
+from tests.support.clocks import ManualClock
+from tests.support.storeview import make_settings
 
 DAY_MS = 86_400_000
 

@@ -13,13 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
-from gateway import sync_stats as metrics
+from gateway.credits import sync_stats as metrics
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
-from tests.stores import fresh_store
-from tests.sync.forwarder import Forwarder
-from tests.sync.processes import ACCOUNTS, Traffic, open_accounts
-from tests.sync.storeview import StoreView, assert_in_sync, make_settings
+from tests.support.forwarder import Forwarder
+from tests.support.processes import ACCOUNTS, Traffic, open_accounts
+from tests.support.stores import fresh_store
+from tests.support.storeview import StoreView, assert_in_sync, make_settings
 
 
 async def until(condition: Callable[[], Awaitable[bool]], *, within: float = 60.0) -> None:

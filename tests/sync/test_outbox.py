@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from gateway import keys
-from gateway import sync_stats as metrics
+from gateway.credits import keys
+from gateway.credits import sync_stats as metrics
 from gateway.credits.engine import CreditEngine
-from gateway.credits.outbox import OutboxReader, parse_movement
 from gateway.services import Services
 from gateway.settings import DEFAULT_TIERS
+from sync.outbox import OutboxReader, parse_movement
 from sync.worker import MAX_BACKOFF_S, SyncWorker
 
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import keys
-from gateway.restore import restore_from_store
+from gateway.accounts.restore import restore_from_store
+from gateway.credits import keys
 from gateway.services import Services, open_services
 from sync.worker import SyncWorker
-from tests.conftest import ManualClock
-from tests.sync.processes import ACCOUNTS, Traffic, burst
-from tests.sync.storeview import StoreView, assert_in_sync, make_settings
+from tests.support.clocks import ManualClock
+from tests.support.processes import ACCOUNTS, Traffic, burst
+from tests.support.storeview import StoreView, assert_in_sync, make_settings
 
 HOLD_MS = 2_000
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway import keys
-from gateway.restore import restore_from_store
+from gateway.accounts.restore import restore_from_store
+from gateway.credits import keys
 from gateway.services import Services
 from sync.worker import SyncWorker
-from tests.sync.storeview import StoreView
+from tests.support.storeview import StoreView
 
 
 async def test_unknown_account_is_none(services: Services) -> None:

@@ -7,14 +7,14 @@ import json
 
 import httpx
 
-from gateway import keys
-from gateway import sync_stats as metrics
-from gateway.credits.outbox import OutboxEntry
+from gateway.credits import keys
+from gateway.credits import sync_stats as metrics
 from gateway.services import Services
-from gateway.webhooks import Notifier
+from sync.outbox import OutboxEntry
+from sync.webhooks import Notifier
 from sync.worker import SyncWorker
-from tests.sync.processes import ACCOUNTS, Traffic, burst, open_accounts
-from tests.sync.storeview import StoreView, assert_in_sync
+from tests.support.processes import ACCOUNTS, Traffic, burst, open_accounts
+from tests.support.storeview import StoreView, assert_in_sync
 
 
 async def test_burst_from_processes_then_one_pass(

@@ -1,0 +1,236 @@
+"""API key authentication with an in-process cache, and revocation across replicas.
+
+The hot path never goes to SQL for a key it has seen: ``KeyCache`` maps the key's SHA-256 to
+(account, key id, revoked), positive and negative answers alike, bounded in size. A
+revocation is announced in Redis (``announce_revocation``): it bumps ``keys.KEYS_VERSION``
+and publishes the hash on ``keys.KEYS_CHANNEL``. Every replica's ``KeyCache`` polls the
+version every ``poll_interval`` (250 ms) and drops its whole cache when it moved, so a revoked
+key stops working everywhere within 1 s without any TTL. If Redis cannot be read the cache is
+dropped too (fail closed: keys are looked up in the store again).
+
+``last_used_at`` is batched: the cache notes key ids and ``flush_touched`` writes them to the
+store off the hot path, once per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import Engine
+
+from gateway.accounts.apikeys import hash_key, well_formed
+from gateway.credits import keys
+from gateway.errors import StorageUnavailable, Unauthorized
+from store import repository
+from store.database import session
+from store.errors import StoreError
+
+log = logging.getLogger("creditgate.auth")
+
+POLL_INTERVAL = 0.25
+CACHE_LIMIT = 50_000
+STOP_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """What the store knows of a key hash; ``revoked`` keys are cached as refusals too."""
+
+    account_id: str
+    key_id: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated request's account and key (never the key itself)."""
+
+    account_id: str
+    key_id: str
+
+
+KeyLookup = Callable[[str], Awaitable[KeyEntry | None]]
+"""Find a key by hash in the store; raises StorageUnavailable when it cannot answer."""
+
+Toucher = Callable[[set[str]], Awaitable[None]]
+"""Record that these key ids were used now (``last_used_at``)."""
+
+
+async def announce_revocation(redis: Any, key_hash: str) -> None:
+    """Tell every replica that ``key_hash`` was revoked in the store: call after the commit."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.incr(keys.KEYS_VERSION)
+            pipe.publish(keys.KEYS_CHANNEL, key_hash)
+            await pipe.execute()
+    except RedisError as exc:
+        raise StorageUnavailable(f"redis: {exc}") from exc
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, None if absent or malformed."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    value = value.strip()
+    return value if well_formed(value) else None
+
+
+class KeyCache:
+    """Authenticate API keys from memory; watch Redis for revocations (``start``/``stop``)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        lookup: KeyLookup,
+        *,
+        touch: Toucher | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        limit: int = CACHE_LIMIT,
+    ) -> None:
+        self._redis = redis
+        self._lookup = lookup
+        self._touch = touch
+        self._poll_interval = poll_interval
+        self._limit = limit
+        self._entries: dict[str, KeyEntry | None] = {}
+        self._touched: set[str] = set()
+        self._pending: dict[str, asyncio.Future[KeyEntry | None]] = {}
+        self._generation = 0
+        self._stopping = False
+        self._version: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        """The caller of a request, or Unauthorized; StorageUnavailable if the store is down."""
+        secret = bearer_key(authorization)
+        if secret is None:
+            raise Unauthorized("missing or malformed API key: use Authorization: Bearer cg_...")
+        key_hash = hash_key(secret)
+        try:
+            entry = self._entries[key_hash]
+        except KeyError:
+            entry = await self._look_up_once(key_hash)
+        if entry is None or entry.revoked:
+            raise Unauthorized("unknown or revoked API key")
+        self._touched.add(entry.key_id)
+        return Caller(entry.account_id, entry.key_id)
+
+    async def _look_up_once(self, key_hash: str) -> KeyEntry | None:
+        """One store lookup per hash however many requests miss at once (a cold replica under
+        load would otherwise send each of them to SQL). An answer that raced a revocation is
+        used for its own requests but not cached."""
+        pending = self._pending.get(key_hash)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(key_hash))
+            self._pending[key_hash] = pending
+            generation = self._generation
+            pending.add_done_callback(lambda done: self._settled(key_hash, done, generation))
+        return await asyncio.shield(pending)
+
+    def _settled(
+        self, key_hash: str, done: asyncio.Future[KeyEntry | None], generation: int
+    ) -> None:
+        self._pending.pop(key_hash, None)
+        if not done.cancelled() and done.exception() is None and generation == self._generation:
+            self._remember(key_hash, done.result())
+
+    def _remember(self, key_hash: str, entry: KeyEntry | None) -> None:
+        if len(self._entries) >= self._limit:
+            # Dicts keep insertion order: drop the oldest tenth rather than everything.
+            for old in list(self._entries)[: self._limit // 10 or 1]:
+                del self._entries[old]
+        self._entries[key_hash] = entry
+
+    def forget_all(self) -> None:
+        self._entries.clear()
+        self._generation += 1
+
+    async def check_version(self) -> None:
+        """Drop the cache if a revocation was announced (or Redis cannot say)."""
+        try:
+            version = await self._redis.get(keys.KEYS_VERSION)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot read the key version, dropping the key cache: %s", exc)
+            self.forget_all()
+            self._version = None
+            return
+        version = str(version or "0")
+        if version != self._version:
+            if self._version is not None:
+                log.info("API key revoked somewhere: key cache dropped")
+            self.forget_all()
+            self._version = version
+
+    async def flush_touched(self) -> None:
+        """Write the batched ``last_used_at`` updates; a failure only loses the timestamps."""
+        if not self._touched or self._touch is None:
+            return
+        batch, self._touched = self._touched, set()
+        try:
+            await self._touch(batch)
+        except Exception as exc:  # a lost timestamp must never disturb the watcher
+            log.warning("could not record key use: %s", exc)
+
+    async def start(self) -> None:
+        await self.check_version()
+        self._task = asyncio.create_task(self._watch(), name="creditgate-key-watch")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            # Bounded: shutdown must not hang on a watcher stuck in a Redis client.
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT)
+            self._task = None
+        await self.flush_touched()
+
+    async def _watch(self) -> None:
+        ticks = 0
+        while not self._stopping:
+            await asyncio.sleep(self._poll_interval)
+            await self.check_version()
+            ticks += 1
+            if ticks % 20 == 0:  # every ~5 s
+                await self.flush_touched()
+
+
+def store_lookup(db: Engine) -> KeyLookup:
+    """A ``KeyLookup`` reading the store of record (in a thread: the store is synchronous)."""
+
+    def read(key_hash: str) -> KeyEntry | None:
+        with session(db) as s:
+            record = repository.find_api_key(s, key_hash=key_hash)
+        if record is None:
+            return None
+        return KeyEntry(record.account_id, record.key_id, record.revoked_at is not None)
+
+    async def lookup(key_hash: str) -> KeyEntry | None:
+        try:
+            return await asyncio.to_thread(read, key_hash)
+        except StoreError as exc:
+            raise StorageUnavailable(f"store: {exc}") from exc
+
+    return lookup
+
+
+def store_toucher(db: Engine) -> Toucher:
+    """A ``Toucher`` setting ``last_used_at`` to now for a batch of key ids."""
+
+    def write(key_ids: set[str]) -> None:
+        now = datetime.now(UTC)
+        with session(db) as s:
+            repository.touch_api_keys(s, used=dict.fromkeys(key_ids, now))
+
+    async def touch(key_ids: set[str]) -> None:
+        await asyncio.to_thread(write, key_ids)
+
+    return touch

@@ -1,0 +1,319 @@
+"""Account operations shared by the admin API, the CLI and ``creditgate demo``.
+
+Balances and tiers change only through the credit engine (Redis is their one writer); the
+store of record holds the account row and the API key hashes, written here directly. An
+account Redis has lost is restored from the store before it is changed. ``reason`` strings
+arrive already saying who acts (``"admin: ..."``, ``"cli: ..."``) and land in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlmodel import Session
+
+from gateway.accounts import validation
+from gateway.accounts.apikeys import new_key
+from gateway.accounts.keycache import announce_revocation
+from gateway.accounts.restore import restore_from_store
+from gateway.credits.engine import TierAction
+from gateway.credits.results import AccountState, TierChange
+from gateway.errors import Conflict, InvalidRequest, NotFound, StorageUnavailable
+from gateway.services import Services
+from store import repository
+from store.database import session
+from store.errors import DuplicateAccount, InvalidCursor, StoreError
+from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
+
+log = logging.getLogger("creditgate.accounts")
+
+T = TypeVar("T")
+
+MONTH_MS = 30 * 86_400_000
+"""One monthly period and one subscription month, as the scripts count them (common.lua)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedAccount:
+    """A new account: ``api_key`` is the secret, shown to the caller once and never stored."""
+
+    account_id: str
+    api_key: str
+    key_id: str
+    state: AccountState
+    record: AccountRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    account_id: str
+    api_key: str
+    key_id: str
+    display_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    """Movements newest first; ``next`` is the cursor of the following page, None at the end."""
+
+    entries: list[LedgerRecord]
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountReport:
+    """Everything an operator sees about one account: live state, store row, keys."""
+
+    state: AccountState
+    record: AccountRecord
+    keys: list[ApiKeyRecord]
+
+
+def operation_id() -> str:
+    """The request id an operator's change carries into the ledger, like a proxied call's."""
+    return "op_" + secrets.token_hex(12)
+
+
+def attributed(actor: str, reason: str) -> str:
+    """The ledger note: who acted, and why when they said."""
+    return f"{actor}: {reason}" if reason else actor
+
+
+async def _store(services: Services, fn: Callable[..., T], **kwargs: Any) -> T:
+    """Run one repository function in a worker thread, in its own session."""
+
+    def call() -> T:
+        with session(services.db) as s:
+            return fn(s, **kwargs)
+
+    try:
+        return await asyncio.to_thread(call)
+    except (DuplicateAccount, InvalidCursor):
+        raise
+    except StoreError as exc:
+        raise StorageUnavailable(f"store: {exc}") from exc
+
+
+async def create_account(
+    services: Services,
+    *,
+    account_id: str | None = None,
+    email: str | None = None,
+    tier: str = "free",
+    months: int = 0,
+    reason: str = "",
+) -> CreatedAccount:
+    """Write the store rows (account and first key), then open the account in Redis.
+
+    The store comes first, in one transaction, so a duplicate id is refused (``Conflict``)
+    before Redis is touched, and an account never exists without its key. If opening in
+    Redis then fails, the account stays in the store and is restored from it on first touch
+    (a retry of the create answers ``Conflict``). If Redis already holds the id (a store
+    that lost rows), the live Redis state is kept as the truth and a warning logged.
+    """
+    if account_id is None:
+        account_id = "acct_" + secrets.token_hex(8)
+    account_id = validation.account_id(account_id)
+    if email is not None:
+        email = validation.email(email)
+    validation.tier(tier, services.settings.tiers, paid=False)
+    if months and (tier == "free" or not 0 < months <= validation.MAX_MONTHS):
+        raise InvalidRequest(f"field 'months' must be 1-{validation.MAX_MONTHS}, paid tiers only")
+    key = new_key()
+    # The row starts at version 0 with the engine's opening values, the times estimated
+    # from this host's clock; the first sync replaces them with what the script recorded.
+    now = int(time.time() * 1000)
+    paid = tier != "free"
+
+    def write(s: Session) -> AccountRecord:
+        record = repository.create_account(
+            s,
+            account_id=account_id,
+            email=email,
+            tier=tier,
+            plan_credits=services.settings.tiers[tier].credits,
+            period_end_ms=now + MONTH_MS,
+            subscribed=paid,
+            subscription_ends_ms=now + months * MONTH_MS if paid and months else None,
+        )
+        repository.create_api_key(
+            s,
+            account_id=account_id,
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            display_prefix=key.display_prefix,
+            name="default",
+        )
+        return record
+
+    try:
+        record = await _store(services, write)
+    except DuplicateAccount as exc:
+        raise Conflict(f"account {account_id!r} already exists") from exc
+    change = await services.credits.open(
+        account_id, tier=tier, months=months, reason=reason, request_id=operation_id()
+    )
+    if change.status == "exists":
+        log.warning("account %s was already in Redis; keeping its live state", account_id)
+    state = _state(account_id, change)
+    log.info("account %s created (tier %s)", account_id, tier)
+    return CreatedAccount(account_id, key.secret, key.key_id, state, record)
+
+
+async def account_state(services: Services, account_id: str) -> AccountState:
+    """The live state (after due expiry and rollover); restored from the store if Redis lost it."""
+    state = await services.credits.status(account_id)
+    if state is None:
+        state = await _restore(services, account_id)
+    return state
+
+
+async def account_report(services: Services, account_id: str) -> AccountReport:
+    state = await account_state(services, account_id)
+    record = await _store(services, repository.get_account, account_id=account_id)
+    if record is None:
+        raise NotFound(f"account {account_id!r} not found")
+    keys = await _store(services, repository.list_api_keys, account_id=account_id)
+    return AccountReport(state, record, list(keys))
+
+
+async def list_accounts(
+    services: Services, *, limit: int = 100, after: str | None = None
+) -> list[AccountRecord]:
+    return list(await _store(services, repository.list_accounts, limit=limit, after=after))
+
+
+async def grant(services: Services, account_id: str, credits: int, *, reason: str) -> AccountState:
+    """Add bonus credits (they survive resets and tier changes)."""
+    return await _on_account(
+        services,
+        account_id,
+        lambda: services.credits.grant(
+            account_id, credits, reason=reason, request_id=operation_id()
+        ),
+    )
+
+
+async def change_tier(
+    services: Services,
+    account_id: str,
+    action: TierAction,
+    *,
+    tier: str = "",
+    months: int = 0,
+    reason: str = "",
+) -> AccountState:
+    """Upgrade, renew or downgrade; renewing an account without a subscription is a conflict."""
+    change = await _on_account_change(
+        services,
+        account_id,
+        lambda: services.credits.set_tier(
+            account_id, action, tier=tier, months=months, reason=reason, request_id=operation_id()
+        ),
+    )
+    if change.status == "not_subscribed":
+        raise Conflict(f"account {account_id!r} has no subscription to renew; upgrade it")
+    if change.status == "unknown_tier":
+        raise InvalidRequest(f"field 'tier': unknown tier {tier!r}")
+    return _state(account_id, change)
+
+
+async def create_key(services: Services, account_id: str, *, name: str = "") -> CreatedKey:
+    record = await _store(services, repository.get_account, account_id=account_id)
+    if record is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return await _new_key(services, account_id, name=name)
+
+
+async def list_keys(services: Services, account_id: str) -> list[ApiKeyRecord]:
+    record = await _store(services, repository.get_account, account_id=account_id)
+    if record is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return list(await _store(services, repository.list_api_keys, account_id=account_id))
+
+
+async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKeyRecord:
+    """Revoke in the store, then tell every replica to forget the key (within 1 s).
+
+    Revoking a revoked key is not an error: the answer is the same, so retries are safe.
+    """
+    revoked = await _store(
+        services, repository.revoke_api_key, account_id=account_id, key_id=key_id
+    )
+    if revoked is None:
+        raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
+    await announce_revocation(services.redis, revoked.key_hash)
+    log.info("key %s of account %s revoked", key_id, account_id)
+    return revoked
+
+
+async def ledger_page(
+    services: Services, account_id: str, *, limit: int = 50, before: str | None = None
+) -> LedgerPage:
+    """One page of the store's ledger of an account, newest first (what the sync has copied)."""
+    record = await _store(services, repository.get_account, account_id=account_id)
+    if record is None:
+        raise NotFound(f"account {account_id!r} not found")
+    try:
+        entries = await _store(
+            services, repository.ledger_page, account_id=account_id, limit=limit, before=before
+        )
+    except InvalidCursor as exc:
+        raise InvalidRequest(f"query 'before' is not a cursor of this ledger: {exc}") from exc
+    page = list(entries)
+    following = page[-1].event_id if len(page) == limit else None
+    return LedgerPage(page, following)
+
+
+async def _new_key(services: Services, account_id: str, *, name: str) -> CreatedKey:
+    key = new_key()
+    await _store(
+        services,
+        repository.create_api_key,
+        account_id=account_id,
+        key_id=key.key_id,
+        key_hash=key.key_hash,
+        display_prefix=key.display_prefix,
+        name=name,
+    )
+    return CreatedKey(account_id, key.secret, key.key_id, key.display_prefix)
+
+
+async def _restore(services: Services, account_id: str) -> AccountState:
+    state = await restore_from_store(services, account_id)
+    if state is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return state
+
+
+async def _on_account_change(
+    services: Services, account_id: str, change: Callable[[], Awaitable[TierChange]]
+) -> TierChange:
+    """Run an engine change; if Redis lacks the account, restore it from the store, retry once."""
+    result = await change()
+    if result.status == "missing":
+        await _restore(services, account_id)
+        result = await change()
+    if result.status == "missing":
+        raise NotFound(f"account {account_id!r} not found")
+    return result
+
+
+async def _on_account(
+    services: Services, account_id: str, change: Callable[[], Awaitable[TierChange]]
+) -> AccountState:
+    return _state(account_id, await _on_account_change(services, account_id, change))
+
+
+def _state(account_id: str, change: TierChange) -> AccountState:
+    if change.status == "unknown_tier":
+        raise InvalidRequest("field 'tier': unknown tier")
+    if change.account is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return change.account

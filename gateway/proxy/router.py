@@ -1,0 +1,53 @@
+"""The gateway's ASGI entry: proxied prefixes go straight to the ``Proxy``, the rest to Starlette.
+
+Starlette wraps every request in its error middleware (a closure around ``send``, two more
+coroutine frames) before any routing; on the proxy's hot path that is pure cost, so the
+prefix match happens first, in front of all of it. An exception escaping the proxy still
+gets the contract's JSON 500 when nothing was sent yet.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import error_body
+from gateway.proxy.bodies import send_json, unavailable_body
+from gateway.proxy.flow import Proxy
+from gateway.settings import Route
+
+
+class GatewayApp(Starlette):
+    """Starlette, with the proxied prefixes (longest first) served before its middleware.
+
+    The ``Proxy`` is built by the lifespan: ``proxy`` is None until then (answered 503).
+    """
+
+    proxy: Proxy | None = None
+    proxy_routes: tuple[Route, ...] = ()
+
+    def route_proxied(self, routes: list[Route]) -> None:
+        self.proxy_routes = tuple(sorted(routes, key=lambda r: len(r.prefix), reverse=True))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            for route in self.proxy_routes:
+                if path.startswith(route.prefix):
+                    await self._proxy(route, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _proxy(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        proxy = self.proxy
+        if proxy is None:
+            await send_json(send, 503, unavailable_body())
+            return
+        try:
+            await proxy.handle(route, scope, receive, send)
+        except Exception:
+            try:
+                await send_json(send, 500, error_body("internal_error", "internal error"))
+            except Exception:
+                pass  # the answer had started (or the client left): the original error counts
+            raise  # for the server to log, as Starlette's own error middleware does

@@ -1,0 +1,80 @@
+"""``/healthz`` (the process runs), ``/readyz`` (Redis and the store answer), ``/metrics``.
+
+Readiness checks are bounded by ``CHECK_TIMEOUT`` so a hung dependency makes the probe fail
+rather than hang; a 503 names what failed, never a URL or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, text
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from gateway.credits import sync_stats
+from gateway.errors import error_body
+
+CHECK_TIMEOUT = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _redis_ok(redis: Any) -> None:
+    await redis.ping()
+
+
+def _store_ok(db: Engine) -> None:
+    with db.connect() as conn:
+        conn.execute(text("select 1"))
+
+
+async def _check(name: str, work: Any) -> tuple[str, str | None]:
+    try:
+        await asyncio.wait_for(work, CHECK_TIMEOUT)
+    except TimeoutError:
+        return name, "timed out"
+    except Exception as exc:  # any failure means not ready; report its kind only
+        return name, type(exc).__name__
+    return name, None
+
+
+async def readyz(request: Request) -> Response:
+    services = request.app.state.services
+    results = await asyncio.gather(
+        _check("redis", _redis_ok(services.redis)),
+        _check("store", asyncio.to_thread(_store_ok, services.db)),
+    )
+    failed = {name: why for name, why in results if why is not None}
+    checks = {name: ("ok" if why is None else f"failed: {why}") for name, why in results}
+    if failed:
+        message = "not ready: " + ", ".join(f"{n} {w}" for n, w in failed.items())
+        return JSONResponse(error_body("unavailable", message, checks=checks), status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def metrics(request: Request) -> Response:
+    """This process's figures, then the sync workers' from Redis (left out if unreachable)."""
+    body = request.app.state.metrics.render()
+    try:
+        shared = await asyncio.wait_for(
+            sync_stats.read(request.app.state.services.redis), CHECK_TIMEOUT
+        )
+    except (RedisError, TimeoutError):
+        shared = None
+    if shared is not None:
+        body = body.rstrip("\n") + "\n" + "\n".join(sync_stats.prometheus_lines(shared)) + "\n"
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+
+def health_routes() -> list[Route]:
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,170 @@
+"""The API key cache: no SQL on the hot path, revocations seen through the Redis version."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.accounts.apikeys import hash_key, new_key
+from gateway.accounts.keycache import KeyCache, KeyEntry, announce_revocation, bearer_key
+from gateway.credits import keys
+from gateway.errors import StorageUnavailable, Unauthorized
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.keys: dict[str, KeyEntry] = {}
+        self.lookups = 0
+        self.touched: list[set[str]] = []
+        self.down = False
+
+    async def lookup(self, key_hash: str) -> KeyEntry | None:
+        self.lookups += 1
+        if self.down:
+            raise StorageUnavailable("store: down")
+        return self.keys.get(key_hash)
+
+    async def touch(self, key_ids: set[str]) -> None:
+        self.touched.append(key_ids)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def issue(store: FakeStore, account: str = "acct_1") -> tuple[str, str]:
+    key = new_key()
+    store.keys[key.key_hash] = KeyEntry(account, key.key_id, revoked=False)
+    return key.secret, key.key_hash
+
+
+def test_bearer_key_shape() -> None:
+    secret = new_key().secret
+    assert bearer_key(f"Bearer {secret}") == secret
+    assert bearer_key(f"bearer  {secret} ") == secret
+    assert bearer_key(secret) is None
+    assert bearer_key("Bearer cg_short") is None
+    assert bearer_key(None) is None
+
+
+async def test_known_key_is_looked_up_once(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup, touch=store.touch)
+    secret, _ = issue(store)
+    for _ in range(5):
+        caller = await cache.authenticate(f"Bearer {secret}")
+        assert caller.account_id == "acct_1"
+    assert store.lookups == 1
+    await cache.flush_touched()
+    assert store.touched == [{caller.key_id}]
+
+
+async def test_unknown_key_is_cached_as_a_refusal(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup)
+    unknown = new_key().secret
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await cache.authenticate(f"Bearer {unknown}")
+    assert store.lookups == 1
+
+
+async def test_store_outage_is_unavailable_not_unauthorized(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    store.down = True
+    cache = KeyCache(redis, store.lookup)
+    with pytest.raises(StorageUnavailable):
+        await cache.authenticate(f"Bearer {new_key().secret}")
+
+
+async def test_revocation_drops_the_cache_on_the_next_poll(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup, poll_interval=0.01)
+    secret, key_hash = issue(store)
+    await cache.start()
+    try:
+        await cache.authenticate(f"Bearer {secret}")
+        entry = store.keys[key_hash]
+        store.keys[key_hash] = KeyEntry(entry.account_id, entry.key_id, revoked=True)
+        await announce_revocation(redis, key_hash)
+        assert await redis.get(keys.KEYS_VERSION) == "1"
+
+        async def refused() -> bool:
+            try:
+                await cache.authenticate(f"Bearer {secret}")
+            except Unauthorized:
+                return True
+            return False
+
+        for _ in range(500):
+            if await refused():
+                break
+            await asyncio.sleep(0.01)
+        assert await refused()
+    finally:
+        await cache.stop()
+
+
+async def test_unreadable_version_fails_closed(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup)
+    secret, _ = issue(store)
+    await cache.check_version()
+    await cache.authenticate(f"Bearer {secret}")
+    cache._redis = DeadRedis()
+    await cache.check_version()
+    await cache.authenticate(f"Bearer {secret}")
+    assert store.lookups == 2
+
+
+class DeadRedis:
+    async def get(self, key: str) -> str:
+        raise RedisConnectionError("connection refused")
+
+
+def test_hash_is_sha256_hex() -> None:
+    assert len(hash_key("cg_" + "a" * 43)) == 64
+
+
+class SlowStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def lookup(self, key_hash: str) -> KeyEntry | None:
+        self.lookups += 1
+        await self.gate.wait()
+        return self.keys.get(key_hash)
+
+
+async def test_concurrent_misses_share_one_lookup(redis: aioredis.Redis) -> None:
+    store = SlowStore()
+    cache = KeyCache(redis, store.lookup)
+    secret, _ = issue(store)
+    calls = [asyncio.create_task(cache.authenticate(f"Bearer {secret}")) for _ in range(50)]
+    await asyncio.sleep(0)
+    store.gate.set()
+    callers = await asyncio.gather(*calls)
+    assert {c.account_id for c in callers} == {"acct_1"}
+    assert store.lookups == 1
+
+
+async def test_lookup_racing_a_revocation_is_not_cached(redis: aioredis.Redis) -> None:
+    store = SlowStore()
+    cache = KeyCache(redis, store.lookup)
+    secret, _ = issue(store)
+    call = asyncio.create_task(cache.authenticate(f"Bearer {secret}"))
+    await asyncio.sleep(0)
+    cache.forget_all()  # a revocation was announced while the store was being read
+    store.gate.set()
+    await call
+    await cache.authenticate(f"Bearer {secret}")
+    assert store.lookups == 2

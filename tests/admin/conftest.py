@@ -1,0 +1,75 @@
+"""Fixtures of the admin tests: Services on the real Redis (flushed) and a fresh store.
+
+The store is SQLite by default (a copy of a once-migrated file, so each test is cheap);
+a test parametrised with ``store_kind="postgresql"`` gets the database of
+CREDITGATE_TEST_PG_URL, its schema dropped and migrated again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.services import Services, open_services
+from gateway.settings import Settings
+from store.database import upgrade
+from tests.support.admin import ADMIN_TOKEN, admin_client
+from tests.support.stores import reset_pg_schema
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def store_url(store_kind: str, sqlite_template: Path, tmp_path: Path, pg_url: str) -> str:
+    if store_kind == "postgresql":
+        reset_pg_schema(pg_url)
+        upgrade(pg_url)
+        return pg_url
+    path = tmp_path / "store.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def make_settings(redis_url: str, store_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "database_url": store_url,
+            "admin_token": ADMIN_TOKEN,
+        }
+        return Settings(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+async def services(
+    real_redis: aioredis.Redis, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Services]:
+    built = open_services(make_settings())
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def admin(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the admin API, authenticated with the admin token."""
+    async with admin_client(services) as client:
+        yield client

@@ -1,0 +1,165 @@
+"""``creditgate accounts ...`` and ``creditgate keys ...`` run in-process on real Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from gateway.cli import main
+from gateway.credits import keys
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    redis_url: str,
+    store_url: str,
+) -> Iterator[Run]:
+    """Run ``creditgate ARGS`` with the test Redis (flushed) and store; (code, out, err)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    monkeypatch.chdir(tmp_path)  # no stray .env or creditgate.db
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", redis_url)
+    monkeypatch.setenv("CREDITGATE_DATABASE_URL", store_url)
+    monkeypatch.delenv("CREDITGATE_ADMIN_TOKEN", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["--log-level", "WARNING", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    client.close()
+
+
+def run_json(cli: Run, *args: str) -> Any:
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_create_show_grant_as_json(cli: Run, store_kind: str) -> None:
+    created = run_json(cli, "accounts", "create", "--id", "cli-1", "--email", "a@example.com")
+    assert created["apiKey"].startswith("cg_")
+    assert created["account"]["credits"] == 5
+
+    granted = run_json(cli, "accounts", "grant", "cli-1", "10", "--reason", "goodwill")
+    assert granted["account"]["bonusCredits"] == 10
+
+    listed = run_json(cli, "accounts", "list", "--limit", "1")
+    assert [a["id"] for a in listed["accounts"]] == ["cli-1"] and listed["next"] == "cli-1"
+    assert run_json(cli, "accounts", "list", "--after", "cli-1") == {"accounts": [], "next": None}
+
+    shown = run_json(cli, "accounts", "show", "cli-1")["account"]
+    assert (shown["creditsRemaining"], shown["email"]) == (15, "a@example.com")
+    assert [k["id"] for k in shown["keys"]] == [created["keyId"]]
+
+
+def test_tables_by_default(cli: Run) -> None:
+    code, out, _ = cli("accounts", "create", "--id", "cli-t", "--tier", "pro", "--months", "2")
+    assert code == 0
+    assert "api key (shown once" in out and "cg_" in out
+    assert "subscriptionTier" in out and "pro" in out
+
+    code, out, _ = cli("accounts", "list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["id", "email", "tier", "createdAt"]
+    assert lines[1].split()[:3] == ["cli-t", "-", "pro"]
+
+    code, out, _ = cli("keys", "list", "cli-t")
+    assert code == 0 and "prefix" in out.splitlines()[0] and "default" in out
+
+
+def test_tier_changes(cli: Run) -> None:
+    run_json(cli, "accounts", "create", "--id", "cli-s")
+    up = run_json(cli, "accounts", "upgrade", "cli-s", "--tier", "enterprise", "--months", "1")
+    assert up["account"]["credits"] == 1000
+    end = up["account"]["subscriptionEndsAt"]
+    renewed = run_json(cli, "accounts", "renew", "cli-s", "--months", "3", "--reason", "paid")
+    assert renewed["account"]["subscriptionEndsAt"] > end
+    down = run_json(cli, "accounts", "downgrade", "cli-s", "--reason", "request")
+    assert (down["account"]["subscriptionTier"], down["account"]["credits"]) == ("free", 5)
+
+
+def test_changes_are_attributed_to_the_cli(cli: Run, redis_url: str) -> None:
+    run_json(cli, "accounts", "create", "--id", "cli-r")
+    run_json(cli, "accounts", "grant", "cli-r", "3", "--reason", "ticket 9")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(  # type: ignore[assignment]
+            keys.account_keys("cli-r").outbox
+        )
+    finally:
+        client.close()
+    notes = [(f["kind"], f["note"]) for _, f in entries]
+    assert notes == [("open", "cli: account created"), ("grant", "cli: ticket 9")]
+
+
+def test_keys_create_and_revoke(cli: Run) -> None:
+    run_json(cli, "accounts", "create", "--id", "cli-k")
+    made = run_json(cli, "keys", "create", "cli-k", "--name", "ci")
+    assert made["apiKey"].startswith("cg_")
+    revoked = run_json(cli, "keys", "revoke", "cli-k", made["keyId"])
+    assert revoked["key"]["revokedAt"] is not None and revoked["key"]["name"] == "ci"
+    listed = run_json(cli, "keys", "list", "cli-k")["keys"]
+    assert sorted(k["revokedAt"] is None for k in listed) == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("accounts", "create", "--tier", "gold"), ["'tier'", "unknown tier"]),
+        (("accounts", "create", "--id", "a|b"), ["'id'"]),
+        (("accounts", "create", "--email", "nope"), ["'email'"]),
+        (("accounts", "create", "--months", "2"), ["'months'", "paid tier"]),
+        (("accounts", "grant", "cli-b", "0", "--reason", "x"), ["'credits'"]),
+        (("accounts", "grant", "cli-b", "1000001", "--reason", "x"), ["'credits'"]),
+        (("accounts", "grant", "cli-b", "5", "--reason", " "), ["'reason'", "empty"]),
+        (("accounts", "upgrade", "cli-b", "--tier", "free", "--months", "1"), ["'tier'"]),
+        (("accounts", "upgrade", "cli-b", "--tier", "pro", "--months", "40"), ["'months'"]),
+        (("accounts", "renew", "cli-b", "--months", "1"), ["conflict", "no subscription"]),
+        (("accounts", "create", "--id", "cli-b"), ["conflict", "exists"]),
+        (("accounts", "show", "ghost"), ["not_found", "ghost"]),
+        (("accounts", "grant", "ghost", "1", "--reason", "x"), ["not_found"]),
+        (("accounts", "downgrade", "ghost"), ["not_found"]),
+        (("keys", "create", "ghost"), ["not_found"]),
+        (("keys", "revoke", "cli-b", "key_nope"), ["not_found"]),
+        (("accounts", "list", "--limit", "0"), ["--limit"]),
+    ],
+)
+def test_invalid_or_unknown_exit_1_with_the_api_message(
+    cli: Run, args: tuple[str, ...], words: list[str]
+) -> None:
+    assert cli("accounts", "create", "--id", "cli-b")[0] == 0
+    code, out, err = cli(*args)
+    assert code == 1 and out == ""
+    for word in words:
+        assert word in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("accounts",),
+        ("accounts", "grant", "x", "many", "--reason", "r"),
+        ("accounts", "grant", "x", "5"),
+        ("accounts", "upgrade", "x", "--tier", "pro"),
+        ("keys", "revoke", "x"),
+        ("accounts", "frobnicate"),
+    ],
+)
+def test_usage_errors_exit_2(cli: Run, args: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli(*args)
+    assert exc.value.code == 2

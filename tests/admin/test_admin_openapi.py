@@ -1,0 +1,159 @@
+"""The OpenAPI document stays true: every route documented, every answer documented.
+
+Requests here are a fixed table of happy and bad inputs per admin operation; the random
+exploration (schemathesis on a real server) is tests/e2e/test_admin_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.routing import BaseRoute, Mount, Route
+
+from gateway.admin.openapi import admin_paths
+from gateway.app import create_app
+from gateway.services import Services
+from gateway.web.openapi import openapi_document
+from tests.support.admin import ADMIN_TOKEN
+
+JSON = dict[str, Any]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def shape(path: str) -> str:
+    """A path with its parameters unnamed, so /a/{id} and /a/{account_id} compare equal."""
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def app_routes(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for route in routes:
+        if isinstance(route, Mount):
+            found |= app_routes(list(route.routes), prefix + route.path)
+        elif isinstance(route, Route) and ":path}" not in route.path:
+            for method in (route.methods or set()) & METHODS:
+                found.add((method, shape(prefix + route.path)))
+    return found
+
+
+def test_every_route_of_the_app_is_documented(services: Services) -> None:
+    settings = services.settings
+    app = create_app(settings, services=services)
+    document = openapi_document(settings, admin_paths())
+    documented = {
+        (method.upper(), shape(path)) for path, item in document["paths"].items() for method in item
+    }
+    served = app_routes(list(app.routes))
+    assert served, "the app has routes"
+    assert served <= documented, served - documented
+    for route in settings.routes:
+        assert ("POST", shape(route.prefix + "{path}")) in documented
+    # Nothing documented that the app does not serve (proxied prefixes are middleware).
+    proxied = {shape(r.prefix + "{path}") for r in settings.routes}
+    assert {p for _, p in documented} - proxied == {p for _, p in served}
+
+
+async def test_the_document_is_served_without_auth(services: Services) -> None:
+    app = create_app(services.settings, services=services)
+    app.state.services = services
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    assert sorted(document["components"]["schemas"]["Tier"]["enum"]) == sorted(
+        services.settings.tiers
+    )
+    schemathesis.openapi.from_dict(document)  # loads: a well-formed document
+
+
+# (method, path, body) per admin operation: happy first, then bad inputs. "{id}" is an
+# account that exists, "{key}" one of its keys.
+CASES: list[tuple[str, str, Any]] = [
+    ("POST", "/admin/accounts", {"tier": "pro", "months": 2}),
+    ("POST", "/admin/accounts", {"id": "{id}"}),
+    ("POST", "/admin/accounts", {"tier": "gold"}),
+    ("POST", "/admin/accounts", [1]),
+    ("GET", "/admin/accounts", None),
+    ("GET", "/admin/accounts?limit=0", None),
+    ("GET", "/admin/accounts/{id}", None),
+    ("GET", "/admin/accounts/ghost", None),
+    ("GET", "/admin/accounts/a%7Cb", None),
+    ("POST", "/admin/accounts/{id}/keys", {"name": "n"}),
+    ("POST", "/admin/accounts/ghost/keys", {}),
+    ("POST", "/admin/accounts/{id}/keys", {"x": 1}),
+    ("GET", "/admin/accounts/{id}/keys", None),
+    ("GET", "/admin/accounts/ghost/keys", None),
+    ("DELETE", "/admin/accounts/{id}/keys/{key}", None),
+    ("DELETE", "/admin/accounts/{id}/keys/key_nope", None),
+    ("POST", "/admin/accounts/{id}/grant", {"credits": 3, "reason": "r"}),
+    ("POST", "/admin/accounts/{id}/grant", {"credits": 0, "reason": "r"}),
+    ("POST", "/admin/accounts/ghost/grant", {"credits": 3, "reason": "r"}),
+    ("POST", "/admin/accounts/{id}/renew", {"months": 1}),
+    ("POST", "/admin/accounts/{id}/upgrade", {"tier": "pro", "months": 1}),
+    ("POST", "/admin/accounts/{id}/upgrade", {"tier": "free", "months": 1}),
+    ("POST", "/admin/accounts/ghost/upgrade", {"tier": "pro", "months": 1}),
+    ("POST", "/admin/accounts/{id}/renew", {"months": 1}),
+    ("POST", "/admin/accounts/{id}/renew", {"months": 99}),
+    ("POST", "/admin/accounts/{id}/downgrade", {"reason": "r"}),
+    ("POST", "/admin/accounts/{id}/downgrade", {"tier": "free"}),
+    ("POST", "/admin/accounts/ghost/downgrade", None),
+    ("GET", "/admin/accounts/{id}/ledger", None),
+    ("GET", "/admin/accounts/{id}/ledger?limit=500", None),
+    ("GET", "/admin/accounts/ghost/ledger", None),
+]
+
+
+def operation_of(schema: Any, method: str, path: str) -> tuple[Any, dict[str, str]]:
+    """The documented operation serving ``method path``, and its path parameters."""
+    bare = path.split("?")[0]
+    for result in schema.get_all_operations():
+        op = result.ok()
+        pattern = re.sub(r"\\\{([^}]*)\\\}", r"(?P<\1>[^/]+)", re.escape(op.path))
+        found = re.fullmatch(pattern, bare)
+        if op.method.upper() == method and found:
+            return op, found.groupdict()
+    raise AssertionError(f"{method} {bare} is not documented")
+
+
+@pytest.mark.parametrize("authorized", [True, False])
+async def test_admin_answers_only_documented_statuses_and_shapes(
+    services: Services, authorized: bool
+) -> None:
+    schema = schemathesis.openapi.from_dict(openapi_document(services.settings, admin_paths()))
+    app = create_app(services.settings, services=services)
+    app.state.services = services
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN if authorized else 'nope'}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers=headers
+    ) as client:
+        made = await client.post("/admin/accounts", json={"id": "doc-1"})
+        key = made.json().get("keyId", "key_x") if authorized else "key_x"
+        statuses = set()
+        for method, template, body in CASES:
+            path = template.replace("{id}", "doc-1").replace("{key}", key)
+            response = await client.request(method, path, json=body)
+            statuses.add(response.status_code)
+            op, params = operation_of(schema, method, path)
+            assert str(response.status_code) in op.definition.raw["responses"], (method, path)
+            op.Case(path_parameters=params).validate_response(response, checks=CHECKS)
+    expected = {200, 201, 400, 404, 409} if authorized else {401}
+    assert statuses == expected

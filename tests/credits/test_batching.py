@@ -1,0 +1,190 @@
+"""Automatic pipelining of script calls: the same answers as one by one, fewer round trips,
+errors and lost scripts handled per call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import DataError
+
+from gateway.credits import keys
+from gateway.credits.batching import ScriptBatcher
+from gateway.credits.engine import CreditEngine
+from gateway.credits.wire import Wire
+from gateway.errors import StorageUnavailable
+from gateway.settings import DEFAULT_TIERS, Tier
+
+TIERS = DEFAULT_TIERS | {"bulk": Tier(credits=100, requests_per_minute=0)}
+
+
+@pytest.fixture(params=["redis-py pipeline", "wire"])
+async def make_engine(
+    request: pytest.FixtureRequest, real_redis: aioredis.Redis, redis_url: str
+) -> AsyncIterator[Callable[[], CreditEngine]]:
+    """Batched engines on both transports: redis-py's pipeline and the engine's own Wire."""
+    engines: list[CreditEngine] = []
+
+    def make() -> CreditEngine:
+        wire = Wire.for_url(redis_url) if request.param == "wire" else None
+        engines.append(CreditEngine(real_redis, TIERS, batch=True, wire=wire))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        await engine.aclose()
+
+
+class CountingPipelines(ScriptBatcher):
+    """Records the number of calls in each pipeline sent."""
+
+    def __init__(self, batcher: ScriptBatcher) -> None:
+        super().__init__(batcher.redis, batcher.wire)
+        self.pipelines: list[int] = []
+
+    def _send_pending(self) -> None:
+        self.pipelines.append(len(self._pending))
+        super()._send_pending()
+
+
+def counting(engine: CreditEngine) -> CountingPipelines:
+    assert engine._batcher is not None
+    engine._batcher = CountingPipelines(engine._batcher)
+    return engine._batcher
+
+
+async def test_concurrent_reserves_share_round_trips_and_spend_exactly_the_credits(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
+    counted = counting(engine)
+    await engine.open("bulk-account", tier="bulk")
+
+    answers = await asyncio.gather(
+        *(engine.reserve("bulk-account", f"r{i}", 1) for i in range(300))
+    )
+
+    assert sum(a.held for a in answers) == 100
+    assert {a.status for a in answers} == {"ok", "insufficient"}
+    assert sorted(a.account.credits_remaining for a in answers if a.held) == list(range(100))
+    assert len(counted.pipelines) < 300 / 4 and sum(counted.pipelines) == 301
+    settled = await asyncio.gather(
+        *(engine.settle("bulk-account", f"r{i}", 10) for i in range(300))
+    )
+    assert sum(s.status == "charged" for s in settled) == 100
+    state = await engine.status("bulk-account")
+    assert state is not None and (state.credits_remaining, state.total_tokens) == (0, 1000)
+
+
+async def test_a_script_redis_lost_is_loaded_again(
+    make_engine: Callable[[], CreditEngine], real_redis: aioredis.Redis
+) -> None:
+    engine = make_engine()
+    await engine.open("lost-scripts")
+    await real_redis.script_flush()
+    answers = await asyncio.gather(*(engine.reserve("lost-scripts", f"r{i}", 1) for i in range(7)))
+    assert [a.status for a in answers].count("ok") == 5
+
+
+async def test_a_failing_call_fails_alone(
+    make_engine: Callable[[], CreditEngine], real_redis: aioredis.Redis
+) -> None:
+    engine = make_engine()
+    await engine.open("fine")
+    await real_redis.set(keys.account_keys("broken").state, "not a hash")
+    fine, broken = await asyncio.gather(
+        engine.reserve("fine", "r1", 1),
+        engine.reserve("broken", "r1", 1),
+        return_exceptions=True,
+    )
+    assert not isinstance(fine, BaseException) and fine.held
+    assert isinstance(broken, StorageUnavailable)
+
+
+@pytest.mark.parametrize("wire", [None, Wire.for_url("redis://127.0.0.1:1/0")])
+async def test_redis_down_is_storage_unavailable_for_every_call(wire: Wire | None) -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    engine = CreditEngine(client, TIERS, batch=True, wire=wire)
+    outcomes = await asyncio.gather(
+        *(engine.reserve("a", f"r{i}", 1) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, StorageUnavailable) for o in outcomes)
+    await engine.aclose()
+    await client.aclose()
+
+
+async def test_a_cancelled_caller_does_not_break_the_batch(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
+    await engine.open("bulk-account", tier="bulk")
+    doomed = asyncio.ensure_future(engine.reserve("bulk-account", "gone", 1))
+    kept = asyncio.ensure_future(engine.reserve("bulk-account", "kept", 1))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    assert (await kept).held
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    # The cancelled caller's script ran all the same: its hold is there for the proxy's
+    # refund or the reaper, like any call cut off after it reached Redis.
+    state = await engine.status("bulk-account")
+    assert state is not None and state.credits_remaining == 98
+
+
+async def test_a_deferred_settle_rides_with_the_next_reserve_or_goes_alone(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
+    await engine.open("bulk-account", tier="bulk")
+    await engine.reserve("bulk-account", "r1", 1)
+    counted = counting(engine)
+
+    settle = asyncio.ensure_future(engine.settle("bulk-account", "r1", 10, defer=True))
+    await asyncio.sleep(0)  # a loop turn: an urgent call would have been sent by now
+    assert counted.pipelines == []
+    reserve = await engine.reserve("bulk-account", "r2", 1)
+    assert (await settle).status == "charged" and reserve.held
+    assert counted.pipelines == [2]
+
+    alone = await engine.settle("bulk-account", "r2", 10, defer=True)
+    assert alone.status == "charged" and counted.pipelines == [2, 1]
+
+
+async def test_settle_soon_is_a_future_of_the_settlement(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    engine = make_engine()
+    await engine.open("bulk-account", tier="bulk")
+    await engine.reserve("bulk-account", "r1", 3)
+    settled = await engine.settle_soon("bulk-account", "r1", 42)
+    assert (settled.status, settled.credits) == ("charged", 3)
+    assert settled.account is not None and settled.account.total_tokens == 42
+    again = await engine.settle_soon("bulk-account", "r1", 42)
+    assert again.status == "charged_before"
+
+
+async def test_settle_soon_fails_as_storage_unavailable() -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    engine = CreditEngine(client, TIERS, wire=Wire.for_url("redis://127.0.0.1:1/0"))
+    with pytest.raises(StorageUnavailable):
+        await engine.settle_soon("a", "r1", 1)
+    await engine.aclose()
+    await client.aclose()
+
+
+async def test_a_call_redis_cannot_take_fails_alone(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    """An argument that is not str, bytes or int fails its own call with redis-py's DataError;
+    on a Wire the other calls of the batch go on (redis-py fails its whole pipeline)."""
+    engine = make_engine()
+    await engine.open("fine")
+    assert engine._batcher is not None
+    bad = engine._batcher.call(engine._scripts.status, ("k",), (None,))
+    good = engine.status("fine")
+    outcomes = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(outcomes[0], DataError)
+    if engine._batcher.wire is not None:
+        assert not isinstance(outcomes[1], BaseException) and outcomes[1] is not None

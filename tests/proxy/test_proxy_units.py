@@ -1,0 +1,333 @@
+"""The proxy's pure parts: headers both ways, token sources, creditInfo splicing, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway.accounts.keycache import Caller
+from gateway.credits.results import AccountState, Reservation, Settlement
+from gateway.errors import StorageUnavailable
+from gateway.metrics import Metrics
+from gateway.proxy.bodies import ClientGone, is_json, splice_credit_info
+from gateway.proxy.flow import Exchange, InFlight, Proxy
+from gateway.proxy.headers import (
+    client_headers,
+    credit_fields,
+    pick,
+    ratelimit_fields,
+    upstream_headers,
+)
+from gateway.proxy.idempotency import base_request_id, valid_key
+from gateway.proxy.tokens import SseUsage, estimate, from_document, from_header
+from gateway.settings import Route
+
+ROUTE = Route(prefix="/api/projects/", upstream="http://127.0.0.1:9", cost=2)
+
+
+def state(**changes: object) -> AccountState:
+    values: dict[str, object] = {
+        "account": "acct_1",
+        "plan_credits": 4,
+        "bonus_credits": 3,
+        "tier": "free",
+        "subscribed": False,
+        "subscription_ends_ms": None,
+        "period_end_ms": 1_000_000 + 1_900_000_500,
+        "total_tokens": 10,
+        "monthly_tokens": 5,
+        "version": 3,
+        "allowance": 5,
+        "requests_per_minute": 20,
+        "now_ms": 1_000_000,
+    }
+    values.update(changes)
+    return AccountState(**values)  # type: ignore[arg-type]
+
+
+def test_upstream_headers_drop_credentials_hop_by_hop_and_spoofed_gateway_fields() -> None:
+    incoming = [
+        (b"host", b"gw.example"),
+        (b"authorization", b"Bearer cg_secret"),
+        (b"connection", b"keep-alive, x-private"),
+        (b"x-private", b"drop me"),
+        (b"keep-alive", b"timeout=5"),
+        (b"transfer-encoding", b"chunked"),
+        (b"content-length", b"12"),
+        (b"x-gateway-account", b"evil"),
+        (b"X-Gateway-Signature", b"00"),
+        (b"x-forwarded-for", b"10.0.0.1"),
+        (b"accept", b"application/json"),
+        (b"accept-encoding", b"gzip, deflate"),
+    ]
+    out = upstream_headers(
+        incoming, client_ip="127.0.0.9", scheme="https", gateway={"X-Gateway-Account": "a1"}
+    )
+    assert out == [
+        ("accept", "application/json"),
+        ("X-Forwarded-For", "10.0.0.1, 127.0.0.9"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "gw.example"),
+        ("X-Gateway-Account", "a1"),
+    ]
+
+
+def test_client_headers_drop_what_the_gateway_sets() -> None:
+    upstream = [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"10"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"X-Credits-Remaining", b"999"),
+        (b"Server", b"backend"),
+        (b"X-Custom", b"kept"),
+        (b"X-Hop", b"named by Connection"),
+        (b"Connection", b"close, X-Hop"),
+    ]
+    assert client_headers(upstream, keep_length=False) == [
+        (b"content-type", b"application/json"),
+        (b"x-custom", b"kept"),
+    ]
+    assert (b"content-length", b"10") in client_headers(upstream, keep_length=True)
+
+
+def test_pick_reads_named_fields_in_one_pass_first_one_wins() -> None:
+    raw = [(b"X-Tokens-Used", b"42"), (b"content-length", b"7"), (b"x-tokens-used", b"9")]
+    wanted = frozenset({b"x-tokens-used", b"content-length", b"content-encoding"})
+    assert pick(raw, wanted) == {b"x-tokens-used": "42", b"content-length": "7"}
+
+
+def test_ratelimit_fields_follow_the_draft() -> None:
+    fields = dict(ratelimit_fields(state(), 7, 2500))
+    assert fields[b"ratelimit-policy"] == (
+        b'"credits";q=5;w=2592000;qu="credits", "minute";q=20;w=60'
+    )
+    assert fields[b"ratelimit"] == b'"credits";r=7;t=1900001, "minute";r=7;t=3'
+
+
+def test_ratelimit_fields_omit_the_minute_without_a_rate_limit() -> None:
+    fields = dict(ratelimit_fields(state(requests_per_minute=0), None, 0))
+    assert fields[b"ratelimit-policy"] == b'"credits";q=5;w=2592000;qu="credits"'
+    assert fields[b"ratelimit"] == b'"credits";r=7;t=1900001'
+
+
+def test_credit_fields() -> None:
+    assert credit_fields(remaining=3, charged=1, tokens=None, request_id="r1") == [
+        (b"x-credits-remaining", b"3"),
+        (b"x-credits-charged", b"1"),
+        (b"x-request-id", b"r1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"usage": {"total_tokens": 12}}, 12),
+        ({"usage": {"total_tokens": -1}}, None),
+        ({"usage": {"total_tokens": True}}, None),
+        ({"usage": {"total_tokens": 1.5}}, None),
+        ({"usage": "many"}, None),
+        ([{"usage": {"total_tokens": 12}}], None),
+    ],
+)
+def test_tokens_from_a_document(document: object, expected: int | None) -> None:
+    assert from_document(document) == expected
+
+
+def test_tokens_from_header_and_estimate() -> None:
+    assert from_header(" 42 ") == 42
+    assert from_header("-3") is None
+    assert from_header("abc") is None
+    assert from_header(None) is None
+    assert estimate(3) == 6000
+
+
+def test_sse_usage_takes_the_last_event_split_across_chunks() -> None:
+    usage = SseUsage()
+    stream = (
+        b'data: {"delta": "a", "usage": {"total_tokens": 5}}\n\n'
+        b'data: {"delta": "b"}\r\n\r\n'
+        b'data: {"usage": {"total_tokens": 4321}}\n\ndata: [DONE]\n\n'
+    )
+    for i in range(0, len(stream), 7):
+        usage.feed(stream[i : i + 7])
+    usage.close()
+    assert usage.tokens == 4321
+
+
+def test_sse_usage_without_usage() -> None:
+    usage = SseUsage()
+    usage.feed(b"data: hello\n\ndata: {not json usage}\n\n")
+    usage.close()
+    assert usage.tokens is None
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1}', b"{}", b'{"a": {"b": []}}  \n'])
+def test_splice_credit_info_keeps_the_object(body: bytes) -> None:
+    info = {"tokensUsed": 1, "creditsRemaining": 2, "totalTokensUsed": 3}
+    spliced = json.loads(splice_credit_info(body, info))
+    assert spliced == {**json.loads(body), "creditInfo": info}
+
+
+def test_is_json() -> None:
+    assert is_json("application/json; charset=utf-8")
+    assert is_json("application/problem+json")
+    assert not is_json("text/event-stream")
+    assert not is_json(None)
+
+
+def test_idempotency_keys() -> None:
+    assert valid_key("order-42")
+    assert not valid_key("")
+    assert not valid_key("x" * 256)
+    assert not valid_key("tab\there")
+    assert base_request_id("a", "k") == base_request_id("a", "k")
+    assert base_request_id("a", "k") != base_request_id("b", "k")
+
+
+def test_metrics_render_prometheus_text() -> None:
+    metrics = Metrics()
+    metrics.requests.inc(route="/api/x/", outcome="charged")
+    metrics.requests.inc(route="/api/x/", outcome="charged")
+    metrics.upstream_latency.observe(0.003, route="/api/x/")
+    text = metrics.render()
+    assert 'creditgate_requests_total{route="/api/x/",outcome="charged"} 2' in text
+    assert 'creditgate_upstream_seconds_bucket{route="/api/x/",le="0.0025"} 0' in text
+    assert 'creditgate_upstream_seconds_bucket{route="/api/x/",le="0.005"} 1' in text
+    assert 'creditgate_upstream_seconds_count{route="/api/x/"} 1' in text
+
+
+async def test_in_flight_settles_survive_cancellation_and_are_drained() -> None:
+    inflight = InFlight()
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    async def settle() -> str:
+        await gate.wait()
+        done.append("settled")
+        return "ok"
+
+    request = asyncio.create_task(inflight.run(settle()))
+    await asyncio.sleep(0)
+    request.cancel()  # the client's request is cancelled mid-settle
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert len(inflight) == 1
+    gate.set()
+    await inflight.drain()
+    assert done == ["settled"] and len(inflight) == 0
+
+
+async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
+    """A Redis client that re-sent the reserve after a lost reply gets 'duplicate'/'held' for
+    the gateway's own request id: that hold is the request's, not another's."""
+
+    class Replaying:
+        async def reserve(self, account: str, request_id: str, cost: int) -> Reservation:
+            return Reservation("duplicate", state(), 5, 0, "held")
+
+    async def no_restore(account: str) -> None:
+        return None
+
+    proxy = Proxy(
+        engine=Replaying(),  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        session=None,  # type: ignore[arg-type]
+        metrics=Metrics(),
+        secret=b"s",
+        restore=no_restore,
+    )
+    reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
+    assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
+
+
+@pytest.mark.parametrize("first", ["redis down", "account missing", "restore fails"])
+async def test_a_background_settle_that_failed_is_retried_until_it_lands(
+    first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy does not wait on its settle; a failed first attempt (Redis unreachable, or
+    the account lost, and its restore failing once) is settled again by a task that
+    shutdown drains."""
+    monkeypatch.setattr("gateway.proxy.flow.SETTLE_RETRIES", (0, 0, 0))
+    calls: list[str] = []
+
+    class Flaky:
+        def settle_soon(self, account: str, request_id: str, tokens: int) -> asyncio.Future[Any]:
+            calls.append("soon")
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if first == "redis down":
+                future.set_exception(StorageUnavailable("redis: connection refused"))
+            else:
+                future.set_result(Settlement("missing", None, 0))
+            return future
+
+        async def settle(self, account: str, request_id: str, tokens: int) -> Settlement:
+            calls.append("settle")
+            if first == "redis down" and calls.count("settle") < 2:
+                raise StorageUnavailable("redis: still down")
+            return Settlement("charged", state(), 2)
+
+    async def restore(account: str) -> None:
+        calls.append("restore")
+        if first == "restore fails" and calls.count("restore") == 1:
+            raise StorageUnavailable("database: connection failed")
+
+    metrics = Metrics()
+    proxy = Proxy(
+        engine=Flaky(),  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        session=None,  # type: ignore[arg-type]
+        metrics=metrics,
+        secret=b"s",
+        restore=restore,  # type: ignore[arg-type]
+    )
+    caller = Caller("acct_1", "key_1")
+    exchange = Exchange(ROUTE, caller, "rid-1", Reservation("ok", state(), None, 0, "held"))
+    proxy._settle(exchange, 4000)
+    await proxy.inflight.drain()
+    assert (
+        calls
+        == {
+            "redis down": ["soon", "settle", "settle"],
+            "account missing": ["soon", "restore", "settle"],
+            "restore fails": ["soon", "restore", "restore", "settle"],
+        }[first]
+    )
+    assert "creditgate_settled_credits_total 2" in metrics.render()
+
+
+async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
+    """The upstream wait is cancelled by the disconnect watcher (ClientGone) or by the server
+    stopping: the latter must stay a cancellation."""
+    started = asyncio.Event()
+
+    class Hanging:
+        async def request(self, *args: object, **kwargs: object) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+    proxy = Proxy(
+        engine=None,  # type: ignore[arg-type]
+        keys=None,  # type: ignore[arg-type]
+        session=Hanging(),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        secret=b"s",
+        restore=None,  # type: ignore[arg-type]
+    )
+    loop = asyncio.get_running_loop()
+    for who in ("client", "server"):
+        started.clear()
+        watch: asyncio.Future[None] = loop.create_future()
+        request = asyncio.ensure_future(proxy._request(watch, "GET", "http://x/", [], b""))
+        await started.wait()
+        if who == "client":
+            watch.set_result(None)
+            with pytest.raises(ClientGone):
+                await request
+            assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        else:
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request

@@ -1,0 +1,369 @@
+"""A plain-Python model of the credit rules, to hold the Lua engine against.
+
+Written from the rules (CONTRACT.md "The credit rules" and the design decisions in the .lua
+headers), not from the scripts: integers and a millisecond clock, the rate limiter's
+theoretical arrival time as an exact ``Fraction``. Every method takes ``now`` and answers what
+the engine answers; every change appends the event the engine appends to the outbox.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any, Protocol
+
+from gateway.credits import keys
+from gateway.credits.results import AccountState
+from gateway.settings import Tier
+
+MONTH_MS = 30 * 24 * 3600 * 1000
+
+
+@dataclass
+class Account:
+    plan: int
+    bonus: int
+    tier: str
+    sub: int
+    se: int
+    pe: int
+    tt: int = 0
+    mt: int = 0
+    v: int = 0
+    tat: Fraction = Fraction(0)
+    """GCRA theoretical arrival time, ms."""
+    tat_rpm: int = 0
+    """The rpm ``tat`` was last advanced under: another rpm rounds it up to a whole ms."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One outbox event: what moved, and the account's state after it."""
+
+    kind: str
+    dp: int
+    db: int
+    tok: int
+    rid: str
+    note: str
+    ts: int
+    v: int
+    plan: int
+    bonus: int
+    tier: str
+    sub: int
+    se: int
+    pe: int
+    tt: int
+    mt: int
+
+
+@dataclass
+class Held:
+    state: str
+    cost: int
+    from_plan: int
+    from_bonus: int
+    deadline: int
+
+
+@dataclass(frozen=True)
+class View:
+    """An account as an answer describes it (the engine's AccountState, flat)."""
+
+    plan: int
+    bonus: int
+    tier: str
+    sub: int
+    se: int
+    pe: int
+    tt: int
+    mt: int
+    v: int
+    allowance: int
+    rpm: int
+    now: int
+
+
+@dataclass(frozen=True)
+class ReserveAnswer:
+    status: str
+    view: View | None
+    rate_remaining: int | None
+    rate_wait_ms: int
+    state: str
+
+
+@dataclass(frozen=True)
+class SettleAnswer:
+    status: str
+    view: View | None
+    credits: int
+
+
+@dataclass(frozen=True)
+class ChangeAnswer:
+    status: str
+    view: View | None
+
+
+@dataclass
+class CreditModel:
+    """The rules over any number of accounts, each with its reservations and event list."""
+
+    tiers: Mapping[str, Tier]
+    hold_ms: int = 360_000
+    accounts: dict[str, Account] = field(default_factory=dict)
+    held: dict[tuple[str, str], Held] = field(default_factory=dict)
+    operations: set[tuple[str, str]] = field(default_factory=set)
+    """(account, request id) of the grants and tier changes applied: a replay is a no-op."""
+    events: dict[str, list[Event]] = field(default_factory=dict)
+
+    # -- the rules' building blocks -----------------------------------------------------------
+
+    def _rules(self, tier: str) -> Tier:
+        return self.tiers.get(tier) or self.tiers["free"]
+
+    def _view(self, a: Account, now: int) -> View:
+        r = self._rules(a.tier)
+        return View(
+            a.plan, a.bonus, a.tier, a.sub, a.se, a.pe, a.tt, a.mt, a.v,
+            r.credits, r.requests_per_minute, now,
+        )  # fmt: skip
+
+    def _emit(
+        self, acct: str, a: Account, now: int, kind: str, dp: int, db: int = 0,
+        tok: int = 0, rid: str = "", note: str = "",
+    ) -> None:  # fmt: skip
+        a.v += 1
+        self.events.setdefault(acct, []).append(
+            Event(
+                kind,
+                dp,
+                db,
+                tok,
+                rid,
+                note,
+                now,
+                a.v,
+                a.plan,
+                a.bonus,
+                a.tier,
+                a.sub,
+                a.se,
+                a.pe,
+                a.tt,
+                a.mt,
+            )  # fmt: skip
+        )
+
+    def _expire(self, acct: str, a: Account, now: int) -> None:
+        old = a.plan
+        a.tier, a.sub, a.se = "free", 0, 0
+        a.plan = min(a.plan, self.tiers["free"].credits)
+        self._emit(acct, a, now, "expire", a.plan - old, note="subscription ended")
+
+    def _reset(self, acct: str, a: Account, now: int, until: int) -> None:
+        """The period ends at or before ``until``, as one event: refill and zero the month."""
+        periods = (until - a.pe) // MONTH_MS + 1
+        old = a.plan
+        a.pe += periods * MONTH_MS
+        a.plan = self._rules(a.tier).credits
+        a.mt = 0
+        self._emit(acct, a, now, "reset", a.plan - old, note="monthly period")
+
+    def _due(self, acct: str, a: Account, now: int) -> None:
+        """Expiry and period ends in the order they fell due; a tie: the expiry first."""
+        if a.se > 0 and now >= a.se:
+            if a.pe < a.se:
+                self._reset(acct, a, now, a.se - 1)
+            self._expire(acct, a, now)
+        if now >= a.pe:
+            self._reset(acct, a, now, now)
+
+    def _debt(self, a: Account, rpm: int, now: int) -> Fraction:
+        """How far (ms) the theoretical arrival time is ahead of now."""
+        tat = a.tat if a.tat_rpm == rpm else Fraction(math.ceil(a.tat))
+        return max(Fraction(0), tat - now)
+
+    # -- the operations -------------------------------------------------------------------------
+
+    def open(self, acct: str, tier: str, months: int, now: int) -> ChangeAnswer:
+        a = self.accounts.get(acct)
+        if a is not None:
+            return ChangeAnswer("exists", self._view(a, now))
+        if tier not in self.tiers:
+            return ChangeAnswer("unknown_tier", None)
+        paid = tier != "free"
+        a = Account(
+            plan=self.tiers[tier].credits, bonus=0, tier=tier, sub=int(paid),
+            se=now + months * MONTH_MS if paid and months > 0 else 0, pe=now + MONTH_MS,
+        )  # fmt: skip
+        self.accounts[acct] = a
+        self._emit(acct, a, now, "open", a.plan)
+        return ChangeAnswer("opened", self._view(a, now))
+
+    def reserve(self, acct: str, rid: str, cost: int, now: int) -> ReserveAnswer:
+        a = self.accounts.get(acct)
+        if a is None:
+            return ReserveAnswer("missing", None, None, 0, "")
+        self._due(acct, a, now)
+        rpm = self._rules(a.tier).requests_per_minute
+        debt = self._debt(a, rpm, now) if rpm else Fraction(0)
+
+        def left(d: Fraction) -> int | None:
+            return None if rpm == 0 else max(0, math.floor((60000 - d) * rpm / 60000))
+
+        def answer(status: str, remaining: int | None, wait: Fraction, state: str) -> ReserveAnswer:
+            return ReserveAnswer(status, self._view(a, now), remaining, math.ceil(wait), state)
+
+        prior = self.held.get((acct, rid))
+        if prior is not None:
+            return answer("duplicate", left(debt), debt, prior.state)
+        if a.plan + a.bonus < cost:
+            return answer("insufficient", left(debt), debt, "")
+        interval = Fraction(60000, rpm) if rpm else Fraction(0)
+        if rpm and debt + interval > 60000:
+            return answer("rate_limited", 0, debt + interval - 60000, "")
+        from_plan = min(a.plan, cost)
+        from_bonus = cost - from_plan
+        a.plan -= from_plan
+        a.bonus -= from_bonus
+        if rpm:
+            debt += interval
+            a.tat, a.tat_rpm = now + debt, rpm
+        self.held[(acct, rid)] = Held("held", cost, from_plan, from_bonus, now + self.hold_ms)
+        self._emit(acct, a, now, "hold", -from_plan, -from_bonus, rid=rid)
+        return answer("ok", left(debt), debt, "held")
+
+    def settle(self, acct: str, rid: str, tokens: int, now: int) -> SettleAnswer:
+        a = self.accounts.get(acct)
+        h = self.held.get((acct, rid))
+        if a is None or h is None:
+            return SettleAnswer("unknown", None, 0)
+        if h.state != "held":
+            return SettleAnswer(f"{h.state}_before", self._view(a, now), h.cost)
+        self._due(acct, a, now)
+        h.state = "charged"
+        a.tt += tokens
+        a.mt += tokens
+        self._emit(acct, a, now, "charge", 0, 0, tokens, rid)
+        return SettleAnswer("charged", self._view(a, now), h.cost)
+
+    def refund(self, acct: str, rid: str, reason: str, now: int) -> SettleAnswer:
+        a = self.accounts.get(acct)
+        h = self.held.get((acct, rid))
+        if a is None or h is None:
+            return SettleAnswer("unknown", None, 0)
+        if h.state != "held":
+            return SettleAnswer(f"{h.state}_before", self._view(a, now), 0)
+        self._due(acct, a, now)
+        h.state = "refunded"
+        to_plan = min(h.from_plan, max(0, self._rules(a.tier).credits - a.plan))
+        a.plan += to_plan
+        a.bonus += h.from_bonus
+        self._emit(acct, a, now, "refund", to_plan, h.from_bonus, rid=rid, note=reason)
+        return SettleAnswer("refunded", self._view(a, now), to_plan + h.from_bonus)
+
+    def grant(self, acct: str, credits: int, reason: str, rid: str, now: int) -> ChangeAnswer:
+        a = self.accounts.get(acct)
+        if a is None:
+            return ChangeAnswer("missing", None)
+        self._due(acct, a, now)
+        if self._once(acct, rid):
+            a.bonus += credits
+            self._emit(acct, a, now, "grant", 0, credits, rid=rid, note=reason)
+        return ChangeAnswer("granted", self._view(a, now))
+
+    def _once(self, acct: str, rid: str) -> bool:
+        """A request id applies an operation once; a replay of it changes nothing."""
+        if not rid:
+            return True
+        if (acct, rid) in self.operations:
+            return False
+        self.operations.add((acct, rid))
+        return True
+
+    def set_tier(
+        self, acct: str, action: str, tier: str, months: int, reason: str, now: int, rid: str = ""
+    ) -> ChangeAnswer:
+        a = self.accounts.get(acct)
+        if a is None:
+            return ChangeAnswer("missing", None)
+        if action == "upgrade" and (tier not in self.tiers or tier == "free"):
+            return ChangeAnswer("unknown_tier", None)
+        self._due(acct, a, now)
+        if action == "renew" and not a.sub:
+            return ChangeAnswer("not_subscribed", self._view(a, now))
+        done = {"upgrade": "upgraded", "renew": "renewed", "downgrade": "downgraded"}
+        if not self._once(acct, rid):
+            return ChangeAnswer(done[action], self._view(a, now))
+        old = a.plan
+        if action == "upgrade":
+            a.tier, a.sub, a.se = tier, 1, now + months * MONTH_MS
+            a.plan = self.tiers[tier].credits
+            status = "upgraded"
+        elif action == "renew":
+            if a.se:
+                a.se = max(now, a.se) + months * MONTH_MS
+            status = "renewed"
+        else:
+            a.tier, a.sub, a.se = "free", 0, 0
+            a.plan = min(a.plan, self.tiers["free"].credits)
+            status = "downgraded"
+        self._emit(acct, a, now, action, a.plan - old, rid=rid, note=reason)
+        return ChangeAnswer(status, self._view(a, now))
+
+    def status(self, acct: str, now: int) -> View | None:
+        a = self.accounts.get(acct)
+        if a is None:
+            return None
+        self._due(acct, a, now)
+        return self._view(a, now)
+
+    def overdue(self, accounts: set[str], now: int) -> set[tuple[str, str]]:
+        """Held reservations of these accounts whose deadline has passed."""
+        return {
+            key
+            for key, h in self.held.items()
+            if key[0] in accounts and h.state == "held" and h.deadline <= now
+        }
+
+    def snapshot(self, acct: str) -> Account:
+        return replace(self.accounts[acct])
+
+
+def view_of(s: AccountState) -> View:
+    """The engine's answer in the model's terms."""
+    return View(
+        s.plan_credits, s.bonus_credits, s.tier, int(s.subscribed), s.subscription_ends_ms or 0,
+        s.period_end_ms, s.total_tokens, s.monthly_tokens, s.version, s.allowance,
+        s.requests_per_minute, s.now_ms,
+    )  # fmt: skip
+
+
+async def outbox_events(redis: Any, account: str) -> list[Event]:
+    """The account's events in its bucket's outbox, oldest first."""
+    entries = await redis.xrange(keys.account_keys(account).outbox)
+    return [event_of(f) for _, f in entries if f["acct"] == account]
+
+
+def event_of(f: Mapping[str, str]) -> Event:
+    n = {name: int(f[name]) for name in ("dp", "db", "tok", "ts", "v")}
+    s = {name: int(f[name]) for name in ("plan", "bonus", "sub", "se", "pe", "tt", "mt")}
+    return Event(
+        f["kind"], n["dp"], n["db"], n["tok"], f["rid"], f["note"], n["ts"], n["v"],
+        s["plan"], s["bonus"], f["tier"], s["sub"], s["se"], s["pe"], s["tt"], s["mt"],
+    )  # fmt: skip
+
+
+class MovableClock(Protocol):
+    """The tests' ManualClock (tests/conftest.py), as the scenarios use it."""
+
+    now_ms: int
+
+    def __call__(self) -> int: ...
+
+    def advance(self, ms: int) -> None: ...

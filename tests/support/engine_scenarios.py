@@ -1,0 +1,142 @@
+"""Representative engine scenarios that take only an engine and its clock.
+
+tests/credits/test_engine_rules.py runs them on fakeredis and a real Redis, and
+tests/credits/test_engine_cluster.py on a Redis Cluster: one body, every backend.
+"""
+
+from __future__ import annotations
+
+from gateway.credits import keys
+from gateway.credits.engine import CreditEngine
+from gateway.credits.results import Snapshot
+from tests.support.engine_model import MONTH_MS, Event, MovableClock, outbox_events
+
+
+async def kinds(engine: CreditEngine, account: str) -> list[str]:
+    return [e.kind for e in await outbox_events(engine.redis, account)]
+
+
+async def assert_ledger_whole(engine: CreditEngine, account: str) -> list[Event]:
+    """Versions 1..V without gaps, and the deltas add up to the balance."""
+    events = await outbox_events(engine.redis, account)
+    state = await engine.status(account)
+    assert state is not None
+    assert [e.v for e in events] == list(range(1, state.version + 1))
+    assert sum(e.dp for e in events) == state.plan_credits
+    assert sum(e.db for e in events) == state.bonus_credits
+    return events
+
+
+# -- scenarios shared with the cluster tests ---------------------------------------------------
+
+
+async def scenario_outbox_exact(engine: CreditEngine, clock: MovableClock) -> None:
+    t0 = clock.now_ms
+    await engine.open("ann", tier="free", reason="signup")
+    await engine.grant("ann", 3, reason="welcome", request_id="g1")
+    assert (await engine.reserve("ann", "r1", 2)).status == "ok"
+    clock.advance(10)
+    assert (await engine.settle("ann", "r1", 3100)).status == "charged"
+    assert (await engine.reserve("ann", "r2", 5)).status == "ok"  # 3 plan, then 2 bonus
+    assert (await engine.refund("ann", "r2", reason="upstream 502")).status == "refunded"
+    assert (await engine.set_tier("ann", "upgrade", tier="pro", months=1)).status == "upgraded"
+    events = await assert_ledger_whole(engine, "ann")
+    pe, se = t0 + MONTH_MS, t0 + 10 + MONTH_MS
+    assert events == [
+        Event("open", 5, 0, 0, "", "signup", t0, 1, 5, 0, "free", 0, 0, pe, 0, 0),
+        Event("grant", 0, 3, 0, "g1", "welcome", t0, 2, 5, 3, "free", 0, 0, pe, 0, 0),
+        Event("hold", -2, 0, 0, "r1", "", t0, 3, 3, 3, "free", 0, 0, pe, 0, 0),
+        Event("charge", 0, 0, 3100, "r1", "", t0 + 10, 4, 3, 3, "free", 0, 0, pe, 3100, 3100),
+        Event("hold", -3, -2, 0, "r2", "", t0 + 10, 5, 0, 1, "free", 0, 0, pe, 3100, 3100),
+        Event("refund", 3, 2, 0, "r2", "upstream 502", t0 + 10, 6, 3, 3, "free", 0, 0, pe,
+              3100, 3100),
+        Event("upgrade", 97, 0, 0, "", "", t0 + 10, 7, 100, 3, "pro", 1, se, pe, 3100, 3100),
+    ]  # fmt: skip
+
+
+async def scenario_rate_limit(engine: CreditEngine, clock: MovableClock) -> None:
+    """free: 20 a minute as a burst, then one every 3 s; a refused call costs nothing."""
+    await engine.open("bob")
+    await engine.grant("bob", 100, reason="test")
+    for i in range(20):
+        r = await engine.reserve("bob", f"r{i}", 1)
+        assert (r.status, r.rate_remaining) == ("ok", 19 - i)
+    refused = await engine.reserve("bob", "r20", 1)
+    got = (refused.status, refused.rate_remaining, refused.rate_wait_ms)
+    assert got == ("rate_limited", 0, 3000)
+    assert refused.account is not None and refused.account.credits_remaining == 85
+    clock.advance(2999)
+    assert (await engine.reserve("bob", "r20", 1)).status == "rate_limited"
+    clock.advance(1)
+    again = await engine.reserve("bob", "r20", 1)
+    assert (again.status, again.rate_remaining, again.rate_wait_ms) == ("ok", 0, 60000)
+    assert await kinds(engine, "bob") == ["open", "grant"] + ["hold"] * 21
+
+
+async def scenario_expiry_then_rollovers(engine: CreditEngine, clock: MovableClock) -> None:
+    """A period end before the expiry refills at pro, the expiry, then a period end at free."""
+    t0 = clock.now_ms
+    await engine.open("cat")
+    clock.advance(MONTH_MS - 10 * 86_400_000)
+    await engine.set_tier("cat", "upgrade", tier="pro", months=1)  # ends at t0 + 50 days
+    clock.advance(MONTH_MS + 10 * 86_400_000)  # t0 + 60 days: past t0+30d, se, t0+60d
+    state = await engine.status("cat")
+    assert state is not None
+    assert (state.tier, state.subscribed, state.subscription_ends_ms) == ("free", False, None)
+    assert (state.plan_credits, state.period_end_ms) == (5, t0 + 3 * MONTH_MS)
+    events = await assert_ledger_whole(engine, "cat")
+    assert [(e.kind, e.dp, e.plan, e.tier) for e in events[2:]] == [
+        ("reset", 0, 100, "pro"),
+        ("expire", -95, 5, "free"),
+        ("reset", 0, 5, "free"),
+    ]
+
+
+async def scenario_overdue(engine: CreditEngine, clock: MovableClock) -> None:
+    await engine.open("dan")
+    bucket = keys.bucket_of("dan")
+    assert (await engine.reserve("dan", "slow", 1)).status == "ok"
+    assert (await engine.reserve("dan", "done", 1)).status == "ok"
+    await engine.settle("dan", "done", 10)
+    clock.advance(engine.hold_ms - 1)
+    assert await engine.overdue(bucket) == []
+    clock.advance(1)
+    assert await engine.overdue(bucket) == [("dan", "slow")]
+    assert (await engine.refund("dan", "slow", reason="reaped")).status == "refunded"
+    assert await engine.overdue(bucket) == []
+
+
+async def scenario_restore(engine: CreditEngine, clock: MovableClock) -> None:
+    snap = Snapshot(7, 2, "pro", True, clock.now_ms + 5, clock.now_ms + 9, 400, 300, 41)
+    restored = await engine.restore("eve", snap)
+    assert restored.status == "restored" and restored.account is not None
+    a = restored.account
+    got = (a.plan_credits, a.bonus_credits, a.tier, a.subscribed, a.subscription_ends_ms)
+    assert got == (7, 2, "pro", True, clock.now_ms + 5)
+    assert (a.period_end_ms, a.total_tokens, a.monthly_tokens, a.version) == (
+        clock.now_ms + 9, 400, 300, 42,
+    )  # fmt: skip
+    other = Snapshot(1, 1, "free", False, None, clock.now_ms, 0, 0, 99)
+    again = await engine.restore("eve", other)
+    assert again.status == "exists" and again.account == a
+    assert await kinds(engine, "eve") == ["restore"]
+
+
+SCENARIOS = [
+    scenario_outbox_exact,
+    scenario_rate_limit,
+    scenario_expiry_then_rollovers,
+    scenario_overdue,
+    scenario_restore,
+]
+
+
+async def scenario_scripts_reload_after_script_flush(
+    engine: CreditEngine, clock: MovableClock
+) -> None:
+    """A restarted or failed-over Redis forgets the scripts: EVALSHA's NOSCRIPT reloads them."""
+    await engine.open("flo")
+    await engine.redis.script_flush()
+    assert (await engine.reserve("flo", "r1", 1)).status == "ok"
+    await engine.redis.script_flush()
+    assert (await engine.settle("flo", "r1", 1)).status == "charged"
