@@ -4,18 +4,32 @@
     ├── InvalidRequest              400 invalid_request: bad JSON or fields, says which
     ├── Unauthorized                401 unauthorized: no, unknown or revoked key / token
     ├── NotFound                    404 not_found
+    ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
     ├── AdminDisabled               503 admin_disabled: no CREDITGATE_ADMIN_TOKEN
-    └── StorageUnavailable          503 unavailable: Redis or the store cannot be reached
+    └── Unavailable                 503 unavailable: Redis or the store cannot be reached
 
 Third-party errors (redis-py, SQLAlchemy) are converted once, where they are raised, with
-``raise ... from exc``. The 429s and upstream failures of the proxy are answers, not errors:
-the proxy builds them itself with ``error_body``.
+``raise ... from exc`` (the store's own ``StoreError`` becomes ``Unavailable`` in
+``gateway.accounts.stored``). ``answer`` is the one place an error becomes an HTTP answer: the
+web app's and the admin API's exception handlers and the proxy's plain-ASGI refusals all use
+it. The 429s and upstream failures of the proxy are answers, not errors: the proxy builds them
+itself with ``error_body``.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("creditgate.errors")
+
+UNAVAILABLE_MESSAGE = "a backing service is unavailable; retry later"
+"""What a caller is told of an ``Unavailable``: hosts and driver messages go to the log only."""
 
 
 class CreditgateError(Exception):
@@ -42,6 +56,10 @@ class NotFound(CreditgateError):
     code, status = "not_found", 404
 
 
+class MethodNotAllowed(CreditgateError):
+    code, status = "method_not_allowed", 405
+
+
 class Conflict(CreditgateError):
     code, status = "conflict", 409
 
@@ -50,10 +68,38 @@ class AdminDisabled(CreditgateError):
     code, status = "admin_disabled", 503
 
 
-class StorageUnavailable(CreditgateError):
+class Unavailable(CreditgateError):
     code, status = "unavailable", 503
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     """The contract's JSON error: ``{"success": false, "error": code, "message": text}``."""
     return {"success": False, "error": code, "message": message, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def answer(exc: CreditgateError) -> ErrorAnswer:
+    """The HTTP answer to an error: its status and the contract's body.
+
+    A 401 names the scheme it wants (``WWW-Authenticate: Bearer``); an ``Unavailable`` is
+    answered with ``UNAVAILABLE_MESSAGE``, its details being for the caller's log line only.
+    """
+    if isinstance(exc, Unavailable):
+        return ErrorAnswer(exc.status, error_body(exc.code, UNAVAILABLE_MESSAGE), {})
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+    return ErrorAnswer(exc.status, exc.body(), headers)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """Starlette's exception handler for ``CreditgateError``, in the web app and the admin API."""
+    assert isinstance(exc, CreditgateError)
+    if isinstance(exc, Unavailable):
+        log.warning("unavailable on %s %s: %s", request.method, request.url.path, exc.message)
+    reply = answer(exc)
+    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)

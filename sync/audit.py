@@ -14,18 +14,17 @@ sync pass, with the gateway quiet, for a clean answer.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
+from sqlmodel import Session
 
+from gateway.accounts.stored import in_store
 from gateway.credits import keys
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository
-from store.database import session
-from store.errors import StoreError
 from store.records import AccountRecord
 
 PAGE = 1000
@@ -126,18 +125,16 @@ def compare(
     return found
 
 
-def _read_store(services: Services) -> tuple[dict[str, AccountRecord], dict[str, tuple[int, int]]]:
+def _read_store(db: Session) -> tuple[dict[str, AccountRecord], dict[str, tuple[int, int]]]:
     records: dict[str, AccountRecord] = {}
-    with session(services.db) as db:
-        after: str | None = None
-        while True:
-            page = repository.list_accounts(db, limit=PAGE, after=after)
-            records.update((r.account_id, r) for r in page)
-            if len(page) < PAGE:
-                break
-            after = page[-1].account_id
-        totals = repository.ledger_totals(db)
-    return records, totals
+    after: str | None = None
+    while True:
+        page = repository.list_accounts(db, limit=PAGE, after=after)
+        records.update((r.account_id, r) for r in page)
+        if len(page) < PAGE:
+            break
+        after = page[-1].account_id
+    return records, repository.ledger_totals(db)
 
 
 async def redis_accounts(redis: Any) -> set[str]:
@@ -156,10 +153,7 @@ async def redis_accounts(redis: Any) -> set[str]:
 
 async def audit(services: Services) -> AuditReport:
     """Compare every account Redis or the store knows; see the module docstring."""
-    try:
-        records, totals = await asyncio.to_thread(_read_store, services)
-    except StoreError as exc:
-        raise StorageUnavailable(f"store: {exc}") from exc
+    records, totals = await in_store(services.db, _read_store)
     try:
         in_redis = await redis_accounts(services.redis)
         accounts = sorted(set(records) | in_redis | set(totals))
@@ -170,7 +164,7 @@ async def audit(services: Services) -> AuditReport:
             pipe.xlen(keys.outbox(bucket))
         answers = await pipe.execute()
     except RedisError as exc:
-        raise StorageUnavailable(f"redis: {exc}") from exc
+        raise Unavailable(f"redis: {exc}") from exc
     report = AuditReport(accounts=len(accounts), unsynced_events=sum(answers[len(accounts) :]))
     for account, raw in zip(accounts, answers, strict=False):
         state = redis_view(raw)

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.services import open_services
 from store.database import upgrade_engine
 from store.errors import StoreError
@@ -93,7 +93,7 @@ async def _audit(settings: Settings) -> int:
     services = open_services(settings)
     try:
         report = await audit(services)
-    except StorageUnavailable as exc:
+    except Unavailable as exc:
         print(f"creditgate audit: {exc.message}", file=sys.stderr)
         return 2
     finally:

@@ -9,15 +9,12 @@ Idempotent: touching an account whose subscription Redis has renewed changes not
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from gateway.accounts.restore import restore_from_store
-from gateway.errors import StorageUnavailable
+from gateway.accounts.stored import in_store
 from gateway.services import Services
 from store import repository
-from store.database import session
-from store.errors import StoreError
 
 log = logging.getLogger("creditgate.expiry")
 
@@ -55,11 +52,7 @@ async def sweep_expired(services: Services, *, now_ms: int | None = None) -> int
 
 
 async def _due(services: Services, now_ms: int, *, after: str, limit: int) -> list[str]:
-    def read() -> list[str]:
-        with session(services.db) as s:
-            return repository.ended_subscriptions(s, ended_by_ms=now_ms, after=after, limit=limit)
-
-    try:
-        return await asyncio.to_thread(read)
-    except StoreError as exc:
-        raise StorageUnavailable(f"store: {exc}") from exc
+    return await in_store(
+        services.db,
+        lambda s: repository.ended_subscriptions(s, ended_by_ms=now_ms, after=after, limit=limit),
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.credits import keys
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from store.records import Movement
 
 DEFAULT_CLAIM_IDLE_MS = 30_000
@@ -110,10 +110,10 @@ class OutboxReader:
         try:
             answers = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
         for answer in answers:
             if isinstance(answer, Exception) and not str(answer).startswith("BUSYGROUP"):
-                raise StorageUnavailable(f"redis: {answer}") from answer
+                raise Unavailable(f"redis: {answer}") from answer
 
     async def read(self, count: int) -> list[OutboxEntry]:
         """Up to about ``count`` entries per bucket: own pending, claimed from the dead, new.
@@ -125,14 +125,14 @@ class OutboxReader:
             return await self._read(count)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
-                raise StorageUnavailable(f"redis: {exc}") from exc
+                raise Unavailable(f"redis: {exc}") from exc
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
         await self.ensure_groups()
         try:
             return await self._read(count)
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
 
     async def _read(self, count: int) -> list[OutboxEntry]:
         pipe = self.redis.pipeline(transaction=False)
@@ -164,7 +164,7 @@ class OutboxReader:
         try:
             await self.redis.xadd(keys.outbox_rejected(entry.bucket), fields)
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
 
     async def ack(self, entries: Iterable[OutboxEntry]) -> None:
         """Delete then acknowledge entries the store has committed.
@@ -185,7 +185,7 @@ class OutboxReader:
         try:
             await pipe.execute()
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
 
     async def prune_consumers(self, idle_ms: int) -> int:
         """Forget consumers with nothing pending, idle longer than ``idle_ms`` (dead workers
@@ -209,7 +209,7 @@ class OutboxReader:
             if removed:
                 await pipe.execute()
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
         return removed
 
     async def lag_ms(self) -> int:
@@ -221,7 +221,7 @@ class OutboxReader:
             firsts = await pipe.execute()
             seconds, micros = await self.redis.time()
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
         oldest = [stream_ms(first[0][0]) for first in firsts if first]
         if not oldest:
             return 0

@@ -21,7 +21,7 @@ import uuid
 
 from gateway.accounts.restore import restore_from_store
 from gateway.credits import sync_stats as metrics
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository
 from store.database import session
@@ -88,28 +88,28 @@ class SyncWorker:
         failed = False
         try:
             await self.sync()
-        except (StorageUnavailable, StoreError) as exc:
+        except (Unavailable, StoreError) as exc:
             failed = True
             self.stats.errors += 1
             log.error("sync failed, retrying next pass: %s", exc)
         for name, job in (("reap", self._reap), ("expiry sweep", self._sweep_expired)):
             try:
                 await job()
-            except (StorageUnavailable, StoreError) as exc:
+            except (Unavailable, StoreError) as exc:
                 failed = True
                 self.stats.errors += 1
                 log.error("%s failed, retrying next pass: %s", name, exc)
         if self.stats.passes % PRUNE_EVERY == 1:
             try:
                 await self.reader.prune_consumers(PRUNE_IDLE_MS)
-            except StorageUnavailable as exc:
+            except Unavailable as exc:
                 failed = True
                 self.stats.errors += 1
                 log.error("pruning consumers failed: %s", exc)
         self.failures = self.failures + 1 if failed else 0
         try:
             self.stats.lag_ms = await self.reader.lag_ms()
-        except StorageUnavailable:
+        except Unavailable:
             pass
         delta = self.stats.minus(before)
         await metrics.publish(self.services.redis, delta)

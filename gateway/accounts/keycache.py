@@ -25,11 +25,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from gateway.accounts.apikeys import hash_key, well_formed
+from gateway.accounts.stored import in_store
 from gateway.credits import keys
-from gateway.errors import StorageUnavailable, Unauthorized
+from gateway.errors import Unauthorized, Unavailable
 from store import repository
-from store.database import session
-from store.errors import StoreError
 
 log = logging.getLogger("creditgate.auth")
 
@@ -56,7 +55,7 @@ class Caller:
 
 
 KeyLookup = Callable[[str], Awaitable[KeyEntry | None]]
-"""Find a key by hash in the store; raises StorageUnavailable when it cannot answer."""
+"""Find a key by hash in the store; raises Unavailable when it cannot answer."""
 
 Toucher = Callable[[set[str]], Awaitable[None]]
 """Record that these key ids were used now (``last_used_at``)."""
@@ -70,7 +69,7 @@ async def announce_revocation(redis: Any, key_hash: str) -> None:
             pipe.publish(keys.KEYS_CHANNEL, key_hash)
             await pipe.execute()
     except RedisError as exc:
-        raise StorageUnavailable(f"redis: {exc}") from exc
+        raise Unavailable(f"redis: {exc}") from exc
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -110,7 +109,7 @@ class KeyCache:
         self._task: asyncio.Task[None] | None = None
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        """The caller of a request, or Unauthorized; StorageUnavailable if the store is down."""
+        """The caller of a request, or Unauthorized; Unavailable if the store is down."""
         secret = bearer_key(authorization)
         if secret is None:
             raise Unauthorized("missing or malformed API key: use Authorization: Bearer cg_...")
@@ -206,18 +205,11 @@ class KeyCache:
 def store_lookup(db: Engine) -> KeyLookup:
     """A ``KeyLookup`` reading the store of record (in a thread: the store is synchronous)."""
 
-    def read(key_hash: str) -> KeyEntry | None:
-        with session(db) as s:
-            record = repository.find_api_key(s, key_hash=key_hash)
+    async def lookup(key_hash: str) -> KeyEntry | None:
+        record = await in_store(db, lambda s: repository.find_api_key(s, key_hash=key_hash))
         if record is None:
             return None
         return KeyEntry(record.account_id, record.key_id, record.revoked_at is not None)
-
-    async def lookup(key_hash: str) -> KeyEntry | None:
-        try:
-            return await asyncio.to_thread(read, key_hash)
-        except StoreError as exc:
-            raise StorageUnavailable(f"store: {exc}") from exc
 
     return lookup
 
@@ -225,12 +217,8 @@ def store_lookup(db: Engine) -> KeyLookup:
 def store_toucher(db: Engine) -> Toucher:
     """A ``Toucher`` setting ``last_used_at`` to now for a batch of key ids."""
 
-    def write(key_ids: set[str]) -> None:
-        now = datetime.now(UTC)
-        with session(db) as s:
-            repository.touch_api_keys(s, used=dict.fromkeys(key_ids, now))
-
     async def touch(key_ids: set[str]) -> None:
-        await asyncio.to_thread(write, key_ids)
+        used = dict.fromkeys(key_ids, datetime.now(UTC))
+        await in_store(db, lambda s: repository.touch_api_keys(s, used=used))
 
     return touch

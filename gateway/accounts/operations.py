@@ -8,27 +8,26 @@ arrive already saying who acts (``"admin: ..."``, ``"cli: ..."``) and land in th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlmodel import Session
 
 from gateway.accounts import validation
 from gateway.accounts.apikeys import new_key
 from gateway.accounts.keycache import announce_revocation
-from gateway.accounts.restore import restore_from_store
+from gateway.accounts.restore import load_record, restore_from_store
+from gateway.accounts.stored import in_store
 from gateway.credits.engine import TierAction
 from gateway.credits.results import AccountState, TierChange
-from gateway.errors import Conflict, InvalidRequest, NotFound, StorageUnavailable
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.services import Services
 from store import repository
-from store.database import session
-from store.errors import DuplicateAccount, InvalidCursor, StoreError
+from store.errors import DuplicateAccount, InvalidCursor
 from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
 
 log = logging.getLogger("creditgate.accounts")
@@ -85,21 +84,6 @@ def attributed(actor: str, reason: str) -> str:
     return f"{actor}: {reason}" if reason else actor
 
 
-async def _store(services: Services, fn: Callable[..., T], **kwargs: Any) -> T:
-    """Run one repository function in a worker thread, in its own session."""
-
-    def call() -> T:
-        with session(services.db) as s:
-            return fn(s, **kwargs)
-
-    try:
-        return await asyncio.to_thread(call)
-    except (DuplicateAccount, InvalidCursor):
-        raise
-    except StoreError as exc:
-        raise StorageUnavailable(f"store: {exc}") from exc
-
-
 async def create_account(
     services: Services,
     *,
@@ -153,7 +137,7 @@ async def create_account(
         return record
 
     try:
-        record = await _store(services, write)
+        record = await in_store(services.db, write, passing=(DuplicateAccount,))
     except DuplicateAccount as exc:
         raise Conflict(f"account {account_id!r} already exists") from exc
     change = await services.credits.open(
@@ -176,17 +160,17 @@ async def account_state(services: Services, account_id: str) -> AccountState:
 
 async def account_report(services: Services, account_id: str) -> AccountReport:
     state = await account_state(services, account_id)
-    record = await _store(services, repository.get_account, account_id=account_id)
-    if record is None:
-        raise NotFound(f"account {account_id!r} not found")
-    keys = await _store(services, repository.list_api_keys, account_id=account_id)
+    record = await _record(services, account_id)
+    keys = await in_store(services.db, lambda s: repository.list_api_keys(s, account_id=account_id))
     return AccountReport(state, record, list(keys))
 
 
 async def list_accounts(
     services: Services, *, limit: int = 100, after: str | None = None
 ) -> list[AccountRecord]:
-    return list(await _store(services, repository.list_accounts, limit=limit, after=after))
+    return list(
+        await in_store(services.db, lambda s: repository.list_accounts(s, limit=limit, after=after))
+    )
 
 
 async def grant(services: Services, account_id: str, credits: int, *, reason: str) -> AccountState:
@@ -225,17 +209,15 @@ async def change_tier(
 
 
 async def create_key(services: Services, account_id: str, *, name: str = "") -> CreatedKey:
-    record = await _store(services, repository.get_account, account_id=account_id)
-    if record is None:
-        raise NotFound(f"account {account_id!r} not found")
+    await _record(services, account_id)
     return await _new_key(services, account_id, name=name)
 
 
 async def list_keys(services: Services, account_id: str) -> list[ApiKeyRecord]:
-    record = await _store(services, repository.get_account, account_id=account_id)
-    if record is None:
-        raise NotFound(f"account {account_id!r} not found")
-    return list(await _store(services, repository.list_api_keys, account_id=account_id))
+    await _record(services, account_id)
+    return list(
+        await in_store(services.db, lambda s: repository.list_api_keys(s, account_id=account_id))
+    )
 
 
 async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKeyRecord:
@@ -243,8 +225,9 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
 
     Revoking a revoked key is not an error: the answer is the same, so retries are safe.
     """
-    revoked = await _store(
-        services, repository.revoke_api_key, account_id=account_id, key_id=key_id
+    revoked = await in_store(
+        services.db,
+        lambda s: repository.revoke_api_key(s, account_id=account_id, key_id=key_id),
     )
     if revoked is None:
         raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
@@ -257,12 +240,12 @@ async def ledger_page(
     services: Services, account_id: str, *, limit: int = 50, before: str | None = None
 ) -> LedgerPage:
     """One page of the store's ledger of an account, newest first (what the sync has copied)."""
-    record = await _store(services, repository.get_account, account_id=account_id)
-    if record is None:
-        raise NotFound(f"account {account_id!r} not found")
+    await _record(services, account_id)
     try:
-        entries = await _store(
-            services, repository.ledger_page, account_id=account_id, limit=limit, before=before
+        entries = await in_store(
+            services.db,
+            lambda s: repository.ledger_page(s, account_id=account_id, limit=limit, before=before),
+            passing=(InvalidCursor,),
         )
     except InvalidCursor as exc:
         raise InvalidRequest(f"query 'before' is not a cursor of this ledger: {exc}") from exc
@@ -273,16 +256,26 @@ async def ledger_page(
 
 async def _new_key(services: Services, account_id: str, *, name: str) -> CreatedKey:
     key = new_key()
-    await _store(
-        services,
-        repository.create_api_key,
-        account_id=account_id,
-        key_id=key.key_id,
-        key_hash=key.key_hash,
-        display_prefix=key.display_prefix,
-        name=name,
+    await in_store(
+        services.db,
+        lambda s: repository.create_api_key(
+            s,
+            account_id=account_id,
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            display_prefix=key.display_prefix,
+            name=name,
+        ),
     )
     return CreatedKey(account_id, key.secret, key.key_id, key.display_prefix)
+
+
+async def _record(services: Services, account_id: str) -> AccountRecord:
+    """The store's row of the account; ``NotFound`` when it has none."""
+    record = await load_record(services, account_id)
+    if record is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return record
 
 
 async def _restore(services: Services, account_id: str) -> AccountState:

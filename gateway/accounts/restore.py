@@ -13,15 +13,12 @@ is the record, and the account resumes from its last synced version.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from gateway.accounts.stored import in_store
 from gateway.credits.results import AccountState, Snapshot
-from gateway.errors import StorageUnavailable
 from gateway.services import Services
 from store import repository
-from store.database import session
-from store.errors import StoreError
 from store.records import AccountRecord
 
 log = logging.getLogger("creditgate.restore")
@@ -43,23 +40,16 @@ def snapshot_of(record: AccountRecord) -> Snapshot:
 
 
 async def load_record(services: Services, account_id: str) -> AccountRecord | None:
-    """The store's snapshot of one account; StorageUnavailable when the store cannot answer."""
+    """The store's snapshot of one account; Unavailable when the store cannot answer."""
 
-    def read() -> AccountRecord | None:
-        with session(services.db) as db:
-            return repository.get_account(db, account_id=account_id)
-
-    try:
-        return await asyncio.to_thread(read)
-    except StoreError as exc:
-        raise StorageUnavailable(f"store: {exc}") from exc
+    return await in_store(services.db, lambda s: repository.get_account(s, account_id=account_id))
 
 
 async def restore_from_store(services: Services, account_id: str) -> AccountState | None:
     """Load the account into Redis from the store unless Redis has it; its state after that.
 
     None when the store does not know the account either. Safe to call from any number of
-    replicas at once: the script restores once. Raises StorageUnavailable when Redis or the
+    replicas at once: the script restores once. Raises Unavailable when Redis or the
     store cannot be reached.
     """
     record = await load_record(services, account_id)

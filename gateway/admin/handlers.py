@@ -2,7 +2,8 @@
 
 Every handler runs behind ``admin_endpoint``: the bearer token is checked in constant time
 (no token configured: 503 for every path), and ``CreditgateError`` becomes the contract's
-JSON error. Changes are attributed ``"admin: <reason>"`` in the ledger.
+JSON error (``gateway.errors.error_response``). Changes are attributed ``"admin: <reason>"``
+in the ledger.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from gateway.errors import (
     AdminDisabled,
     CreditgateError,
     InvalidRequest,
-    StorageUnavailable,
     Unauthorized,
-    error_body,
+    error_response,
 )
 from gateway.services import Services
 
@@ -60,21 +60,11 @@ def admin_endpoint(handler: Handler) -> Handler:
             check_admin(request)
             return await handler(request)
         except CreditgateError as exc:
-            return error_response(exc)
+            return await error_response(request, exc)
 
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint
-
-
-def error_response(exc: CreditgateError) -> JSONResponse:
-    if isinstance(exc, StorageUnavailable):
-        # The details (hosts, driver messages) go to the log, not to the caller.
-        log.warning("admin: unavailable: %s", exc.message)
-        body = error_body(exc.code, "a backing service is unavailable; retry later")
-        return JSONResponse(body, status_code=exc.status)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 def ok(status: int = 200, **body: Any) -> JSONResponse:

@@ -13,13 +13,9 @@ from starlette.routing import BaseRoute, Match, Route
 
 from gateway.admin import handlers
 from gateway.admin.handlers import admin_endpoint
-from gateway.errors import CreditgateError, NotFound
+from gateway.errors import MethodNotAllowed, NotFound
 
 ACCOUNT = "/accounts/{account_id}"
-
-
-class MethodNotAllowed(CreditgateError):
-    code, status = "method_not_allowed", 405
 
 
 def admin_routes() -> list[BaseRoute]:

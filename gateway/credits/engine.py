@@ -29,7 +29,7 @@ from gateway.credits.results import (
 )
 from gateway.credits.scripts import Scripts
 from gateway.credits.wire import Wire
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.settings import Tier
 
 Clock = Callable[[], int]
@@ -96,7 +96,7 @@ class CreditEngine:
                 return await self._batcher.call(script, keys_, args, defer=defer)
             return await script(keys=keys_, args=args)
         except (RedisError, OSError) as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
 
     async def reserve(
         self, account: str, request_id: str, cost: int, *, retain_ms: int | None = None
@@ -159,7 +159,7 @@ class CreditEngine:
 
         Batched, the call is deferred to share the next call's round trip and its outcome is
         a future rather than a coroutine: no task is made for it. It fails with
-        ``StorageUnavailable`` as ``settle`` does.
+        ``Unavailable`` as ``settle`` does.
         """
         if self._batcher is None:
             return asyncio.ensure_future(self.settle(account, request_id, tokens))
@@ -306,7 +306,7 @@ class CreditEngine:
         try:
             seconds, micros = await self.redis.time()
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def overdue(self, bucket: int, *, limit: int = 100) -> list[tuple[str, str]]:
@@ -320,7 +320,7 @@ class CreditEngine:
                 keys.deadlines(bucket), "-inf", now, start=0, num=limit
             )
         except RedisError as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            raise Unavailable(f"redis: {exc}") from exc
         found = []
         for member in members:
             account, _, request_id = _text(member).partition("|")
@@ -370,7 +370,7 @@ def _settled(account: str, settled: asyncio.Future[Settlement], raw: asyncio.Fut
         except (ValueError, IndexError, TypeError) as exc:  # not a reply the script gives
             error = exc
     if isinstance(error, RedisError | OSError):
-        settled.set_exception(StorageUnavailable(f"redis: {error}"))
+        settled.set_exception(Unavailable(f"redis: {error}"))
     else:
         settled.set_exception(error)
 

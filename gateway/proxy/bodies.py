@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.errors import error_body
+from gateway.errors import CreditgateError, answer
 
 
 class ClientGone(Exception):
@@ -51,8 +51,13 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def unavailable_body() -> dict[str, Any]:
-    return error_body("unavailable", "the credit store is unavailable; nothing was charged")
+async def send_error(
+    send: Send, error: CreditgateError, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """The answer ``gateway.errors.answer`` gives to ``error``, sent as plain ASGI."""
+    reply = answer(error)
+    headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+    await send_json(send, reply.status, reply.body, [*extra, *headers])
 
 
 def has_chunked_body(scope: Scope) -> bool:

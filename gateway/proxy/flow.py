@@ -52,7 +52,7 @@ from gateway.accounts.keycache import Caller, KeyCache
 from gateway.accounts.usage import credit_info
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import AccountState, Reservation, Settlement
-from gateway.errors import StorageUnavailable, Unauthorized, error_body
+from gateway.errors import Unauthorized, Unavailable, error_body
 from gateway.metrics import Metrics
 from gateway.proxy import headers as hdr
 from gateway.proxy import tokens as tok
@@ -61,10 +61,10 @@ from gateway.proxy.bodies import (
     has_chunked_body,
     is_json,
     read_body,
+    send_error,
     send_json,
     splice_credit_info,
     stream_body,
-    unavailable_body,
     wait_disconnect,
     wait_disconnect_after,
 )
@@ -188,11 +188,11 @@ class Proxy:
         try:
             caller = await self.keys.authenticate(authorization)
         except Unauthorized as exc:
-            await send_json(send, 401, exc.body(), rid_header)
+            await send_error(send, exc, rid_header)
             return "unauthorized"
-        except StorageUnavailable:
+        except Unavailable as exc:
             self.metrics.store_errors.inc()
-            await send_json(send, 503, unavailable_body(), rid_header)
+            await send_error(send, exc, rid_header)
             return "unavailable"
         if idem_key is not None and not valid_key(idem_key):
             invalid = error_body(
@@ -215,7 +215,7 @@ class Proxy:
             reservation, request_id = await self._reserve(
                 caller.account_id, request_id, idem_key, route.cost
             )
-        except (StorageUnavailable, asyncio.CancelledError) as exc:
+        except (Unavailable, asyncio.CancelledError) as exc:
             # The script may have run before the failure or the cancellation: give back
             # whatever it held now rather than at the reaper's deadline. (Not for an
             # Idempotency-Key: its id may belong to an attempt in flight elsewhere.)
@@ -225,7 +225,7 @@ class Proxy:
                 raise
             self.metrics.redis_errors.inc(op="reserve")
             log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
-            await send_json(send, 503, unavailable_body(), rid_header)
+            await send_error(send, exc, rid_header)
             return "unavailable"
         rid_header = [(b"x-request-id", request_id.encode())]
         self.metrics.reservations.inc(status=reservation.status)
@@ -265,7 +265,7 @@ class Proxy:
     ) -> str:
         state = reservation.account
         if state is None:  # missing, and the store does not know the account either
-            await send_json(send, 401, Unauthorized("unknown account").body(), rid_header)
+            await send_error(send, Unauthorized("unknown account"), rid_header)
             return "unauthorized"
         fields = [
             *rid_header,
@@ -421,7 +421,7 @@ class Proxy:
             return await self.inflight.run(
                 self.engine.refund(ex.caller.account_id, ex.request_id, reason=reason)
             )
-        except StorageUnavailable as exc:
+        except Unavailable as exc:
             # The reaper refunds the reservation when its deadline passes.
             self.metrics.redis_errors.inc(op="refund")
             log.error("refund failed: %s", exc, extra={"request_id": ex.request_id})
@@ -442,7 +442,7 @@ class Proxy:
             nonlocal beat
             try:
                 alive = await self.engine.extend(ex.caller.account_id, ex.request_id)
-            except StorageUnavailable as exc:
+            except Unavailable as exc:
                 # The answer goes on; at worst the reaper refunds it at the old deadline.
                 self.metrics.redis_errors.inc(op="extend")
                 log.warning("extending the reservation failed: %s", exc)
@@ -467,7 +467,7 @@ class Proxy:
         async def release() -> None:
             try:
                 await self.engine.refund(account, request_id, reason="reserve interrupted")
-            except StorageUnavailable:
+            except Unavailable:
                 pass  # the reaper refunds it at its deadline
 
         self.inflight.spawn(release())
@@ -489,7 +489,7 @@ class Proxy:
             return
         if error is not None:
             self.metrics.redis_errors.inc(op="settle")
-            if not isinstance(error, StorageUnavailable):
+            if not isinstance(error, Unavailable):
                 log.error("settle failed: %r", error, extra={"request_id": ex.request_id})
         self.inflight.spawn(self._charge(ex, tokens, restore_first=error is None))
 
@@ -504,7 +504,7 @@ class Proxy:
                 if restore_first:
                     await self.restore(account)
                 settled = await self.engine.settle(account, ex.request_id, tokens)
-            except StorageUnavailable as exc:
+            except Unavailable as exc:
                 self.metrics.redis_errors.inc(op="settle")
                 log.warning("settle retry failed: %s", exc, extra={"request_id": ex.request_id})
                 continue

@@ -11,8 +11,8 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import error_body
-from gateway.proxy.bodies import send_json, unavailable_body
+from gateway.errors import Unavailable, error_body
+from gateway.proxy.bodies import send_error, send_json
 from gateway.proxy.flow import Proxy
 from gateway.settings import Route
 
@@ -41,7 +41,7 @@ class GatewayApp(Starlette):
     async def _proxy(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         proxy = self.proxy
         if proxy is None:
-            await send_json(send, 503, unavailable_body())
+            await send_error(send, Unavailable("the gateway is starting or stopping"))
             return
         try:
             await proxy.handle(route, scope, receive, send)

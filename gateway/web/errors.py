@@ -8,19 +8,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import CreditgateError, StorageUnavailable, error_body
+from gateway.errors import CreditgateError, error_body, error_response
 
 log = logging.getLogger("creditgate.app")
-
-
-async def _creditgate_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CreditgateError)
-    if isinstance(exc, StorageUnavailable):
-        log.warning("unavailable: %s", exc.message)
-        return JSONResponse(
-            error_body("unavailable", "a backing service is unavailable"), status_code=503
-        )
-    return JSONResponse(exc.body(), status_code=exc.status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -38,7 +28,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS = {
-    CreditgateError: _creditgate_error,
+    CreditgateError: error_response,
     HTTPException: _http_error,
     Exception: _internal_error,
 }

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.accounts.apikeys import hash_key, new_key
 from gateway.accounts.keycache import KeyCache, KeyEntry, announce_revocation, bearer_key
 from gateway.credits import keys
-from gateway.errors import StorageUnavailable, Unauthorized
+from gateway.errors import Unauthorized, Unavailable
 
 
 class FakeStore:
@@ -26,7 +26,7 @@ class FakeStore:
     async def lookup(self, key_hash: str) -> KeyEntry | None:
         self.lookups += 1
         if self.down:
-            raise StorageUnavailable("store: down")
+            raise Unavailable("store: down")
         return self.keys.get(key_hash)
 
     async def touch(self, key_ids: set[str]) -> None:
@@ -81,7 +81,7 @@ async def test_store_outage_is_unavailable_not_unauthorized(redis: aioredis.Redi
     store = FakeStore()
     store.down = True
     cache = KeyCache(redis, store.lookup)
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(Unavailable):
         await cache.authenticate(f"Bearer {new_key().secret}")
 
 

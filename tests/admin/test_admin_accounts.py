@@ -9,7 +9,7 @@ import pytest
 
 from gateway.accounts import operations as accounts
 from gateway.accounts.apikeys import hash_key, well_formed
-from gateway.errors import Conflict, InvalidRequest, NotFound, StorageUnavailable
+from gateway.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from store import repository
@@ -89,7 +89,7 @@ async def test_redis_down_is_a_503_without_details(
         closed = s.getsockname()[1]
     down = open_services(make_settings(redis_url=f"redis://127.0.0.1:{closed}/0"))
     try:
-        with pytest.raises(StorageUnavailable):
+        with pytest.raises(Unavailable):
             await accounts.grant(down, "r1", 1, reason="x")
         async with admin_client(down) as client:
             response = await client.post(
@@ -109,7 +109,7 @@ async def test_a_create_redis_could_not_finish_is_restored_on_first_touch(
         closed = s.getsockname()[1]
     down = open_services(make_settings(redis_url=f"redis://127.0.0.1:{closed}/0"))
     try:
-        with pytest.raises(StorageUnavailable):
+        with pytest.raises(Unavailable):
             await accounts.create_account(down, account_id="half", tier="pro", months=1)
     finally:
         await down.close()

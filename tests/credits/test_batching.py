@@ -14,7 +14,7 @@ from gateway.credits import keys
 from gateway.credits.batching import ScriptBatcher
 from gateway.credits.engine import CreditEngine
 from gateway.credits.wire import Wire
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.settings import DEFAULT_TIERS, Tier
 
 TIERS = DEFAULT_TIERS | {"bulk": Tier(credits=100, requests_per_minute=0)}
@@ -100,7 +100,7 @@ async def test_a_failing_call_fails_alone(
         return_exceptions=True,
     )
     assert not isinstance(fine, BaseException) and fine.held
-    assert isinstance(broken, StorageUnavailable)
+    assert isinstance(broken, Unavailable)
 
 
 @pytest.mark.parametrize("wire", [None, Wire.for_url("redis://127.0.0.1:1/0")])
@@ -110,7 +110,7 @@ async def test_redis_down_is_storage_unavailable_for_every_call(wire: Wire | Non
     outcomes = await asyncio.gather(
         *(engine.reserve("a", f"r{i}", 1) for i in range(3)), return_exceptions=True
     )
-    assert all(isinstance(o, StorageUnavailable) for o in outcomes)
+    assert all(isinstance(o, Unavailable) for o in outcomes)
     await engine.aclose()
     await client.aclose()
 
@@ -168,7 +168,7 @@ async def test_settle_soon_is_a_future_of_the_settlement(
 async def test_settle_soon_fails_as_storage_unavailable() -> None:
     client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
     engine = CreditEngine(client, TIERS, wire=Wire.for_url("redis://127.0.0.1:1/0"))
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(Unavailable):
         await engine.settle_soon("a", "r1", 1)
     await engine.aclose()
     await client.aclose()

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.settings import DEFAULT_TIERS, Tier
 from tests.support.engine_model import MONTH_MS, MovableClock, outbox_events
 from tests.support.engine_scenarios import (
@@ -533,9 +533,9 @@ async def test_redis_down_is_storage_unavailable() -> None:
     )
     engine = CreditEngine(client, DEFAULT_TIERS)
     try:
-        with pytest.raises(StorageUnavailable):
+        with pytest.raises(Unavailable):
             await engine.reserve("a1", "r1", 1)
-        with pytest.raises(StorageUnavailable):
+        with pytest.raises(Unavailable):
             await engine.overdue(0)
     finally:
         await client.aclose()

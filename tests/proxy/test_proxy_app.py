@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
 from gateway.credits import sync_stats
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.server import serve
 from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
@@ -192,7 +192,7 @@ async def test_a_reserve_that_fails_after_holding_gives_the_credit_back(
 
     async def lost_answer(*args: Any, **kwargs: Any) -> Any:
         await reserve(*args, **kwargs)
-        raise StorageUnavailable("redis: connection lost before the reply")
+        raise Unavailable("redis: connection lost before the reply")
 
     monkeypatch.setattr(services.credits, "reserve", lost_answer)
     auth = {"Authorization": f"Bearer {created.api_key}"}

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.accounts.keycache import Caller
 from gateway.credits.results import AccountState, Reservation, Settlement
-from gateway.errors import StorageUnavailable
+from gateway.errors import Unavailable
 from gateway.metrics import Metrics
 from gateway.proxy.bodies import ClientGone, is_json, splice_credit_info
 from gateway.proxy.flow import Exchange, InFlight, Proxy
@@ -258,7 +258,7 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
             calls.append("soon")
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             if first == "redis down":
-                future.set_exception(StorageUnavailable("redis: connection refused"))
+                future.set_exception(Unavailable("redis: connection refused"))
             else:
                 future.set_result(Settlement("missing", None, 0))
             return future
@@ -266,13 +266,13 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
         async def settle(self, account: str, request_id: str, tokens: int) -> Settlement:
             calls.append("settle")
             if first == "redis down" and calls.count("settle") < 2:
-                raise StorageUnavailable("redis: still down")
+                raise Unavailable("redis: still down")
             return Settlement("charged", state(), 2)
 
     async def restore(account: str) -> None:
         calls.append("restore")
         if first == "restore fails" and calls.count("restore") == 1:
-            raise StorageUnavailable("database: connection failed")
+            raise Unavailable("database: connection failed")
 
     metrics = Metrics()
     proxy = Proxy(
