@@ -40,10 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = Settings.load()
+        code: int = args.run(args, settings)
     except ConfigError as exc:
         print(f"creditgate: configuration error: {exc}", file=sys.stderr)
         return 2
-    code: int = args.run(args, settings)
     return code
 
 

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from gateway.logs import configure_logging
+from gateway.services import check_store
 from gateway.settings import Settings
 
 
@@ -54,6 +55,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    settings.require_redis("creditgate serve")
+    check_store(settings, "creditgate serve")
     import uvicorn
 
     configure_logging(args.log_level)

@@ -6,6 +6,7 @@ their own with ``open_services``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,11 @@ from sqlalchemy import Engine
 from gateway.credits.client import connect
 from gateway.credits.engine import Clock, CreditEngine
 from gateway.credits.wire import Wire
-from gateway.settings import Settings
-from store.database import create_db_engine
+from gateway.settings import ConfigError, Settings
+from store.database import check_schema, create_db_engine
+from store.errors import SchemaOutdated, StoreUnavailable
+
+log = logging.getLogger("creditgate.services")
 
 
 @dataclass(slots=True)
@@ -54,3 +58,21 @@ def open_services(settings: Settings, *, clock: Clock | None = None, redis: Any 
         ),
         db=create_db_engine(settings.database_url),
     )
+
+
+def check_store(settings: Settings, command: str) -> None:
+    """Stop ``command`` from starting on a store whose schema is not this version's.
+
+    An unmigrated store would otherwise pass for ready and fail every call. A store that
+    cannot be reached yet is no misconfiguration: it is logged, and the readiness probe and
+    the sync passes wait for it.
+    """
+    engine = create_db_engine(settings.database_url)
+    try:
+        check_schema(engine)
+    except SchemaOutdated as exc:
+        raise ConfigError(f"{command}: {exc}") from exc
+    except StoreUnavailable as exc:
+        log.warning("%s: cannot check the store's schema yet: %s", command, exc)
+    finally:
+        engine.dispose()

@@ -2,12 +2,18 @@
 
 Built once at the entry point (``Settings.load()``) and passed down; nothing else reads
 ``os.environ``. The TOML file (``CREDITGATE_CONFIG``) may override or add tiers and replace
-the routes; unknown keys and bad values stop the start with a message naming them.
+the routes. Every mistake stops the start with a message naming it, never a silent fallback:
+an unknown ``CREDITGATE_*`` variable (a typo: the closest known name is suggested), unknown
+keys, values of the wrong type and duplicate route prefixes in the file. The embedded Redis is
+used only when chosen (``CREDITGATE_REDIS_URL=embedded``, or by ``creditgate demo``).
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOKENS_PER_CREDIT = 2000
+ENV_PREFIX = "CREDITGATE_"
+EMBEDDED = "embedded"
+"""The value of ``CREDITGATE_REDIS_URL`` that chooses the in-process Redis (one process only)."""
+RESERVED_PREFIXES = ("CREDITGATE_TEST_", "CREDITGATE_BENCH_")
+"""Variables of the project's own tests and benchmarks, which the settings do not read."""
 DEFAULT_CODEGEN_URL = "http://127.0.0.1:9101"
 DEFAULT_REVIEW_URL = "http://127.0.0.1:9102"
 
@@ -26,7 +37,7 @@ class ConfigError(Exception):
 class Tier(BaseModel):
     """A plan: credits refilled every monthly period and a requests-per-minute limit (0: none)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     credits: int = Field(ge=0, le=1_000_000_000)
     requests_per_minute: int = Field(default=0, ge=0, le=1_000_000)
@@ -35,7 +46,7 @@ class Tier(BaseModel):
 class Route(BaseModel):
     """A proxied path prefix, the upstream it goes to and what one request costs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     prefix: str
     upstream: str
@@ -67,7 +78,7 @@ class TierPatch(BaseModel):
     """A tier as the file gives it: what is left out keeps the tier's default (a new tier
     needs ``credits``; its ``requests_per_minute`` defaults to 0, no limit)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     credits: int | None = Field(default=None, ge=0, le=1_000_000_000)
     requests_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
@@ -85,9 +96,10 @@ class TierPatch(BaseModel):
 
 
 class FileConfig(BaseModel):
-    """The shape of the TOML file: interface, see CONTRACT.md."""
+    """The shape of the TOML file: interface, see CONTRACT.md. Strict: ``cost = "2"`` is an
+    error, not 2 (TOML has real integers, so a string there is a mistake worth naming)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     tiers: dict[str, TierPatch] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
@@ -98,6 +110,19 @@ class FileConfig(BaseModel):
         for name in value:
             if not name or len(name) > 32 or not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"tier name {name!r} must be 1-32 letters, digits, - or _")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _one_route_per_prefix(cls, value: list[Route]) -> list[Route]:
+        seen: set[str] = set()
+        for index, route in enumerate(value):
+            if route.prefix in seen:
+                raise ValueError(
+                    f"routes[{index}]: prefix {route.prefix!r} is given twice "
+                    "(the second route could never be reached)"
+                )
+            seen.add(route.prefix)
         return value
 
 
@@ -131,9 +156,13 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: object) -> object:
         if value == "":
-            return None  # an empty variable means unset: the embedded Redis
-        if isinstance(value, str) and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+            return None  # an empty variable means unset
+        if (
+            isinstance(value, str)
+            and value != EMBEDDED
+            and not value.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, or {EMBEDDED!r}")
         return value
 
     @field_validator("codegen_url", "review_url")
@@ -160,15 +189,20 @@ class Settings(BaseSettings):
                 Route(prefix="/api/projects/", upstream=self.codegen_url),
                 Route(prefix="/api/review/", upstream=self.review_url),
             ]
-        if self.redis_cluster and not self.redis_url:
-            raise ValueError("CREDITGATE_REDIS_CLUSTER=1 needs CREDITGATE_REDIS_URL")
+        if self.redis_cluster and (not self.redis_url or self.embedded_redis):
+            raise ValueError("CREDITGATE_REDIS_CLUSTER=1 needs CREDITGATE_REDIS_URL (the seeds)")
         object.__setattr__(self, "tiers", tiers)
         object.__setattr__(self, "routes", routes)
         return self
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
-        """Read the environment (and ``.env``, and the TOML file); raise ConfigError if unusable."""
+        """Read the environment (and ``.env``, and the TOML file); raise ConfigError if unusable.
+
+        An unknown ``CREDITGATE_*`` name in the environment or the ``.env`` file is refused.
+        """
+        check_names(os.environ)
+        check_names(_dotenv(Path(".env")))
         try:
             return cls(**overrides)
         except ValidationError as exc:
@@ -176,8 +210,18 @@ class Settings(BaseSettings):
 
     @property
     def embedded_redis(self) -> bool:
-        """True when no Redis URL is set: an in-process fakeredis, one process, dev only."""
-        return self.redis_url is None
+        """True when the in-process fakeredis was chosen: one process, dev and demo only."""
+        return self.redis_url == EMBEDDED
+
+    def require_redis(self, command: str) -> None:
+        """Refuse to run ``command`` when no Redis was chosen: never a silent embedded one."""
+        if self.redis_url is None:
+            raise ConfigError(
+                f"{command} needs CREDITGATE_REDIS_URL: set it to your Redis "
+                f"(redis://host:6379/0; with CREDITGATE_REDIS_CLUSTER=1, the cluster's seed "
+                f"nodes), or to {EMBEDDED!r} for an in-process Redis that lives and dies with "
+                "this one process (trials only)"
+            )
 
     @property
     def reservation_ttl_ms(self) -> int:
@@ -197,6 +241,35 @@ def load_file(path: Path) -> FileConfig:
         return FileConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
+
+
+def known_variables() -> list[str]:
+    """Every ``CREDITGATE_*`` variable the settings read."""
+    return sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+
+
+def check_names(variables: Mapping[str, object] | Iterable[str]) -> None:
+    """Raise ConfigError for a ``CREDITGATE_*`` name the settings do not know (a typo would
+    otherwise leave its setting at the default, silently), naming the closest known one."""
+    known = known_variables()
+    for name in sorted(variables):
+        upper = name.upper()  # the settings read names in any case
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(RESERVED_PREFIXES):
+            continue
+        if upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+        raise ConfigError(f"unknown variable {name}{hint}")
+
+
+def _dotenv(path: Path) -> list[str]:
+    """The names a ``.env`` file sets (pydantic-settings reads its values)."""
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    return [name for name in dotenv_values(path) if name]
 
 
 def _describe(exc: ValidationError) -> str:

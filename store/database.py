@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -21,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from store.errors import StoreUnavailable
+from store.errors import SchemaOutdated, StoreUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,6 +131,27 @@ def current_revision(engine: Engine) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     except UNAVAILABLE as exc:
         raise unavailable(exc) from exc
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration: the schema this version of the code reads and writes."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the store ships its migrations"
+    return head
+
+
+def check_schema(engine: Engine) -> str:
+    """The database's revision when it is the current one; ``SchemaOutdated`` otherwise.
+
+    Who migrates: ``creditgate db upgrade`` (a deploy step, before the new version starts);
+    ``serve`` and ``sync`` only check, so two versions never race to migrate one database.
+    """
+    found = current_revision(engine)
+    wanted = head_revision()
+    if found != wanted:
+        raise SchemaOutdated(found, wanted)
+    return found
 
 
 def upgrade(url: str) -> None:

@@ -4,6 +4,7 @@
 
     StoreError
     ├── StoreUnavailable   the database cannot be reached or refused to work (retry later)
+    ├── SchemaOutdated     the database is not at this version's schema (run `db upgrade`)
     ├── DuplicateAccount   create_account with an id that exists
     ├── DuplicateApiKey    create_api_key with a key id or key hash that exists
     ├── UnknownAccount     an API key for an account the store does not have
@@ -19,6 +20,20 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database is unreachable, or the operation failed for a reason worth retrying."""
+
+
+class SchemaOutdated(StoreError):
+    """The database's schema is not the one this version needs: nothing may use it until it is
+    migrated (``creditgate db upgrade``), or it would fail on every call instead of at start."""
+
+    def __init__(self, found: str | None, wanted: str) -> None:
+        at = f"at revision {found}" if found else "empty (never migrated)"
+        super().__init__(
+            f"the store's schema is {at}; this version needs revision {wanted}: "
+            "run `creditgate db upgrade`"
+        )
+        self.found = found
+        self.wanted = wanted
 
 
 class DuplicateAccount(StoreError):

@@ -10,9 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from gateway.errors import Unavailable
-from gateway.services import open_services
-from store.database import upgrade_engine
-from store.errors import StoreError
+from gateway.services import check_store, open_services
 from sync.audit import audit, render
 from sync.outbox import DEFAULT_CLAIM_IDLE_MS
 from sync.worker import DEFAULT_BATCH_SIZE, SyncWorker
@@ -56,12 +54,10 @@ def run_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require_redis("creditgate sync")
+    await asyncio.to_thread(check_store, settings, "creditgate sync")
     services = open_services(settings)
     try:
-        try:
-            await asyncio.to_thread(upgrade_engine, services.db)
-        except StoreError as exc:
-            log.warning("could not migrate the store yet, the passes will retry: %s", exc)
         worker = SyncWorker(
             services,
             consumer=args.consumer,
@@ -90,6 +86,7 @@ def run_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _audit(settings: Settings) -> int:
+    settings.require_redis("creditgate audit")
     services = open_services(settings)
     try:
         report = await audit(services)

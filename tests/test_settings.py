@@ -22,7 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_contract_defaults() -> None:
     s = Settings.load()
-    assert s.redis_url is None and s.embedded_redis
+    assert s.redis_url is None and not s.embedded_redis  # unset is not the embedded Redis
     assert s.database_url == "sqlite:///creditgate.db"
     assert s.admin_token is None and s.signing_secret is None
     assert s.sync_interval == 2
@@ -81,6 +81,14 @@ cost = 3
         ("[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\ncost = 0\n", "routes.0.cost"),
         ("[tiers.'a;b']\ncredits = 1\n", "tiers"),
         ("not toml [", "not valid TOML"),
+        ("[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\ncost = '2'\n", "routes.0.cost"),
+        ("[tiers.pro]\ncredits = '10'\n", "tiers.pro.credits"),
+        ("[tiers.pro]\nrequests_per_minute = 1.5\n", "tiers.pro.requests_per_minute"),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\n"
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://y'\n",
+            "prefix '/a/' is given twice",
+        ),
     ],
 )
 def test_bad_file_stops_the_start_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
@@ -123,9 +131,58 @@ def test_bad_urls_are_named(monkeypatch: pytest.MonkeyPatch, variable: str, valu
         Settings.load()
 
 
-def test_an_empty_redis_url_means_the_embedded_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_redis_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDITGATE_REDIS_URL", "")
-    assert Settings.load().embedded_redis
+    settings = Settings.load()
+    assert settings.redis_url is None and not settings.embedded_redis
+
+
+def test_the_embedded_redis_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", "embedded")
+    settings = Settings.load()
+    assert settings.embedded_redis
+    settings.require_redis("creditgate serve")  # chosen: nothing to refuse
+
+
+def test_no_redis_is_refused_saying_what_to_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.load().require_redis("creditgate serve")
+    assert "creditgate serve needs CREDITGATE_REDIS_URL" in str(info.value)
+    assert "'embedded'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("CREDITGATE_REDIS_ULR", "CREDITGATE_REDIS_URL"),
+        ("CREDITGATE_DATABSE_URL", "CREDITGATE_DATABASE_URL"),
+        ("CREDITGATE_ADMIN_TOKE", "CREDITGATE_ADMIN_TOKEN"),
+        ("creditgate_signing_secrets", "CREDITGATE_SIGNING_SECRET"),
+    ],
+)
+def test_a_mistyped_variable_stops_the_start_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, name: str, suggested: str
+) -> None:
+    monkeypatch.setenv(name, "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert f"unknown variable {name}" in str(info.value)
+    assert f"did you mean {suggested}?" in str(info.value)
+
+
+def test_a_mistyped_variable_in_dotenv_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("OTHER_TOOL=1\nCREDITGATE_SYNC_INTERVALL=5\n")
+    with pytest.raises(ConfigError, match="CREDITGATE_SYNC_INTERVALL; did you mean"):
+        Settings.load()
+
+
+def test_every_known_variable_and_the_tests_own_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CREDITGATE_SYNC_INTERVAL", "1")
+    monkeypatch.setenv("CREDITGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    monkeypatch.setenv("CREDITGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    assert Settings.load().sync_interval == 1
 
 
 def test_cluster_needs_a_url() -> None:

@@ -16,15 +16,18 @@ POOL_SIZE = 1024
 def connect(settings: Settings) -> Any:
     """A redis-py asyncio client (decoded responses) for the configured Redis.
 
-    Without ``CREDITGATE_REDIS_URL`` this is an in-process fakeredis running the same Lua
+    With ``CREDITGATE_REDIS_URL=embedded`` this is an in-process fakeredis running the same Lua
     scripts: state lives in this one process only, so it is for ``creditgate demo`` and
-    single-process development, never for replicas or production.
+    single-process development, never for replicas or production. Unset, it is refused
+    (``ConfigError``): a missing variable must not turn into a private Redis beside a real store.
     """
-    if settings.redis_url is None:
+    settings.require_redis("connecting to Redis")
+    assert settings.redis_url is not None
+    if settings.embedded_redis:
         import fakeredis
 
         log.warning(
-            "CREDITGATE_REDIS_URL is not set: using an EMBEDDED in-process Redis (fakeredis). "
+            "CREDITGATE_REDIS_URL=embedded: using an EMBEDDED in-process Redis (fakeredis). "
             "Balances live in this process only: dev and demo use, never production."
         )
         return fakeredis.FakeAsyncRedis(decode_responses=True)

@@ -33,7 +33,7 @@ from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.app import create_app
 from gateway.demo.backends import codegen_app, review_app
 from gateway.services import open_services
-from gateway.settings import ConfigError, Settings
+from gateway.settings import EMBEDDED, ConfigError, Settings
 from store.database import upgrade
 from sync.worker import SyncWorker
 
@@ -150,11 +150,11 @@ def demo_settings(
 
     Rebuilt rather than copied so the default routes follow the backends' actual ports.
     """
-    if settings.redis_url:
+    if settings.redis_url and not settings.embedded_redis:
         log.warning("the demo ignores CREDITGATE_REDIS_URL: it runs on the embedded Redis")
     values = settings.model_dump(exclude={"routes", "config"}, exclude_none=True)
     values.update(
-        redis_url=None,
+        redis_url=EMBEDDED,
         redis_cluster=False,
         codegen_url=codegen_url,
         review_url=review_url,

@@ -1,7 +1,9 @@
 """``/healthz`` (the process runs), ``/readyz`` (Redis and the store answer), ``/metrics``.
 
 Readiness checks are bounded by ``CHECK_TIMEOUT`` so a hung dependency makes the probe fail
-rather than hang; a 503 names what failed, never a URL or a secret.
+rather than hang; a 503 names what failed, never a URL or a secret. The store is ready only at
+this version's schema. The answer also says which Redis is in use (``embedded``, ``redis`` or
+``cluster``) and the schema revision when ready, so a replica on the wrong one shows in one probe.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from starlette.routing import Route
 
 from gateway.credits import sync_stats
 from gateway.errors import error_body
+from gateway.settings import Settings
+from store.database import check_schema, head_revision
+from store.errors import SchemaOutdated
 
 CHECK_TIMEOUT = 2.0
 
@@ -32,6 +37,13 @@ async def _redis_ok(redis: Any) -> None:
 def _store_ok(db: Engine) -> None:
     with db.connect() as conn:
         conn.execute(text("select 1"))
+    check_schema(db)
+
+
+def redis_kind(settings: Settings) -> str:
+    if settings.embedded_redis:
+        return "embedded"
+    return "cluster" if settings.redis_cluster else "redis"
 
 
 async def _check(name: str, work: Any) -> tuple[str, str | None]:
@@ -39,6 +51,8 @@ async def _check(name: str, work: Any) -> tuple[str, str | None]:
         await asyncio.wait_for(work, CHECK_TIMEOUT)
     except TimeoutError:
         return name, "timed out"
+    except SchemaOutdated as exc:
+        return name, str(exc)
     except Exception as exc:  # any failure means not ready; report its kind only
         return name, type(exc).__name__
     return name, None
@@ -52,10 +66,12 @@ async def readyz(request: Request) -> Response:
     )
     failed = {name: why for name, why in results if why is not None}
     checks = {name: ("ok" if why is None else f"failed: {why}") for name, why in results}
+    about = {"redis": redis_kind(services.settings)}
     if failed:
         message = "not ready: " + ", ".join(f"{n} {w}" for n, w in failed.items())
-        return JSONResponse(error_body("unavailable", message, checks=checks), status_code=503)
-    return JSONResponse({"status": "ready", "checks": checks})
+        body = error_body("unavailable", message, checks=checks, **about)
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks, **about, "schema": head_revision()})
 
 
 async def metrics(request: Request) -> Response:

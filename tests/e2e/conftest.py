@@ -93,14 +93,14 @@ def gateway_env(backends: Backends, tmp_path_factory: pytest.TempPathFactory) ->
         CREDITGATE_ADMIN_TOKEN=ADMIN_TOKEN,
         CREDITGATE_CONFIG=str(config),
         CREDITGATE_UPSTREAM_TIMEOUT="2",
-        CREDITGATE_WORKDIR=str(workdir),
+        CREDITGATE_TEST_WORKDIR=str(workdir),
     )
     return env
 
 
 @pytest.fixture(scope="session")
 def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayCluster]:
-    workdir = Path(gateway_env["CREDITGATE_WORKDIR"])
+    workdir = Path(gateway_env["CREDITGATE_TEST_WORKDIR"])
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     logs: list[Path] = []

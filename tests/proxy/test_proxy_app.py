@@ -307,5 +307,5 @@ def test_serve_refuses_workers_on_the_embedded_redis(capsys: pytest.CaptureFixtu
         access_log = False
         log_level = "INFO"
 
-    assert serve(Args(), Settings.load(redis_url=None)) == 2  # type: ignore[arg-type]
+    assert serve(Args(), Settings.load(redis_url="embedded")) == 2  # type: ignore[arg-type]
     assert "CREDITGATE_REDIS_URL" in capsys.readouterr().err
