@@ -11,12 +11,20 @@ fakeredis stay on redis-py, as does every other command (key lookups, admin, the
 worker). A reply that does not come within ``reply_timeout`` closes the connection, failing
 every call waiting on it; the next batch connects again. Nothing is ever re-sent: a call
 that failed may or may not have run, and the engine's callers treat it so.
+
+Every connection starts with a ``PING`` (after ``AUTH`` and ``SELECT``), so a server that is not
+Redis (a wrong port) fails the connection at once; bytes that are not RESP fail it too, as a
+``ConnectionError`` rather than a parser traceback per call. Each failure streak is logged
+once, and the recovery once. An idle connection is pinged every ``HEALTH_CHECK_S`` (and has TCP
+keep-alive), so one that a firewall or Redis dropped is found before a request needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,8 +34,11 @@ import hiredis
 from redis import exceptions as rx
 from redis.asyncio.connection import parse_url
 
+log = logging.getLogger("creditgate.redis")
+
 CONNECT_TIMEOUT_S = 5.0
 REPLY_TIMEOUT_S = 10.0
+HEALTH_CHECK_S = 30.0
 
 Reply = Any
 """What hiredis reads: str, int, None, a list of those, or a ``ResponseError``."""
@@ -89,9 +100,16 @@ class Endpoint:
 class _Protocol(asyncio.Protocol):
     """Matches replies to batches in the order the batches were written."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, reply_timeout: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, reply_timeout: float, health_check: float
+    ) -> None:
         self.loop = loop
         self.reply_timeout = reply_timeout
+        self.health_check = health_check
+        self.last_write = loop.time()
+        self.pinger: asyncio.TimerHandle | None = None
+        self.broken: Exception | None = None
+        """Why the connection failed on our side (not Redis speaking), for the log."""
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(replyError=rx.ResponseError, encoding="utf-8")
         # (replies expected, replies so far, the batch's future, when it was written)
@@ -106,6 +124,21 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.pinger = self.loop.call_later(self.health_check, self._ping_if_idle)
+
+    def _ping_if_idle(self) -> None:
+        """Keep an idle connection proven: a PING whose reply the watchdog waits for."""
+        self.pinger = None
+        if not self.usable:
+            return
+        idle = self.loop.time() - self.last_write
+        if idle >= self.health_check and not self.waiting:
+            self.send([PING]).add_done_callback(_ignore)
+            idle = 0.0
+        self.pinger = self.loop.call_later(self.health_check - idle, self._ping_if_idle)
 
     def send(self, commands: list[bytes]) -> asyncio.Future[list[Reply]]:
         future: asyncio.Future[list[Reply]] = self.loop.create_future()
@@ -113,7 +146,8 @@ class _Protocol(asyncio.Protocol):
             future.set_exception(rx.ConnectionError("the connection to Redis is closed"))
             return future
         self.transport.write(b"".join(commands))
-        self.waiting.append((len(commands), [], future, self.loop.time()))
+        self.last_write = now = self.loop.time()
+        self.waiting.append((len(commands), [], future, now))
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.reply_timeout, self._check)
         return future
@@ -122,7 +156,11 @@ class _Protocol(asyncio.Protocol):
         self.reader.feed(data)
         waiting = self.waiting
         while waiting:
-            reply = self.reader.gets()
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._abort(rx.ConnectionError(f"the server does not speak Redis: {exc}"))
+                return
             if reply is False:
                 return
             expected, replies, future, _ = waiting[0]
@@ -140,13 +178,22 @@ class _Protocol(asyncio.Protocol):
             return
         overdue = self.waiting[0][3] + self.reply_timeout - self.loop.time()
         if overdue <= 0:
-            self._fail(rx.TimeoutError(f"no reply from Redis within {self.reply_timeout:g} s"))
-            assert self.transport is not None
-            self.transport.abort()
+            self._abort(rx.TimeoutError(f"no reply from Redis within {self.reply_timeout:g} s"))
         else:
             self.watchdog = self.loop.call_later(overdue, self._check)
 
+    def _abort(self, error: Exception) -> None:
+        """Fail every waiting call with ``error`` and drop the connection (no reply can be
+        trusted to belong to its call any more)."""
+        self.broken = error
+        self._fail(error)
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.pinger is not None:
+            self.pinger.cancel()
+            self.pinger = None
         self._fail(rx.ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
         if not self.closed.done():
             self.closed.set_result(None)
@@ -159,6 +206,15 @@ class _Protocol(asyncio.Protocol):
             *_, future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
+
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+def _ignore(future: asyncio.Future[list[Reply]]) -> None:
+    """A health-check PING's outcome: a failure has closed the connection already."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Wire:
@@ -174,10 +230,14 @@ class Wire:
         *,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         reply_timeout: float = REPLY_TIMEOUT_S,
+        health_check: float = HEALTH_CHECK_S,
     ) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
+        self.health_check = health_check
+        self._failing: str | None = None
+        """The failure being reported, logged once until a connection works again."""
         self._protocol: _Protocol | None = None
         self._lock: asyncio.Lock | None = None
         self._queued = 0
@@ -219,8 +279,24 @@ class Wire:
             if self._closed:
                 raise rx.ConnectionError("the engine's Redis connection is closed")
             if self._protocol is None or not self._protocol.usable:
-                self._protocol = await self._connect()
+                if self._protocol is not None and self._protocol.broken is not None:
+                    self._report(self._protocol.broken)
+                try:
+                    self._protocol = await self._connect()
+                except rx.ConnectionError as exc:
+                    self._report(exc)
+                    raise
+                if self._failing is not None:
+                    log.warning("the credit scripts' connection to Redis works again")
+                    self._failing = None
             return self._protocol
+
+    def _report(self, error: Exception) -> None:
+        """One log line per kind of failure, not one per call."""
+        text = str(error)
+        if text != self._failing:
+            self._failing = text
+            log.warning("the credit scripts' connection to Redis failed: %s", text)
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -228,14 +304,14 @@ class Wire:
         protocol: _Protocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+
+                def made() -> _Protocol:
+                    return _Protocol(loop, self.reply_timeout, self.health_check)
+
                 if ep.path is not None:
-                    _, protocol = await loop.create_unix_connection(
-                        lambda: _Protocol(loop, self.reply_timeout), ep.path
-                    )
+                    _, protocol = await loop.create_unix_connection(made, ep.path)
                 else:
-                    _, protocol = await loop.create_connection(
-                        lambda: _Protocol(loop, self.reply_timeout), ep.host, ep.port
-                    )
+                    _, protocol = await loop.create_connection(made, ep.host, ep.port)
                 await self._handshake(protocol)
         except BaseException as exc:
             if protocol is not None and protocol.transport is not None:
@@ -246,17 +322,22 @@ class Wire:
         return protocol
 
     async def _handshake(self, protocol: _Protocol) -> None:
+        """AUTH and SELECT as the URL says, then a PING: the server must answer as Redis."""
         commands = []
         if self.endpoint.password is not None:
             auth = (self.endpoint.username, self.endpoint.password)
             commands.append(pack("AUTH", *[p for p in auth if p is not None]))
         if self.endpoint.db:
             commands.append(pack("SELECT", self.endpoint.db))
-        if not commands:
-            return
-        for reply in await protocol.send(commands):
+        commands.append(PING)
+        replies = await protocol.send(commands)
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise rx.ConnectionError(f"Redis refused the connection's setup: {reply}")
+        if replies[-1] != "PONG":
+            raise rx.ConnectionError(
+                f"the server does not speak Redis: PING answered {replies[-1]!r}"
+            )
 
     async def aclose(self) -> None:
         """Close the connection; later calls fail rather than connect again."""

@@ -5,6 +5,10 @@ and the next call connecting again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -157,3 +161,98 @@ async def test_a_closed_wire_does_not_connect_again(redis_url: str) -> None:
     await wire.aclose()
     with pytest.raises(rx.ConnectionError, match="closed"):
         await wire.execute([pack("PING")])
+
+
+@contextlib.asynccontextmanager
+async def not_redis(reply: bytes) -> AsyncIterator[int]:
+    """A server that is not Redis (an HTTP port, say): it answers anything with ``reply``."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read(1024)
+        writer.write(reply)
+        await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"+OK\r\n", b"\x00\xff garbage"],
+    ids=["http", "not-pong", "binary"],
+)
+async def test_a_server_that_is_not_redis_is_one_log_line_and_failed_calls(
+    reply: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with not_redis(reply) as port:
+        made = Wire.for_url(f"redis://127.0.0.1:{port}/0")
+        assert made is not None
+        made.reply_timeout = 2.0
+        try:
+            for _ in range(20):
+                with pytest.raises(rx.ConnectionError, match="does not speak Redis"):
+                    await made.execute([pack("EVALSHA", "0" * 40, 0)])
+        finally:
+            await made.aclose()
+    lines = [r for r in caplog.records if r.name.startswith(("creditgate", "asyncio"))]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "does not speak Redis" in lines[0].getMessage()
+    assert lines[0].exc_info is None  # no traceback
+    assert "Traceback" not in caplog.text
+
+
+async def test_recovery_after_a_failure_is_logged_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = Endpoint.parse(redis_url)
+    assert endpoint is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])
+    made = Wire(dataclasses.replace(endpoint, port=closed))
+    caplog.set_level(logging.WARNING, logger="creditgate.redis")
+    try:
+        for _ in range(5):
+            with pytest.raises(rx.ConnectionError, match="cannot connect"):
+                await made.execute([pack("PING")])
+        made.endpoint = endpoint
+        for _ in range(5):
+            assert await made.execute([pack("PING")]) == ["PONG"]
+    finally:
+        await made.aclose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "failed: cannot connect" in messages[0] and "works again" in messages[1]
+
+
+async def test_an_idle_connection_is_pinged(redis_url: str, real_redis: aioredis.Redis) -> None:
+    endpoint = Endpoint.parse(redis_url)
+    assert endpoint is not None
+    made = Wire(endpoint, health_check=0.05)
+    try:
+        assert await made.execute([pack("CLIENT", "SETNAME", "cg-idle-check")]) == ["OK"]
+
+        async def idle_for() -> int:
+            clients = await real_redis.client_list()
+            return next(int(c["idle"]) for c in clients if c["name"] == "cg-idle-check")
+
+        before = await real_redis.info("commandstats")
+        await asyncio.sleep(1.2)
+        after = await real_redis.info("commandstats")
+        assert (
+            after["cmdstat_ping"]["calls"] >= before.get("cmdstat_ping", {"calls": 0})["calls"] + 5
+        )
+        assert await idle_for() == 0
+    finally:
+        await made.aclose()
