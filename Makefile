@@ -2,35 +2,41 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN := $(VENV)/.installed-run
+DEV := $(VENV)/.installed-dev
 
 .PHONY: demo test lint bench install services clean
 
-$(STAMP): pyproject.toml
+# What the product needs to run (make demo), and that plus the test and lint tools.
+$(RUN): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN)
+
+$(DEV): $(RUN)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV)
 
-install: $(STAMP)
+install: $(DEV)
 
-demo: $(STAMP)
+demo: $(RUN)
 	$(BIN)/creditgate demo
 
 # The tests talk to a real Redis and PostgreSQL: .ci/services starts (or installs) them.
 services:
 	bash .ci/services
 
-test: $(STAMP) services
+test: $(DEV) services
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check gateway store sync tests bench
 	$(BIN)/ruff format --check gateway store sync tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/proxy.py --rounds 3
 	$(BIN)/python bench/sync.py

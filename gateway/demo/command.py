@@ -9,6 +9,10 @@ their backend and settle, then the worker and the backends.
 Ports: ``--port`` (gateway, default 8080), ``--codegen-port`` / ``--review-port`` (default:
 the ports of ``CREDITGATE_CODEGEN_URL`` / ``CREDITGATE_REVIEW_URL``, 9101 / 9102); 0 picks a
 free port, and the printed URLs say which.
+
+``--backends-only`` runs just the two demo backends, checking signatures with
+``CREDITGATE_SIGNING_SECRET`` (the gateways' own): the compose file's ``demo`` profile puts
+them behind real replicas.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--codegen-port", type=int, default=None, help="codegen backend port")
     parser.add_argument("--review-port", type=int, default=None, help="review backend port")
     parser.add_argument("--tier", default="pro", help="tier of the demo account (default pro)")
+    parser.add_argument(
+        "--backends-only",
+        action="store_true",
+        help="run only the two demo backends (they verify CREDITGATE_SIGNING_SECRET)",
+    )
     parser.set_defaults(run=run_demo)
 
 
@@ -191,6 +200,8 @@ class _Signals:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    if args.backends_only:
+        return await _backends_only(args, settings)
     signals = _Signals()
     with signals.installed(), contextlib.ExitStack() as sockets:
         gateway_sock = sockets.enter_context(_bind(args.host, args.port))
@@ -238,6 +249,35 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             for backend in backends:
                 await backend.stop()
     print("creditgate demo: stopped", flush=True)
+    return 0
+
+
+async def _backends_only(args: argparse.Namespace, settings: Settings) -> int:
+    """The two demo backends alone, for gateways running elsewhere with the same secret."""
+    if not settings.signing_secret:
+        raise DemoError(
+            "--backends-only needs CREDITGATE_SIGNING_SECRET: the backends accept only calls "
+            "signed with the gateways' secret"
+        )
+    secret = settings.signing_secret.encode()
+    signals = _Signals()
+    with signals.installed(), contextlib.ExitStack() as sockets:
+        codegen_sock = sockets.enter_context(
+            _bind(args.host, _port(args.codegen_port, settings.codegen_url, 9101))
+        )
+        review_sock = sockets.enter_context(
+            _bind(args.host, _port(args.review_port, settings.review_url, 9102))
+        )
+        running = signals.running
+        try:
+            running.append(await _start("codegen backend", codegen_app(secret), codegen_sock))
+            running.append(await _start("review backend", review_app(secret), review_sock))
+            urls = "  ".join(f"{r.name} {r.url}" for r in running)
+            print(f"creditgate demo backends are running: {urls}", flush=True)
+            await signals.stop.wait()
+        finally:
+            for backend in running:
+                await backend.stop()
     return 0
 
 
