@@ -128,5 +128,6 @@ def create_app(
 
 def app_from_env() -> GatewayApp:
     """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
-    configure_logging()
-    return create_app(Settings.load(), server=True)
+    settings = Settings.load()
+    configure_logging(log_format=settings.log_format)
+    return create_app(settings, server=True)

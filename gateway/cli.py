@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
+from gateway.logs import configure_logging
 from gateway.settings import ConfigError, Settings
 
 COMMAND_MODULES = (
@@ -34,12 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
         settings = Settings.load()
+        configure_logging(args.log_level, settings.log_format)
         code: int = args.run(args, settings)
     except ConfigError as exc:
         print(f"creditgate: configuration error: {exc}", file=sys.stderr)

@@ -1,14 +1,24 @@
-"""Logging set up once per process: single-line records carrying the request id.
+"""Logging set up once per process: one line per record, carrying the request id.
 
-``creditgate serve`` and the uvicorn factory of ``--workers N`` call it after the CLI's
-``basicConfig``, so a server's records all carry the id. Keys and secrets are never logged.
+The CLI calls ``configure_logging`` before any command runs, and the uvicorn factory of
+``--workers N`` in each worker. ``CREDITGATE_LOG_FORMAT=json`` gives one JSON object per line
+(python-json-logger): ``time``, ``level``, ``logger``, ``message``, ``request_id`` and whatever
+the record carries as ``extra`` (the access line's fields, say), for a log shipper to index.
+Keys, tokens and secrets are never logged, in either format.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+from pythonjsonlogger.json import JsonFormatter
+
+LogFormat = Literal["text", "json"]
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
+JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 
 
 class _RequestIdDefault(logging.Filter):
@@ -20,11 +30,18 @@ class _RequestIdDefault(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Structured single-line logs carrying the request id; keys and secrets are never logged."""
+def formatter(log_format: LogFormat) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter(JSON_FIELDS, style="{", rename_fields=JSON_NAMES)
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
+    """Every handler of the root logger writes ``log_format`` lines carrying the request id."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=level.upper())
+        logging.basicConfig()
+    root.setLevel(level.upper())
     for handler in root.handlers:
         handler.addFilter(_RequestIdDefault())
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(formatter(log_format))

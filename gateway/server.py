@@ -14,7 +14,6 @@ import importlib.util
 import sys
 from typing import Any
 
-from gateway.logs import configure_logging
 from gateway.services import check_store
 from gateway.settings import Settings
 
@@ -59,7 +58,6 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     check_store(settings, "creditgate serve")
     import uvicorn
 
-    configure_logging(args.log_level)
     options = uvicorn_options(args)
     if args.workers > 1:
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)

@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.logs import LogFormat
+
 TOKENS_PER_CREDIT = 2000
 ENV_PREFIX = "CREDITGATE_"
 EMBEDDED = "embedded"
@@ -148,6 +150,7 @@ class Settings(BaseSettings):
     reservation_grace: float = Field(default=60.0, gt=0)
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    log_format: LogFormat = "text"
 
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     routes: list[Route] = Field(default_factory=list)

@@ -1,0 +1,64 @@
+"""Log lines: text by default, one JSON object per line with CREDITGATE_LOG_FORMAT=json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.logs import formatter
+from gateway.settings import ConfigError, Settings
+
+
+def record(**extra: object) -> logging.LogRecord:
+    made = logging.LogRecord(
+        "creditgate.proxy", logging.WARNING, __file__, 1, "reserve failed: %s", ("x",), None
+    )
+    for name, value in extra.items():
+        setattr(made, name, value)
+    return made
+
+
+def test_json_lines_carry_the_fields_and_the_extras() -> None:
+    line = formatter("json").format(record(request_id="r1", account="acme", status=503))
+    fields = json.loads(line)
+    assert fields["level"] == "WARNING" and fields["logger"] == "creditgate.proxy"
+    assert fields["message"] == "reserve failed: x"
+    assert (fields["request_id"], fields["account"], fields["status"]) == ("r1", "acme", 503)
+    assert "time" in fields
+
+
+def test_text_lines_by_default() -> None:
+    line = formatter("text").format(record(request_id="r1"))
+    assert line.endswith("WARNING creditgate.proxy request_id=r1 reserve failed: x")
+
+
+def test_the_format_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_LOG_FORMAT", "json")
+    assert Settings.load().log_format == "json"
+    monkeypatch.setenv("CREDITGATE_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match="log_format"):
+        Settings.load()
+
+
+def test_a_command_logs_json_when_asked(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "db", "upgrade"],
+        env={
+            "PATH": os.environ["PATH"],
+            "CREDITGATE_LOG_FORMAT": "json",
+            "CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path}/store.db",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert any(line["logger"].startswith("alembic") for line in lines), done.stderr
+    assert all(line["request_id"] == "-" for line in lines)
