@@ -7,12 +7,11 @@ their own with ``open_services``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
 
-from gateway.credits.client import connect
+from gateway.credits.client import RedisClient, connect
 from gateway.credits.engine import Clock, CreditEngine
 from gateway.credits.wire import Wire
 from gateway.settings import Settings
@@ -22,7 +21,7 @@ from store.database import create_db_engine
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    redis: Any
+    redis: RedisClient
     credits: CreditEngine
     db: Engine
 
@@ -32,7 +31,9 @@ class Services:
         self.db.dispose()
 
 
-def open_services(settings: Settings, *, clock: Clock | None = None, redis: Any = None) -> Services:
+def open_services(
+    settings: Settings, *, clock: Clock | None = None, redis: RedisClient | None = None
+) -> Services:
     """Connect to Redis (or the embedded one) and the store; ``redis`` overrides for tests."""
     client = redis if redis is not None else connect(settings)
     # A cluster pipelines per node by itself; a plain client gains from batching, and the
