@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
 
-from gateway.credits.client import connect
+from gateway.credits.client import RedisClient, connect
 from gateway.credits.engine import Clock, CreditEngine
 from gateway.credits.wire import Wire
 from gateway.settings import ConfigError, Settings
@@ -26,7 +25,7 @@ log = logging.getLogger("creditgate.services")
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    redis: Any
+    redis: RedisClient
     credits: CreditEngine
     db: Engine
 
@@ -36,7 +35,9 @@ class Services:
         self.db.dispose()
 
 
-def open_services(settings: Settings, *, clock: Clock | None = None, redis: Any = None) -> Services:
+def open_services(
+    settings: Settings, *, clock: Clock | None = None, redis: RedisClient | None = None
+) -> Services:
     """Connect to Redis (or the embedded one) and the store; ``redis`` overrides for tests."""
     client = redis if redis is not None else connect(settings)
     # A cluster pipelines per node by itself; a plain client gains from batching, and the

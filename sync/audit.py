@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from gateway.accounts.stored import in_store
 from gateway.credits import keys
+from gateway.credits.client import RedisClient
 from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository
@@ -137,7 +138,7 @@ def _read_store(db: Session) -> tuple[dict[str, AccountRecord], dict[str, tuple[
     return records, repository.ledger_totals(db)
 
 
-async def redis_accounts(redis: Any) -> set[str]:
+async def redis_accounts(redis: RedisClient) -> set[str]:
     """Every account id with a state hash in Redis (reservation hashes have no ``plan``)."""
     candidates: list[tuple[str, str]] = []
     async for key in redis.scan_iter(match=keys.STATE_PATTERN, count=1000):

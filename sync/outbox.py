@@ -24,6 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.credits import keys
+from gateway.credits.client import RedisClient, StreamFields
 from gateway.errors import Unavailable
 from store.records import Movement
 
@@ -89,7 +90,7 @@ class OutboxReader:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         consumer: str,
         *,
         group: str = keys.OUTBOX_GROUP,
@@ -160,7 +161,13 @@ class OutboxReader:
     async def reject(self, entry: OutboxEntry, error: str) -> None:
         """Set an entry the store cannot take aside, in its bucket's rejected stream, for
         people to look at; the caller then acknowledges it with its batch."""
-        fields = {**entry.fields, "event": entry.event_id, "error": error[:500]}
+        # Copied item by item: redis-py hints the fields as a dict of its own key type, and a
+        # dict's key type is invariant, so a Mapping[str, str] cannot be unpacked into one.
+        fields: StreamFields = {
+            **dict(entry.fields.items()),
+            "event": entry.event_id,
+            "error": error[:500],
+        }
         try:
             await self.redis.xadd(keys.outbox_rejected(entry.bucket), fields)
         except RedisError as exc:

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
@@ -27,6 +26,7 @@ from sqlalchemy import Engine
 from gateway.accounts.apikeys import hash_key, well_formed
 from gateway.accounts.stored import in_store
 from gateway.credits import keys
+from gateway.credits.client import RedisClient
 from gateway.errors import Unauthorized, Unavailable
 from store import repository
 
@@ -61,7 +61,7 @@ Toucher = Callable[[set[str]], Awaitable[None]]
 """Record that these key ids were used now (``last_used_at``)."""
 
 
-async def announce_revocation(redis: Any, key_hash: str) -> None:
+async def announce_revocation(redis: RedisClient, key_hash: str) -> None:
     """Tell every replica that ``key_hash`` was revoked in the store: call after the commit."""
     try:
         async with redis.pipeline(transaction=False) as pipe:
@@ -88,7 +88,7 @@ class KeyCache:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         lookup: KeyLookup,
         *,
         touch: Toucher | None = None,

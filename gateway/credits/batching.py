@@ -25,6 +25,7 @@ from typing import Any
 
 from redis.exceptions import DataError, NoScriptError, RedisError
 
+from gateway.credits.client import RedisClient, RedisScript, ScriptArg
 from gateway.credits.wire import Reply, Wire, pack_evalsha
 
 MAX_BATCH = 512
@@ -32,14 +33,14 @@ MAX_BATCH = 512
 DEFER_S = 0.002
 """The longest a deferred call waits for an urgent one to share its round trip."""
 
-Call = tuple[Any, Sequence[str], Sequence[object], "asyncio.Future[Any]"]
+Call = tuple[RedisScript, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]"]
 """A registered script, its keys, its arguments and the future of its reply."""
 
 
 class ScriptBatcher:
     """Collects script calls made in the same loop turn and sends them as one pipeline."""
 
-    def __init__(self, redis: Any, wire: Wire | None = None) -> None:
+    def __init__(self, redis: RedisClient, wire: Wire | None = None) -> None:
         self.redis = redis
         self.wire = wire
         self._pending: list[Call] = []
@@ -48,7 +49,12 @@ class ScriptBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def call(
-        self, script: Any, keys: Sequence[str], args: Sequence[object], *, defer: bool = False
+        self,
+        script: RedisScript,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        defer: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue one call of a registered script; the future holds its reply or error."""
         loop = asyncio.get_running_loop()

@@ -1,9 +1,15 @@
-"""Connects to Redis: a URL, a Redis Cluster, or an embedded in-process fakeredis for dev."""
+"""Connects to Redis: a URL, a Redis Cluster, or an embedded in-process fakeredis for dev.
+
+``RedisClient`` is what the rest of creditgate may ask of that connection.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol, Self
+
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT, ZSetRangeResponse
 
 from gateway.settings import Settings
 
@@ -13,7 +19,107 @@ POOL_SIZE = 1024
 """Connections per process at most; past it a command fails (answered 503), never hangs."""
 
 
-def connect(settings: Settings) -> Any:
+ScriptArg = str | int
+"""A script argument (ARGV): text, or an integer (credits, tokens, ms)."""
+
+StreamFields = dict[FieldT, EncodableT]
+"""A stream entry's fields as redis-py's ``xadd`` hints them: a ``dict[str, str]`` is one at
+run time, but not to mypy (a dict's key type is invariant)."""
+
+
+class RedisScript(Protocol):
+    """A Lua script registered on a client (``register_script``): EVALSHA, loading it again
+    on NOSCRIPT."""
+
+    @property
+    def sha(self) -> str: ...
+
+    def __call__(self, keys: Sequence[str], args: Iterable[ScriptArg]) -> Awaitable[Any]: ...
+
+
+class RedisPipeline(Protocol):
+    """Commands queued on a non-transactional pipeline; ``execute`` sends them in one round
+    trip (one per node in a cluster) and returns their replies in order.
+
+    A queued command's own return value is never used (``object``): its reply comes from
+    ``execute``, as an exception in its place when ``raise_on_error`` is false.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    # ``None``s as redis-py's ``ClusterPipeline`` annotates them (the plain pipeline takes
+    # anything); ``async with`` type-checks all the same, exiting on an exception included.
+    async def __aexit__(self, exc_type: None, exc_value: None, traceback: None) -> None: ...
+
+    def execute(self, raise_on_error: bool = True) -> Awaitable[list[Any]]: ...
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: ScriptArg) -> object: ...
+    def incr(self, name: str) -> object: ...
+    def publish(self, channel: str, message: str) -> object: ...
+    def hexists(self, name: str, key: str) -> object: ...
+    def hmget(self, name: str, keys: list[str]) -> object: ...
+    def hincrby(self, name: str, key: str, amount: int) -> object: ...
+    def hset(self, name: str, *, mapping: Mapping[FieldT, EncodableT]) -> object: ...
+    def xlen(self, name: str) -> object: ...
+    def xrange(self, name: str, *, count: int) -> object: ...
+    def xdel(self, name: str, *ids: str) -> object: ...
+    def xack(self, name: str, groupname: str, *ids: str) -> object: ...
+    def xgroup_create(self, name: str, groupname: str, *, id: str, mkstream: bool) -> object: ...
+    def xgroup_delconsumer(self, name: str, groupname: str, consumername: str) -> object: ...
+    def xinfo_consumers(self, name: str, groupname: str) -> object: ...
+    def xreadgroup(
+        self,
+        groupname: str,
+        consumername: str,
+        streams: dict[KeyT, StreamIdT],
+        *,
+        count: int,
+    ) -> object: ...
+    def xautoclaim(
+        self,
+        name: str,
+        groupname: str,
+        consumername: str,
+        min_idle_time: int,
+        start_id: str,
+        *,
+        count: int,
+    ) -> object: ...
+
+
+class RedisClient(Protocol):
+    """The Redis commands creditgate calls, and nothing more: so that strict mypy sees the
+    Redis boundary instead of ``Any``.
+
+    Three clients stand behind it: ``redis.asyncio.Redis``, ``redis.asyncio.cluster.RedisCluster``
+    and the embedded ``fakeredis.FakeAsyncRedis``. ``connect`` returns each of them as one, with
+    no cast, so mypy checks that each has every command here, its pipeline and scripts too.
+    Where redis-py's plain and cluster clients differ, this declares what both accept:
+    ``aclose()`` without arguments, and ``pipeline`` with ``transaction`` always given (their
+    defaults differ) and always false (atomicity lives in the Lua scripts, never in MULTI).
+
+    Replies are decoded (``decode_responses=True`` in ``connect``): ``str`` at run time. Where
+    redis-py's own hints say ``bytes | str`` regardless of that option, so does this, since
+    a narrower reply type would not be satisfied by the real clients without a cast, and a
+    cast would hide every other mismatch too. The replies of ``execute`` and of scripts are
+    redis-py's ``Any``; their parsers give them types.
+    """
+
+    def get(self, name: str) -> Awaitable[bytes | str | None]: ...
+    def time(self) -> Awaitable[tuple[int, int]]: ...
+    def ping(self) -> Awaitable[bool]: ...
+    def hgetall(self, name: str) -> Awaitable[dict[bytes | str, bytes | str]]: ...
+    def xadd(self, name: str, fields: StreamFields) -> Awaitable[object]: ...
+    def zrangebyscore(
+        self, name: str, min: float | str, max: float | str, *, start: int, num: int
+    ) -> Awaitable[ZSetRangeResponse]: ...
+    def scan_iter(self, *, match: str, count: int) -> AsyncIterator[str]: ...
+    def register_script(self, script: str) -> RedisScript: ...
+    def pipeline(self, *, transaction: Literal[False]) -> RedisPipeline: ...
+    def aclose(self) -> Awaitable[None]: ...
+
+
+def connect(settings: Settings) -> RedisClient:
     """A redis-py asyncio client (decoded responses) for the configured Redis.
 
     With ``CREDITGATE_REDIS_URL=embedded`` this is an in-process fakeredis running the same Lua

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from gateway.credits import keys
 from gateway.credits.batching import ScriptBatcher
+from gateway.credits.client import RedisClient, RedisScript, ScriptArg
 from gateway.credits.results import (
     AccountState,
     Reservation,
@@ -55,7 +56,7 @@ class CreditEngine:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         tiers: Mapping[str, Tier],
         *,
         clock: Clock | None = None,
@@ -89,7 +90,12 @@ class CreditEngine:
         return "" if self._clock is None else str(self._clock())
 
     async def _run(
-        self, script: Any, keys_: Sequence[str], args: Sequence[object], *, defer: bool = False
+        self,
+        script: RedisScript,
+        keys_: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        defer: bool = False,
     ) -> Any:
         try:
             if self._batcher is not None:

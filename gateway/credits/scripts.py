@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+
+from gateway.credits.client import RedisClient, RedisScript
 
 NAMES = ("reserve", "settle", "refund", "extend", "open", "grant", "set_tier", "status", "restore")
 
@@ -27,16 +28,16 @@ def source(name: str) -> str:
 class Scripts:
     """The registered scripts of one Redis client."""
 
-    reserve: Any
-    settle: Any
-    refund: Any
-    extend: Any
-    open: Any
-    grant: Any
-    set_tier: Any
-    status: Any
-    restore: Any
+    reserve: RedisScript
+    settle: RedisScript
+    refund: RedisScript
+    extend: RedisScript
+    open: RedisScript
+    grant: RedisScript
+    set_tier: RedisScript
+    status: RedisScript
+    restore: RedisScript
 
     @classmethod
-    def register(cls, redis: Any) -> Scripts:
+    def register(cls, redis: RedisClient) -> Scripts:
         return cls(**{name: redis.register_script(source(name)) for name in NAMES})

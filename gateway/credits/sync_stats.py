@@ -5,11 +5,12 @@ answers. Counters are summed over all workers; ``lag_ms`` is the latest pass's m
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
 from gateway.credits import keys
+from gateway.credits.client import RedisClient
 
 COUNTERS = ("applied", "batches", "errors", "rejected", "reaped", "expired")
 
@@ -20,7 +21,7 @@ class PassFigures(Protocol):
     lag_ms: int
 
 
-async def publish(redis: Any, delta: PassFigures) -> None:
+async def publish(redis: RedisClient, delta: PassFigures) -> None:
     """Add a pass's counters to the shared hash and set the lag; best effort."""
     try:
         seconds, micros = await redis.time()
@@ -57,7 +58,7 @@ def prometheus_lines(stats: dict[str, int]) -> list[str]:
     return lines
 
 
-async def read(redis: Any) -> dict[str, int]:
+async def read(redis: RedisClient) -> dict[str, int]:
     """The shared hash as integers (empty when no worker has run)."""
     raw = await redis.hgetall(keys.SYNC_STATS)
     return {str(k): int(v) for k, v in raw.items()}

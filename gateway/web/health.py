@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.credits import sync_stats
+from gateway.credits.client import RedisClient
 from gateway.errors import error_body
 from gateway.settings import Settings
 from store.database import check_schema, head_revision
@@ -30,7 +31,7 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def _redis_ok(redis: Any) -> None:
+async def _redis_ok(redis: RedisClient) -> None:
     await redis.ping()
 
 
