@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import fakeredis
+import hypothesis
 import pytest
 import redis.asyncio as aioredis
 
@@ -18,6 +19,11 @@ from tests.support.clocks import ManualClock
 from tests.support.servers import PG_URL, REDIS_URL
 
 pytest_plugins = ["tests.support.cluster"]
+
+# No per-example time limit: a test here asserts behaviour, never speed (bench/ measures that),
+# and a loaded machine must not turn a slow example into a failure.
+hypothesis.settings.register_profile("creditgate", deadline=None)
+hypothesis.settings.load_profile("creditgate")
 
 
 @pytest.fixture
