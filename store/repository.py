@@ -206,7 +206,9 @@ def revoke_api_key(session: Session, *, account_id: str, key_id: str) -> ApiKeyR
 def touch_api_keys(session: Session, *, used: Mapping[str, datetime]) -> None:
     """Record when keys were last used (key id -> time), in one batched UPDATE.
 
-    A time older than the stored one is ignored, so late or reordered batches are harmless.
+    A time older than the stored one is ignored, so late or reordered batches are harmless,
+    and so is a time after the key's revocation (a replica may serve a revoked key for up to a
+    second): ``last_used_at`` never reads later than ``revoked_at``.
     """
     if not used:
         return
@@ -215,6 +217,7 @@ def touch_api_keys(session: Session, *, used: Mapping[str, datetime]) -> None:
         update(API_KEYS)
         .where(API_KEYS.c.id == bindparam("touch_id"))
         .where(or_(API_KEYS.c.last_used_at.is_(None), API_KEYS.c.last_used_at < at))
+        .where(or_(API_KEYS.c.revoked_at.is_(None), API_KEYS.c.revoked_at >= at))
         .values(last_used_at=at)
     )
     params = [{"touch_id": key_id, "touch_at": used[key_id]} for key_id in sorted(used)]

@@ -8,13 +8,15 @@ version every ``poll_interval`` (250 ms) and drops its whole cache when it moved
 key stops working everywhere within 1 s without any TTL. If Redis cannot be read the cache is
 dropped too (fail closed: keys are looked up in the store again).
 
-``last_used_at`` is batched: the cache notes key ids and ``flush_touched`` writes them to the
-store off the hot path, once per poll.
+``last_used_at`` is batched: the cache notes when each key was last used (the time of the use,
+not of the write) and ``flush_touched`` writes them to the store off the hot path, about every
+5 s; the store never sets it later than the key's revocation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,8 +59,8 @@ class Caller:
 KeyLookup = Callable[[str], Awaitable[KeyEntry | None]]
 """Find a key by hash in the store; raises Unavailable when it cannot answer."""
 
-Toucher = Callable[[set[str]], Awaitable[None]]
-"""Record that these key ids were used now (``last_used_at``)."""
+Toucher = Callable[[dict[str, datetime]], Awaitable[None]]
+"""Record when these key ids were last used (``last_used_at``)."""
 
 
 async def announce_revocation(redis: RedisClient, key_hash: str) -> None:
@@ -101,7 +103,8 @@ class KeyCache:
         self._poll_interval = poll_interval
         self._limit = limit
         self._entries: dict[str, KeyEntry | None] = {}
-        self._touched: set[str] = set()
+        self._touched: dict[str, float] = {}
+        """Key id -> the epoch seconds of its latest use since the last flush."""
         self._pending: dict[str, asyncio.Future[KeyEntry | None]] = {}
         self._generation = 0
         self._stopping = False
@@ -120,7 +123,7 @@ class KeyCache:
             entry = await self._look_up_once(key_hash)
         if entry is None or entry.revoked:
             raise Unauthorized("unknown or revoked API key")
-        self._touched.add(entry.key_id)
+        self._touched[entry.key_id] = time.time()
         return Caller(entry.account_id, entry.key_id)
 
     async def _look_up_once(self, key_hash: str) -> KeyEntry | None:
@@ -173,7 +176,8 @@ class KeyCache:
         """Write the batched ``last_used_at`` updates; a failure only loses the timestamps."""
         if not self._touched or self._touch is None:
             return
-        batch, self._touched = self._touched, set()
+        batch = {key: datetime.fromtimestamp(at, UTC) for key, at in self._touched.items()}
+        self._touched = {}
         try:
             await self._touch(batch)
         except Exception as exc:  # a lost timestamp must never disturb the watcher
@@ -215,10 +219,9 @@ def store_lookup(db: Engine) -> KeyLookup:
 
 
 def store_toucher(db: Engine) -> Toucher:
-    """A ``Toucher`` setting ``last_used_at`` to now for a batch of key ids."""
+    """A ``Toucher`` writing ``last_used_at`` for a batch of key ids and times of use."""
 
-    async def touch(key_ids: set[str]) -> None:
-        used = dict.fromkeys(key_ids, datetime.now(UTC))
+    async def touch(used: dict[str, datetime]) -> None:
         await in_store(db, lambda s: repository.touch_api_keys(s, used=used))
 
     return touch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import fakeredis
 import pytest
@@ -20,7 +21,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.keys: dict[str, KeyEntry] = {}
         self.lookups = 0
-        self.touched: list[set[str]] = []
+        self.touched: list[dict[str, datetime]] = []
         self.down = False
 
     async def lookup(self, key_hash: str) -> KeyEntry | None:
@@ -29,8 +30,8 @@ class FakeStore:
             raise Unavailable("store: down")
         return self.keys.get(key_hash)
 
-    async def touch(self, key_ids: set[str]) -> None:
-        self.touched.append(key_ids)
+    async def touch(self, used: dict[str, datetime]) -> None:
+        self.touched.append(used)
 
 
 @pytest.fixture
@@ -64,7 +65,20 @@ async def test_known_key_is_looked_up_once(redis: aioredis.Redis) -> None:
         assert caller.account_id == "acct_1"
     assert store.lookups == 1
     await cache.flush_touched()
-    assert store.touched == [{caller.key_id}]
+    assert [set(batch) for batch in store.touched] == [{caller.key_id}]
+
+
+async def test_last_use_is_the_time_of_the_use_not_of_the_write(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup, touch=store.touch)
+    secret, _ = issue(store)
+    before = datetime.now(UTC)
+    caller = await cache.authenticate(f"Bearer {secret}")
+    after = datetime.now(UTC)
+    await asyncio.sleep(0.2)  # the flush comes later, as it does every ~5 s
+    await cache.flush_touched()
+    used = store.touched[0][caller.key_id]
+    assert before <= used <= after
 
 
 async def test_unknown_key_is_cached_as_a_refusal(redis: aioredis.Redis) -> None:

@@ -98,3 +98,18 @@ def test_touch_records_the_latest_use_only(engine: Engine, account: str) -> None
         two = repository.find_api_key(s, key_hash=HASH_B)
     assert one is not None and one.last_used_at == later and one.last_used_at.tzinfo is UTC
     assert two is not None and two.last_used_at == later - timedelta(days=1)
+
+
+def test_a_use_after_the_revocation_is_not_recorded(engine: Engine, account: str) -> None:
+    add_key(engine, "key_1", HASH_A)
+    with session(engine) as s:
+        revoked = repository.revoke_api_key(s, account_id=account, key_id="key_1")
+    assert revoked is not None and revoked.revoked_at is not None
+    before = revoked.revoked_at - timedelta(seconds=2)
+    with session(engine) as s:  # a replica's batch: one use before, one just after the revoke
+        repository.touch_api_keys(s, used={"key_1": before})
+        repository.touch_api_keys(s, used={"key_1": revoked.revoked_at + timedelta(seconds=1)})
+    with session(engine) as s:
+        found = repository.find_api_key(s, key_hash=HASH_A)
+    assert found is not None and found.last_used_at == before
+    assert found.revoked_at is not None and found.last_used_at <= found.revoked_at
