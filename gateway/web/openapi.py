@@ -8,6 +8,7 @@ answers only documented statuses and shapes (a schemathesis fuzz on a real serve
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,7 +23,7 @@ ERROR_CODES = {
     404: ("not_found", "No such account, key or path."),
     405: ("method_not_allowed", "The path exists, the method does not."),
     409: ("conflict", "Duplicate id, or renewing an account with no subscription."),
-    429: ("insufficient_credits", "The account cannot pay, or is over its request rate."),
+    429: ("insufficient_credits", "The account cannot pay (or rate_limited: over its rate)."),
     502: ("bad_gateway", "The backend could not be reached; the reservation was refunded."),
     503: ("unavailable", "Admin disabled (no CREDITGATE_ADMIN_TOKEN) or a backing service down."),
     504: ("gateway_timeout", "The backend did not answer in time; refunded."),
@@ -194,14 +195,130 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
     return paths
 
 
+HEADERS: dict[str, Schema] = {
+    "X-Request-Id": {"description": "The gateway's id of this call (also sent upstream)."},
+    "X-Credits-Remaining": {"description": "Credits left after this call.", "int": True},
+    "X-Credits-Charged": {
+        "description": "Credits charged for this call (0: refunded).",
+        "int": True,
+    },
+    "X-Tokens-Used": {"description": "Tokens the backend reported (or the estimate).", "int": True},
+    "RateLimit": {"description": 'Quotas left: "credits";r=..;t=.., "minute";r=..;t=..'},
+    "RateLimit-Policy": {"description": 'The quotas: "credits";q=..;w=2592000, "minute";q=..;w=60'},
+    "Retry-After": {"description": "Seconds until a retry could pass.", "int": True},
+    "X-Should-Retry": {
+        "description": "false: credits (wait for the period end or buy more); true: rate."
+    },
+    "Idempotent-Replayed": {"description": "true: an earlier attempt with this key was charged."},
+    "WWW-Authenticate": {"description": "Bearer"},
+}
+"""Every header the gateway sets on a proxied call's answer, described once."""
+
+
+def _headers(*names: str, optional: tuple[str, ...] = ()) -> Schema:
+    """Header objects for an answer: ``names`` always sent, ``optional`` when they apply."""
+    return {
+        name: {
+            "description": HEADERS[name]["description"],
+            "required": name not in optional,
+            "schema": {"type": "integer"} if HEADERS[name].get("int") else {"type": "string"},
+        }
+        for name in (*names, *optional)
+    }
+
+
+CREDIT_HEADERS = ("X-Credits-Remaining", "X-Credits-Charged", "X-Request-Id")
+RATE_HEADERS = ("RateLimit", "RateLimit-Policy")
+
+
+def _answer(description: str, schema: Schema | None, *headers: str, **more: Any) -> Schema:
+    answer: Schema = {"description": description, "headers": _headers(*headers, **more)}
+    if schema is not None:
+        answer["content"] = {"application/json": {"schema": schema}}
+    return answer
+
+
+def _error(*codes: str) -> Schema:
+    return {
+        "allOf": [ref("Error")],
+        "properties": {"error": {"enum": list(codes)}},
+    }
+
+
 def _proxied(prefix: str, cost: int) -> Schema:
     """A proxied prefix: any method, body and query, passed to the backend as they are."""
     description = (
         f"Proxied to the backend of {prefix} (every method, body and query passed through, "
         f"responses streamed). Costs {cost} credit(s), charged only on a 2xx answer; a JSON "
-        "object body gains creditInfo. Headers: X-Credits-Remaining, X-Credits-Charged, "
-        "X-Tokens-Used, X-Request-Id, RateLimit, RateLimit-Policy; Idempotency-Key honoured."
+        "object body gains creditInfo. Idempotency-Key honoured: a retry with the same key is "
+        "charged once."
     )
+    insufficient = {
+        "allOf": [_error("insufficient_credits")],
+        "required": ["creditInfo"],
+        "properties": {"creditInfo": ref("CreditInfo")},
+    }
+    responses: Schema = {
+        "2XX": _answer(
+            "The backend's answer; charged.",
+            None,
+            *CREDIT_HEADERS,
+            *RATE_HEADERS,
+            optional=("X-Tokens-Used",),
+        ),
+        "default": _answer(
+            "The backend's non-2xx answer, as it sent it; refunded (X-Credits-Charged: 0).",
+            None,
+            *CREDIT_HEADERS,
+            *RATE_HEADERS,
+            optional=("X-Tokens-Used",),
+        ),
+        "400": _answer("A malformed Idempotency-Key.", _error("invalid_request"), "X-Request-Id"),
+        "401": _answer(
+            "No, unknown or revoked key.",
+            _error("unauthorized"),
+            "X-Request-Id",
+            "WWW-Authenticate",
+        ),
+        "409": _answer(
+            "A retry of an Idempotency-Key whose first attempt is in flight or was charged.",
+            _error("conflict"),
+            "X-Request-Id",
+            "X-Credits-Charged",
+            *RATE_HEADERS,
+            optional=("Idempotent-Replayed",),
+        ),
+        "429": _answer(
+            "insufficient_credits: the account cannot pay (X-Should-Retry: false, Retry-After "
+            "seconds to the period end, creditInfo); rate_limited: over the tier's requests per "
+            "minute (X-Should-Retry: true, Retry-After seconds until a call would pass). The "
+            "backend was not called; nothing was charged.",
+            {"oneOf": [insufficient, _error("rate_limited")]},
+            "X-Request-Id",
+            "Retry-After",
+            "X-Should-Retry",
+            *RATE_HEADERS,
+        ),
+        "502": _answer(
+            "The backend could not be reached or broke off; refunded.",
+            _error("bad_gateway"),
+            *CREDIT_HEADERS,
+            "X-Tokens-Used",
+            *RATE_HEADERS,
+        ),
+        "503": _answer(
+            "Redis or the store cannot be reached; nothing was charged.",
+            _error("unavailable"),
+            "X-Request-Id",
+        ),
+        "504": _answer(
+            "The backend did not answer in time; refunded.",
+            _error("gateway_timeout"),
+            *CREDIT_HEADERS,
+            "X-Tokens-Used",
+            *RATE_HEADERS,
+        ),
+    }
     op: Schema = {
         "tags": ["proxied"],
         "summary": f"Anything under {prefix}",
@@ -214,13 +331,16 @@ def _proxied(prefix: str, cost: int) -> Schema:
                 "required": True,
                 "schema": {"type": "string"},
                 "description": "The rest of the path, slashes included.",
-            }
+            },
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "A retry with the same key within 24 h is charged once.",
+            },
         ],
-        "responses": {
-            "2XX": {"description": "The backend's answer; charged."},
-            "default": {"description": "The backend's non-2xx answer; refunded."},
-            **error_refs(401, 429, 502, 504),
-        },
+        "responses": responses,
     }
     methods = ("get", "post", "put", "patch", "delete")
     return {

@@ -1,0 +1,137 @@
+"""The OpenAPI document against what the app answers: every proxied answer the gateway gives
+is documented with its status, error code and headers, and every documented required header
+is sent. Driven in-process against a stub backend."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from gateway.accounts.operations import create_account
+from gateway.admin.openapi import admin_paths
+from gateway.app import create_app
+from gateway.services import Services, open_services
+from gateway.settings import Route, Settings, Tier
+from gateway.web.openapi import HEADERS, openapi_document
+from store.database import upgrade
+
+OWN_HEADERS = {name.lower() for name in HEADERS}
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[str]:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/fail"):
+            return web.json_response({"error": "backend broke"}, status=500)
+        if request.path.endswith("/slow"):
+            await asyncio.sleep(2)
+        return web.json_response({"ok": True, "usage": {"total_tokens": 42}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def services(
+    tmp_path: Path, redis_url: str, backend: str, real_redis: aioredis.Redis
+) -> AsyncIterator[Services]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])
+    store = f"sqlite:///{tmp_path}/store.db"
+    upgrade(store)
+    settings = Settings.load(
+        redis_url=redis_url,
+        database_url=store,
+        upstream_timeout=0.5,
+        tiers={"tiny": Tier(credits=100, requests_per_minute=1)},
+        routes=[
+            Route(prefix="/api/projects/", upstream=backend),
+            Route(prefix="/api/costly/", upstream=backend, cost=50),
+            Route(prefix="/api/dead/", upstream=f"http://127.0.0.1:{closed}"),
+        ],
+    )
+    built = open_services(settings)
+    yield built
+    await built.close()
+
+
+def documented(document: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:
+    template = next(t for t in document["paths"] if path.startswith(t.removesuffix("{path}")))
+    answers = document["paths"][template][method.lower()]["responses"]
+    if str(status) in answers:
+        found: dict[str, Any] = answers[str(status)]
+        return found
+    return answers["2XX"] if 200 <= status < 300 else answers["default"]
+
+
+def error_codes(schema: dict[str, Any]) -> set[str]:
+    if "oneOf" in schema:
+        return set().union(*(error_codes(s) for s in schema["oneOf"]))
+    if "allOf" in schema and "properties" not in schema:
+        return set().union(*(error_codes(s) for s in schema["allOf"]))
+    return set(schema.get("properties", {}).get("error", {}).get("enum", [])) | (
+        set().union(*(error_codes(s) for s in schema.get("allOf", [])))
+    )
+
+
+def check(document: dict[str, Any], method: str, path: str, response: httpx.Response) -> None:
+    spec = documented(document, path, method, response.status_code)
+    headers = {name.lower(): header for name, header in spec.get("headers", {}).items()}
+    for name, header in headers.items():
+        if header["required"]:
+            assert name in response.headers, (response.status_code, name)
+    for name in response.headers:
+        if name in OWN_HEADERS:
+            assert name in headers, (response.status_code, name, "sent but not documented")
+    if "content" in spec:
+        code = response.json()["error"]
+        assert code in error_codes(spec["content"]["application/json"]["schema"]), code
+
+
+async def test_every_proxied_answer_is_documented(services: Services) -> None:
+    app = create_app(services.settings, services=services)
+    document = openapi_document(services.settings, admin_paths())
+    pro = await create_account(services, tier="pro", months=1)
+    free = await create_account(services, tier="free")
+    tiny = await create_account(services, tier="tiny", months=1)
+    calls = [
+        (pro, "POST", "/api/projects/ok", {}, 200),
+        (pro, "POST", "/api/projects/fail", {}, 500),
+        (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "k" * 300}, 400),
+        (None, "POST", "/api/projects/ok", {}, 401),
+        (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "once"}, 200),
+        (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "once"}, 409),
+        (free, "POST", "/api/costly/ok", {}, 429),
+        (tiny, "POST", "/api/projects/ok", {}, 200),
+        (tiny, "POST", "/api/projects/ok", {}, 429),
+        (pro, "POST", "/api/dead/x", {}, 502),
+        (pro, "POST", "/api/projects/slow", {}, 504),
+    ]
+    seen: set[tuple[int, str]] = set()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            for account, method, path, headers, status in calls:
+                key = account.api_key if account else "cg_" + "u" * 43
+                sent = {"Authorization": f"Bearer {key}", **headers}
+                response = await client.request(method, path, headers=sent, json={})
+                assert response.status_code == status, (path, response.text)
+                check(document, method, path, response)
+                if status >= 400 and response.headers.get("content-type") == "application/json":
+                    seen.add((status, response.json().get("error", "")))
+    assert (429, "insufficient_credits") in seen and (429, "rate_limited") in seen
