@@ -21,11 +21,13 @@ LEDGER_CURSOR = re.compile(r"^[0-9]{1,3}-[0-9]{1,20}-[0-9]{1,20}$")
 """A ledger entry's event id, ``<bucket>-<stream id>``: the ledger's paging cursor."""
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_EMAIL = 254
 MAX_CREDITS = 1_000_000
 MAX_REASON = 500
 MAX_KEY_NAME = 100
 MIN_MONTHS, MAX_MONTHS = 1, 36
+MAX_JSON_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +69,34 @@ class CreateKey:
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is an empty object."""
+    """The request body as a JSON object; an empty body is an empty object. Nesting deeper
+    than ``MAX_JSON_DEPTH`` is refused (no operation takes more than a flat object)."""
     if not raw.strip():
         return {}
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels") from exc
     if not isinstance(value, dict):
         raise InvalidRequest("body must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _depth(value: object) -> int:
+    """How deep containers nest in a parsed JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def only_fields(body: Mapping[str, Any], allowed: Collection[str]) -> None:
@@ -100,10 +120,13 @@ def _string(value: object, field: str) -> str:
 
 def _text_line(value: object, field: str) -> str:
     """A string without control characters: they end up in the store, where PostgreSQL
-    refuses NUL outright (and a ledger note it refuses would stall the sync)."""
+    refuses NUL outright (and a ledger note it refuses would stall the sync). Nor lone
+    surrogates (JSON's ``"\\ud800"``): no UTF-8 holds them, so Redis and the store can't."""
     text = _string(value, field)
     if _CONTROL.search(text):
         raise InvalidRequest(f"field '{field}' must not contain control characters")
+    if _SURROGATE.search(text):
+        raise InvalidRequest(f"field '{field}' must be valid Unicode text (a lone surrogate)")
     return text
 
 

@@ -14,6 +14,11 @@ concurrency that saves a whole round trip per request, on both sides of the sock
 
 With a ``Wire`` (a plain Redis) the pipeline is written by hand on the batcher's own
 connection (``gateway.credits.wire``); otherwise it is a redis-py pipeline.
+
+One call can never harm another: an argument Redis cannot take (not str, bytes or int, or a
+string that is not valid UTF-8, such as a lone surrogate) fails its own call with ``DataError``
+before anything is sent, and every future of a batch is resolved whatever happens to the
+batch (a client error of any kind becomes a redis ``ConnectionError`` of every call in it).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, RedisError
 
 from gateway.credits.client import RedisClient, RedisScript, ScriptArg
@@ -59,6 +65,12 @@ class ScriptBatcher:
         """Queue one call of a registered script; the future holds its reply or error."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self.wire is None:  # the Wire checks while packing; redis-py only at execute
+            try:
+                _check_arguments(keys, args)
+            except DataError as exc:
+                future.set_exception(exc)
+                return future
         self._pending.append((script, keys, args, future))
         if self._flush is None:
             self._flush_deferred = defer
@@ -98,8 +110,10 @@ class ScriptBatcher:
         assert self.wire is not None
         try:
             replies = await self.wire.execute(packed)
-        except (RedisError, OSError) as exc:
-            _fail(chunk, exc)
+        except BaseException as exc:
+            _fail(chunk, _as_redis_error(exc))
+            if not isinstance(exc, Exception):
+                raise
             return
         self._deliver(chunk, replies)
 
@@ -109,12 +123,17 @@ class ScriptBatcher:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
             replies = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            _fail(chunk, exc)
+        except BaseException as exc:
+            _fail(chunk, _as_redis_error(exc))
+            if not isinstance(exc, Exception):
+                raise
             return
         self._deliver(chunk, replies)
 
     def _sent(self, chunk: list[Call], sent: asyncio.Future[list[Reply]]) -> None:
+        if sent.cancelled():
+            _fail(chunk, RedisConnectionError("the batch was cancelled"))
+            return
         error = sent.exception()
         if error is not None:
             _fail(chunk, error)
@@ -138,8 +157,10 @@ class ScriptBatcher:
         for script, keys, args, future in lost:
             try:
                 reply = await script(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
-                _resolve(future, error=exc)
+            except BaseException as exc:
+                _resolve(future, error=_as_redis_error(exc))
+                if not isinstance(exc, Exception):
+                    raise
             else:
                 _resolve(future, result=reply)
 
@@ -153,11 +174,33 @@ def _packed(chunk: list[Call]) -> tuple[list[Call], list[bytes]]:
         script, keys, args, future = call
         try:
             packed.append(pack_evalsha(script.sha, keys, args))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: a str that is not UTF-8
             _resolve(future, error=DataError(str(exc)))
             continue
         kept.append(call)
     return kept, packed
+
+
+def _check_arguments(keys: Sequence[str], args: Sequence[ScriptArg]) -> None:
+    """``DataError`` for an argument Redis cannot take, as the Wire's ``pack`` would say."""
+    for arg in (*keys, *args):
+        if isinstance(arg, str):
+            try:
+                arg.encode()
+            except UnicodeEncodeError as exc:
+                raise DataError(f"a Redis argument must be valid UTF-8: {exc.reason}") from exc
+        elif isinstance(arg, bool) or not isinstance(arg, int | bytes):
+            raise DataError(f"a Redis argument must be str, bytes or int, not {type(arg)!r}")
+
+
+def _as_redis_error(exc: BaseException) -> RedisError:
+    """What every call of a failed batch gets: Redis errors as they are; anything else (a
+    client's own bug, a cancellation) as a ConnectionError, which the engine answers 503."""
+    if isinstance(exc, RedisError):
+        return exc
+    if isinstance(exc, OSError | asyncio.CancelledError):
+        return RedisConnectionError(f"the batch failed: {exc!r}")
+    return RedisConnectionError(f"the Redis client failed: {exc!r}")
 
 
 def _fail(chunk: list[Call], error: BaseException) -> None:

@@ -103,6 +103,11 @@ class CreditEngine:
             return await script(keys=keys_, args=args)
         except (RedisError, OSError) as exc:
             raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            # The client's own failures (redis-py's cluster client has raised AttributeError
+            # and RuntimeError on MOVED): the script may or may not have run, as for a lost
+            # connection, and the caller must see the same Unavailable.
+            raise Unavailable(f"redis client: {exc!r}") from exc
 
     async def reserve(
         self, account: str, request_id: str, cost: int, *, retain_ms: int | None = None

@@ -115,3 +115,32 @@ def test_free_text_refuses_control_characters(bad: str) -> None:
         validation.key_name(bad)
     with pytest.raises(InvalidRequest, match="'email'"):
         validation.email("a" + bad + "@example.com")
+
+
+@pytest.mark.parametrize("bad", ["x\ud800", "\udfffy", "ok\ud83d"])
+def test_free_text_refuses_lone_surrogates(bad: str) -> None:
+    """JSON's "\\ud800" decodes to a string no UTF-8 can hold: Redis and the store can't."""
+    with pytest.raises(InvalidRequest, match="lone surrogate"):
+        validation.reason(bad, required=True)
+    with pytest.raises(InvalidRequest, match="lone surrogate"):
+        validation.key_name(bad)
+    with pytest.raises(InvalidRequest, match="'email'"):
+        validation.email("a" + bad + "@example.com")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000],
+    ids=["array", "object"],
+)
+def test_deep_nesting_is_an_invalid_request(raw: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="nested deeper than"):
+        validation.json_object(raw)
+
+
+def test_nesting_within_the_limit_parses() -> None:
+    depth = validation.MAX_JSON_DEPTH
+    raw = b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+    assert validation.json_object(raw)["a"] is not None
+    with pytest.raises(InvalidRequest, match="nested deeper than"):
+        validation.json_object(b'{"a":' + raw + b"}")

@@ -178,7 +178,7 @@ async def test_a_call_redis_cannot_take_fails_alone(
     make_engine: Callable[[], CreditEngine],
 ) -> None:
     """An argument that is not str, bytes or int fails its own call with redis-py's DataError;
-    on a Wire the other calls of the batch go on (redis-py fails its whole pipeline)."""
+    the other calls of the batch go on, on either transport."""
     engine = make_engine()
     await engine.open("fine")
     assert engine._batcher is not None
@@ -186,5 +186,56 @@ async def test_a_call_redis_cannot_take_fails_alone(
     good = engine.status("fine")
     outcomes = await asyncio.gather(bad, good, return_exceptions=True)
     assert isinstance(outcomes[0], DataError)
-    if engine._batcher.wire is not None:
-        assert not isinstance(outcomes[1], BaseException) and outcomes[1] is not None
+    assert not isinstance(outcomes[1], BaseException) and outcomes[1] is not None
+
+
+@pytest.mark.parametrize("bad", ["x\ud800", "\udfff", "ok\ud83d"], ids=["high", "low", "half"])
+async def test_a_string_that_is_not_utf8_fails_its_call_alone(
+    make_engine: Callable[[], CreditEngine], bad: str
+) -> None:
+    """A lone surrogate (an admin reason, an email) used to raise UnicodeEncodeError inside the
+    batch's send and drop every call queued with it; now it fails its own call only."""
+    engine = make_engine()
+    for i in range(5):
+        await engine.open(f"peer{i}")
+    await engine.open("victim")
+    grants = [engine.grant(f"peer{i}", 1, reason="fine") for i in range(5)]
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(engine.grant("victim", 1, reason=bad), *grants, return_exceptions=True),
+        timeout=5,
+    )
+    assert isinstance(outcomes[0], Unavailable)
+    assert isinstance(outcomes[0].__cause__, DataError)
+    assert all(not isinstance(o, BaseException) for o in outcomes[1:]), outcomes
+    state = await engine.status("victim")
+    assert state is not None and state.bonus_credits == 0  # nothing applied
+
+
+class BrokenPipeline:
+    """A client whose pipelines fail with an error that is not a RedisError (as redis-py's
+    cluster client did on MOVED: AttributeError, RuntimeError)."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    def pipeline(self, transaction: bool = False) -> BrokenPipeline:
+        return self
+
+    def evalsha(self, *args: object) -> None:
+        return None
+
+    async def execute(self, raise_on_error: bool = True) -> list[object]:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+
+async def test_a_client_failing_oddly_resolves_every_call_as_unavailable(
+    real_redis: aioredis.Redis,
+) -> None:
+    engine = CreditEngine(real_redis, TIERS, batch=True)
+    await engine.open("a1")
+    assert engine._batcher is not None
+    engine._batcher.redis = BrokenPipeline(real_redis)  # type: ignore[assignment]
+    calls = [engine.status("a1") for _ in range(10)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=5)
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    await engine.aclose()
