@@ -13,9 +13,12 @@ it knows the request passed the gateway (credits reserved) and who it is for.
   (ASGI ``scope["path"]``), the same on both sides because the gateway does not rewrite it.
 - Tier and credits remaining are informational and not covered by the signature.
 
-``sign`` and ``verify`` are plain functions for any framework; ``GatewaySignatureMiddleware``
-is the ASGI wrapper: 401 JSON on failure, else the ``VerifiedRequest`` in
-``scope["state"]["gateway"]`` (``request.state.gateway`` in Starlette).
+``sign`` and ``verify`` are plain functions for any framework (give ``verify`` each header
+once: a signed header sent twice is a forgery attempt, as the middleware treats it);
+``GatewaySignatureMiddleware`` is the ASGI wrapper: 401 JSON on failure, else the
+``VerifiedRequest`` in ``scope["state"]["gateway"]`` (``request.state.gateway`` in Starlette).
+It refuses a websocket outright (closed with 1008): the gateway forwards no upgrade, so none
+can have passed it. Lifespan events pass through.
 """
 
 from __future__ import annotations
@@ -164,6 +167,9 @@ def verify(
     )
 
 
+_SIGNED = frozenset(name.lower() for name in GATEWAY_HEADERS)
+
+
 class GatewaySignatureMiddleware:
     """ASGI middleware for backends: only requests signed by the gateway reach ``app``."""
 
@@ -175,13 +181,20 @@ class GatewaySignatureMiddleware:
         self.max_age = max_age
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": "not via the gateway"})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
-        }
+        headers: dict[str, str] = {}
         try:
+            for raw_name, raw_value in scope["headers"]:
+                name = raw_name.decode("latin-1").lower()
+                if name in _SIGNED and name in headers:
+                    raise SignatureError(f"header {name} is sent more than once")
+                headers[name] = raw_value.decode("latin-1")
             verified = verify(
                 self.secret, headers, scope["method"], scope["path"], max_age=self.max_age
             )

@@ -172,3 +172,59 @@ async def test_middleware_answers_401_json(client: httpx.AsyncClient) -> None:
 def test_empty_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
         GatewaySignatureMiddleware(Starlette(), b"")
+
+
+async def raw_asgi(
+    middleware: GatewaySignatureMiddleware,
+    scope: dict[str, object],
+    incoming: list[dict[str, object]],
+) -> list[dict[str, object]]:
+    """Run the middleware on one raw ASGI scope; what it sent."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await middleware(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+async def test_two_of_a_signed_header_are_refused_whichever_comes_first() -> None:
+    reached: list[str] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        reached.append("app")
+
+    good = signed_headers(
+        SECRET, method="GET", path="/x", account="acct_1", tier="pro",
+        request_id="req-1", credits_remaining=1,
+    )  # fmt: skip
+    raw = [(k.lower().encode(), v.encode()) for k, v in good.items()]
+    for doubled in (
+        [(b"x-gateway-account", b"acct_other"), *raw],
+        [*raw, (b"x-gateway-account", b"acct_1")],
+    ):
+        scope = {"type": "http", "method": "GET", "path": "/x", "headers": doubled}
+        sent = await raw_asgi(GatewaySignatureMiddleware(app, SECRET), scope, [])  # type: ignore[arg-type]
+        assert sent[0]["status"] == 401
+        assert b"sent more than once" in sent[1]["body"]  # type: ignore[operator]
+    assert reached == []
+
+
+async def test_a_websocket_is_refused_unverified() -> None:
+    reached: list[str] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        reached.append("app")
+
+    scope = {"type": "websocket", "path": "/ws", "headers": []}
+    sent = await raw_asgi(
+        GatewaySignatureMiddleware(app, SECRET),  # type: ignore[arg-type]
+        scope,
+        [{"type": "websocket.connect"}],
+    )
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "not via the gateway"}]
+    assert reached == []
