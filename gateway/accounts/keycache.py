@@ -5,8 +5,11 @@ The hot path never goes to SQL for a key it has seen: ``KeyCache`` maps the key'
 revocation is announced in Redis (``announce_revocation``): it bumps ``keys.KEYS_VERSION``
 and publishes the hash on ``keys.KEYS_CHANNEL``. Every replica's ``KeyCache`` polls the
 version every ``poll_interval`` (250 ms) and drops its whole cache when it moved, so a revoked
-key stops working everywhere within 1 s without any TTL. If Redis cannot be read the cache is
-dropped too (fail closed: keys are looked up in the store again).
+key stops working everywhere within 1 s. The announcement is two plain commands, not a
+pipeline (a Redis Cluster refuses PUBLISH in one). If Redis cannot be read the cache is
+dropped too (fail closed: keys are looked up in the store again), and every entry is looked up
+again after ``entry_ttl`` (60 s) whatever happens, so even an announcement that never arrived
+(Redis lost the version) bounds how long a revoked key works.
 
 ``last_used_at`` is batched: the cache notes when each key was last used (the time of the use,
 not of the write) and ``flush_touched`` writes them to the store off the hot path, about every
@@ -16,8 +19,8 @@ not of the write) and ``flush_touched`` writes them to the store off the hot pat
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +38,7 @@ from store import repository
 log = logging.getLogger("creditgate.auth")
 
 POLL_INTERVAL = 0.25
+ENTRY_TTL = 60.0
 CACHE_LIMIT = 50_000
 STOP_TIMEOUT = 2.0
 
@@ -66,10 +70,8 @@ Toucher = Callable[[dict[str, datetime]], Awaitable[None]]
 async def announce_revocation(redis: RedisClient, key_hash: str) -> None:
     """Tell every replica that ``key_hash`` was revoked in the store: call after the commit."""
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.incr(keys.KEYS_VERSION)
-            pipe.publish(keys.KEYS_CHANNEL, key_hash)
-            await pipe.execute()
+        await redis.incr(keys.KEYS_VERSION)
+        await redis.publish(keys.KEYS_CHANNEL, key_hash)
     except RedisError as exc:
         raise Unavailable(f"redis: {exc}") from exc
 
@@ -96,13 +98,16 @@ class KeyCache:
         touch: Toucher | None = None,
         poll_interval: float = POLL_INTERVAL,
         limit: int = CACHE_LIMIT,
+        entry_ttl: float = ENTRY_TTL,
     ) -> None:
         self._redis = redis
         self._lookup = lookup
         self._touch = touch
         self._poll_interval = poll_interval
         self._limit = limit
-        self._entries: dict[str, KeyEntry | None] = {}
+        self._entry_ttl = entry_ttl
+        self._entries: dict[str, tuple[KeyEntry | None, float]] = {}
+        """Key hash -> what the store said, and the monotonic time it is good until."""
         self._touched: dict[str, float] = {}
         """Key id -> the epoch seconds of its latest use since the last flush."""
         self._pending: dict[str, asyncio.Future[KeyEntry | None]] = {}
@@ -117,9 +122,10 @@ class KeyCache:
         if secret is None:
             raise Unauthorized("missing or malformed API key: use Authorization: Bearer cg_...")
         key_hash = hash_key(secret)
-        try:
-            entry = self._entries[key_hash]
-        except KeyError:
+        cached = self._entries.get(key_hash)
+        if cached is not None and cached[1] > time.monotonic():
+            entry = cached[0]
+        else:
             entry = await self._look_up_once(key_hash)
         if entry is None or entry.revoked:
             raise Unauthorized("unknown or revoked API key")
@@ -150,7 +156,8 @@ class KeyCache:
             # Dicts keep insertion order: drop the oldest tenth rather than everything.
             for old in list(self._entries)[: self._limit // 10 or 1]:
                 del self._entries[old]
-        self._entries[key_hash] = entry
+        self._entries.pop(key_hash, None)  # a refreshed entry goes to the end
+        self._entries[key_hash] = (entry, time.monotonic() + self._entry_ttl)
 
     def forget_all(self) -> None:
         self._entries.clear()

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.accounts.apikeys import hash_key, new_key
 from gateway.accounts.keycache import KeyCache, KeyEntry, announce_revocation, bearer_key
 from gateway.credits import keys
+from gateway.credits.client import RedisClient
 from gateway.errors import Unauthorized, Unavailable
 
 
@@ -99,9 +101,8 @@ async def test_store_outage_is_unavailable_not_unauthorized(redis: aioredis.Redi
         await cache.authenticate(f"Bearer {new_key().secret}")
 
 
-async def test_revocation_drops_the_cache_on_the_next_poll(redis: aioredis.Redis) -> None:
-    store = FakeStore()
-    cache = KeyCache(redis, store.lookup, poll_interval=0.01)
+async def revocation_reaches(cache: KeyCache, redis: RedisClient, store: FakeStore) -> None:
+    """Revoke a cached key in the store, announce it; the cache refuses it within 5 s."""
     secret, key_hash = issue(store)
     await cache.start()
     try:
@@ -125,6 +126,36 @@ async def test_revocation_drops_the_cache_on_the_next_poll(redis: aioredis.Redis
         assert await refused()
     finally:
         await cache.stop()
+
+
+async def test_revocation_drops_the_cache_on_the_next_poll(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    await revocation_reaches(KeyCache(redis, store.lookup, poll_interval=0.01), redis, store)
+
+
+async def test_revocation_on_a_redis_cluster(cluster_redis: RedisCluster) -> None:
+    """The announcement was a pipeline holding PUBLISH, which the cluster client refuses:
+    revoking answered 500 and every replica kept accepting the key."""
+    await cluster_redis.delete(keys.KEYS_VERSION)
+    store = FakeStore()
+    cache = KeyCache(cluster_redis, store.lookup, poll_interval=0.01)
+    await revocation_reaches(cache, cluster_redis, store)
+
+
+async def test_an_entry_is_looked_up_again_after_its_ttl(redis: aioredis.Redis) -> None:
+    """Even with no announcement (Redis lost the version), a revoked key stops within the TTL."""
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup, entry_ttl=0.05)
+    secret, key_hash = issue(store)
+    await cache.authenticate(f"Bearer {secret}")
+    await cache.authenticate(f"Bearer {secret}")
+    assert store.lookups == 1
+    entry = store.keys[key_hash]
+    store.keys[key_hash] = KeyEntry(entry.account_id, entry.key_id, revoked=True)
+    await asyncio.sleep(0.1)
+    with pytest.raises(Unauthorized):
+        await cache.authenticate(f"Bearer {secret}")
+    assert store.lookups == 2
 
 
 async def test_unreadable_version_fails_closed(redis: aioredis.Redis) -> None:
