@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 
+MAX_ACCOUNT_ID = 64
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """Ids end up inside Redis keys: no ``|``, braces, colons or spaces (gateway/credits/keys.py)."""
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -132,8 +133,8 @@ def _text_line(value: object, field: str) -> str:
 
 def account_id(value: object, field: str = "id") -> str:
     text = _string(value, field)
-    if len(text) > 64:
-        raise InvalidRequest(f"field '{field}' is too long: at most 64 characters")
+    if len(text) > MAX_ACCOUNT_ID:
+        raise InvalidRequest(f"field '{field}' is too long: at most {MAX_ACCOUNT_ID} characters")
     if not ACCOUNT_ID.fullmatch(text):
         raise InvalidRequest(
             f"field '{field}' must start with a letter or digit and hold only letters, "

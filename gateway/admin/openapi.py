@@ -2,26 +2,33 @@
 
 ``gateway.web.openapi`` assembles the whole document; the admin operations live here, beside
 the API they describe, so a change to an endpoint and to its documentation sit together.
+Every bound is taken from the code that enforces it (gateway.accounts.validation, and the
+API's page limit from gateway.admin.operations), so the document cannot drift from it.
 """
 
 from __future__ import annotations
 
 from gateway.accounts import validation
+from gateway.admin.operations import API
 from gateway.openapi import Schema, error_refs, json_body, ok, ref
 
 ACCOUNT_ID: Schema = {
     "type": "string",
     "pattern": validation.ACCOUNT_ID.pattern,
-    "maxLength": 64,
+    "maxLength": validation.MAX_ACCOUNT_ID,
 }
 KEY_ID: Schema = {"type": "string", "pattern": validation.KEY_ID.pattern}
-MONTHS: Schema = {"type": "integer", "minimum": validation.MIN_MONTHS, "maximum": 36}
+MONTHS: Schema = {
+    "type": "integer",
+    "minimum": validation.MIN_MONTHS,
+    "maximum": validation.MAX_MONTHS,
+}
 TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
 """Free text: no control characters (the store refuses NUL)."""
 REASON: Schema = {
     "type": "string",
     "minLength": 1,
-    "maxLength": 500,
+    "maxLength": validation.MAX_REASON,
     "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
 }
 
@@ -60,6 +67,11 @@ def query(name: str, schema: Schema, description: str) -> Schema:
     }
 
 
+PAGE_SIZE = query(
+    "limit", {"type": "integer", "minimum": 1, "maximum": API.page_limit}, "Page size."
+)
+
+
 def admin_paths() -> dict[str, Schema]:
     acct = [path_param("id", ACCOUNT_ID)]
     account = {"account": ref("Account")}
@@ -73,7 +85,11 @@ def admin_paths() -> dict[str, Schema]:
                 body=json_body(
                     {
                         "id": ACCOUNT_ID,
-                        "email": {"type": "string", "format": "email", "maxLength": 254},
+                        "email": {
+                            "type": "string",
+                            "format": "email",
+                            "maxLength": validation.MAX_EMAIL,
+                        },
                         "tier": ref("Tier"),
                         "months": {**MONTHS, "description": "Subscription length; paid tiers."},
                         "reason": REASON,
@@ -91,7 +107,7 @@ def admin_paths() -> dict[str, Schema]:
                     },
                 ),
                 params=[
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Page size."),
+                    PAGE_SIZE,
                     query("after", ACCOUNT_ID, "The previous page's next."),
                 ],
             ),
@@ -110,7 +126,13 @@ def admin_paths() -> dict[str, Schema]:
                 ok("key", {**new_key, "prefix": {"type": "string"}}, 201, "Created."),
                 404,
                 body=json_body(
-                    {"name": {"type": "string", "maxLength": 100, "pattern": TEXT_LINE}},
+                    {
+                        "name": {
+                            "type": "string",
+                            "maxLength": validation.MAX_KEY_NAME,
+                            "pattern": TEXT_LINE,
+                        }
+                    },
                     optional=True,
                 ),
                 params=acct,
@@ -193,7 +215,7 @@ def admin_paths() -> dict[str, Schema]:
                 404,
                 params=[
                     *acct,
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Page size."),
+                    PAGE_SIZE,
                     query(
                         "before",
                         {"type": "string", "pattern": validation.LEDGER_CURSOR.pattern},

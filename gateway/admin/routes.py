@@ -1,8 +1,9 @@
 """The /admin routes, mounted by ``create_app`` as ``Mount("/admin", routes=admin_routes())``.
 
-Every path under /admin answers JSON: the last route catches what no other matched, so an
-unknown path is a 404 ``not_found`` and a known path with the wrong method a 405, both
-behind the admin token like the rest (no token configured: 503).
+One route per entry of the operations table (``gateway.admin.operations``). Every path under
+/admin answers JSON: the last route catches what no other matched, so an unknown path is a
+404 ``not_found`` and a known path with the wrong method a 405, both behind the admin token
+like the rest (no token configured: 503).
 """
 
 from __future__ import annotations
@@ -11,28 +12,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 
-from gateway.admin import handlers
-from gateway.admin.handlers import admin_endpoint
+from gateway.admin.handlers import admin_endpoint, operation_endpoint
+from gateway.admin.operations import OPERATIONS
 from gateway.errors import MethodNotAllowed, NotFound
-
-ACCOUNT = "/accounts/{account_id}"
 
 
 def admin_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
-        Route("/accounts", admin_endpoint(handlers.create_account), methods=["POST"]),
-        Route("/accounts", admin_endpoint(handlers.list_accounts), methods=["GET"]),
-        Route(ACCOUNT, admin_endpoint(handlers.show_account), methods=["GET"]),
-        Route(f"{ACCOUNT}/keys", admin_endpoint(handlers.create_key), methods=["POST"]),
-        Route(f"{ACCOUNT}/keys", admin_endpoint(handlers.list_keys), methods=["GET"]),
-        Route(
-            f"{ACCOUNT}/keys/{{key_id}}", admin_endpoint(handlers.revoke_key), methods=["DELETE"]
-        ),
-        Route(f"{ACCOUNT}/upgrade", admin_endpoint(handlers.upgrade), methods=["POST"]),
-        Route(f"{ACCOUNT}/downgrade", admin_endpoint(handlers.downgrade), methods=["POST"]),
-        Route(f"{ACCOUNT}/renew", admin_endpoint(handlers.renew), methods=["POST"]),
-        Route(f"{ACCOUNT}/grant", admin_endpoint(handlers.grant), methods=["POST"]),
-        Route(f"{ACCOUNT}/ledger", admin_endpoint(handlers.ledger), methods=["GET"]),
+        Route(op.path, operation_endpoint(op), methods=[op.method], name=op.name)
+        for op in OPERATIONS
     ]
     known = list(routes)
 

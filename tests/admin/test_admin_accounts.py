@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -80,39 +80,36 @@ def test_attribution() -> None:
     assert accounts.attributed("cli", "") == "cli"
 
 
-async def test_redis_down_is_a_503_without_details(
-    services: Services, make_settings: Callable[..., Settings]
-) -> None:
-    await accounts.create_account(services, account_id="r1")
+@pytest.fixture
+async def down(make_settings: Callable[..., Settings]) -> AsyncIterator[tuple[Services, int]]:
+    """Services on the same store whose Redis is a closed port, and that port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    down = open_services(make_settings(redis_url=f"redis://127.0.0.1:{closed}/0"))
-    try:
-        with pytest.raises(Unavailable):
-            await accounts.grant(down, "r1", 1, reason="x")
-        async with admin_client(down) as client:
-            response = await client.post(
-                "/admin/accounts/r1/grant", json={"credits": 1, "reason": "x"}
-            )
-        assert_error(response, 503, "unavailable", "retry later")
-        assert str(closed) not in response.text
-    finally:
-        await down.close()
+    services = open_services(make_settings(redis_url=f"redis://127.0.0.1:{closed}/0"))
+    yield services, closed
+    await services.close()
+
+
+async def test_redis_down_is_a_503_without_details(
+    services: Services, down: tuple[Services, int]
+) -> None:
+    unreachable, closed = down
+    await accounts.create_account(services, account_id="r1")
+    with pytest.raises(Unavailable):
+        await accounts.grant(unreachable, "r1", 1, reason="x")
+    async with admin_client(unreachable) as client:
+        response = await client.post("/admin/accounts/r1/grant", json={"credits": 1, "reason": "x"})
+    assert_error(response, 503, "unavailable", "retry later")
+    assert str(closed) not in response.text
 
 
 async def test_a_create_redis_could_not_finish_is_restored_on_first_touch(
-    services: Services, make_settings: Callable[..., Settings]
+    services: Services, down: tuple[Services, int]
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    down = open_services(make_settings(redis_url=f"redis://127.0.0.1:{closed}/0"))
-    try:
-        with pytest.raises(Unavailable):
-            await accounts.create_account(down, account_id="half", tier="pro", months=1)
-    finally:
-        await down.close()
+    unreachable, _ = down
+    with pytest.raises(Unavailable):
+        await accounts.create_account(unreachable, account_id="half", tier="pro", months=1)
     with session(services.db) as s:
         assert len(repository.list_api_keys(s, account_id="half")) == 1
     state = await accounts.account_state(services, "half")

@@ -8,7 +8,7 @@ a 5xx. Bounded: 20 examples per operation and mode.
 schemathesis's ``negative_data_rejection`` check is not used: the admin token is added to
 every request here, which repairs the "missing Authorization" that a negative case may
 count as its invalid part, so that check would flag valid requests. Refusal of bad bodies
-is asserted case by case in tests/gateway/admin/.
+is asserted case by case in tests/admin/.
 """
 
 from __future__ import annotations

@@ -1,0 +1,318 @@
+"""The admin operations, written once: the table the /admin API and the CLI both serve.
+
+Each ``Operation`` holds all one operator task needs: its route (method, path under /admin,
+status), its command (``accounts grant``) and the flags that fill the API's request, and
+``run``: check the request (gateway.accounts.validation), act (gateway.accounts.operations)
+and answer (gateway.admin.views). The front ends only adapt: ``handlers`` turns an HTTP
+request into a ``Call``, ``cli`` turns parsed flags into one, and both render the ``Answer``.
+
+What differs between them is a ``FrontEnd``; both are defined here, side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from gateway.accounts import operations as accounts
+from gateway.accounts import validation
+from gateway.admin.views import account_view, key_view, ledger_view, record_view
+from gateway.credits.engine import TierAction
+from gateway.credits.results import AccountState
+from gateway.errors import InvalidRequest
+from gateway.services import Services
+
+Answer = dict[str, Any]
+"""What an operation answers: the API's JSON body without ``success``, the CLI's ``--json``."""
+
+Part = Literal["path", "query", "body"]
+"""Where in the API's request a value goes."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrontEnd:
+    """What differs between the front ends; all the rest is the table's."""
+
+    actor: str
+    """Who the ledger names for a change: ``"<actor>: <reason>"``."""
+    key_id_field: str
+    """A key id's name in errors: what the caller typed it as."""
+    page_limit: int
+    """The largest page a list may ask for."""
+    page_error: str
+    """What a page size out of bounds is told, in the front end's words."""
+
+
+API_PAGE_LIMIT = 200
+CLI_PAGE_LIMIT = 1000
+"""The shell may page further: nothing there waits on one answer."""
+
+API = FrontEnd(
+    actor="admin",
+    key_id_field="keyId",
+    page_limit=API_PAGE_LIMIT,
+    page_error=f"query 'limit' must be an integer between 1 and {API_PAGE_LIMIT}",
+)
+CLI = FrontEnd(
+    actor="cli",
+    key_id_field="KEY_ID",
+    page_limit=CLI_PAGE_LIMIT,
+    page_error=f"--limit must be between 1 and {CLI_PAGE_LIMIT}",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to an operation, as a front end received it.
+
+    ``path`` and ``query`` hold what the API's URL does (for the CLI: its positionals and
+    paging flags); ``body`` reads the JSON body (for the CLI: its other flags, named as the
+    body's fields). An operation reads the body after checking the path, so a bad path is
+    the error reported, and an operation without a body never reads one.
+    """
+
+    front: FrontEnd
+    path: Mapping[str, object]
+    query: Mapping[str, object]
+    body: Callable[[], Awaitable[Mapping[str, Any]]]
+
+    def account_id(self) -> str:
+        return validation.account_id(self.path["account_id"], field="id")
+
+    def key_id(self) -> str:
+        return validation.key_id(self.path["key_id"], field=self.front.key_id_field)
+
+    def reason(self, given: str) -> str:
+        return accounts.attributed(self.front.actor, given)
+
+    def page(
+        self, cursor: str, check: Callable[[object], str], *, default: int
+    ) -> tuple[int, str | None]:
+        """The page asked for: its size within this front end's limit, and its cursor."""
+        validation.only_fields(self.query, ("limit", cursor))
+        raw = self.query.get("limit", default)
+        # A URL's query is text; the CLI's flag is an int already.
+        size = int(raw) if isinstance(raw, str) and raw.isdigit() else raw
+        if not isinstance(size, int) or not 1 <= size <= self.front.page_limit:
+            raise InvalidRequest(self.front.page_error)
+        given = self.query.get(cursor)
+        return size, None if given is None else check(given)
+
+
+Run = Callable[[Services, Call], Awaitable[Answer]]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A command-line argument, and the field of the API's request its value fills.
+
+    The argument is ``--<name>``, or ``<name>`` when positional, so that argparse keeps its
+    value under the field's name; ``options`` are argparse's keywords (help, type, ...).
+    """
+
+    part: Part
+    name: str
+    positional: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def argument(part: Part, name: str, **options: Any) -> Flag:
+    return Flag(part, name, positional=True, options=options)
+
+
+def option(part: Part, name: str, **options: Any) -> Flag:
+    return Flag(part, name, options=options)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """How the CLI offers an operation: ``creditgate <group> <action>``, its help, its flags."""
+
+    group: str
+    action: str
+    help: str
+    flags: tuple[Flag, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operator task: how the API routes it, what it does, and how the CLI names it."""
+
+    method: str
+    path: str
+    """Under /admin, with Starlette's ``{account_id}`` and ``{key_id}``."""
+    run: Run
+    status: int = 200
+    command: Command | None = None
+    """None: API only."""
+
+    @property
+    def name(self) -> str:
+        return self.run.__name__
+
+    def cli(self, words: str, help: str, *flags: Flag) -> Operation:
+        """This operation, offered by the CLI too as ``creditgate <words>``."""
+        group, action = words.split()
+        return replace(self, command=Command(group, action, help, flags))
+
+
+# -- the operations ----------------------------------------------------------------------------
+
+
+async def create_account(services: Services, call: Call) -> Answer:
+    wanted = validation.create_account(await call.body(), services.settings.tiers)
+    created = await accounts.create_account(
+        services,
+        account_id=wanted.account_id,
+        email=wanted.email,
+        tier=wanted.tier,
+        months=wanted.months,
+        reason=call.reason(wanted.reason or "account created"),
+    )
+    report = await accounts.account_report(services, created.account_id)
+    account = account_view(created.state, report.record, report.keys)
+    return {"account": account, "apiKey": created.api_key, "keyId": created.key_id}
+
+
+async def show_account(services: Services, call: Call) -> Answer:
+    report = await accounts.account_report(services, call.account_id())
+    return {"account": account_view(report.state, report.record, report.keys)}
+
+
+def _after(value: object) -> str:
+    return validation.account_id(value, field="after")
+
+
+async def list_accounts(services: Services, call: Call) -> Answer:
+    limit, after = call.page("after", _after, default=100)
+    records = await accounts.list_accounts(services, limit=limit, after=after)
+    following = records[-1].account_id if len(records) == limit else None
+    return {"accounts": [record_view(r) for r in records], "next": following}
+
+
+async def grant(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    wanted = validation.grant(await call.body())
+    reason = call.reason(wanted.reason)
+    return _changed(await accounts.grant(services, account_id, wanted.credits, reason=reason))
+
+
+async def upgrade(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    wanted = validation.upgrade(await call.body(), services.settings.tiers)
+    return await _change_tier(
+        services, call, account_id, "upgrade", wanted.reason, tier=wanted.tier, months=wanted.months
+    )
+
+
+async def downgrade(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    wanted = validation.downgrade(await call.body())
+    return await _change_tier(services, call, account_id, "downgrade", wanted.reason)
+
+
+async def renew(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    wanted = validation.renew(await call.body())
+    return await _change_tier(
+        services, call, account_id, "renew", wanted.reason, months=wanted.months
+    )
+
+
+async def _change_tier(
+    services: Services,
+    call: Call,
+    account_id: str,
+    action: TierAction,
+    reason: str,
+    *,
+    tier: str = "",
+    months: int = 0,
+) -> Answer:
+    state = await accounts.change_tier(
+        services, account_id, action, tier=tier, months=months, reason=call.reason(reason)
+    )
+    return _changed(state)
+
+
+def _changed(state: AccountState) -> Answer:
+    return {"account": account_view(state)}
+
+
+async def create_key(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    wanted = validation.create_key(await call.body())
+    key = await accounts.create_key(services, account_id, name=wanted.name)
+    return {"apiKey": key.api_key, "keyId": key.key_id, "prefix": key.display_prefix}
+
+
+async def list_keys(services: Services, call: Call) -> Answer:
+    keys = await accounts.list_keys(services, call.account_id())
+    return {"keys": [key_view(k) for k in keys]}
+
+
+async def revoke_key(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    key_id = call.key_id()
+    return {"key": key_view(await accounts.revoke_key(services, account_id, key_id))}
+
+
+async def ledger(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    limit, before = call.page("before", validation.ledger_cursor, default=50)
+    page = await accounts.ledger_page(services, account_id, limit=limit, before=before)
+    return {"entries": [ledger_view(e) for e in page.entries], "next": page.next}
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+ID = argument("path", "account_id", metavar="ID")
+KEY_ID = argument("path", "key_id", metavar="KEY_ID")
+NEW_ID = option("body", "id", metavar="ACCOUNT_ID", help="default: acct_<random>")
+EMAIL = option("body", "email")
+ANY_TIER = option("body", "tier", default="free")
+PAID_TIER = option("body", "tier", required=True)
+SPAN = option("body", "months", type=int, help="subscription length (paid tiers)")
+MONTHS = option("body", "months", type=int, required=True)
+CREDITS = argument("body", "credits", type=int)
+REASON = option("body", "reason")
+STATED_REASON = option("body", "reason", required=True)
+KEY_NAME = option("body", "name")
+LIMIT = option("query", "limit", type=int, default=100)
+AFTER = option("query", "after", help="list ids after this one")
+
+ACCOUNT = "/accounts/{account_id}"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/accounts", create_account, 201).cli(
+        "accounts create", "a new account and its first key", NEW_ID, EMAIL, ANY_TIER, SPAN, REASON
+    ),
+    Operation("GET", ACCOUNT, show_account).cli(
+        "accounts show", "an account's status and keys", ID
+    ),
+    Operation("GET", "/accounts", list_accounts).cli(
+        "accounts list", "accounts in the store, by id", LIMIT, AFTER
+    ),
+    Operation("POST", f"{ACCOUNT}/grant", grant).cli(
+        "accounts grant", "add bonus credits", ID, CREDITS, STATED_REASON
+    ),
+    Operation("POST", f"{ACCOUNT}/upgrade", upgrade).cli(
+        "accounts upgrade", "subscribe to a paid tier", ID, PAID_TIER, MONTHS, REASON
+    ),
+    Operation("POST", f"{ACCOUNT}/downgrade", downgrade).cli(
+        "accounts downgrade", "back to free", ID, REASON
+    ),
+    Operation("POST", f"{ACCOUNT}/renew", renew).cli(
+        "accounts renew", "extend the subscription", ID, MONTHS, REASON
+    ),
+    Operation("POST", f"{ACCOUNT}/keys", create_key, 201).cli(
+        "keys create", "a new API key (shown once)", ID, KEY_NAME
+    ),
+    Operation("GET", f"{ACCOUNT}/keys", list_keys).cli("keys list", "an account's keys", ID),
+    Operation("DELETE", f"{ACCOUNT}/keys/{{key_id}}", revoke_key).cli(
+        "keys revoke", "stop a key on every replica", ID, KEY_ID
+    ),
+    Operation("GET", f"{ACCOUNT}/ledger", ledger),
+)
+"""In the CLI's order, which its help follows."""
