@@ -15,7 +15,7 @@ from typing import Any
 from gateway.errors import InvalidRequest
 
 MAX_ACCOUNT_ID = 64
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ACCOUNT_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ACCOUNT_ID - 1}}}$")
 """Ids end up inside Redis keys: no ``|``, braces, colons or spaces (gateway/credits/keys.py)."""
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LEDGER_CURSOR = re.compile(r"^[0-9]{1,3}-[0-9]{1,20}-[0-9]{1,20}$")

@@ -93,7 +93,8 @@ class Call:
         validation.only_fields(self.query, ("limit", cursor))
         raw = self.query.get("limit", default)
         # A URL's query is text; the CLI's flag is an int already.
-        size = int(raw) if isinstance(raw, str) and raw.isdigit() else raw
+        # (isdigit alone passes '³', which int() refuses: a 500 where a 400 belongs.)
+        size = int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else raw
         if not isinstance(size, int) or not 1 <= size <= self.front.page_limit:
             raise InvalidRequest(self.front.page_error)
         given = self.query.get(cursor)
