@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this folder leads sys.path and this file would shadow the `sync` package.
+# Run as a script, this folder leads sys.path and this file would shadow the `sync` package:
+# the repository root takes its place (bench/proxy.py puts it first too), which also makes the
+# tests' own store helpers importable.
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import redis.asyncio as aioredis
 from sqlalchemy import create_engine, text
@@ -40,6 +42,7 @@ from gateway.services import Services, open_services
 from gateway.settings import DEFAULT_TIERS, Settings, Tier
 from store.database import normalize_url, upgrade
 from sync.worker import SyncWorker
+from tests.support.stores import reset_pg_schema
 
 REDIS_URL = os.environ.get("CREDITGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PG_URL = os.environ.get(
@@ -63,13 +66,7 @@ def fresh_database(url: str) -> None:
                 connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
     finally:
         admin.dispose()
-    engine = create_engine(parsed)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
+    reset_pg_schema(url)
     upgrade(url)
 
 

@@ -1,11 +1,17 @@
 """Shared fixtures: real Redis and PostgreSQL over real connections, fakeredis for the
 embedded mode. Where a session shares the machine's servers with another run, point the
 tests elsewhere with CREDITGATE_TEST_REDIS_URL (a spare db number) and CREDITGATE_TEST_PG_URL.
+
+``store_url`` is a migrated, empty store of record on ``store_kind``, which is parametrised:
+a test that asks for it (or for a fixture built on it) runs once on SQLite and once on
+PostgreSQL (the database of CREDITGATE_TEST_PG_URL, its schema dropped and migrated again).
+A directory's conftest or a test's own ``parametrize("store_kind", ...)`` narrows that.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import fakeredis
 import hypothesis
@@ -16,13 +22,17 @@ from gateway.credits.engine import CreditEngine
 from gateway.credits.wire import Wire
 from gateway.settings import DEFAULT_TIERS
 from tests.support.clocks import ManualClock
+from tests.support.processes import Traffic
 from tests.support.servers import PG_URL, REDIS_URL
+from tests.support.stores import fresh_store, migrated_sqlite
 
 pytest_plugins = ["tests.support.cluster"]
 
 # No per-example time limit: a test here asserts behaviour, never speed (bench/ measures that),
 # and a loaded machine must not turn a slow example into a failure.
-hypothesis.settings.register_profile("creditgate", deadline=None)
+hypothesis.settings.register_profile(
+    "creditgate", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
 hypothesis.settings.load_profile("creditgate")
 
 
@@ -87,3 +97,27 @@ async def make_engine(
     yield make
     for engine in engines:
         await engine.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_sqlite(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+def store_url(store_kind: str, sqlite_template: Path, tmp_path: Path, pg_url: str) -> str:
+    """A migrated, empty store of record."""
+    return fresh_store(store_kind, tmp_path, pg_url, sqlite_template=sqlite_template)
+
+
+@pytest.fixture
+async def traffic(redis_url: str) -> AsyncIterator[Traffic]:
+    """Traffic processes on the test Redis (tests/support/processes.py), stopped at teardown."""
+    running = Traffic(redis_url)
+    yield running
+    await running.stop()

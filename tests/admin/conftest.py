@@ -2,14 +2,13 @@
 
 The store is SQLite by default (a copy of a once-migrated file, so each test is cheap);
 a test parametrised with ``store_kind="postgresql"`` gets the database of
-CREDITGATE_TEST_PG_URL, its schema dropped and migrated again.
+CREDITGATE_TEST_PG_URL, its schema dropped and migrated again (``store_url``,
+tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,32 +17,13 @@ import redis.asyncio as aioredis
 
 from gateway.services import Services, open_services
 from gateway.settings import Settings
-from store.database import upgrade
 from tests.support.admin import ADMIN_TOKEN, admin_client
-from tests.support.stores import reset_pg_schema
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("store") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
 
 
 @pytest.fixture
 def store_kind() -> str:
+    """SQLite unless a test parametrises ``store_kind`` (``store_url`` is in tests/conftest.py)."""
     return "sqlite"
-
-
-@pytest.fixture
-def store_url(store_kind: str, sqlite_template: Path, tmp_path: Path, pg_url: str) -> str:
-    if store_kind == "postgresql":
-        reset_pg_schema(pg_url)
-        upgrade(pg_url)
-        return pg_url
-    path = tmp_path / "store.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ For other teams' e2e tests:
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -48,6 +47,7 @@ from tests.support.gateways import (
     stop_procs,
     wait_ready,
 )
+from tests.support.processes import creditgate_env
 from tests.support.servers import PG_URL, REDIS_URL
 
 
@@ -85,17 +85,17 @@ def gateway_env(backends: Backends, tmp_path_factory: pytest.TempPathFactory) ->
     )
     redis.Redis.from_url(REDIS_URL).flushdb()
     upgrade(PG_URL)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
-    env.update(
-        CREDITGATE_REDIS_URL=REDIS_URL,
-        CREDITGATE_DATABASE_URL=PG_URL,
-        CREDITGATE_SIGNING_SECRET=SIGNING_SECRET,
-        CREDITGATE_ADMIN_TOKEN=ADMIN_TOKEN,
-        CREDITGATE_CONFIG=str(config),
-        CREDITGATE_UPSTREAM_TIMEOUT="2",
-        CREDITGATE_TEST_WORKDIR=str(workdir),
+    return creditgate_env(
+        {
+            "CREDITGATE_REDIS_URL": REDIS_URL,
+            "CREDITGATE_DATABASE_URL": PG_URL,
+            "CREDITGATE_SIGNING_SECRET": SIGNING_SECRET,
+            "CREDITGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "CREDITGATE_CONFIG": str(config),
+            "CREDITGATE_UPSTREAM_TIMEOUT": "2",
+            "CREDITGATE_TEST_WORKDIR": str(workdir),
+        }
     )
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +106,7 @@ def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayCluster]:
     logs: list[Path] = []
     try:
         for index in range(REPLICAS):
-            url, proc, log = start_replica(gateway_env, workdir, index)
+            url, proc, log = start_replica(gateway_env, workdir, f"replica-{index}.log")
             procs.append(proc)
             urls.append(url)
             logs.append(log)

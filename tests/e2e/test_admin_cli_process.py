@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from typing import Any
 
 import httpx
 
 from tests.support.gateways import GatewayCluster, wait_for
+from tests.support.processes import CREDITGATE
 
 
 def creditgate(gateway: GatewayCluster, *args: str) -> tuple[int, Any, str]:
     env = {k: v for k, v in gateway.env.items() if k != "CREDITGATE_ADMIN_TOKEN"}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", *args],
+        [*CREDITGATE, "--log-level", "WARNING", *args],
         env=env,
         capture_output=True,
         text=True,

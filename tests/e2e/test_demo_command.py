@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from gateway.demo.backends import token_usage
 from store import repository
 from store.database import create_db_engine, session
 from store.records import LedgerRecord
+from tests.support.processes import CREDITGATE, creditgate_env
 
 pytestmark = pytest.mark.slow
 
@@ -66,11 +65,12 @@ def _field(text: str, name: str) -> str:
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     database_url = f"sqlite:///{tmp_path / 'demo.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
-    env |= {"CREDITGATE_DATABASE_URL": database_url, "CREDITGATE_SYNC_INTERVAL": "0.2"}
+    env = creditgate_env(
+        {"CREDITGATE_DATABASE_URL": database_url, "CREDITGATE_SYNC_INTERVAL": "0.2"}
+    )
     with (tmp_path / "stderr.log").open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "demo",
+            *CREDITGATE, "demo",
             "--port", "0", "--codegen-port", "0", "--review-port", "0",
             cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=stderr,
         )  # fmt: skip

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -18,7 +16,7 @@ from tests.support.gateways import (
     Backends,
     GatewayCluster,
     NewAccount,
-    free_port,
+    start_replica,
     stop_procs,
     wait_ready,
     wait_settled,
@@ -87,27 +85,8 @@ async def test_revocation_reaches_every_replica_within_a_second(
 async def test_serve_with_two_workers(
     gateway_env: dict[str, str], account: MakeAccount, services: Services, tmp_path: Path
 ) -> None:
-    port = free_port()
-    log = tmp_path / "workers.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-            ],
-            env=gateway_env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    url, proc, log = start_replica(gateway_env, tmp_path, "workers.log", "--workers", "2")
     try:
-        url = f"http://127.0.0.1:{port}"
         await asyncio.to_thread(wait_ready, url, proc, log)
         acct = await account("pro")
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:

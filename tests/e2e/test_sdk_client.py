@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import redis.asyncio as aioredis
@@ -36,8 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.accounts.operations import create_account
 from gateway.demo.backends import codegen_app
 from gateway.services import open_services
-from gateway.settings import Settings
 from store.database import upgrade
+from tests.support.gateways import settings_of, start_replica, stop_procs, wait_ready
+from tests.support.processes import creditgate_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +43,6 @@ START_TIMEOUT_S = 30.0
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "write hello world"}
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class CountingApp:
@@ -117,45 +107,21 @@ def gateway_env(tmp_path: Path, redis_url: str, backend: tuple[str, CountingApp]
 
 
 @pytest.fixture
-def gateway(gateway_env: dict[str, str], real_redis: aioredis.Redis) -> Iterator[Gateway]:
-    """``creditgate serve`` in its own process on a free port; killed at teardown."""
+def gateway(
+    gateway_env: dict[str, str], real_redis: aioredis.Redis, tmp_path: Path
+) -> Iterator[Gateway]:
+    """``creditgate serve`` in its own process on a free port; stopped at teardown."""
     upgrade(gateway_env["CREDITGATE_DATABASE_URL"])
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")} | gateway_env
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"]
-        + ["--port", str(port)],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
+    url, proc, log = start_replica(creditgate_env(gateway_env), tmp_path, "gateway.log")
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, f"gateway exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        wait_ready(url, proc, log)
         yield Gateway(url, gateway_env)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_procs([proc])
 
 
 async def _api_key(env: dict[str, str]) -> str:
-    settings = Settings.load(
-        redis_url=env["CREDITGATE_REDIS_URL"],
-        database_url=env["CREDITGATE_DATABASE_URL"],
-        config=Path(env["CREDITGATE_CONFIG"]),
-    )
-    services = open_services(settings)
+    services = open_services(settings_of(env))
     try:
         created = await create_account(services, tier="two", reason="test")
     finally:

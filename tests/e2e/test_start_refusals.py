@@ -4,21 +4,19 @@ store never migrated)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from store.database import head_revision
+from tests.support.processes import CREDITGATE, creditgate_env
 
 
 def creditgate(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CREDITGATE_")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        env=clean | {"CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path}/store.db"} | env,
+        [*CREDITGATE, *args],
+        env=creditgate_env({"CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path}/store.db", **env}),
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -4,10 +4,8 @@ restarted duplicates and loses nothing; audit exits 0 when clean, 1 on a seeded 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,36 +14,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.credits import keys
-from gateway.services import Services, open_services
+from gateway.services import Services
 from sync.worker import SyncWorker
-from tests.support.processes import ACCOUNTS, Traffic, burst
-from tests.support.stores import fresh_store
-from tests.support.storeview import StoreView, assert_in_sync, make_settings
-
-CREDITGATE = [sys.executable, "-m", "gateway.cli"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str) -> str:
-    return fresh_store(request.param, tmp_path, pg_url)
+from tests.support.processes import ACCOUNTS, CREDITGATE, Traffic, burst, creditgate_env
+from tests.support.storeview import StoreView, assert_in_sync, store_services
 
 
 @pytest.fixture
 async def services(
     real_redis: aioredis.Redis, redis_url: str, store_url: str
 ) -> AsyncIterator[Services]:
-    built = open_services(make_settings(redis_url, store_url))
-    yield built
-    await built.close()
-
-
-@pytest.fixture
-async def traffic(redis_url: str) -> AsyncIterator[Traffic]:
-    running = Traffic(redis_url)
-    yield running
-    running.kill()
-    for proc in running.procs:
-        await proc.wait()
+    """Services on the real Redis and the fresh store, as in tests/sync (in place of the
+    replicas' of e2e/conftest.py)."""
+    async with store_services(redis_url, store_url) as built:
+        yield built
 
 
 class Commands:
@@ -53,11 +35,12 @@ class Commands:
 
     def __init__(self, redis_url: str, store_url: str, workdir: Path) -> None:
         self.workdir = workdir
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
-        self.env.update(
-            CREDITGATE_REDIS_URL=redis_url,
-            CREDITGATE_DATABASE_URL=store_url,
-            CREDITGATE_SYNC_INTERVAL="0.05",
+        self.env = creditgate_env(
+            {
+                "CREDITGATE_REDIS_URL": redis_url,
+                "CREDITGATE_DATABASE_URL": store_url,
+                "CREDITGATE_SYNC_INTERVAL": "0.05",
+            }
         )
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -129,7 +112,7 @@ async def test_sigkilled_worker_restarts_without_duplicates_or_gaps(
     assert sum(r.version for r in accounts.values()) == events
 
 
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the command, not the store
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # the command, not the store
 async def test_audit_command_clean_then_non_zero_on_a_seeded_difference(
     services: Services, traffic: Traffic, commands: Commands
 ) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from aiohttp import web
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.signing import SignatureError, verify
+from tests.support.processes import CREDITGATE
 
 SIGNING_SECRET = "e2e-signing-secret-" + "x" * 16
 
@@ -196,23 +196,17 @@ class GatewayCluster:
     logs: list[Path]
 
 
-def start_replica(env: dict[str, str], workdir: Path, index: int) -> tuple[str, Any, Path]:
+def start_replica(
+    env: dict[str, str], workdir: Path, log_name: str, *options: str
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """``creditgate serve`` with ``options`` on a free port of 127.0.0.1, its output in
+    ``workdir / log_name``: its URL, process and log (``wait_ready`` waits for it)."""
     port = free_port()
-    log = workdir / f"replica-{index}.log"
+    log = workdir / log_name
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            [*CREDITGATE, "--log-level", "WARNING", "serve", "--host", "127.0.0.1"]
+            + ["--port", str(port), *options],
             env=env,
             cwd=workdir,
             stdout=out,

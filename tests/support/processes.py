@@ -1,16 +1,28 @@
-"""OS processes the sync tests start: traffic through the engine (tests/support/traffic.py)."""
+"""OS processes the tests start: ``creditgate`` commands, and traffic through the engine
+(tests/support/traffic.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.credits import keys
 from gateway.services import Services
 
 TRAFFIC = Path(__file__).with_name("traffic.py")
+CREDITGATE = [sys.executable, "-m", "gateway.cli"]
+"""The ``creditgate`` command, run by this interpreter."""
+
+
+def creditgate_env(values: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any CREDITGATE_ variable, plus ``values``: a child
+    ``creditgate`` sees the test's settings and none of the developer's own."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CREDITGATE_")}
+    return env | dict(values)
 
 
 class Traffic:
@@ -47,6 +59,12 @@ class Traffic:
         for proc in self.procs:
             if proc.returncode is None:
                 proc.kill()
+
+    async def stop(self) -> None:
+        """Kill what still runs and reap every process (a fixture's teardown)."""
+        self.kill()
+        for proc in self.procs:
+            await proc.wait()
 
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.credits import keys
-from gateway.services import Services
+from gateway.credits.engine import Clock
+from gateway.services import Services, open_services
 from gateway.settings import Settings
 from store import repository
 from store.database import session
@@ -16,6 +19,19 @@ from sync.audit import REDIS_FIELDS, audit, compare, redis_view
 
 def make_settings(redis_url: str, store_url: str, **overrides: Any) -> Settings:
     return Settings(redis_url=redis_url, database_url=store_url, sync_interval=0.05, **overrides)
+
+
+@asynccontextmanager
+async def store_services(
+    redis_url: str, store_url: str, *, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[Services]:
+    """Services on the test Redis and a store of record (``make_settings``), closed on exit;
+    ``clock`` (default Redis's own) runs the scripts."""
+    built = open_services(make_settings(redis_url, store_url, **overrides), clock=clock)
+    try:
+        yield built
+    finally:
+        await built.close()
 
 
 class StoreView:

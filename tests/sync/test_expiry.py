@@ -10,14 +10,14 @@ import redis.asyncio as aioredis
 
 from gateway.accounts.operations import MONTH_MS, change_tier, create_account
 from gateway.credits import keys
-from gateway.services import Services, open_services
+from gateway.services import Services
 from store import repository
 from store.database import session
 from store.records import AccountRecord
 from sync.expiry import sweep_expired
 from sync.worker import SyncWorker
 from tests.support.clocks import ManualClock
-from tests.support.storeview import make_settings
+from tests.support.storeview import store_services
 
 DAY_MS = 86_400_000
 
@@ -32,9 +32,8 @@ def clock() -> ManualClock:
 async def timed(
     real_redis: aioredis.Redis, redis_url: str, store_url: str, clock: ManualClock
 ) -> AsyncIterator[Services]:
-    built = open_services(make_settings(redis_url, store_url), clock=clock)
-    yield built
-    await built.close()
+    async with store_services(redis_url, store_url, clock=clock) as built:
+        yield built
 
 
 def stored(services: Services, account_id: str) -> AccountRecord:

@@ -14,12 +14,12 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from gateway.credits import sync_stats as metrics
-from gateway.services import Services, open_services
+from gateway.services import Services
 from sync.worker import SyncWorker
 from tests.support.forwarder import Forwarder
 from tests.support.processes import ACCOUNTS, Traffic, open_accounts
 from tests.support.stores import fresh_store
-from tests.support.storeview import StoreView, assert_in_sync, make_settings
+from tests.support.storeview import StoreView, assert_in_sync, store_services
 
 
 async def until(condition: Callable[[], Awaitable[bool]], *, within: float = 60.0) -> None:
@@ -45,9 +45,8 @@ async def through_forwarder(
 ) -> AsyncIterator[Services]:
     """Services whose store is the test PostgreSQL reached through the forwarder."""
     url = make_url(fresh_store("postgresql", tmp_path, pg_url)).set(port=forwarder.port)
-    built = open_services(make_settings(redis_url, url.render_as_string(hide_password=False)))
-    yield built
-    await built.close()
+    async with store_services(redis_url, url.render_as_string(hide_password=False)) as built:
+        yield built
 
 
 async def test_database_outage_during_traffic_loses_nothing(

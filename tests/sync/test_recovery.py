@@ -10,11 +10,11 @@ import redis.asyncio as aioredis
 
 from gateway.accounts.restore import restore_from_store
 from gateway.credits import keys
-from gateway.services import Services, open_services
+from gateway.services import Services
 from sync.worker import SyncWorker
 from tests.support.clocks import ManualClock
 from tests.support.processes import ACCOUNTS, Traffic, burst
-from tests.support.storeview import StoreView, assert_in_sync, make_settings
+from tests.support.storeview import StoreView, assert_in_sync, store_services
 
 HOLD_MS = 2_000
 
@@ -24,11 +24,11 @@ async def clocked(
     real_redis: aioredis.Redis, redis_url: str, store_url: str, clock: ManualClock
 ) -> AsyncIterator[Services]:
     """Services whose scripts run on a ManualClock, with reservations held for 2 s."""
-    settings = make_settings(redis_url, store_url, upstream_timeout=1.0, reservation_grace=1.0)
-    built = open_services(settings, clock=clock)
-    assert built.credits.hold_ms == HOLD_MS
-    yield built
-    await built.close()
+    async with store_services(
+        redis_url, store_url, clock=clock, upstream_timeout=1.0, reservation_grace=1.0
+    ) as built:
+        assert built.credits.hold_ms == HOLD_MS
+        yield built
 
 
 async def test_a_hold_whose_account_redis_lost_is_refunded_after_a_restore(
