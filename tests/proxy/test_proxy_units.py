@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from gateway.accounts.keycache import Caller
 from gateway.credits.results import AccountState, Reservation, Settlement
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
 from gateway.proxy.bodies import ClientGone, is_json, splice_credit_info
-from gateway.proxy.flow import Exchange, InFlight, Proxy
+from gateway.proxy.flow import Proxy
 from gateway.proxy.headers import (
     client_headers,
     credit_fields,
@@ -21,11 +20,9 @@ from gateway.proxy.headers import (
     ratelimit_fields,
     upstream_headers,
 )
+from gateway.proxy.holds import Holds, InFlight
 from gateway.proxy.idempotency import base_request_id, valid_key
 from gateway.proxy.tokens import SseUsage, estimate, from_document, from_header
-from gateway.settings import Route
-
-ROUTE = Route(prefix="/api/projects/", upstream="http://127.0.0.1:9", cost=2)
 
 
 def state(**changes: object) -> AccountState:
@@ -238,6 +235,7 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
         metrics=Metrics(),
         secret=b"s",
         restore=no_restore,
+        holds=None,  # type: ignore[arg-type]
     )
     reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
@@ -250,7 +248,7 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
     """The proxy does not wait on its settle; a failed first attempt (Redis unreachable, or
     the account lost, and its restore failing once) is settled again by a task that
     shutdown drains."""
-    monkeypatch.setattr("gateway.proxy.flow.SETTLE_RETRIES", (0, 0, 0))
+    monkeypatch.setattr("gateway.proxy.holds.SETTLE_RETRIES", (0, 0, 0))
     calls: list[str] = []
 
     class Flaky:
@@ -275,18 +273,14 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
             raise Unavailable("database: connection failed")
 
     metrics = Metrics()
-    proxy = Proxy(
+    holds = Holds(
         engine=Flaky(),  # type: ignore[arg-type]
-        keys=None,  # type: ignore[arg-type]
-        session=None,  # type: ignore[arg-type]
         metrics=metrics,
-        secret=b"s",
         restore=restore,  # type: ignore[arg-type]
+        inflight=InFlight(),
     )
-    caller = Caller("acct_1", "key_1")
-    exchange = Exchange(ROUTE, caller, "rid-1", Reservation("ok", state(), None, 0, "held"))
-    proxy._settle(exchange, 4000)
-    await proxy.inflight.drain()
+    holds.settle("acct_1", "rid-1", 4000)
+    await holds.inflight.drain()
     assert (
         calls
         == {
@@ -315,6 +309,7 @@ async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
         metrics=Metrics(),
         secret=b"s",
         restore=None,  # type: ignore[arg-type]
+        holds=None,  # type: ignore[arg-type]
     )
     loop = asyncio.get_running_loop()
     for who in ("client", "server"):
