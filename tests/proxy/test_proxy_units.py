@@ -1,4 +1,5 @@
-"""The proxy's pure parts: headers both ways, token sources, creditInfo splicing, keys."""
+"""The proxy's parts without a server: headers both ways, token sources, creditInfo splicing,
+keys, the gateway's own answers, and what becomes of a hold (settle retries, in-flight work)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from gateway.credits.results import AccountState, Reservation, Settlement
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
+from gateway.proxy.answers import credit_headers, refuse
 from gateway.proxy.bodies import ClientGone, is_json, splice_credit_info
 from gateway.proxy.flow import Proxy
 from gateway.proxy.headers import (
@@ -116,6 +118,77 @@ def test_credit_fields() -> None:
         (b"x-credits-charged", b"1"),
         (b"x-request-id", b"r1"),
     ]
+
+
+def test_credit_headers_follow_the_head_credits_then_ratelimit() -> None:
+    reservation = Reservation("ok", state(), 7, 2500, "held")
+    fields = credit_headers(
+        [(b"content-type", b"text/plain")],
+        state(bonus_credits=0),
+        reservation,
+        charged=2,
+        tokens=4000,
+        request_id="r1",
+    )
+    assert [name for name, _ in fields] == [
+        b"content-type",
+        b"x-credits-remaining",
+        b"x-credits-charged",
+        b"x-tokens-used",
+        b"x-request-id",
+        b"ratelimit-policy",
+        b"ratelimit",
+    ]
+    assert dict(fields)[b"x-credits-remaining"] == b"4"
+    assert dict(fields)[b"ratelimit"] == b'"credits";r=4;t=1900001, "minute";r=7;t=3'
+
+
+@pytest.mark.parametrize(
+    ("reservation", "status", "outcome", "expected"),
+    [
+        (
+            Reservation("insufficient", state(), 20, 0, ""),
+            429,
+            "insufficient",
+            {b"retry-after": b"1900001", b"x-should-retry": b"false"},
+        ),
+        (
+            Reservation("rate_limited", state(), 0, 2500, ""),
+            429,
+            "rate_limited",
+            {b"retry-after": b"3", b"x-should-retry": b"true"},
+        ),
+        (
+            Reservation("duplicate", state(), 20, 0, "charged"),
+            409,
+            "conflict",
+            {b"x-credits-charged": b"0", b"idempotent-replayed": b"true"},
+        ),
+        (
+            Reservation("missing", None, None, 0, ""),
+            401,
+            "unauthorized",
+            {b"www-authenticate": b"Bearer"},
+        ),
+    ],
+)
+async def test_refusals(
+    reservation: Reservation, status: int, outcome: str, expected: dict[bytes, bytes]
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    assert await refuse(send, reservation, [(b"x-request-id", b"r1")]) == outcome
+    start, body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == status
+    assert headers[b"x-request-id"] == b"r1"
+    assert {name: headers.get(name) for name in expected} == expected
+    document = json.loads(body["body"])
+    assert document["success"] is False
+    assert ("creditInfo" in document) == (outcome == "insufficient")
 
 
 @pytest.mark.parametrize(
