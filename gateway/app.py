@@ -12,6 +12,7 @@ the API key cache and its revocation watcher; on shutdown it awaits in-flight se
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import secrets
@@ -27,6 +28,7 @@ from gateway.admin.routes import admin_routes
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.proxy.flow import Proxy
+from gateway.proxy.holds import Holds, InFlight
 from gateway.proxy.router import GatewayApp
 from gateway.proxy.upstream import open_session
 from gateway.services import Services, open_services
@@ -85,13 +87,16 @@ def create_app(
         session = open_session(read_timeout=settings.upstream_timeout)
         keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))
         await keys.start()
+        inflight = InFlight()
+        restore = functools.partial(restore_from_store, svc)
         proxy = Proxy(
             engine=svc.credits,
             keys=keys,
             session=session,
             metrics=metrics,
             secret=signing_secret(settings),
-            restore=lambda account: restore_from_store(svc, account),
+            restore=restore,
+            holds=Holds(engine=svc.credits, metrics=metrics, restore=restore, inflight=inflight),
         )
         app.proxy = proxy
         app.state.services = svc
@@ -103,7 +108,7 @@ def create_app(
             yield
         finally:
             app.proxy = None
-            await proxy.inflight.drain()
+            await inflight.drain()
             await keys.stop()
             await session.close()
             if services is None:

@@ -1,4 +1,5 @@
-"""The proxy's pure parts: headers both ways, token sources, creditInfo splicing, keys."""
+"""The proxy's parts without a server: headers both ways, token sources, creditInfo splicing,
+keys, the gateway's own answers, and what becomes of a hold (settle retries, in-flight work)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from gateway.accounts.keycache import Caller
 from gateway.credits.results import AccountState, Reservation, Settlement
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
+from gateway.proxy.answers import credit_headers, refuse
 from gateway.proxy.bodies import ClientGone, is_json, splice_credit_info
-from gateway.proxy.flow import Exchange, InFlight, Proxy
+from gateway.proxy.flow import Proxy
 from gateway.proxy.headers import (
     client_headers,
     credit_fields,
@@ -21,11 +22,9 @@ from gateway.proxy.headers import (
     ratelimit_fields,
     upstream_headers,
 )
+from gateway.proxy.holds import Holds, InFlight
 from gateway.proxy.idempotency import base_request_id, valid_key
 from gateway.proxy.tokens import SseUsage, estimate, from_document, from_header
-from gateway.settings import Route
-
-ROUTE = Route(prefix="/api/projects/", upstream="http://127.0.0.1:9", cost=2)
 
 
 def state(**changes: object) -> AccountState:
@@ -119,6 +118,77 @@ def test_credit_fields() -> None:
         (b"x-credits-charged", b"1"),
         (b"x-request-id", b"r1"),
     ]
+
+
+def test_credit_headers_follow_the_head_credits_then_ratelimit() -> None:
+    reservation = Reservation("ok", state(), 7, 2500, "held")
+    fields = credit_headers(
+        [(b"content-type", b"text/plain")],
+        state(bonus_credits=0),
+        reservation,
+        charged=2,
+        tokens=4000,
+        request_id="r1",
+    )
+    assert [name for name, _ in fields] == [
+        b"content-type",
+        b"x-credits-remaining",
+        b"x-credits-charged",
+        b"x-tokens-used",
+        b"x-request-id",
+        b"ratelimit-policy",
+        b"ratelimit",
+    ]
+    assert dict(fields)[b"x-credits-remaining"] == b"4"
+    assert dict(fields)[b"ratelimit"] == b'"credits";r=4;t=1900001, "minute";r=7;t=3'
+
+
+@pytest.mark.parametrize(
+    ("reservation", "status", "outcome", "expected"),
+    [
+        (
+            Reservation("insufficient", state(), 20, 0, ""),
+            429,
+            "insufficient",
+            {b"retry-after": b"1900001", b"x-should-retry": b"false"},
+        ),
+        (
+            Reservation("rate_limited", state(), 0, 2500, ""),
+            429,
+            "rate_limited",
+            {b"retry-after": b"3", b"x-should-retry": b"true"},
+        ),
+        (
+            Reservation("duplicate", state(), 20, 0, "charged"),
+            409,
+            "conflict",
+            {b"x-credits-charged": b"0", b"idempotent-replayed": b"true"},
+        ),
+        (
+            Reservation("missing", None, None, 0, ""),
+            401,
+            "unauthorized",
+            {b"www-authenticate": b"Bearer"},
+        ),
+    ],
+)
+async def test_refusals(
+    reservation: Reservation, status: int, outcome: str, expected: dict[bytes, bytes]
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    assert await refuse(send, reservation, [(b"x-request-id", b"r1")]) == outcome
+    start, body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == status
+    assert headers[b"x-request-id"] == b"r1"
+    assert {name: headers.get(name) for name in expected} == expected
+    document = json.loads(body["body"])
+    assert document["success"] is False
+    assert ("creditInfo" in document) == (outcome == "insufficient")
 
 
 @pytest.mark.parametrize(
@@ -238,6 +308,7 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
         metrics=Metrics(),
         secret=b"s",
         restore=no_restore,
+        holds=None,  # type: ignore[arg-type]
     )
     reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
@@ -250,7 +321,7 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
     """The proxy does not wait on its settle; a failed first attempt (Redis unreachable, or
     the account lost, and its restore failing once) is settled again by a task that
     shutdown drains."""
-    monkeypatch.setattr("gateway.proxy.flow.SETTLE_RETRIES", (0, 0, 0))
+    monkeypatch.setattr("gateway.proxy.holds.SETTLE_RETRIES", (0, 0, 0))
     calls: list[str] = []
 
     class Flaky:
@@ -275,18 +346,14 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
             raise Unavailable("database: connection failed")
 
     metrics = Metrics()
-    proxy = Proxy(
+    holds = Holds(
         engine=Flaky(),  # type: ignore[arg-type]
-        keys=None,  # type: ignore[arg-type]
-        session=None,  # type: ignore[arg-type]
         metrics=metrics,
-        secret=b"s",
         restore=restore,  # type: ignore[arg-type]
+        inflight=InFlight(),
     )
-    caller = Caller("acct_1", "key_1")
-    exchange = Exchange(ROUTE, caller, "rid-1", Reservation("ok", state(), None, 0, "held"))
-    proxy._settle(exchange, 4000)
-    await proxy.inflight.drain()
+    holds.settle("acct_1", "rid-1", 4000)
+    await holds.inflight.drain()
     assert (
         calls
         == {
@@ -315,6 +382,7 @@ async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
         metrics=Metrics(),
         secret=b"s",
         restore=None,  # type: ignore[arg-type]
+        holds=None,  # type: ignore[arg-type]
     )
     loop = asyncio.get_running_loop()
     for who in ("client", "server"):

@@ -1,0 +1,115 @@
+"""The proxy's own answers, and the credit fields every proxied answer carries.
+
+- refusals, before anything is held: 401 ``unauthorized`` (through ``gateway.errors.answer``,
+  as every 401 and 503), 400 for a malformed ``Idempotency-Key``, 429 ``insufficient_credits``
+  (``creditInfo``, ``Retry-After`` = seconds to the period end, ``X-Should-Retry: false``),
+  429 ``rate_limited`` (``Retry-After`` = seconds until a call would pass, at least 1,
+  ``X-Should-Retry: true``) and 409 ``conflict`` for an ``Idempotency-Key`` seen before;
+- failures of the backend, after the refund: 502 ``bad_gateway``, 504 ``gateway_timeout``;
+- ``credit_headers``: ``X-Credits-*``, ``X-Tokens-Used``, ``X-Request-Id`` and the IETF
+  RateLimit fields, after the backend's own headers on a forwarded answer.
+
+Plain ASGI: each answer is sent whole with ``bodies.send_json``. Which answer to give is the
+flow's decision (``gateway.proxy.flow``); the field builders are pure (``headers``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from starlette.types import Send
+
+from gateway.accounts.usage import credit_info
+from gateway.credits.results import AccountState, Reservation
+from gateway.errors import Unauthorized, error_body
+from gateway.proxy import headers as hdr
+from gateway.proxy.bodies import send_error, send_json
+from gateway.proxy.exchange import Failure, Refusal
+
+FAILURE_STATUS: dict[Failure, int] = {"bad_gateway": 502, "gateway_timeout": 504}
+
+
+def credit_headers(
+    head: Iterable[tuple[bytes, bytes]],
+    state: AccountState,
+    reservation: Reservation,
+    *,
+    charged: int,
+    tokens: int,
+    request_id: str,
+) -> hdr.RawHeaders:
+    """``head``, then the credit fields (``state``'s credits left) and the RateLimit fields
+    (the tier's and ``reservation``'s rate figures): the one list every proxied answer ends with.
+    """
+    return [
+        *head,
+        *hdr.credit_fields(
+            remaining=state.credits_remaining, charged=charged, tokens=tokens, request_id=request_id
+        ),
+        *hdr.ratelimit_fields(state, reservation.rate_remaining, reservation.rate_wait_ms),
+    ]
+
+
+async def refuse_idempotency_key(send: Send, rid_header: hdr.RawHeaders) -> None:
+    """400 for an ``Idempotency-Key`` the contract does not allow."""
+    invalid = error_body(
+        "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters"
+    )
+    await send_json(send, 400, invalid, rid_header)
+
+
+async def refuse(send: Send, reservation: Reservation, rid_header: hdr.RawHeaders) -> Refusal:
+    """Answer a reservation the scripts did not hold (any status but ``ok``); its outcome."""
+    state = reservation.account
+    if state is None:  # missing, and the store does not know the account either
+        await send_error(send, Unauthorized("unknown account"), rid_header)
+        return "unauthorized"
+    fields = [
+        *rid_header,
+        *hdr.ratelimit_fields(state, reservation.rate_remaining, reservation.rate_wait_ms),
+    ]
+    if reservation.status == "insufficient":
+        body = error_body(
+            "insufficient_credits",
+            f"this request costs more than the {state.credits_remaining} credits left",
+            creditInfo=credit_info(state, 0),
+        )
+        retry = max(1, math.ceil(state.ms_to_period_end / 1000))
+        fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"false")]
+        await send_json(send, 429, body, fields)
+        return "insufficient"
+    if reservation.status == "rate_limited":
+        retry = max(1, math.ceil(reservation.rate_wait_ms / 1000))
+        body = error_body(
+            "rate_limited",
+            f"over the {state.tier} tier's {state.requests_per_minute} requests per minute",
+        )
+        fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
+        await send_json(send, 429, body, fields)
+        return "rate_limited"
+    # duplicate: an Idempotency-Key seen before.
+    fields.append((b"x-credits-charged", b"0"))
+    if reservation.state == "held":
+        message = "a request with this Idempotency-Key is still in flight; retry later"
+    elif reservation.state == "charged":
+        message = "a request with this Idempotency-Key already succeeded and was charged"
+        fields.append((b"idempotent-replayed", b"true"))
+    else:
+        message = "this Idempotency-Key failed too many times; use a new key"
+    await send_json(send, 409, error_body("conflict", message), fields)
+    return "conflict"
+
+
+async def upstream_failed(
+    send: Send,
+    failure: Failure,
+    message: str,
+    state: AccountState,
+    reservation: Reservation,
+    request_id: str,
+) -> None:
+    """502 or 504 with ``failure`` as the error code; ``state`` is the account after the refund
+    (``X-Credits-Charged: 0``)."""
+    fields = credit_headers((), state, reservation, charged=0, tokens=0, request_id=request_id)
+    await send_json(send, FAILURE_STATUS[failure], error_body(failure, message), fields)

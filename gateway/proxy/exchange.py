@@ -1,0 +1,66 @@
+"""A proxied request as its steps pass it on (``Exchange``), and how it ended (``Outcome``).
+
+The outcomes are the ``outcome`` label of ``creditgate_requests_total``, declared once as
+``Literal`` types (as ``gateway.credits.results`` does for the scripts' statuses): the steps
+return them and the flow counts them, so a misspelt outcome is a type error rather than a
+new metric series.
+
+=====================  ======================================================================
+outcome                what happened (and to the reservation)
+=====================  ======================================================================
+charged                the backend answered 2xx and the answer went out whole: charged
+charged_client_gone    the client left in the middle of a 2xx stream: charged all the same
+refunded               the backend answered other than 2xx, or broke mid-stream: refunded
+bad_gateway            502: the backend was unreachable or its answer broke off: refunded
+gateway_timeout        504: the backend did not answer in time: refunded
+client_gone            the client left before the backend answered: refunded (or never held)
+unauthorized           401: no, unknown or revoked key, or an account Redis and the store lack
+insufficient           429 ``insufficient_credits``: nothing held
+rate_limited           429 ``rate_limited``: nothing held
+conflict               409: an ``Idempotency-Key`` in flight, already charged, or spent
+invalid                400: a malformed ``Idempotency-Key``
+unavailable            503: Redis or the store failed before anything was held
+error                  an exception (the router answers 500) or a cancellation: any hold refunded
+=====================  ======================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.accounts.keycache import Caller
+from gateway.credits.results import AccountState, Reservation
+from gateway.settings import Route
+
+Refusal = Literal["unauthorized", "insufficient", "rate_limited", "conflict"]
+"""The answers to a reservation the scripts refused (or an account the store lost)."""
+Failure = Literal["bad_gateway", "gateway_timeout"]
+"""The gateway's answers when the backend failed; also the error code of the body."""
+Outcome = Literal[
+    Refusal,
+    Failure,
+    "charged",
+    "charged_client_gone",
+    "refunded",
+    "client_gone",
+    "invalid",
+    "unavailable",
+    "error",
+]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One proxied request's facts, once its reservation is held; passed between the steps."""
+
+    route: Route
+    caller: Caller
+    request_id: str
+    reservation: Reservation
+
+    @property
+    def state(self) -> AccountState:
+        """The account as the reserve left it (a held reservation always carries it)."""
+        assert self.reservation.account is not None
+        return self.reservation.account

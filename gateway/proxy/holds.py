@@ -1,0 +1,204 @@
+"""A reservation after the answer: refund, settle, keep alive, release; and shutdown's wait.
+
+The request flow (``gateway.proxy.flow``) decides *what* becomes of a request's hold; this
+module owns *how*, with Redis failing now and then. The policy:
+
+- refund (the backend failed or answered other than 2xx, the client left before the answer,
+  a gateway error): one attempt, awaited by the request (a 502 / 504 or a non-2xx answer
+  shows its figures) but shielded, so a cancelled request still refunds. If Redis fails, it
+  is logged and left to the reaper, which refunds the hold at its deadline.
+- settle (a 2xx answer, once it has gone out): not awaited. The engine's batcher sends it
+  with the next reserve's round trip. A failed attempt, or a ``missing`` answer (Redis lost
+  the account), is retried by a task after each pause of ``SETTLE_RETRIES``: four attempts
+  in all, the account restored from the store before any attempt that follows a
+  ``missing``. Settles are idempotent, so a retry of one that had landed changes nothing.
+  After the last failure, logged: the reaper refunds the hold at its deadline.
+- keep alive: a request alive longer than its hold pushes the deadline out every third of
+  the hold (``engine.extend``), so the reaper refunds only the holds of replicas that are
+  gone. A failed extend is logged and the beats go on; they stop once the hold is gone.
+- release: a reserve interrupted (Redis failed or the request was cancelled) may or may not
+  have held; it is refunded quietly in the background, else by the reaper.
+
+``InFlight`` tracks every refund, release, settle and retry: they finish even if their
+request is cancelled, and the app's shutdown waits for them (``drain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from gateway.credits.engine import CreditEngine
+from gateway.credits.results import AccountState, Settlement
+from gateway.errors import Unavailable
+from gateway.metrics import Metrics
+
+log = logging.getLogger("creditgate.proxy")
+
+SETTLE_RETRIES = (0.05, 0.25, 1.0)
+"""Pauses between the attempts of a settle whose Redis call failed."""
+
+T = TypeVar("T")
+Restore = Callable[[str], Awaitable[AccountState | None]]
+"""Load an account Redis lost from the store; None when the store does not know it either."""
+
+
+class InFlight:
+    """Settles and refunds in flight: they finish even if the request is cancelled, and
+    shutdown waits for them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def track(self, outcome: asyncio.Future[T]) -> asyncio.Future[T]:
+        """Keep ``outcome`` (a task or a future) until it is done."""
+        self._tasks.add(outcome)
+        outcome.add_done_callback(self._tasks.discard)
+        return outcome
+
+    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        return self.track(asyncio.ensure_future(work))
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """``spawn``, then wait for the outcome; cancelling the waiter leaves the work be."""
+        return await asyncio.shield(self.spawn(work))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait for every settle still running (lifespan shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class Holds:
+    """What becomes of each request's reservation once its answer is decided (the policy is in
+    the module docstring); built once per process by the app's lifespan, handed to the flow."""
+
+    def __init__(
+        self, *, engine: CreditEngine, metrics: Metrics, restore: Restore, inflight: InFlight
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.restore = restore
+        self.inflight = inflight
+
+    async def refund(self, account: str, request_id: str, reason: str) -> AccountState | None:
+        """Give the hold back; the account as the refund left it, None if Redis failed (the
+        reaper refunds it at its deadline) or no longer knows it. The metric's reason is the
+        first word of ``reason``."""
+        self.metrics.refunds.inc(reason=reason.split(" ")[0])
+        try:
+            settlement = await self.inflight.run(
+                self.engine.refund(account, request_id, reason=reason)
+            )
+        except Unavailable as exc:
+            self.metrics.redis_errors.inc(op="refund")
+            log.error("refund failed: %s", exc, extra={"request_id": request_id})
+            return None
+        return settlement.account
+
+    def keep_alive(self, account: str, request_id: str) -> Callable[[], None]:
+        """While the request is alive, push its reservation's deadline out every third of the
+        hold, so the reaper refunds only reservations whose replica is gone; returns the stop.
+
+        A timer rather than a task: most requests end long before the first beat, and then
+        cancelling a timer is all this costs them.
+        """
+        loop = asyncio.get_running_loop()
+        every = self.engine.hold_ms / 3000
+        beat: asyncio.TimerHandle | asyncio.Future[None] | None = None
+
+        async def extend() -> None:
+            nonlocal beat
+            try:
+                alive = await self.engine.extend(account, request_id)
+            except Unavailable as exc:
+                # The answer goes on; at worst the reaper refunds it at the old deadline.
+                self.metrics.redis_errors.inc(op="extend")
+                log.warning("extending the reservation failed: %s", exc)
+                alive = True
+            if alive:
+                beat = loop.call_later(every, start)
+
+        def start() -> None:
+            nonlocal beat
+            beat = asyncio.ensure_future(extend())
+
+        def stop() -> None:
+            if beat is not None:
+                beat.cancel()
+
+        beat = loop.call_later(every, start)
+        return stop
+
+    def release(self, account: str, request_id: str) -> None:
+        """Refund a reservation that may or may not exist, in the background, quietly."""
+
+        async def release() -> None:
+            try:
+                await self.engine.refund(account, request_id, reason="reserve interrupted")
+            except Unavailable:
+                pass  # the reaper refunds it at its deadline
+
+        self.inflight.spawn(release())
+
+    def settle(self, account: str, request_id: str, tokens: int) -> None:
+        """Charge the reservation without waiting: the answer has gone out. The engine defers
+        the call to share the next reserve's round trip; a failed or ``missing`` attempt is
+        retried in a task of its own (``_charge``). Shutdown awaits both (``InFlight``)."""
+        settled = self.engine.settle_soon(account, request_id, tokens)
+        self.inflight.track(settled).add_done_callback(
+            functools.partial(self._settled, account, request_id, tokens)
+        )
+
+    def _settled(
+        self, account: str, request_id: str, tokens: int, settled: asyncio.Future[Settlement]
+    ) -> None:
+        if settled.cancelled():  # shutdown gave up waiting: the reaper refunds the hold
+            log.error("settle abandoned at shutdown", extra={"request_id": request_id})
+            return
+        error = settled.exception()
+        if error is None and settled.result().status != "missing":
+            self._count(settled.result())
+            return
+        if error is not None:
+            self.metrics.redis_errors.inc(op="settle")
+            if not isinstance(error, Unavailable):
+                log.error("settle failed: %r", error, extra={"request_id": request_id})
+        self.inflight.spawn(self._charge(account, request_id, tokens, restore_first=error is None))
+
+    async def _charge(
+        self, account: str, request_id: str, tokens: int, *, restore_first: bool
+    ) -> None:
+        """Settle again after a failed attempt: one lost round trip must not turn a success
+        into the reaper's refund (settles are idempotent). An account Redis lost meanwhile
+        is restored from the store first (``restore_first``: the last answer was missing)."""
+        for pause in SETTLE_RETRIES:
+            await asyncio.sleep(pause)
+            try:
+                if restore_first:
+                    await self.restore(account)
+                settled = await self.engine.settle(account, request_id, tokens)
+            except Unavailable as exc:
+                self.metrics.redis_errors.inc(op="settle")
+                log.warning("settle retry failed: %s", exc, extra={"request_id": request_id})
+                continue
+            if settled.status != "missing":
+                self._count(settled)
+                return
+            restore_first = True
+        log.error(
+            "settle failed %d times; the reaper will refund the reservation",
+            len(SETTLE_RETRIES) + 1,
+            extra={"request_id": request_id},
+        )
+
+    def _count(self, settled: Settlement) -> None:
+        self.metrics.settles.inc()
+        if settled.status == "charged":  # not a repeat of a settle that had landed
+            self.metrics.settled_credits.inc(settled.credits)

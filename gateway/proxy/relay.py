@@ -1,0 +1,180 @@
+"""The backend's answer, relayed to the client, and what becomes of the reservation. Plain ASGI.
+
+- 2xx: charged after the last byte, with the tokens the backend reported (``gateway.proxy.tokens``).
+  A JSON-object body is buffered (up to ``JSON_LIMIT``) to read its ``usage`` and gain
+  ``creditInfo``; its figures are the reservation's plus this request's tokens, and the
+  settle runs right after the answer is sent (one Redis round trip less on the path). Any
+  other body (SSE included) is streamed as it arrives, so its headers are sent before the
+  tokens are known: they carry the reservation's figures (``X-Credits-Charged`` = the cost,
+  ``X-Tokens-Used`` = the backend's ``X-Tokens-Used`` header or the estimate ``cost x 2000``);
+  the charge itself uses the final SSE event's ``usage.total_tokens`` when there is one.
+- any other status: refunded before the headers are sent (``X-Credits-Charged: 0``).
+- a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
+  tokens seen so far or the estimate; noticed at the backend's next chunk, when the upstream
+  stream is closed.
+- a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut;
+  a JSON answer that breaks off before it was read: 502 ``bad_gateway``, refunded (``fail``).
+
+The charge and the refunds themselves, and their retries, are ``gateway.proxy.holds``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Literal
+
+import aiohttp
+from starlette.types import Send
+
+from gateway.accounts.usage import credit_info
+from gateway.proxy import answers
+from gateway.proxy import headers as hdr
+from gateway.proxy import tokens as tok
+from gateway.proxy.bodies import is_json, splice_credit_info
+from gateway.proxy.exchange import Exchange, Failure, Outcome
+from gateway.proxy.holds import Holds
+
+log = logging.getLogger("creditgate.proxy")
+
+JSON_LIMIT = 8_388_608
+"""2xx JSON bodies up to this size gain ``creditInfo``; larger ones stream untouched."""
+
+ANSWER_FACTS = frozenset({b"x-tokens-used", b"content-length", b"content-encoding"})
+"""The backend's response headers that decide how its answer is read and charged."""
+
+StreamEnd = Literal["complete", "client_gone", "broken"]
+"""How the backend's body ended: read to its end, the client gone, or broken off."""
+
+
+async def respond(
+    holds: Holds,
+    ex: Exchange,
+    response: aiohttp.ClientResponse,
+    send: Send,
+    watch: asyncio.Future[Any] | None,
+    method: str,
+) -> Outcome:
+    """Relay ``response`` to the client, then charge or refund; ``watch`` is done once the
+    client is gone."""
+    raw = response.raw_headers
+    status = response.status
+    if not 200 <= status < 300:
+        state = (
+            await holds.refund(ex.caller.account_id, ex.request_id, f"upstream {status}")
+            or ex.state
+        )
+        fields = answers.credit_headers(
+            hdr.client_headers(raw, keep_length=True),
+            state,
+            ex.reservation,
+            charged=0,
+            tokens=0,
+            request_id=ex.request_id,
+        )
+        await send({"type": "http.response.start", "status": status, "headers": fields})
+        await _pipe(response, send, watch, None)
+        return "refunded"
+
+    facts = hdr.pick(raw, ANSWER_FACTS)
+    header_tokens = tok.from_header(facts.get(b"x-tokens-used"))
+    length = facts.get(b"content-length")
+    if (
+        method != "HEAD"
+        and status not in (204, 205, 304)
+        and is_json(response.content_type if "content-type" in response.headers else None)
+        and b"content-encoding" not in facts
+        and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
+    ):
+        return await _respond_json(holds, ex, response, send, header_tokens)
+
+    sse = response.content_type == "text/event-stream"
+    shown_tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
+    fields = answers.credit_headers(
+        hdr.client_headers(raw, keep_length=True),
+        ex.state,
+        ex.reservation,
+        charged=ex.route.cost,
+        tokens=shown_tokens,
+        request_id=ex.request_id,
+    )
+    await send({"type": "http.response.start", "status": status, "headers": fields})
+    usage = tok.SseUsage() if sse else None
+    end = await _pipe(response, send, watch, usage)
+    if end == "broken":
+        await holds.refund(ex.caller.account_id, ex.request_id, "upstream broke mid-stream")
+        return "refunded"
+    tokens = usage.tokens if usage is not None and usage.tokens is not None else shown_tokens
+    holds.settle(ex.caller.account_id, ex.request_id, tokens)
+    return "charged" if end == "complete" else "charged_client_gone"
+
+
+async def _respond_json(
+    holds: Holds,
+    ex: Exchange,
+    response: aiohttp.ClientResponse,
+    send: Send,
+    header_tokens: int | None,
+) -> Outcome:
+    try:
+        body = await response.content.read()  # bounded by the Content-Length check
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return await fail(holds, ex, send, "bad_gateway", "the backend's answer broke off")
+    document: object = None
+    if body:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+    tokens = tok.from_document(document)
+    if tokens is None:
+        tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
+    # The figures are the reservation's (credits were taken when it was held) plus this
+    # request's tokens, so the answer goes out before the settle: one Redis round trip
+    # less on the response path. Concurrent requests of the account are not reflected.
+    state = ex.state
+    if isinstance(document, dict):
+        body = splice_credit_info(body, credit_info(state, tokens, unsettled=True))
+    head = hdr.client_headers(response.raw_headers, keep_length=False)
+    head.append((b"content-length", str(len(body)).encode()))
+    fields = answers.credit_headers(
+        head, state, ex.reservation, charged=ex.route.cost, tokens=tokens, request_id=ex.request_id
+    )
+    await send({"type": "http.response.start", "status": response.status, "headers": fields})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    holds.settle(ex.caller.account_id, ex.request_id, tokens)
+    return "charged"
+
+
+async def fail(holds: Holds, ex: Exchange, send: Send, failure: Failure, message: str) -> Failure:
+    """The backend failed before its answer could be relayed: refund, then answer 502 / 504
+    with the account's figures after the refund."""
+    state = await holds.refund(ex.caller.account_id, ex.request_id, failure) or ex.state
+    await answers.upstream_failed(send, failure, message, state, ex.reservation, ex.request_id)
+    return failure
+
+
+async def _pipe(
+    response: aiohttp.ClientResponse,
+    send: Send,
+    watch: asyncio.Future[Any] | None,
+    usage: tok.SseUsage | None,
+) -> StreamEnd:
+    """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``."""
+    try:
+        async for chunk in response.content.iter_any():
+            if usage is not None:
+                usage.feed(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if watch is not None and watch.done():
+                response.close()
+                return "client_gone"
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.warning("upstream stream broke: %s", type(exc).__name__)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return "broken"
+    if usage is not None:
+        usage.close()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return "complete"
