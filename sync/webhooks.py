@@ -92,7 +92,7 @@ def movement_events(movement: Movement, tiers: Mapping[str, Tier]) -> list[str]:
     gateway replicas served the traffic.
     """
     found: list[str] = []
-    after = movement.plan_credits + movement.bonus_credits
+    after = movement.credits_remaining
     before = after - movement.credits_delta
     tier = tiers.get(movement.tier) or tiers.get("free")
     line = (tier.credits if tier is not None else 0) * LOW_PERCENT // 100
@@ -272,7 +272,7 @@ def _movement_data(m: Movement) -> dict[str, Any]:
         "accountId": m.account_id,
         "credits": m.plan_credits,
         "bonusCredits": m.bonus_credits,
-        "creditsRemaining": m.plan_credits + m.bonus_credits,
+        "creditsRemaining": m.credits_remaining,
         "totalTokensUsed": m.total_tokens,
         "monthlyTokensUsed": m.monthly_tokens,
         "monthlyResetDate": iso_ms(m.period_end_ms),
