@@ -19,15 +19,15 @@ from gateway.accounts.stored import in_store
 from gateway.credits.results import SNAPSHOT_FIELDS, AccountState, Snapshot
 from gateway.services import Services
 from store import repository
-from store.records import AccountRecord
+from store.records import AccountRecord, AccountSnapshot
 
 log = logging.getLogger("creditgate.restore")
 
 
-def snapshot_of(record: AccountRecord) -> Snapshot:
-    """The store's account as the ``restore`` script takes it: both sides name the account's
-    fields alike."""
-    return Snapshot(**{name: getattr(record, name) for name in SNAPSHOT_FIELDS})
+def snapshot_of(stored: AccountSnapshot) -> Snapshot:
+    """The store's snapshot of an account (a record, a movement) as the credit engine's: both
+    sides name the account's fields alike."""
+    return Snapshot(**{name: getattr(stored, name) for name in SNAPSHOT_FIELDS})
 
 
 async def load_record(services: Services, account_id: str) -> AccountRecord | None:
