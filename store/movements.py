@@ -22,24 +22,14 @@ from sqlalchemy import BigInteger, Boolean, Column, Connection, String, Table, T
 from sqlalchemy.dialects import sqlite
 from sqlmodel import Session
 
+from store import snapshots
 from store.database import boundary
 from store.errors import StoreError
 from store.models import ACCOUNTS, LEDGER, UTCDateTime
 from store.records import Movement
 from store.timefmt import to_datetime, utc_now
 
-SNAPSHOT_COLUMNS = (
-    "tier",
-    "plan_credits",
-    "bonus_credits",
-    "total_tokens",
-    "monthly_tokens",
-    "subscribed",
-    "subscription_ends_at",
-    "period_end",
-    "version",
-    "updated_at",
-)
+SNAPSHOT_COLUMNS = (*snapshots.COLUMNS, "updated_at")
 """What a newer movement changes on an existing account (not its email or creation time)."""
 
 
@@ -136,18 +126,7 @@ def _snapshot_row(m: Movement, now: datetime) -> dict[str, Any]:
     return {
         "id": m.account_id,
         "email": None,
-        "tier": m.tier,
-        "plan_credits": m.plan_credits,
-        "bonus_credits": m.bonus_credits,
-        "total_tokens": m.total_tokens,
-        "monthly_tokens": m.monthly_tokens,
-        "subscribed": m.subscribed,
-        # The engine writes 0 for "no subscription end"; the store says None.
-        "subscription_ends_at": to_datetime(m.subscription_ends_ms)
-        if m.subscription_ends_ms
-        else None,
-        "period_end": to_datetime(m.period_end_ms),
-        "version": m.version,
+        **snapshots.columns_of(m),
         "created_at": now,
         "updated_at": now,
     }
@@ -160,7 +139,7 @@ def _ledger_row(m: Movement, now: datetime) -> dict[str, Any]:
         "kind": m.kind,
         "plan_delta": m.plan_delta,
         "bonus_delta": m.bonus_delta,
-        "credits_delta": m.plan_delta + m.bonus_delta,
+        "credits_delta": m.credits_delta,
         "tokens": m.tokens,
         "request_id": m.request_id or None,
         "reason": m.reason or None,

@@ -1,7 +1,8 @@
 """The store's vocabulary in and out: plain frozen dataclasses, no SQL types.
 
-Times come back as aware UTC datetimes (``*_at`` fields); the ``*_ms`` properties give the
-same instants in milliseconds since the epoch, the engine's unit.
+An account's snapshot is in the engine's units (times in milliseconds since the epoch), with
+datetime properties; every other time comes back as an aware UTC datetime (``*_at`` fields),
+with ``*_ms`` properties where the engine needs it.
 """
 
 from __future__ import annotations
@@ -9,16 +10,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from store.timefmt import to_ms
+from store.timefmt import to_datetime, to_ms
 
 
 @dataclass(frozen=True, slots=True)
-class Movement:
-    """One outbox event of the credit engine and the account's state right after it.
+class AccountSnapshot:
+    """An account's own fields as of one Redis version, in the engine's units.
+
+    The one list of them on the store's side: a movement carries them as they are after its
+    event, an account record is the latest synced, and ``store.snapshots`` maps them to the
+    accounts table's columns. ``version`` is the account's Redis version (+1 per event; 0
+    before the first sync).
+    """
+
+    plan_credits: int
+    bonus_credits: int
+    tier: str
+    subscribed: bool
+    subscription_ends_ms: int | None
+    period_end_ms: int
+    total_tokens: int
+    monthly_tokens: int
+    version: int
+
+    @property
+    def credits_remaining(self) -> int:
+        return self.plan_credits + self.bonus_credits
+
+
+@dataclass(frozen=True, slots=True)
+class Movement(AccountSnapshot):
+    """One outbox event of the credit engine and the account's snapshot right after it.
 
     ``event_id`` is unique across the whole store (``"<bucket>-<stream id>"``): applying the
-    same movement twice records it once. ``version`` is the account's version after the event
-    (+1 per event); the store's snapshot follows the highest version it has seen.
+    same movement twice records it once. The store's snapshot follows the highest version it
+    has seen.
     """
 
     event_id: str
@@ -30,15 +56,6 @@ class Movement:
     request_id: str | None
     reason: str | None
     occurred_ms: int
-    version: int
-    plan_credits: int
-    bonus_credits: int
-    tier: str
-    subscribed: bool
-    subscription_ends_ms: int | None
-    period_end_ms: int
-    total_tokens: int
-    monthly_tokens: int
 
     @property
     def credits_delta(self) -> int:
@@ -46,21 +63,12 @@ class Movement:
 
 
 @dataclass(frozen=True, slots=True)
-class AccountRecord:
-    """An account as the store of record holds it: the snapshot of its latest synced version."""
+class AccountRecord(AccountSnapshot):
+    """An account as the store of record holds it: the snapshot of its latest synced version,
+    who it is and when it was created and last written."""
 
     account_id: str
     email: str | None
-    tier: str
-    plan_credits: int
-    bonus_credits: int
-    total_tokens: int
-    monthly_tokens: int
-    subscribed: bool
-    subscription_ends_at: datetime | None
-    period_end: datetime
-    version: int
-    """The Redis account version this snapshot is from; 0 before the first sync."""
     created_at: datetime
     updated_at: datetime
 
@@ -69,16 +77,13 @@ class AccountRecord:
         return self.account_id
 
     @property
-    def credits_remaining(self) -> int:
-        return self.plan_credits + self.bonus_credits
+    def subscription_ends_at(self) -> datetime | None:
+        ends = self.subscription_ends_ms
+        return None if ends is None else to_datetime(ends)
 
     @property
-    def subscription_ends_ms(self) -> int | None:
-        return None if self.subscription_ends_at is None else to_ms(self.subscription_ends_at)
-
-    @property
-    def period_end_ms(self) -> int:
-        return to_ms(self.period_end)
+    def period_end(self) -> datetime:
+        return to_datetime(self.period_end_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from store.database import boundary
 from store.errors import DuplicateAccount, DuplicateApiKey, InvalidCursor, UnknownAccount
 from store.models import API_KEYS, Account, ApiKey, LedgerEntry, UTCDateTime
 from store.movements import apply_movements
-from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
+from store.records import AccountRecord, AccountSnapshot, ApiKeyRecord, LedgerRecord
+from store.snapshots import columns_of, snapshot_fields
 from store.timefmt import as_utc, to_datetime, utc_now
 
 __all__ = [
@@ -57,21 +58,20 @@ def create_account(
     """
     if session.get(Account, account_id) is not None:
         raise DuplicateAccount(account_id)
-    now = utc_now()
-    row = Account(
-        id=account_id,
-        email=email,
-        tier=tier,
+    snapshot = AccountSnapshot(
         plan_credits=plan_credits,
         bonus_credits=0,
+        tier=tier,
+        subscribed=subscribed,
+        subscription_ends_ms=subscription_ends_ms,
+        period_end_ms=period_end_ms,
         total_tokens=0,
         monthly_tokens=0,
-        subscribed=subscribed,
-        subscription_ends_at=to_datetime(subscription_ends_ms) if subscription_ends_ms else None,
-        period_end=to_datetime(period_end_ms),
         version=0,
-        created_at=now,
-        updated_at=now,
+    )
+    now = utc_now()
+    row = Account(
+        id=account_id, email=email, created_at=now, updated_at=now, **columns_of(snapshot)
     )
     session.add(row)
     try:
@@ -125,17 +125,9 @@ def _account(row: Account) -> AccountRecord:
     return AccountRecord(
         account_id=row.id,
         email=row.email,
-        tier=row.tier,
-        plan_credits=row.plan_credits,
-        bonus_credits=row.bonus_credits,
-        total_tokens=row.total_tokens,
-        monthly_tokens=row.monthly_tokens,
-        subscribed=row.subscribed,
-        subscription_ends_at=_aware(row.subscription_ends_at),
-        period_end=as_utc(row.period_end),
-        version=row.version,
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
+        **snapshot_fields(row),
     )
 
 

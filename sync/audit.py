@@ -23,13 +23,13 @@ from sqlmodel import Session
 from gateway.accounts.stored import in_store
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
+from gateway.credits.results import HASH_FIELDS, SNAPSHOT_FIELDS, snapshot_values
 from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository
 from store.records import AccountRecord
 
 PAGE = 1000
-REDIS_FIELDS = ("plan", "bonus", "tier", "sub", "se", "pe", "tt", "mt", "v")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +64,14 @@ class AuditReport:
 
 
 def redis_view(raw: list[Any]) -> dict[str, object] | None:
-    """An account hash's fields in the store's terms, None when Redis lacks the account."""
+    """An account hash's ``HASH_FIELDS`` by snapshot field name, None when Redis lacks it."""
     if raw[0] is None:
         return None
-    plan, bonus, tier, sub, se, pe, tt, mt, v = raw
-    return {
-        "plan_credits": int(plan),
-        "bonus_credits": int(bonus),
-        "tier": str(tier),
-        "subscribed": int(sub) == 1,
-        "subscription_ends_ms": int(se) or None,
-        "period_end_ms": int(pe),
-        "total_tokens": int(tt),
-        "monthly_tokens": int(mt),
-        "version": int(v),
-    }
+    return dict(zip(SNAPSHOT_FIELDS, snapshot_values(raw), strict=True))
 
 
 def store_view(record: AccountRecord) -> dict[str, object]:
-    return {
-        "plan_credits": record.plan_credits,
-        "bonus_credits": record.bonus_credits,
-        "tier": record.tier,
-        "subscribed": record.subscribed,
-        "subscription_ends_ms": record.subscription_ends_ms,
-        "period_end_ms": record.period_end_ms,
-        "total_tokens": record.total_tokens,
-        "monthly_tokens": record.monthly_tokens,
-        "version": record.version,
-    }
+    return {name: getattr(record, name) for name in SNAPSHOT_FIELDS}
 
 
 def compare(
@@ -160,7 +139,7 @@ async def audit(services: Services) -> AuditReport:
         accounts = sorted(set(records) | in_redis | set(totals))
         pipe = services.redis.pipeline(transaction=False)
         for account in accounts:
-            pipe.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
+            pipe.hmget(keys.account_keys(account).state, list(HASH_FIELDS))
         for bucket in range(keys.BUCKETS):
             pipe.xlen(keys.outbox(bucket))
         answers = await pipe.execute()

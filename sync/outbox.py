@@ -25,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.credits import keys
 from gateway.credits.client import RedisClient, StreamFields
+from gateway.credits.results import snapshot_fields
 from gateway.errors import Unavailable
 from store.records import Movement
 
@@ -61,8 +62,8 @@ def stream_ms(stream_id: str) -> int:
 
 
 def parse_movement(bucket: int, stream_id: str, fields: Mapping[str, str]) -> Movement:
-    """An outbox entry's fields (see ``emit`` in common.lua) as a store Movement."""
-    se = int(fields["se"])
+    """An outbox entry's fields (see ``emit`` in common.lua) as a store Movement: the event,
+    and the account's snapshot after it under the hash's names."""
     return Movement(
         event_id=event_id(bucket, stream_id),
         account_id=fields["acct"],
@@ -73,15 +74,7 @@ def parse_movement(bucket: int, stream_id: str, fields: Mapping[str, str]) -> Mo
         request_id=fields.get("rid") or None,
         reason=fields.get("note") or None,
         occurred_ms=int(fields["ts"]),
-        version=int(fields["v"]),
-        plan_credits=int(fields["plan"]),
-        bonus_credits=int(fields["bonus"]),
-        tier=fields["tier"],
-        subscribed=fields["sub"] == "1",
-        subscription_ends_ms=se or None,
-        period_end_ms=int(fields["pe"]),
-        total_tokens=int(fields["tt"]),
-        monthly_tokens=int(fields["mt"]),
+        **snapshot_fields(fields),
     )
 
 

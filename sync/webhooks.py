@@ -26,7 +26,8 @@ from typing import Any
 
 import httpx
 
-from gateway.accounts.usage import iso_ms, usage_body
+from gateway.accounts.restore import snapshot_of
+from gateway.accounts.usage import iso_ms, snapshot_usage, usage_body
 from gateway.credits.results import AccountState
 from gateway.settings import Settings, Tier
 from store.records import Movement
@@ -92,7 +93,7 @@ def movement_events(movement: Movement, tiers: Mapping[str, Tier]) -> list[str]:
     gateway replicas served the traffic.
     """
     found: list[str] = []
-    after = movement.plan_credits + movement.bonus_credits
+    after = movement.credits_remaining
     before = after - movement.credits_delta
     tier = tiers.get(movement.tier) or tiers.get("free")
     line = (tier.credits if tier is not None else 0) * LOW_PERCENT // 100
@@ -269,16 +270,7 @@ class Notifier:
 def _movement_data(m: Movement) -> dict[str, Any]:
     """What a receiver learns of the account from a movement: the usage object's fields."""
     return {
-        "accountId": m.account_id,
-        "credits": m.plan_credits,
-        "bonusCredits": m.bonus_credits,
-        "creditsRemaining": m.plan_credits + m.bonus_credits,
-        "totalTokensUsed": m.total_tokens,
-        "monthlyTokensUsed": m.monthly_tokens,
-        "monthlyResetDate": iso_ms(m.period_end_ms),
-        "isSubscribed": m.subscribed,
-        "subscriptionTier": m.tier,
-        "subscriptionEndsAt": iso_ms(m.subscription_ends_ms),
+        **snapshot_usage(m.account_id, snapshot_of(m)),
         "eventId": m.event_id,
         "kind": m.kind,
         "requestId": m.request_id or None,

@@ -16,27 +16,18 @@ from __future__ import annotations
 import logging
 
 from gateway.accounts.stored import in_store
-from gateway.credits.results import AccountState, Snapshot
+from gateway.credits.results import SNAPSHOT_FIELDS, AccountState, Snapshot
 from gateway.services import Services
 from store import repository
-from store.records import AccountRecord
+from store.records import AccountRecord, AccountSnapshot
 
 log = logging.getLogger("creditgate.restore")
 
 
-def snapshot_of(record: AccountRecord) -> Snapshot:
-    """The store's account as the ``restore`` script takes it."""
-    return Snapshot(
-        plan_credits=record.plan_credits,
-        bonus_credits=record.bonus_credits,
-        tier=record.tier,
-        subscribed=record.subscribed,
-        subscription_ends_ms=record.subscription_ends_ms,
-        period_end_ms=record.period_end_ms,
-        total_tokens=record.total_tokens,
-        monthly_tokens=record.monthly_tokens,
-        version=record.version,
-    )
+def snapshot_of(stored: AccountSnapshot) -> Snapshot:
+    """The store's snapshot of an account (a record, a movement) as the credit engine's: both
+    sides name the account's fields alike."""
+    return Snapshot(**{name: getattr(stored, name) for name in SNAPSHOT_FIELDS})
 
 
 async def load_record(services: Services, account_id: str) -> AccountRecord | None:

@@ -1,14 +1,15 @@
 """What callers see of their account: the contract's usage object and ``creditInfo``.
 
-Both are pure functions of an ``AccountState`` (read by the engine's scripts), so the proxy,
-``GET /api/user/usage`` and the admin API answer the same numbers in the same shape.
+Pure functions of an ``AccountState`` (read by the engine's scripts) or of its ``Snapshot``, so
+the proxy, ``GET /api/user/usage``, the admin API and the webhooks answer the same numbers in
+the same shape.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.credits.results import AccountState
+from gateway.credits.results import AccountState, Snapshot
 
 
 def iso_ms(ms: int | None) -> str | None:
@@ -23,17 +24,36 @@ def usage_body(state: AccountState) -> dict[str, object]:
     """The contract's usage object (``GET /api/user/usage``); credits are integers."""
     return {
         "accountId": state.account,
-        "credits": state.plan_credits,
-        "bonusCredits": state.bonus_credits,
-        "creditsRemaining": state.credits_remaining,
+        **_credits(state),
         "monthlyCredits": state.allowance,
-        "totalTokensUsed": state.total_tokens,
-        "monthlyTokensUsed": state.monthly_tokens,
-        "monthlyResetDate": iso_ms(state.period_end_ms),
-        "isSubscribed": state.subscribed,
-        "subscriptionTier": state.tier,
-        "subscriptionEndsAt": iso_ms(state.subscription_ends_ms),
+        **_tokens_and_subscription(state),
         "requestsPerMinute": state.requests_per_minute,
+    }
+
+
+def snapshot_usage(account: str, snapshot: Snapshot) -> dict[str, object]:
+    """The usage object's fields that an account's snapshot alone decides (not its tier's
+    rules): what a webhook tells of the account after a movement."""
+    return {"accountId": account, **_credits(snapshot), **_tokens_and_subscription(snapshot)}
+
+
+# Two parts, so that the usage object keeps its keys in the order clients have seen.
+def _credits(snapshot: Snapshot) -> dict[str, object]:
+    return {
+        "credits": snapshot.plan_credits,
+        "bonusCredits": snapshot.bonus_credits,
+        "creditsRemaining": snapshot.credits_remaining,
+    }
+
+
+def _tokens_and_subscription(snapshot: Snapshot) -> dict[str, object]:
+    return {
+        "totalTokensUsed": snapshot.total_tokens,
+        "monthlyTokensUsed": snapshot.monthly_tokens,
+        "monthlyResetDate": iso_ms(snapshot.period_end_ms),
+        "isSubscribed": snapshot.subscribed,
+        "subscriptionTier": snapshot.tier,
+        "subscriptionEndsAt": iso_ms(snapshot.subscription_ends_ms),
     }
 
 

@@ -27,6 +27,8 @@ from gateway.credits.results import (
     SettleStatus,
     Snapshot,
     TierChange,
+    snapshot_args,
+    snapshot_values,
 )
 from gateway.credits.scripts import Scripts
 from gateway.credits.wire import Wire
@@ -289,24 +291,10 @@ class CreditEngine:
     async def restore(self, account: str, snapshot: Snapshot) -> TierChange:
         """Load an account from the store, only if Redis lacks it (``restored`` or ``exists``)."""
         k = keys.account_keys(account)
-        s = snapshot
         raw = await self._run(
             self._scripts.restore,
             (k.state, k.outbox),
-            (
-                account,
-                self._now(),
-                self._spec,
-                s.plan_credits,
-                s.bonus_credits,
-                s.tier,
-                int(s.subscribed),
-                s.subscription_ends_ms or 0,
-                s.period_end_ms,
-                s.total_tokens,
-                s.monthly_tokens,
-                s.version,
-            ),
+            (account, self._now(), self._spec, *snapshot_args(snapshot)),
         )
         return _change(account, raw)
 
@@ -344,22 +332,11 @@ def _text(value: object) -> str:
 
 
 def _account(account: str, raw: list[Any]) -> AccountState:
-    ends = int(raw[5])
-    return AccountState(
-        account=account,
-        plan_credits=int(raw[1]),
-        bonus_credits=int(raw[2]),
-        tier=_text(raw[3]),
-        subscribed=int(raw[4]) == 1,
-        subscription_ends_ms=ends or None,
-        period_end_ms=int(raw[6]),
-        total_tokens=int(raw[7]),
-        monthly_tokens=int(raw[8]),
-        version=int(raw[9]),
-        allowance=int(raw[10]),
-        requests_per_minute=int(raw[11]),
-        now_ms=int(raw[12]),
-    )
+    # describe() in common.lua: status, the snapshot's fields, allowance, rpm, now; positional,
+    # as AccountState extends Snapshot: it is built on every proxied request.
+    values = snapshot_values(raw[1:10])
+    values += (account, int(raw[10]), int(raw[11]), int(raw[12]))
+    return AccountState(*values)
 
 
 def _settlement(account: str, raw: list[Any]) -> Settlement:

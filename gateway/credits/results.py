@@ -1,10 +1,12 @@
-"""What the credit scripts answer, as typed values. Credits and tokens are integers; times are
-milliseconds since the epoch, read from the scripts' clock (Redis ``TIME`` unless overridden)."""
+"""What the credit scripts answer, as typed values, and how an account's fields are written in
+Redis. Credits and tokens are integers; times are milliseconds since the epoch, read from the
+scripts' clock (Redis ``TIME`` unless overridden)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 ReserveStatus = Literal["ok", "duplicate", "insufficient", "rate_limited", "missing"]
 SettleStatus = Literal[
@@ -17,10 +19,14 @@ ReservationState = Literal["held", "charged", "refunded", ""]
 
 
 @dataclass(frozen=True, slots=True)
-class AccountState:
-    """An account as Redis holds it, after any due expiry and monthly rollover."""
+class Snapshot:
+    """An account's own fields: its state hash in Redis (``load`` in common.lua), what every
+    outbox event carries after its change, and what ``restore`` loads from the store of record.
 
-    account: str
+    The one list of them on the Redis side: ``AccountState`` extends it, and ``IN_HASH``
+    maps each field to its name in the hash.
+    """
+
     plan_credits: int
     bonus_credits: int
     tier: str
@@ -30,16 +36,24 @@ class AccountState:
     total_tokens: int
     monthly_tokens: int
     version: int
+
+    @property
+    def credits_remaining(self) -> int:
+        return self.plan_credits + self.bonus_credits
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState(Snapshot):
+    """An account as Redis holds it, after any due expiry and monthly rollover: its snapshot
+    and what the scripts read with it."""
+
+    account: str
     allowance: int
     """Plan credits the tier refills to each period."""
     requests_per_minute: int
     """0: no rate limit."""
     now_ms: int
     """The scripts' clock when this was read."""
-
-    @property
-    def credits_remaining(self) -> int:
-        return self.plan_credits + self.bonus_credits
 
     @property
     def ms_to_period_end(self) -> int:
@@ -83,16 +97,57 @@ class TierChange:
     account: AccountState | None
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """An account as the store of record last saw it: what ``restore`` loads into Redis."""
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
-    plan_credits: int
-    bonus_credits: int
-    tier: str
-    subscribed: bool
-    subscription_ends_ms: int | None
-    period_end_ms: int
-    total_tokens: int
-    monthly_tokens: int
-    version: int
+
+def _flag(value: Any) -> bool:
+    return int(value) == 1
+
+
+def _time_or_none(value: Any) -> int | None:
+    return int(value) or None
+
+
+IN_HASH: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
+    "plan_credits": ("plan", int),
+    "bonus_credits": ("bonus", int),
+    "tier": ("tier", _text),
+    "subscribed": ("sub", _flag),  # 1 or 0
+    "subscription_ends_ms": ("se", _time_or_none),  # 0: no end
+    "period_end_ms": ("pe", int),
+    "total_tokens": ("tt", int),
+    "monthly_tokens": ("mt", int),
+    "version": ("v", int),
+}
+"""Each ``Snapshot`` field, in its order: its name in the account hash and outbox events
+(common.lua), and how a value Redis gives back reads. Scripts answer the fields in this
+order (``describe``) and ``restore`` takes them in it."""
+
+SNAPSHOT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Snapshot))
+HASH_FIELDS: tuple[str, ...] = tuple(name for name, _ in IN_HASH.values())
+_READERS = tuple(read for _, read in IN_HASH.values())
+
+
+def snapshot_values(raw: Sequence[object]) -> list[Any]:
+    """The fields of a snapshot, in its order, from the nine values Redis gives in hash order
+    (a script's answer, ``HMGET`` of ``HASH_FIELDS``): ``Snapshot(*values)``."""
+    return [read(value) for read, value in zip(_READERS, raw, strict=True)]
+
+
+def snapshot_fields(hash_fields: Mapping[str, object]) -> dict[str, Any]:
+    """The fields of a snapshot by name, from a mapping keyed by the hash's names (an outbox
+    event's fields). KeyError when one is missing."""
+    return {name: read(hash_fields[key]) for name, (key, read) in IN_HASH.items()}
+
+
+def snapshot_args(snapshot: Snapshot) -> list[int | str]:
+    """A snapshot's fields as the hash holds them, in its order (``restore``'s arguments)."""
+    return [_in_hash(getattr(snapshot, name)) for name in SNAPSHOT_FIELDS]
+
+
+def _in_hash(value: int | str | None) -> int | str:
+    """A flag as 1 or 0, no time as 0 (the scripts' hash holds numbers and strings only)."""
+    if value is None:
+        return 0
+    return int(value) if isinstance(value, bool) else value

@@ -39,6 +39,23 @@ def test_usage_body_has_the_contract_fields() -> None:
     assert body["subscriptionEndsAt"] == "2026-09-21T14:13:20.000Z"
 
 
+def test_usage_body_keeps_its_keys_in_order() -> None:
+    assert list(usage_body(make_state())) == [
+        "accountId",
+        "credits",
+        "bonusCredits",
+        "creditsRemaining",
+        "monthlyCredits",
+        "totalTokensUsed",
+        "monthlyTokensUsed",
+        "monthlyResetDate",
+        "isSubscribed",
+        "subscriptionTier",
+        "subscriptionEndsAt",
+        "requestsPerMinute",
+    ]
+
+
 def test_free_account_has_no_subscription_end() -> None:
     body = usage_body(make_state(tier="free", subscribed=False, subscription_ends_ms=None))
     assert body["subscriptionEndsAt"] is None

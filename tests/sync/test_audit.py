@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import fields
 
 from sqlalchemy import text
 
 from gateway.credits import keys
+from gateway.credits.results import Snapshot
 from gateway.services import Services
 from store.database import session
+from store.records import AccountSnapshot
 from sync.audit import audit, render
 from sync.worker import SyncWorker
 
@@ -23,6 +26,13 @@ async def seeded(services: Services) -> None:
 def execute(services: Services, sql: str, **params: object) -> None:
     with session(services.db) as db:
         db.connection().execute(text(sql), params)
+
+
+def test_redis_and_the_store_name_the_same_account_fields() -> None:
+    """The layers may not share one definition: restore, the outbox and the audit carry the
+    fields across by name, so both sides' lists must agree, in name, order and type."""
+    redis = [(f.name, f.type) for f in fields(Snapshot)]
+    assert redis == [(f.name, f.type) for f in fields(AccountSnapshot)]
 
 
 async def test_clean_after_a_pass(services: Services) -> None:

@@ -217,6 +217,32 @@ async def test_notify_change_queues_the_triggered_events() -> None:
     assert payload["data"]["creditsRemaining"] == 10
 
 
+async def test_a_movement_tells_the_usage_fields_after_it_and_the_event() -> None:
+    receiver = Receiver()
+    async with receiver.client() as client:
+        notifier = Notifier("http://hooks.test/in", SECRET, client=client)
+        await notifier.start()
+        assert notifier.notify_movements([movement("hold", 20, -1)], DEFAULT_TIERS) == 1
+        await notifier.join()
+        await notifier.aclose()
+    data = json.loads(receiver.requests[0].content)["data"]
+    assert list(data.items()) == [
+        ("accountId", "acct_1"),
+        ("credits", 20),
+        ("bonusCredits", 0),
+        ("creditsRemaining", 20),
+        ("totalTokensUsed", 0),
+        ("monthlyTokensUsed", 0),
+        ("monthlyResetDate", "2026-09-21T14:13:30.000Z"),
+        ("isSubscribed", True),
+        ("subscriptionTier", "pro"),
+        ("subscriptionEndsAt", "2026-09-21T14:13:21.000Z"),
+        ("eventId", "7-1-0"),
+        ("kind", "hold"),
+        ("requestId", "r1"),
+    ]
+
+
 async def test_without_a_url_nothing_is_sent() -> None:
     notifier = Notifier.from_settings(Settings.load(webhook_url=None))
     await notifier.start()
