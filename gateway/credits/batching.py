@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -108,27 +108,25 @@ class ScriptBatcher:
 
     async def _send_connecting(self, chunk: list[Call], packed: list[bytes]) -> None:
         assert self.wire is not None
-        try:
-            replies = await self.wire.execute(packed)
-        except BaseException as exc:
-            _fail(chunk, _as_redis_error(exc))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self._deliver(chunk, replies)
+        await self._send(chunk, self.wire.execute(packed))
 
     async def _send_pipeline(self, chunk: list[Call]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for script, keys, args, _ in chunk:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
+        await self._send(chunk, pipe.execute(raise_on_error=False))
+
+    async def _send(self, chunk: list[Call], replies: Awaitable[list[Reply]]) -> None:
+        """Await a batch's replies and deliver them; on any failure, fail every call of it
+        (a cancellation too, which then goes on)."""
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            delivered = await replies
         except BaseException as exc:
             _fail(chunk, _as_redis_error(exc))
             if not isinstance(exc, Exception):
                 raise
             return
-        self._deliver(chunk, replies)
+        self._deliver(chunk, delivered)
 
     def _sent(self, chunk: list[Call], sent: asyncio.Future[list[Reply]]) -> None:
         if sent.cancelled():

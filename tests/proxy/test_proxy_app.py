@@ -28,6 +28,7 @@ from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
 from store.database import upgrade
 from sync.reaper import reap
+from tests.support.backends import stub_backend
 
 
 @pytest.fixture
@@ -57,14 +58,8 @@ async def stub() -> AsyncIterator[str]:
             return response
         return web.json_response({"size": len(body), "method": request.method})
 
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with stub_backend(echo, max_body=16 * 1024**2) as url:
+        yield url
 
 
 @pytest.fixture
