@@ -38,6 +38,8 @@ from gateway.metrics import Metrics
 
 log = logging.getLogger("creditgate.proxy")
 
+DRAIN_TIMEOUT_S = 20.0
+"""The longest shutdown waits for settles and refunds in flight (uvicorn allows 30 s)."""
 SETTLE_RETRIES = (0.05, 0.25, 1.0)
 """Pauses between the attempts of a settle whose Redis call failed."""
 
@@ -69,10 +71,26 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def drain(self) -> None:
-        """Wait for every settle still running (lifespan shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Wait for every settle still running (lifespan shutdown), at most ``timeout``
+        seconds: a Redis that never answers must not keep the process from exiting. What is
+        left then is logged and cancelled; the reaper refunds those holds at their deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._tasks), timeout=left)  # wait() cancels nothing
+        if not self._tasks:
+            return
+        stuck = list(self._tasks)
+        log.warning(
+            "shutdown: %d settle(s) or refund(s) still waiting on Redis after %g s; "
+            "cancelled, the reaper will refund their holds",
+            len(stuck),
+            timeout,
+        )
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
 
 
 class Holds:
