@@ -9,5 +9,6 @@ entry points, in one-way layers (each imports only those below it; ``lint-import
     engines         credits | store                   Redis only | SQL only, neither knows the other
     foundations     settings, errors, logs, metrics, signing, openapi
 
-Backends import only ``gateway.signing`` (the verifier), which needs ``gateway.errors`` and Starlette.
+Backends import only ``gateway.signing`` (the verifier), which needs ``gateway.errors`` and
+Starlette.
 """
