@@ -97,6 +97,7 @@ def create_app(
             secret=signing_secret(settings),
             restore=restore,
             holds=Holds(engine=svc.credits, metrics=metrics, restore=restore, inflight=inflight),
+            access_log=settings.access_log,
         )
         app.proxy = proxy
         app.state.services = svc

@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     log_format: LogFormat = "text"
+    access_log: bool = False
 
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     routes: list[Route] = Field(default_factory=list)
@@ -264,6 +265,18 @@ def check_names(variables: Mapping[str, object] | Iterable[str]) -> None:
         close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
         raise ConfigError(f"unknown variable {name}{hint}")
+
+
+def export_setting(name: str, value: str) -> None:
+    """Set the variable of setting ``name`` for the processes started from this one.
+
+    uvicorn's workers (``serve --workers N``) build their settings from the environment, so a
+    command-line flag that stands for a setting reaches them this way. The one writer of
+    ``os.environ``, as ``Settings.load`` is its one reader.
+    """
+    if name not in Settings.model_fields:
+        raise KeyError(f"no setting {name!r}")
+    os.environ[ENV_PREFIX + name.upper()] = value
 
 
 def _dotenv(path: Path) -> list[str]:
