@@ -20,7 +20,7 @@ and charges (2xx) or refunds (any other status). Along the way:
 The request does not wait for its settle, and a cancelled request still settles or refunds:
 ``holds`` owns what becomes of the reservation after the answer, its retries, and shutdown's
 wait. Each request is counted once, by its ``Outcome`` (``exchange``), and, when the access
-line is on, leaves its ``Trail`` (``trail``) at the same place.
+line or tracing is on, leaves its ``Trail`` (``trail``) at the same place.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from starlette.types import Receive, Scope, Send
@@ -60,6 +60,9 @@ from gateway.proxy.trail import Trail
 from gateway.settings import Route
 from gateway.signing import signed_headers
 
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
+
 log = logging.getLogger("creditgate.proxy")
 
 BUFFER_LIMIT = 1_048_576
@@ -70,8 +73,9 @@ class Proxy:
     """Takes each proxied request from its key to the backend's answer; built once per process
     by the app's lifespan, with the ``Holds`` that settle and refund after the answer.
 
-    ``access_log``: one ``creditgate.access`` line per request, from a ``Trail`` each request
-    makes; without it (the default) the flow's only cost is the checks.
+    ``access_log``: one ``creditgate.access`` line per request; ``tracing``: a span per request,
+    with its reserve and backend call, the trace context passed to the backend. Either makes
+    each request a ``Trail``; with neither (the default) the flow's only cost is the checks.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Proxy:
         restore: Restore,
         holds: Holds,
         access_log: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -94,6 +99,8 @@ class Proxy:
         self.restore = restore
         self.holds = holds
         self.access_log = access_log
+        self.tracing = tracing
+        self.observed = access_log or tracing is not None
 
     # -- admission -------------------------------------------------------------------------
 
@@ -108,8 +115,8 @@ class Proxy:
                 content_length = value
         request_id = secrets.token_hex(16)
         trail = None
-        if self.access_log:
-            trail = Trail(route, scope, request_id, send, log=self.access_log)
+        if self.observed:
+            trail = Trail(route, scope, request_id, send, log=self.access_log, tracing=self.tracing)
             send = trail.send
         outcome: Outcome = "error"
         try:
@@ -168,10 +175,13 @@ class Proxy:
         elif content_length is None and not has_chunked_body(scope):
             body = b""
 
+        reserve: Awaitable[tuple[Reservation, str]] = self._reserve(
+            caller.account_id, request_id, idem_key, route.cost
+        )
+        if self.tracing is not None:
+            reserve = self.tracing.run("redis reserve", reserve, {"creditgate.cost": route.cost})
         try:
-            reservation, request_id = await self._reserve(
-                caller.account_id, request_id, idem_key, route.cost
-            )
+            reservation, request_id = await reserve
         except (Unavailable, asyncio.CancelledError) as exc:
             # The script may have run before the failure or the cancellation: give back
             # whatever it held now rather than at the reaper's deadline. (Not for an
@@ -272,7 +282,7 @@ class Proxy:
                     watch, method, target, fwd, data
                 )
                 if trail is not None:
-                    call = trail.upstream(call)  # timed
+                    call = trail.upstream(call, fwd)  # timed; traced: fwd gets the traceparent
                 response = await call
             except ClientGone:
                 await self.holds.refund(ex.caller.account_id, ex.request_id, "client disconnected")
