@@ -7,17 +7,20 @@ Proxied prefixes are served by ``GatewayApp`` straight to the ``Proxy``, plain A
 of Starlette (the hot path skips its middleware, routing and request objects). Everything else is a
 Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
 the contract's JSON 404. The lifespan owns the Services (unless given), the upstream session,
-the API key cache and its revocation watcher; on shutdown it awaits in-flight settles.
+the API key cache and its revocation watcher, and the tracer (unless given, and only when
+``CREDITGATE_TRACING`` asks for one); on shutdown it awaits in-flight settles.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute, Mount
 
@@ -38,6 +41,9 @@ from gateway.web.health import health_routes
 from gateway.web.openapi import openapi_route
 from gateway.web.user import user_routes
 
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
+
 log = logging.getLogger("creditgate.app")
 
 
@@ -50,6 +56,16 @@ def signing_secret(settings: Settings) -> bytes:
         "backends cannot verify X-Gateway-Signature unless they are given the same secret"
     )
     return secrets.token_urlsafe(32).encode()
+
+
+def open_tracing(settings: Settings) -> Tracing | None:
+    """The tracer ``CREDITGATE_TRACING`` asks for, or None: with tracing off, the OpenTelemetry
+    packages are never imported (the settings have checked they are installed when on)."""
+    if settings.tracing == "off":
+        return None
+    from gateway.tracing import Tracing
+
+    return Tracing.exporting(settings.tracing)
 
 
 GC_YOUNG_THRESHOLD = 50_000
@@ -73,11 +89,17 @@ def tune_gc() -> None:
 
 
 def create_app(
-    settings: Settings, *, services: Services | None = None, server: bool = False
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    server: bool = False,
+    tracing: Tracing | None = None,
 ) -> GatewayApp:
     """The gateway as an ASGI app; ``services`` given: used and left open at shutdown.
 
     ``server``: this process is a server that runs nothing else (``tune_gc`` at start-up).
+    ``tracing`` given: the proxy's spans go to it (left open at shutdown) whatever the
+    settings say; else the settings' ``tracing`` decides.
     """
     metrics = Metrics()
 
@@ -85,6 +107,7 @@ def create_app(
     async def lifespan(app: GatewayApp) -> AsyncIterator[None]:
         svc = services if services is not None else open_services(settings)
         session = open_session(read_timeout=settings.upstream_timeout)
+        tracer = tracing if tracing is not None else open_tracing(settings)
         keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))
         await keys.start()
         inflight = InFlight()
@@ -96,7 +119,15 @@ def create_app(
             metrics=metrics,
             secret=signing_secret(settings),
             restore=restore,
-            holds=Holds(engine=svc.credits, metrics=metrics, restore=restore, inflight=inflight),
+            holds=Holds(
+                engine=svc.credits,
+                metrics=metrics,
+                restore=restore,
+                inflight=inflight,
+                tracing=tracer,
+            ),
+            access_log=settings.access_log,
+            tracing=tracer,
         )
         app.proxy = proxy
         app.state.services = svc
@@ -113,6 +144,8 @@ def create_app(
             await session.close()
             if services is None:
                 await svc.close()
+            if tracing is None and tracer is not None:
+                await asyncio.to_thread(tracer.shutdown)  # exports the last spans
 
     routes: list[BaseRoute] = [
         *user_routes(),

@@ -5,6 +5,10 @@ The CLI calls ``configure_logging`` before any command runs, and the uvicorn fac
 (python-json-logger): ``time``, ``level``, ``logger``, ``message``, ``request_id`` and whatever
 the record carries as ``extra`` (the access line's fields, say), for a log shipper to index.
 Keys, tokens and secrets are never logged, in either format.
+
+The access line (``creditgate.access``, one per proxied request, written only when
+``CREDITGATE_ACCESS_LOG`` or ``serve --access-log`` turns it on) is its own switch: it is shown
+at INFO whatever ``--log-level`` says of the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
 JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+ACCESS_LOGGER = "creditgate.access"
 
 
 class _RequestIdDefault(logging.Filter):
@@ -42,6 +47,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
     if not root.handlers:
         logging.basicConfig()
     root.setLevel(level.upper())
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
     for handler in root.handlers:
         handler.addFilter(_RequestIdDefault())
         handler.setFormatter(formatter(log_format))

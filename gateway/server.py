@@ -2,9 +2,12 @@
 
 uvloop and httptools are used when installed (they are, with ``uvicorn[standard]``). One
 worker runs the app built from the settings the CLI loaded; several run the factory
-``gateway.app:app_from_env`` in each worker process, which reads the same environment. The
-access log is off unless ``--access-log``: at thousands of requests per second it costs more
-than the proxying, and the gateway's own logs carry the request id.
+``gateway.app:app_from_env`` in each worker process, which reads the same environment.
+
+uvicorn's own access log is never on: it knows neither the account nor the credits. The
+gateway's access line (``gateway.proxy.trail``) is off unless ``--access-log`` or
+``CREDITGATE_ACCESS_LOG=1``: at thousands of requests per second it costs more than the
+proxying, and the gateway's own logs carry the request id.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ import sys
 from typing import Any
 
 from gateway.services import check_store
-from gateway.settings import Settings
+from gateway.settings import Settings, export_setting
+
+ACCESS_LOG_HELP = (
+    "write one line per proxied request (logger creditgate.access: request id, account, key "
+    "id, route, method, status, outcome, credits, tokens, upstream and total ms), as "
+    "CREDITGATE_ACCESS_LOG=1 does. It replaces uvicorn's access log, which knows neither the "
+    "account nor the credits"
+)
 
 
 def register(sub: Any) -> None:
@@ -23,7 +33,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--access-log", action="store_true", help=ACCESS_LOG_HELP)
     parser.set_defaults(run=serve)
 
 
@@ -33,7 +43,7 @@ def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "port": args.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "access_log": args.access_log,
+        "access_log": False,
         "server_header": False,
         "proxy_headers": False,
         "lifespan": "on",
@@ -56,10 +66,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     settings.require_redis("creditgate serve")
     check_store(settings, "creditgate serve")
+    if args.access_log:
+        settings = settings.model_copy(update={"access_log": True})
     import uvicorn
 
     options = uvicorn_options(args)
     if args.workers > 1:
+        if args.access_log:  # the workers build their settings from the environment
+            export_setting("access_log", "1")
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
     else:
         from gateway.app import create_app

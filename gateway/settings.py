@@ -5,17 +5,19 @@ Built once at the entry point (``Settings.load()``) and passed down; nothing els
 the routes. Every mistake stops the start with a message naming it, never a silent fallback:
 an unknown ``CREDITGATE_*`` variable (a typo: the closest known name is suggested), unknown
 keys, values of the wrong type and duplicate route prefixes in the file. The embedded Redis is
-used only when chosen (``CREDITGATE_REDIS_URL=embedded``, or by ``creditgate demo``).
+used only when chosen (``CREDITGATE_REDIS_URL=embedded``, or by ``creditgate demo``), and
+tracing only when its packages are installed.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +32,16 @@ RESERVED_PREFIXES = ("CREDITGATE_TEST_", "CREDITGATE_BENCH_")
 """Variables of the project's own tests and benchmarks, which the settings do not read."""
 DEFAULT_CODEGEN_URL = "http://127.0.0.1:9101"
 DEFAULT_REVIEW_URL = "http://127.0.0.1:9102"
+
+TracingMode = Literal["off", "console", "otlp"]
+"""``CREDITGATE_TRACING``: no spans, spans printed to standard output, or exported over
+OTLP/HTTP (``gateway.tracing`` says where to, and what the spans are)."""
+TRACING_MODULES: dict[str, tuple[str, ...]] = {
+    "off": (),
+    "console": ("opentelemetry.sdk.trace",),
+    "otlp": ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+}
+"""What each tracing mode needs installed (``pip install 'creditgate[otel]'`` has them all)."""
 
 
 class ConfigError(Exception):
@@ -151,6 +163,8 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     log_format: LogFormat = "text"
+    access_log: bool = False
+    tracing: TracingMode = "off"
 
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     routes: list[Route] = Field(default_factory=list)
@@ -166,6 +180,17 @@ class Settings(BaseSettings):
             and not value.startswith(("redis://", "rediss://", "unix://"))
         ):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, or {EMBEDDED!r}")
+        return value
+
+    @field_validator("tracing")
+    @classmethod
+    def _tracing_installed(cls, value: TracingMode) -> TracingMode:
+        missing = [name for name in TRACING_MODULES[value] if not _importable(name)]
+        if missing:
+            raise ValueError(
+                f"{value!r} needs the OpenTelemetry packages ({', '.join(missing)} is missing): "
+                "pip install 'creditgate[otel]', or set CREDITGATE_TRACING=off"
+            )
         return value
 
     @field_validator("codegen_url", "review_url")
@@ -264,6 +289,26 @@ def check_names(variables: Mapping[str, object] | Iterable[str]) -> None:
         close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
         raise ConfigError(f"unknown variable {name}{hint}")
+
+
+def export_setting(name: str, value: str) -> None:
+    """Set the variable of setting ``name`` for the processes started from this one.
+
+    uvicorn's workers (``serve --workers N``) build their settings from the environment, so a
+    command-line flag that stands for a setting reaches them this way. The one writer of
+    ``os.environ``, as ``Settings.load`` is its one reader.
+    """
+    if name not in Settings.model_fields:
+        raise KeyError(f"no setting {name!r}")
+    os.environ[ENV_PREFIX + name.upper()] = value
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (only its parent packages)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def _dotenv(path: Path) -> list[str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logs import formatter
-from gateway.settings import ConfigError, Settings
+from gateway.logs import ACCESS_LOGGER, configure_logging, formatter
+from gateway.settings import ConfigError, Settings, export_setting
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -62,3 +62,24 @@ def test_a_command_logs_json_when_asked(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert any(line["logger"].startswith("alembic") for line in lines), done.stderr
     assert all(line["request_id"] == "-" for line in lines)
+
+
+def test_the_access_line_is_a_setting_and_its_own_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On by ``CREDITGATE_ACCESS_LOG`` (or ``serve --access-log``, also for the workers),
+    and written at INFO whatever the level of the rest."""
+    monkeypatch.setenv("CREDITGATE_ACCESS_LOG", "1")
+    assert Settings.load().access_log is True
+    export_setting("access_log", "0")  # monkeypatch restores the variable
+    assert Settings.load().access_log is False
+    with pytest.raises(KeyError):
+        export_setting("acess_log", "1")
+    access = logging.getLogger(ACCESS_LOGGER)
+    root = logging.getLogger()
+    saved = root.level, access.level
+    try:
+        configure_logging("WARNING")
+        assert not root.isEnabledFor(logging.INFO)
+        assert access.isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(saved[0])
+        access.setLevel(saved[1])

@@ -58,6 +58,8 @@ class Exchange:
     caller: Caller
     request_id: str
     reservation: Reservation
+    tokens: int = 0
+    """The tokens the settle charges, once the answer has gone out (``relay``)."""
 
     @property
     def state(self) -> AccountState:

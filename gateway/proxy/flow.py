@@ -19,7 +19,8 @@ and charges (2xx) or refunds (any other status). Along the way:
 
 The request does not wait for its settle, and a cancelled request still settles or refunds:
 ``holds`` owns what becomes of the reservation after the answer, its retries, and shutdown's
-wait. Each request is counted once, by its ``Outcome`` (``exchange``).
+wait. Each request is counted once, by its ``Outcome`` (``exchange``), and, when the access
+line or tracing is on, leaves its ``Trail`` (``trail``) at the same place.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from starlette.types import Receive, Scope, Send
@@ -55,8 +56,12 @@ from gateway.proxy.bodies import (
 from gateway.proxy.exchange import Exchange, Outcome
 from gateway.proxy.holds import Holds, Restore
 from gateway.proxy.idempotency import reserve_idempotent, valid_key
+from gateway.proxy.trail import Trail
 from gateway.settings import Route
 from gateway.signing import signed_headers
+
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
 
 log = logging.getLogger("creditgate.proxy")
 
@@ -66,7 +71,12 @@ BUFFER_LIMIT = 1_048_576
 
 class Proxy:
     """Takes each proxied request from its key to the backend's answer; built once per process
-    by the app's lifespan, with the ``Holds`` that settle and refund after the answer."""
+    by the app's lifespan, with the ``Holds`` that settle and refund after the answer.
+
+    ``access_log``: one ``creditgate.access`` line per request; ``tracing``: a span per request,
+    with its reserve and backend call, the trace context passed to the backend. Either makes
+    each request a ``Trail``; with neither (the default) the flow's only cost is the checks.
+    """
 
     def __init__(
         self,
@@ -78,6 +88,8 @@ class Proxy:
         secret: bytes,
         restore: Restore,
         holds: Holds,
+        access_log: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -86,6 +98,9 @@ class Proxy:
         self.secret = secret
         self.restore = restore
         self.holds = holds
+        self.access_log = access_log
+        self.tracing = tracing
+        self.observed = access_log or tracing is not None
 
     # -- admission -------------------------------------------------------------------------
 
@@ -98,13 +113,29 @@ class Proxy:
                 idem_key = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = value
+        request_id = secrets.token_hex(16)
+        trail = None
+        if self.observed:
+            trail = Trail(route, scope, request_id, send, log=self.access_log, tracing=self.tracing)
+            send = trail.send
         outcome: Outcome = "error"
         try:
             outcome = await self._admit(
-                route, scope, receive, send, authorization, idem_key, content_length
+                route,
+                scope,
+                receive,
+                send,
+                authorization,
+                idem_key,
+                content_length,
+                request_id,
+                trail,
             )
         finally:
+            # Every proxied request ends here, whatever became of it.
             self.metrics.requests.inc(route=route.prefix, outcome=outcome)
+            if trail is not None:
+                trail.end(outcome)
 
     async def _admit(
         self,
@@ -115,8 +146,9 @@ class Proxy:
         authorization: str | None,
         idem_key: str | None,
         content_length: bytes | None,
+        request_id: str,
+        trail: Trail | None,
     ) -> Outcome:
-        request_id = secrets.token_hex(16)
         rid_header = [(b"x-request-id", request_id.encode())]
         try:
             caller = await self.keys.authenticate(authorization)
@@ -127,6 +159,8 @@ class Proxy:
             self.metrics.store_errors.inc()
             await send_error(send, exc, rid_header)
             return "unavailable"
+        if trail is not None:
+            trail.caller = caller
         if idem_key is not None and not valid_key(idem_key):
             await answers.refuse_idempotency_key(send, rid_header)
             return "invalid"
@@ -141,10 +175,13 @@ class Proxy:
         elif content_length is None and not has_chunked_body(scope):
             body = b""
 
+        reserve: Awaitable[tuple[Reservation, str]] = self._reserve(
+            caller.account_id, request_id, idem_key, route.cost
+        )
+        if self.tracing is not None:
+            reserve = self.tracing.run("redis reserve", reserve, {"creditgate.cost": route.cost})
         try:
-            reservation, request_id = await self._reserve(
-                caller.account_id, request_id, idem_key, route.cost
-            )
+            reservation, request_id = await reserve
         except (Unavailable, asyncio.CancelledError) as exc:
             # The script may have run before the failure or the cancellation: give back
             # whatever it held now rather than at the reaper's deadline. (Not for an
@@ -158,12 +195,16 @@ class Proxy:
             await send_error(send, exc, rid_header)
             return "unavailable"
         rid_header = [(b"x-request-id", request_id.encode())]
+        if trail is not None:
+            trail.request_id = request_id  # an Idempotency-Key's request id is derived from it
         self.metrics.reservations.inc(status=reservation.status)
         if reservation.status != "ok":
             return await answers.refuse(send, reservation, rid_header)
         exchange = Exchange(route, caller, request_id, reservation)
+        if trail is not None:
+            trail.exchange = exchange
         try:
-            return await self._forward(exchange, scope, receive, send, body)
+            return await self._forward(exchange, scope, receive, send, body, trail)
         except BaseException:
             # Whatever went wrong, the reservation must not stay held: refunding a request
             # that was already settled changes nothing, so this is always safe.
@@ -193,7 +234,13 @@ class Proxy:
     # -- upstream --------------------------------------------------------------------------
 
     async def _forward(
-        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: bytes | None
+        self,
+        ex: Exchange,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes | None,
+        trail: Trail | None,
     ) -> Outcome:
         method: str = scope["method"]
         path: str = scope["path"]
@@ -231,7 +278,12 @@ class Proxy:
         started = time.perf_counter()
         try:
             try:
-                response = await self._request(watch, method, target, fwd, data)
+                call: Awaitable[aiohttp.ClientResponse] = self._request(
+                    watch, method, target, fwd, data
+                )
+                if trail is not None:
+                    call = trail.upstream(call, fwd)  # timed; traced: fwd gets the traceparent
+                response = await call
             except ClientGone:
                 await self.holds.refund(ex.caller.account_id, ex.request_id, "client disconnected")
                 return "client_gone"

@@ -29,12 +29,15 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import AccountState, Settlement
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
+
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
 
 log = logging.getLogger("creditgate.proxy")
 
@@ -95,25 +98,34 @@ class InFlight:
 
 class Holds:
     """What becomes of each request's reservation once its answer is decided (the policy is in
-    the module docstring); built once per process by the app's lifespan, handed to the flow."""
+    the module docstring); built once per process by the app's lifespan, handed to the flow.
+    With ``tracing``, a refund the request waits on is a span of the request's."""
 
     def __init__(
-        self, *, engine: CreditEngine, metrics: Metrics, restore: Restore, inflight: InFlight
+        self,
+        *,
+        engine: CreditEngine,
+        metrics: Metrics,
+        restore: Restore,
+        inflight: InFlight,
+        tracing: Tracing | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.restore = restore
         self.inflight = inflight
+        self.tracing = tracing
 
     async def refund(self, account: str, request_id: str, reason: str) -> AccountState | None:
         """Give the hold back; the account as the refund left it, None if Redis failed (the
         reaper refunds it at its deadline) or no longer knows it. The metric's reason is the
         first word of ``reason``."""
         self.metrics.refunds.inc(reason=reason.split(" ")[0])
+        work = self.engine.refund(account, request_id, reason=reason)
+        if self.tracing is not None:
+            work = self.tracing.run("redis refund", work, {"creditgate.reason": reason})
         try:
-            settlement = await self.inflight.run(
-                self.engine.refund(account, request_id, reason=reason)
-            )
+            settlement = await self.inflight.run(work)
         except Unavailable as exc:
             self.metrics.redis_errors.inc(op="refund")
             log.error("refund failed: %s", exc, extra={"request_id": request_id})

@@ -106,6 +106,7 @@ async def respond(
         await holds.refund(ex.caller.account_id, ex.request_id, "upstream broke mid-stream")
         return "refunded"
     tokens = usage.tokens if usage is not None and usage.tokens is not None else shown_tokens
+    ex.tokens = tokens
     holds.settle(ex.caller.account_id, ex.request_id, tokens)
     return "charged" if end == "complete" else "charged_client_gone"
 
@@ -143,6 +144,7 @@ async def _respond_json(
     )
     await send({"type": "http.response.start", "status": response.status, "headers": fields})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+    ex.tokens = tokens
     holds.settle(ex.caller.account_id, ex.request_id, tokens)
     return "charged"
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from gateway.accounts.operations import revoke_key
 from gateway.services import Services
 from tests.support.gateways import (
+    WAIT_TIMEOUT_S,
     Backends,
     GatewayCluster,
     NewAccount,
@@ -85,7 +88,11 @@ async def test_revocation_reaches_every_replica_within_a_second(
 async def test_serve_with_two_workers(
     gateway_env: dict[str, str], account: MakeAccount, services: Services, tmp_path: Path
 ) -> None:
-    url, proc, log = start_replica(gateway_env, tmp_path, "workers.log", "--workers", "2")
+    """The workers build their own settings: ``--access-log`` reaches them too, and their
+    access lines replace uvicorn's (written although ``start_replica`` logs at WARNING)."""
+    env = gateway_env | {"CREDITGATE_LOG_FORMAT": "json"}
+    options = ("--workers", "2", "--access-log")
+    url, proc, log = start_replica(env, tmp_path, "workers.log", *options)
     try:
         await asyncio.to_thread(wait_ready, url, proc, log)
         acct = await account("pro")
@@ -97,5 +104,31 @@ async def test_serve_with_two_workers(
         await wait_settled(services, acct.account_id, total_tokens=20)
         state = await services.credits.status(acct.account_id)
         assert state is not None and (state.credits_remaining, state.total_tokens) == (96, 20)
+        lines = await asyncio.to_thread(access_lines, log, len(responses))
     finally:
         stop_procs([proc])
+    assert sorted(line["request_id"] for line in lines) == sorted(
+        r.headers["x-request-id"] for r in responses
+    )
+    for line in lines:
+        assert (line["account"], line["key_id"], line["route"], line["status"]) == (
+            acct.account_id,
+            acct.key_id,
+            "/api/projects/",
+            200,
+        )
+        assert (line["outcome"], line["credits"], line["tokens"]) == ("charged", 1, 5)
+    text = log.read_text()
+    assert acct.api_key not in text
+    assert "HTTP/1.1" not in text  # uvicorn's access log stays off
+
+
+def access_lines(log: Path, count: int) -> list[dict[str, Any]]:
+    """The JSON lines of the access logger in ``log``, once there are ``count`` of them."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while True:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        found = [line for line in lines if line["logger"] == "creditgate.access"]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
