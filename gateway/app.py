@@ -7,7 +7,8 @@ Proxied prefixes are served by ``GatewayApp`` straight to the ``Proxy``, plain A
 of Starlette (the hot path skips its middleware, routing and request objects). Everything else is a
 Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
 the contract's JSON 404. The lifespan owns the Services (unless given), the upstream session,
-the API key cache and its revocation watcher; on shutdown it awaits in-flight settles.
+the API key cache and its revocation watcher; on shutdown it awaits in-flight settles. The
+app's ``Metrics`` are handed to the proxy, and to the credit engine as its script observer.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: GatewayApp) -> AsyncIterator[None]:
         svc = services if services is not None else open_services(settings)
+        svc.credits.observer = metrics.script_ran
         session = open_session(read_timeout=settings.upstream_timeout)
         keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))
         await keys.start()

@@ -4,7 +4,9 @@ uvloop and httptools are used when installed (they are, with ``uvicorn[standard]
 worker runs the app built from the settings the CLI loaded; several run the factory
 ``gateway.app:app_from_env`` in each worker process, which reads the same environment. The
 access log is off unless ``--access-log``: at thousands of requests per second it costs more
-than the proxying, and the gateway's own logs carry the request id.
+than the proxying, and the gateway's own logs carry the request id. Several workers share
+their metrics through a directory of their own below ``--metrics-dir``
+(``gateway.multiprocess``), so that any worker's ``/metrics`` answers for all.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from pathlib import Path
 from typing import Any
 
+from gateway import multiprocess
 from gateway.services import check_store
 from gateway.settings import Settings
 
@@ -24,6 +28,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--metrics-dir",
+        type=Path,
+        help="with --workers > 1: where the workers share their metrics, in a directory of "
+        "their own below this one, emptied at each start (default: the system's temp directory)",
+    )
     parser.set_defaults(run=serve)
 
 
@@ -60,7 +70,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     options = uvicorn_options(args)
     if args.workers > 1:
-        uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
+        with multiprocess.shared_directory(args.metrics_dir, args.port):
+            uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
     else:
         from gateway.app import create_app
 

@@ -104,7 +104,7 @@ class Proxy:
                 route, scope, receive, send, authorization, idem_key, content_length
             )
         finally:
-            self.metrics.requests.inc(route=route.prefix, outcome=outcome)
+            self.metrics.requests(route.prefix, outcome).inc()
 
     async def _admit(
         self,
@@ -153,14 +153,14 @@ class Proxy:
                 self.holds.release(caller.account_id, request_id)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            self.metrics.redis_errors.inc(op="reserve")
             log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
             await send_error(send, exc, rid_header)
             return "unavailable"
         rid_header = [(b"x-request-id", request_id.encode())]
-        self.metrics.reservations.inc(status=reservation.status)
+        self.metrics.reservations(reservation.status).inc()
         if reservation.status != "ok":
             return await answers.refuse(send, reservation, rid_header)
+        self.holds.opened(request_id)
         exchange = Exchange(route, caller, request_id, reservation)
         try:
             return await self._forward(exchange, scope, receive, send, body)
@@ -249,9 +249,7 @@ class Proxy:
                 return await relay.fail(
                     self.holds, ex, send, "bad_gateway", "the backend is unreachable"
                 )
-            self.metrics.upstream_latency.observe(
-                time.perf_counter() - started, route=ex.route.prefix
-            )
+            self.metrics.upstream_latency(ex.route.prefix).observe(time.perf_counter() - started)
             async with response:
                 return await relay.respond(self.holds, ex, response, send, watch, method)
         finally:

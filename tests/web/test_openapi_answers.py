@@ -22,6 +22,7 @@ from gateway.services import Services, open_services
 from gateway.settings import Route, Settings, Tier
 from gateway.web.openapi import HEADERS, openapi_document
 from store.database import upgrade
+from tests.support.stubs import serving
 
 OWN_HEADERS = {name.lower() for name in HEADERS}
 
@@ -35,14 +36,8 @@ async def backend() -> AsyncIterator[str]:
             await asyncio.sleep(2)
         return web.json_response({"ok": True, "usage": {"total_tokens": 42}})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving(answer) as url:
+        yield url
 
 
 @pytest.fixture
