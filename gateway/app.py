@@ -8,7 +8,8 @@ of Starlette (the hot path skips its middleware, routing and request objects). E
 Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
 the contract's JSON 404. The lifespan owns the Services (unless given), the upstream session,
 the API key cache and its revocation watcher, and the tracer (unless given, and only when
-``CREDITGATE_TRACING`` asks for one); on shutdown it awaits in-flight settles.
+``CREDITGATE_TRACING`` asks for one); on shutdown it awaits in-flight settles. The app's
+``Metrics`` are handed to the proxy, and to the credit engine as its script observer.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: GatewayApp) -> AsyncIterator[None]:
         svc = services if services is not None else open_services(settings)
+        svc.credits.observer = metrics.script_ran
         session = open_session(read_timeout=settings.upstream_timeout)
         tracer = tracing if tracing is not None else open_tracing(settings)
         keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))

@@ -1,114 +1,154 @@
-"""A small Prometheus registry: counters and one histogram, rendered as text format 0.0.4.
+"""The gateway's metrics, on prometheus_client, and the text ``/metrics`` answers.
 
-Per process (each uvicorn worker counts its own, as Prometheus expects of a scrape target).
-Hand-written to keep the hot path to a dict increment and no new dependency.
+What each metric means and what to alert on: docs/operations.md, "Metrics". One ``Metrics``
+per app, on a registry of its own (tests build many apps in one process). Where the values
+live is prometheus_client's choice, made when it is imported, from ``PROMETHEUS_MULTIPROC_DIR``:
+
+- unset (one worker, ``creditgate demo``, an app in a test): in this process, rendered with
+  this process's ``process_*`` metrics;
+- set (``creditgate serve --workers N``, ``gateway.multiprocess``): in one file per worker,
+  and ``render`` sums every worker's files, so a scrape reads the same figures whichever
+  worker answers it.
+
+On the hot path a labelled series is looked up once and kept (``Series``): counting a request
+is a dict lookup and prometheus_client's own increment.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
+import os
+from typing import Generic, TypeVar
 
-Labels = tuple[tuple[str, str], ...]
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.process_collector import ProcessCollector
 
+from gateway import multiprocess
 
-def _labels(labels: Labels, extra: str = "") -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text format, which ``render`` writes."""
 
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+"""Seconds: a backend's answer may take minutes (up to ``CREDITGATE_UPSTREAM_TIMEOUT``)."""
+SCRIPT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+"""Seconds: a script runs in well under a millisecond; the rest is the round trip."""
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+M = TypeVar("M", Counter, Gauge, Histogram)
 
-
-class Counter:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self.values: dict[Labels, float] = {}
-
-    def inc(self, amount: float = 1, **labels: str) -> None:
-        key = tuple(labels.items())
-        self.values[key] = self.values.get(key, 0) + amount
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        for labels, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_labels(labels)} {value:g}")
-        return lines
+# No ``_created`` series: multiprocess mode has none, and one worker must read as several do.
+# (prometheus_client's switch is per process; the gateway's processes are its own.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
-        self.name = name
-        self.help = help_text
-        self.bounds = sorted(buckets)
-        self.counts: dict[Labels, list[int]] = {}
-        self.sums: dict[Labels, float] = {}
+class Series(Generic[M]):
+    """A labelled metric's series by label values, each made once: ``series(*values)``."""
 
-    def observe(self, value: float, **labels: str) -> None:
-        key = tuple(labels.items())
-        counts = self.counts.get(key)
-        if counts is None:
-            counts = self.counts[key] = [0] * (len(self.bounds) + 1)
-            self.sums[key] = 0.0
-        counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sums[key] += value
+    __slots__ = ("metric", "_made")
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for labels, counts in sorted(self.counts.items()):
-            total = 0
-            for bound, count in zip([*self.bounds, float("inf")], counts, strict=True):
-                total += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                bucket = _labels(labels, 'le="' + le + '"')
-                lines.append(f"{self.name}_bucket{bucket} {total}")
-            lines.append(f"{self.name}_sum{_labels(labels)} {self.sums[labels]:g}")
-            lines.append(f"{self.name}_count{_labels(labels)} {total}")
-        return lines
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._made: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        made = self._made.get(values)
+        if made is None:
+            made = self._made[values] = self.metric.labels(*values)
+        return made
 
 
 class Metrics:
-    """Everything the gateway counts; one instance per app."""
+    """Everything one gateway app counts; the engine reports its scripts to ``script_ran``."""
 
     def __init__(self) -> None:
-        self.requests = Counter(
-            "creditgate_requests_total", "Proxied requests by route prefix and outcome."
+        self.registry = registry = CollectorRegistry()
+        self.requests = Series(
+            Counter(
+                "creditgate_requests",
+                "Proxied requests by route prefix and outcome (how each ended).",
+                ["route", "outcome"],
+                registry=registry,
+            )
         )
-        self.reservations = Counter(
-            "creditgate_reservations_total", "Reserve calls by answer (ok, insufficient, ...)."
+        self.reservations = Series(
+            Counter(
+                "creditgate_reservations",
+                "Reserve script answers: ok, insufficient, rate_limited, duplicate, missing.",
+                ["status"],
+                registry=registry,
+            )
         )
-        self.settles = Counter(
-            "creditgate_settles_total", "Reservations charged (credits in _credits)."
+        self.refunds = Series(
+            Counter(
+                "creditgate_refunds",
+                "Reservations refunded, by reason: upstream (a non-2xx answer, or a stream "
+                "broken off), bad_gateway, gateway_timeout, client (gone), gateway (an error).",
+                ["reason"],
+                registry=registry,
+            )
         )
-        self.settled_credits = Counter("creditgate_settled_credits_total", "Credits charged.")
-        self.refunds = Counter("creditgate_refunds_total", "Reservations refunded, by reason.")
-        self.redis_errors = Counter(
-            "creditgate_redis_errors_total", "Redis failures on the request path, by operation."
+        self.credits_charged = Counter(
+            "creditgate_credits_charged", "Credits charged by settles.", registry=registry
+        )
+        self.credits_refunded = Counter(
+            "creditgate_credits_refunded", "Credits given back by refunds.", registry=registry
+        )
+        self.open_reservations = Gauge(
+            "creditgate_open_reservations",
+            "Reservations held by this server's requests whose settle or refund has not ended.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_latency = Series(
+            Histogram(
+                "creditgate_upstream_latency_seconds",
+                "Time from sending a request upstream to its response headers, by route prefix.",
+                ["route"],
+                registry=registry,
+                buckets=UPSTREAM_BUCKETS,
+            )
+        )
+        self.script_latency = Series(
+            Histogram(
+                "creditgate_script_latency_seconds",
+                "Time from calling a credit script to its answer or failure, by script.",
+                ["script"],
+                registry=registry,
+                buckets=SCRIPT_BUCKETS,
+            )
+        )
+        self.redis_errors = Series(
+            Counter(
+                "creditgate_redis_errors",
+                "Credit script calls that failed (Redis unreachable or erring), by script.",
+                ["operation"],
+                registry=registry,
+            )
         )
         self.store_errors = Counter(
-            "creditgate_store_errors_total", "Store failures on the request path."
+            "creditgate_store_errors",
+            "Store of record failures on the request path (API key lookups).",
+            registry=registry,
         )
-        self.upstream_latency = Histogram(
-            "creditgate_upstream_seconds",
-            "Time from sending a request upstream to its response headers.",
-            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
+        shared = multiprocess.directory()
+        if shared is None:
+            ProcessCollector(registry=registry)
+            self._scraped = registry
+        else:
+            self._scraped = CollectorRegistry()
+            self._scraped.register(multiprocess.Workers(shared, supervisor=os.getppid()))
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in (
-            self.requests,
-            self.reservations,
-            self.settles,
-            self.settled_credits,
-            self.refunds,
-            self.redis_errors,
-            self.store_errors,
-            self.upstream_latency,
-        ):
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+    def script_ran(self, script: str, seconds: float, answered: bool) -> None:
+        """The credit engine's observer (``gateway.credits.engine.ScriptObserver``)."""
+        self.script_latency(script).observe(seconds)
+        if not answered:
+            self.redis_errors(script).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text of this server: every worker's figures in multiprocess mode."""
+        return generate_latest(self._scraped)

@@ -2,7 +2,9 @@
 
 uvloop and httptools are used when installed (they are, with ``uvicorn[standard]``). One
 worker runs the app built from the settings the CLI loaded; several run the factory
-``gateway.app:app_from_env`` in each worker process, which reads the same environment.
+``gateway.app:app_from_env`` in each worker process, which reads the same environment. Several
+workers share their metrics through a directory of their own below ``--metrics-dir``
+(``gateway.multiprocess``), so that any worker's ``/metrics`` answers for all.
 
 uvicorn's own access log is never on: it knows neither the account nor the credits. The
 gateway's access line (``gateway.proxy.trail``) is off unless ``--access-log`` or
@@ -15,8 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from pathlib import Path
 from typing import Any
 
+from gateway import multiprocess
 from gateway.services import check_store
 from gateway.settings import Settings, export_setting
 
@@ -34,6 +38,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--access-log", action="store_true", help=ACCESS_LOG_HELP)
+    parser.add_argument(
+        "--metrics-dir",
+        type=Path,
+        help="with --workers > 1: where the workers share their metrics, in a directory of "
+        "their own below this one, emptied at each start (default: the system's temp directory)",
+    )
     parser.set_defaults(run=serve)
 
 
@@ -74,7 +84,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         if args.access_log:  # the workers build their settings from the environment
             export_setting("access_log", "1")
-        uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
+        with multiprocess.shared_directory(args.metrics_dir, args.port):
+            uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
     else:
         from gateway.app import create_app
 

@@ -1,4 +1,5 @@
-"""``creditgate sync`` (the sync worker) and ``creditgate audit`` (reconciliation)."""
+"""``creditgate sync`` (the sync worker, its metrics served with ``--metrics-port``) and
+``creditgate audit`` (reconciliation)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.errors import Unavailable
 from gateway.services import check_store, open_services
 from sync.audit import audit, render
+from sync.metrics import serve_metrics
 from sync.outbox import DEFAULT_CLAIM_IDLE_MS
 from sync.worker import DEFAULT_BATCH_SIZE, SyncWorker
 
@@ -42,6 +44,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds after which another consumer's pending events are taken over "
         f"(default {DEFAULT_CLAIM_IDLE_MS / 1000:g})",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the worker's metrics for Prometheus on this port, at /metrics, while it runs "
+        "(default: off; not with --once)",
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="the address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for all)",
+    )
     run.set_defaults(run=run_sync)
     check = sub.add_parser(
         "audit", help="compare Redis, the store and the ledger; exit 1 on any difference"
@@ -69,13 +82,26 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"synced {applied} event(s), reaped {worker.stats.reaped} reservation(s)")
             return 1 if worker.stats.errors else 0
 
+        stop_metrics = None
+        if args.metrics_port is not None:
+            try:
+                stop_metrics = serve_metrics(worker.stats, args.metrics_host, args.metrics_port)
+            except OSError as exc:
+                where = f"{args.metrics_host}:{args.metrics_port}"
+                print(f"creditgate sync: cannot serve metrics on {where}: {exc}", file=sys.stderr)
+                return 2
+
         def stop() -> None:
             worker.should_exit = True
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            if stop_metrics is not None:
+                await asyncio.to_thread(stop_metrics)
         return 0
     finally:
         await services.close()

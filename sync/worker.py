@@ -7,7 +7,8 @@ XAUTOCLAIM), and the store records every event once (ledger unique by event id, 
 only moving forward by version). So any number of workers may run at once.
 
 When the store fails, the batch stays pending, the error is logged and counted, and the next
-pass retries after a growing pause. The reaper and the expiry sweep follow each pass.
+pass retries after a growing pause. The reaper and the expiry sweep follow each pass. What the
+worker counts (``stats``) is its own, served by ``creditgate sync --metrics-port``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 import uuid
 
 from gateway.accounts.restore import restore_from_store
-from gateway.credits import sync_stats as metrics
 from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository
@@ -83,7 +83,7 @@ class SyncWorker:
         Returns the events written to the store. Never raises for an unreachable store or
         Redis: the failure is logged and counted and the next pass retries.
         """
-        before = self.stats.copy()
+        applied_before = self.stats.applied
         self.stats.passes += 1
         failed = False
         try:
@@ -108,12 +108,10 @@ class SyncWorker:
                 log.error("pruning consumers failed: %s", exc)
         self.failures = self.failures + 1 if failed else 0
         try:
-            self.stats.lag_ms = await self.reader.lag_ms()
+            self.stats.lag_seconds = await self.reader.lag_ms() / 1000
         except Unavailable:
             pass
-        delta = self.stats.minus(before)
-        await metrics.publish(self.services.redis, delta)
-        return delta.applied  # batches committed before a failure count too
+        return self.stats.applied - applied_before  # batches committed before a failure count
 
     async def sync(self) -> int:
         """Drain the outbox into the store, batch by batch (at most ``max_batches``)."""

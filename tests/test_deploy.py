@@ -49,6 +49,12 @@ def accepted(command: list[str]) -> None:
     build_parser().parse_args(command[1:])
 
 
+def option(command: list[str], name: str) -> str:
+    """The value ``command`` gives its option ``name``."""
+    assert name in command, (name, command)
+    return command[command.index(name) + 1]
+
+
 def app_paths() -> set[str]:
     app = create_app(Settings.load(redis_url="embedded"))
     return {getattr(route, "path", "") for route in app.routes}
@@ -132,3 +138,26 @@ def test_the_image_runs_as_a_user_with_a_healthcheck(what: str) -> None:
         command = re.findall(r"^CMD (\[.*\])$", text, flags=re.M)[-1]
         accepted(yaml.safe_load(command))
         assert shlex.join(yaml.safe_load(command)).startswith("creditgate serve")
+
+
+def test_the_sync_worker_serves_its_metrics_on_a_declared_port() -> None:
+    sync = pod_specs()["creditgate-sync"]["containers"][0]
+    port = option(sync["command"], "--metrics-port")
+    assert option(sync["command"], "--metrics-host") == "0.0.0.0"  # reachable from outside
+    assert {"name": "metrics", "containerPort": int(port)} in sync["ports"]
+    service = compose()["services"]["sync"]
+    assert option(service["command"], "--metrics-host") == "0.0.0.0"
+    port = option(service["command"], "--metrics-port")
+    assert any(mapping.endswith(f":{port}") for mapping in service["ports"])
+
+
+def test_the_gateway_workers_share_their_metrics_on_a_writable_volume() -> None:
+    spec = pod_specs()["creditgate-gateway"]
+    gateway = spec["containers"][0]
+    assert int(option(gateway["command"], "--workers")) > 1
+    assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
+    where = option(gateway["command"], "--metrics-dir")
+    (mount,) = [m for m in gateway["volumeMounts"] if m["mountPath"] == where]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+    assert "/metrics" in app_paths()

@@ -3,13 +3,16 @@
 Every function is one atomic script run on the keys of one account (one Redis Cluster slot).
 Every change of balance or tier appends an event to the account's bucket outbox in the same
 script, for the sync worker to copy to the store of record. Time is the scripts' clock: Redis
-``TIME``, unless the engine was given a ``clock`` (tests move it).
+``TIME``, unless the engine was given a ``clock`` (tests move it). Each call is timed for
+the ``observer``, when one was handed in (the app hands its metrics'), so this package needs
+no metrics of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -17,7 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.credits import keys
 from gateway.credits.batching import ScriptBatcher
-from gateway.credits.client import RedisClient, RedisScript, ScriptArg
+from gateway.credits.client import RedisClient, ScriptArg
 from gateway.credits.results import (
     AccountState,
     Reservation,
@@ -30,13 +33,18 @@ from gateway.credits.results import (
     snapshot_args,
     snapshot_values,
 )
-from gateway.credits.scripts import Scripts
+from gateway.credits.scripts import ScriptName, Scripts
 from gateway.credits.wire import Wire
 from gateway.errors import Unavailable
 from gateway.settings import Tier
 
 Clock = Callable[[], int]
 """Milliseconds since the epoch."""
+
+ScriptObserver = Callable[[ScriptName, float, bool], None]
+"""Told of each script call that ended: the script, the seconds from the call to its answer
+(a deferred settle's wait for company included) and whether it answered (False: Redis or the
+client failed, the caller got ``Unavailable``). A cancelled call is not reported."""
 
 TierAction = Literal["upgrade", "renew", "downgrade"]
 
@@ -79,6 +87,7 @@ class CreditEngine:
         self._clock = clock
         self._batcher = ScriptBatcher(redis, wire) if batch or wire else None
         self._wire = wire
+        self.observer: ScriptObserver | None = None
         self.hold_ms = hold_ms
         self.retain_ms = retain_ms
 
@@ -93,23 +102,34 @@ class CreditEngine:
 
     async def _run(
         self,
-        script: RedisScript,
+        name: ScriptName,
         keys_: Sequence[str],
         args: Sequence[ScriptArg],
         *,
         defer: bool = False,
     ) -> Any:
+        script = self._scripts.named(name)
+        answered: bool | None = None
+        started = time.perf_counter()
         try:
             if self._batcher is not None:
-                return await self._batcher.call(script, keys_, args, defer=defer)
-            return await script(keys=keys_, args=args)
+                reply = await self._batcher.call(script, keys_, args, defer=defer)
+            else:
+                reply = await script(keys=keys_, args=args)
+            answered = True
+            return reply
         except (RedisError, OSError) as exc:
+            answered = False
             raise Unavailable(f"redis: {exc}") from exc
         except Exception as exc:
             # The client's own failures (redis-py's cluster client has raised AttributeError
             # and RuntimeError on MOVED): the script may or may not have run, as for a lost
             # connection, and the caller must see the same Unavailable.
+            answered = False
             raise Unavailable(f"redis client: {exc!r}") from exc
+        finally:
+            if answered is not None and self.observer is not None:
+                self.observer(name, time.perf_counter() - started, answered)
 
     async def reserve(
         self, account: str, request_id: str, cost: int, *, retain_ms: int | None = None
@@ -125,7 +145,7 @@ class CreditEngine:
             raise ValueError("cost must be at least 1 credit")
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.reserve,
+            "reserve",
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
             (account, request_id, cost, self._now(), self._spec, self.hold_ms, retain_ms or ""),
         )
@@ -160,7 +180,7 @@ class CreditEngine:
             raise ValueError("tokens cannot be negative")
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.settle,
+            "settle",
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
             (account, request_id, tokens, self._now(), self._spec, retain_ms or self.retain_ms),
             defer=defer,
@@ -185,6 +205,10 @@ class CreditEngine:
             (account, request_id, tokens, self._now(), self._spec, self.retain_ms),
             defer=True,
         )
+        if self.observer is not None:
+            raw.add_done_callback(
+                functools.partial(_report, self.observer, "settle", time.perf_counter())
+            )
         settled: asyncio.Future[Settlement] = raw.get_loop().create_future()
         raw.add_done_callback(functools.partial(_settled, account, settled))
         return settled
@@ -198,7 +222,7 @@ class CreditEngine:
         """
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.refund,
+            "refund",
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
             (account, request_id, reason, self._now(), self._spec, retain_ms or self.retain_ms),
         )
@@ -209,7 +233,7 @@ class CreditEngine:
         streaming); False when it is no longer held. Idempotent."""
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.extend,
+            "extend",
             (k.reservation(request_id), k.deadlines),
             (account, request_id, self._now(), self.hold_ms),
         )
@@ -232,7 +256,7 @@ class CreditEngine:
             raise ValueError("months cannot be negative")
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.open,
+            "open",
             (k.state, k.outbox),
             (account, tier, months, self._now(), self._spec, reason, request_id),
         )
@@ -250,7 +274,7 @@ class CreditEngine:
             raise ValueError("a grant is at least 1 credit")
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.grant,
+            "grant",
             (k.state, k.outbox, k.operation(request_id)),
             (account, credits, reason, request_id, self._now(), self._spec),
         )
@@ -274,7 +298,7 @@ class CreditEngine:
             raise ValueError("months must be at least 1")
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.set_tier,
+            "set_tier",
             (k.state, k.outbox, k.operation(request_id)),
             (account, action, tier, months, reason, self._now(), self._spec, request_id),
         )
@@ -283,16 +307,14 @@ class CreditEngine:
     async def status(self, account: str) -> AccountState | None:
         """The account after a due expiry and rollover; None when Redis does not have it."""
         k = keys.account_keys(account)
-        raw = await self._run(
-            self._scripts.status, (k.state, k.outbox), (account, self._now(), self._spec)
-        )
+        raw = await self._run("status", (k.state, k.outbox), (account, self._now(), self._spec))
         return None if _text(raw[0]) == "missing" else _account(account, raw)
 
     async def restore(self, account: str, snapshot: Snapshot) -> TierChange:
         """Load an account from the store, only if Redis lacks it (``restored`` or ``exists``)."""
         k = keys.account_keys(account)
         raw = await self._run(
-            self._scripts.restore,
+            "restore",
             (k.state, k.outbox),
             (account, self._now(), self._spec, *snapshot_args(snapshot)),
         )
@@ -361,6 +383,14 @@ def _settled(account: str, settled: asyncio.Future[Settlement], raw: asyncio.Fut
         settled.set_exception(Unavailable(f"redis: {error}"))
     else:
         settled.set_exception(error)
+
+
+def _report(
+    observer: ScriptObserver, name: ScriptName, started: float, raw: asyncio.Future[Any]
+) -> None:
+    """``_run``'s report to the observer, for a call whose reply is a future."""
+    if not raw.cancelled():
+        observer(name, time.perf_counter() - started, raw.exception() is None)
 
 
 def _change(account: str, raw: list[Any]) -> TierChange:

@@ -106,14 +106,6 @@ KEYS_CHANNEL = f"{PREFIX}:{LAYOUT}:keys:revoked"
 OUTBOX_GROUP = "creditgate-sync"
 """The consumer group the sync workers share on every outbox stream."""
 
-SYNC_STATS = f"{PREFIX}:{LAYOUT}:sync:stats"
-"""Hash of the sync workers' metrics, for /metrics. Counters summed over every worker since
-Redis started: ``applied`` (events written to the store), ``batches``, ``errors`` (failed
-passes), ``rejected`` (events set aside in ``outbox_rejected``), ``reaped`` (expired
-reservations refunded), ``expired`` (subscriptions downgraded). Gauges of the latest pass of
-any worker: ``lag_ms`` (age of the oldest event not yet in the store) and ``updated_ms``
-(when it was written, Redis time)."""
-
 
 def outbox_rejected(bucket: int) -> str:
     """Outbox events the store refused or that did not parse, set aside by the sync worker

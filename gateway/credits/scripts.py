@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Literal, get_args
 
 from gateway.credits.client import RedisClient, RedisScript
 
-NAMES = ("reserve", "settle", "refund", "extend", "open", "grant", "set_tier", "status", "restore")
+ScriptName = Literal[
+    "reserve", "settle", "refund", "extend", "open", "grant", "set_tier", "status", "restore"
+]
+NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 
 @cache
@@ -41,3 +45,7 @@ class Scripts:
     @classmethod
     def register(cls, redis: RedisClient) -> Scripts:
         return cls(**{name: redis.register_script(source(name)) for name in NAMES})
+
+    def named(self, name: ScriptName) -> RedisScript:
+        script: RedisScript = getattr(self, name)
+        return script

@@ -133,7 +133,7 @@ class Proxy:
             )
         finally:
             # Every proxied request ends here, whatever became of it.
-            self.metrics.requests.inc(route=route.prefix, outcome=outcome)
+            self.metrics.requests(route.prefix, outcome).inc()
             if trail is not None:
                 trail.end(outcome)
 
@@ -190,16 +190,16 @@ class Proxy:
                 self.holds.release(caller.account_id, request_id)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            self.metrics.redis_errors.inc(op="reserve")
             log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
             await send_error(send, exc, rid_header)
             return "unavailable"
         rid_header = [(b"x-request-id", request_id.encode())]
         if trail is not None:
             trail.request_id = request_id  # an Idempotency-Key's request id is derived from it
-        self.metrics.reservations.inc(status=reservation.status)
+        self.metrics.reservations(reservation.status).inc()
         if reservation.status != "ok":
             return await answers.refuse(send, reservation, rid_header)
+        self.holds.opened(request_id)
         exchange = Exchange(route, caller, request_id, reservation)
         if trail is not None:
             trail.exchange = exchange
@@ -301,9 +301,7 @@ class Proxy:
                 return await relay.fail(
                     self.holds, ex, send, "bad_gateway", "the backend is unreachable"
                 )
-            self.metrics.upstream_latency.observe(
-                time.perf_counter() - started, route=ex.route.prefix
-            )
+            self.metrics.upstream_latency(ex.route.prefix).observe(time.perf_counter() - started)
             async with response:
                 return await relay.respond(self.holds, ex, response, send, watch, method)
         finally:

@@ -21,6 +21,11 @@ module owns *how*, with Redis failing now and then. The policy:
 
 ``InFlight`` tracks every refund, release, settle and retry: they finish even if their
 request is cancelled, and the app's shutdown waits for them (``drain``).
+
+A reservation the flow reports ``opened`` counts in ``creditgate_open_reservations`` until its
+refund or its settle has ended, landed or left to the reaper; a second refund of the same
+hold does not count it twice. Credits and refunds are counted by what the scripts answered,
+so a repeat that changed nothing adds nothing.
 """
 
 from __future__ import annotations
@@ -115,21 +120,39 @@ class Holds:
         self.restore = restore
         self.inflight = inflight
         self.tracing = tracing
+        self._open: set[str] = set()
+        """Request ids of the reservations ``opened`` whose settle or refund has not ended."""
+
+    def opened(self, request_id: str) -> None:
+        """A request of this replica holds a reservation now: count it open."""
+        self._open.add(request_id)
+        self.metrics.open_reservations.inc()
+
+    def _closed(self, request_id: str) -> None:
+        if request_id in self._open:
+            self._open.remove(request_id)
+            self.metrics.open_reservations.dec()
 
     async def refund(self, account: str, request_id: str, reason: str) -> AccountState | None:
         """Give the hold back; the account as the refund left it, None if Redis failed (the
         reaper refunds it at its deadline) or no longer knows it. The metric's reason is the
         first word of ``reason``."""
-        self.metrics.refunds.inc(reason=reason.split(" ")[0])
+        return await self.inflight.run(self._refund(account, request_id, reason))
+
+    async def _refund(self, account: str, request_id: str, reason: str) -> AccountState | None:
         work = self.engine.refund(account, request_id, reason=reason)
         if self.tracing is not None:
             work = self.tracing.run("redis refund", work, {"creditgate.reason": reason})
         try:
-            settlement = await self.inflight.run(work)
+            settlement = await work
         except Unavailable as exc:
-            self.metrics.redis_errors.inc(op="refund")
             log.error("refund failed: %s", exc, extra={"request_id": request_id})
             return None
+        finally:
+            self._closed(request_id)
+        if settlement.status == "refunded":
+            self.metrics.refunds(reason.split(" ")[0]).inc()
+            self.metrics.credits_refunded.inc(settlement.credits)
         return settlement.account
 
     def keep_alive(self, account: str, request_id: str) -> Callable[[], None]:
@@ -149,7 +172,6 @@ class Holds:
                 alive = await self.engine.extend(account, request_id)
             except Unavailable as exc:
                 # The answer goes on; at worst the reaper refunds it at the old deadline.
-                self.metrics.redis_errors.inc(op="extend")
                 log.warning("extending the reservation failed: %s", exc)
                 alive = True
             if alive:
@@ -191,16 +213,17 @@ class Holds:
     ) -> None:
         if settled.cancelled():  # shutdown gave up waiting: the reaper refunds the hold
             log.error("settle abandoned at shutdown", extra={"request_id": request_id})
+            self._closed(request_id)
             return
         error = settled.exception()
         if error is None and settled.result().status != "missing":
-            self._count(settled.result())
+            self._count(request_id, settled.result())
             return
         if error is not None:
-            self.metrics.redis_errors.inc(op="settle")
             if not isinstance(error, Unavailable):
                 log.error("settle failed: %r", error, extra={"request_id": request_id})
-        self.inflight.spawn(self._charge(account, request_id, tokens, restore_first=error is None))
+        retry = self._charge(account, request_id, tokens, restore_first=error is None)
+        self.inflight.spawn(retry).add_done_callback(lambda _: self._closed(request_id))
 
     async def _charge(
         self, account: str, request_id: str, tokens: int, *, restore_first: bool
@@ -215,11 +238,10 @@ class Holds:
                     await self.restore(account)
                 settled = await self.engine.settle(account, request_id, tokens)
             except Unavailable as exc:
-                self.metrics.redis_errors.inc(op="settle")
                 log.warning("settle retry failed: %s", exc, extra={"request_id": request_id})
                 continue
             if settled.status != "missing":
-                self._count(settled)
+                self._count(request_id, settled)
                 return
             restore_first = True
         log.error(
@@ -228,7 +250,7 @@ class Holds:
             extra={"request_id": request_id},
         )
 
-    def _count(self, settled: Settlement) -> None:
-        self.metrics.settles.inc()
+    def _count(self, request_id: str, settled: Settlement) -> None:
+        self._closed(request_id)
         if settled.status == "charged":  # not a repeat of a settle that had landed
-            self.metrics.settled_credits.inc(settled.credits)
+            self.metrics.credits_charged.inc(settled.credits)

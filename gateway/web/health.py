@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.exceptions import RedisError
 from sqlalchemy import Engine, text
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.credits import sync_stats
 from gateway.credits.client import RedisClient
 from gateway.errors import error_body
+from gateway.metrics import CONTENT_TYPE
 from gateway.settings import Settings
 from store.database import check_schema, head_revision
 from store.errors import SchemaOutdated
@@ -76,17 +75,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """This process's figures, then the sync workers' from Redis (left out if unreachable)."""
-    body = request.app.state.metrics.render()
-    try:
-        shared = await asyncio.wait_for(
-            sync_stats.read(request.app.state.services.redis), CHECK_TIMEOUT
-        )
-    except (RedisError, TimeoutError):
-        shared = None
-    if shared is not None:
-        body = body.rstrip("\n") + "\n" + "\n".join(sync_stats.prometheus_lines(shared)) + "\n"
-    return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+    """This server's figures, every worker's (``gateway.metrics``); rendered off the event loop,
+    as summing the workers' files reads the disk."""
+    body = await asyncio.to_thread(request.app.state.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 def health_routes() -> list[Route]:

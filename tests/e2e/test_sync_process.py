@@ -1,5 +1,6 @@
 """The ``creditgate sync`` and ``creditgate audit`` processes: a worker SIGKILLed mid-batch and
-restarted duplicates and loses nothing; audit exits 0 when clean, 1 on a seeded difference."""
+restarted duplicates and loses nothing; a worker serves its own metrics; audit exits 0 when
+clean, 1 on a seeded difference."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.credits import keys
 from gateway.services import Services
 from sync.worker import SyncWorker
+from tests.support.gateways import free_port, wait_for
 from tests.support.processes import ACCOUNTS, CREDITGATE, Traffic, burst, creditgate_env
+from tests.support.scrapes import total
 from tests.support.storeview import StoreView, assert_in_sync, store_services
 
 
@@ -110,6 +114,34 @@ async def test_sigkilled_worker_restarts_without_duplicates_or_gaps(
 
     accounts = await assert_in_sync(services, StoreView(services))
     assert sum(r.version for r in accounts.values()) == events
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # the command, not the store
+async def test_a_worker_serves_its_own_metrics_on_the_port_it_is_given(
+    services: Services, traffic: Traffic, commands: Commands
+) -> None:
+    events = await burst(services, traffic, processes=2, ops=60)
+    port = free_port()
+    worker = commands.start("sync", "--metrics-port", str(port))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+
+        async def applied_all() -> bool:
+            try:
+                text = (await http.get("/metrics")).text
+            except httpx.HTTPError:  # not serving yet
+                return False
+            return total(text, "creditgate_sync_events_applied_total") == events
+
+        await wait_for(applied_all, timeout=30)
+        text = (await http.get("/metrics")).text
+    assert total(text, "creditgate_sync_lag_seconds") == 0
+    assert total(text, "creditgate_sync_errors_total") == 0
+    assert total(text, "process_cpu_seconds_total") > 0
+
+    code, out = commands.run("sync", "--metrics-port", str(port))  # the port is taken
+    assert code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in out
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"])  # the command, not the store

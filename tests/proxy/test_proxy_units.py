@@ -25,6 +25,17 @@ from gateway.proxy.headers import (
 from gateway.proxy.holds import Holds, InFlight
 from gateway.proxy.idempotency import base_request_id, valid_key
 from gateway.proxy.tokens import SseUsage, estimate, from_document, from_header
+from tests.support.scrapes import series, total
+
+
+def holds_on(engine: object, metrics: Metrics, restore: object = None) -> Holds:
+    """``Holds`` on a stand-in for the engine (and for the restore)."""
+    return Holds(
+        engine=engine,  # type: ignore[arg-type]
+        metrics=metrics,
+        restore=restore,  # type: ignore[arg-type]
+        inflight=InFlight(),
+    )
 
 
 def state(**changes: object) -> AccountState:
@@ -257,18 +268,6 @@ def test_idempotency_keys() -> None:
     assert base_request_id("a", "k") != base_request_id("b", "k")
 
 
-def test_metrics_render_prometheus_text() -> None:
-    metrics = Metrics()
-    metrics.requests.inc(route="/api/x/", outcome="charged")
-    metrics.requests.inc(route="/api/x/", outcome="charged")
-    metrics.upstream_latency.observe(0.003, route="/api/x/")
-    text = metrics.render()
-    assert 'creditgate_requests_total{route="/api/x/",outcome="charged"} 2' in text
-    assert 'creditgate_upstream_seconds_bucket{route="/api/x/",le="0.0025"} 0' in text
-    assert 'creditgate_upstream_seconds_bucket{route="/api/x/",le="0.005"} 1' in text
-    assert 'creditgate_upstream_seconds_count{route="/api/x/"} 1' in text
-
-
 async def test_in_flight_settles_survive_cancellation_and_are_drained() -> None:
     inflight = InFlight()
     gate = asyncio.Event()
@@ -346,12 +345,7 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
             raise Unavailable("database: connection failed")
 
     metrics = Metrics()
-    holds = Holds(
-        engine=Flaky(),  # type: ignore[arg-type]
-        metrics=metrics,
-        restore=restore,  # type: ignore[arg-type]
-        inflight=InFlight(),
-    )
+    holds = holds_on(Flaky(), metrics, restore)
     holds.settle("acct_1", "rid-1", 4000)
     await holds.inflight.drain()
     assert (
@@ -362,7 +356,7 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
             "restore fails": ["soon", "restore", "restore", "settle"],
         }[first]
     )
-    assert "creditgate_settled_credits_total 2" in metrics.render()
+    assert total(metrics.render().decode(), "creditgate_credits_charged_total") == 2
 
 
 async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
@@ -399,3 +393,24 @@ async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
             request.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await request
+
+
+async def test_a_hold_refunded_twice_is_closed_and_counted_once() -> None:
+    """The flow refunds again after any error, whatever relay did: that repeat changes nothing
+    in Redis (``refunded_before``) and nothing in the metrics."""
+    answers = [Settlement("refunded", state(), 1), Settlement("refunded_before", state(), 0)]
+
+    class Once:
+        async def refund(self, account: str, request_id: str, *, reason: str) -> Settlement:
+            return answers.pop(0)
+
+    metrics = Metrics()
+    holds = holds_on(Once(), metrics)
+    holds.opened("rid-1")
+    assert total(metrics.render().decode(), "creditgate_open_reservations") == 1
+    await holds.refund("acct_1", "rid-1", "upstream 500")
+    await holds.refund("acct_1", "rid-1", "gateway error")
+    text = metrics.render().decode()
+    assert total(text, "creditgate_open_reservations") == 0
+    assert total(text, "creditgate_credits_refunded_total") == 1
+    assert series(text, "creditgate_refunds_total", "reason") == {("upstream",): 1}

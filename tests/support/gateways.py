@@ -197,11 +197,12 @@ class GatewayCluster:
 
 
 def start_replica(
-    env: dict[str, str], workdir: Path, log_name: str, *options: str
+    env: dict[str, str], workdir: Path, log_name: str, *options: str, port: int | None = None
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
-    """``creditgate serve`` with ``options`` on a free port of 127.0.0.1, its output in
-    ``workdir / log_name``: its URL, process and log (``wait_ready`` waits for it)."""
-    port = free_port()
+    """``creditgate serve`` with ``options`` on ``port`` (default: a free one) of 127.0.0.1,
+    its output in ``workdir / log_name``: its URL, process and log (``wait_ready`` waits for
+    it). It leads a process group of its own, with its workers: ``os.killpg`` kills them all."""
+    port = port or free_port()
     log = workdir / log_name
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -211,6 +212,7 @@ def start_replica(
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return f"http://127.0.0.1:{port}", proc, log
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from gateway.credits import keys
-from gateway.credits import sync_stats as metrics
 from gateway.credits.engine import CreditEngine
 from gateway.services import Services
 from gateway.settings import DEFAULT_TIERS
+from sync.metrics import registry_of
 from sync.outbox import OutboxReader, parse_movement
 from sync.worker import MAX_BACKOFF_S, SyncWorker
+from tests.support.scrapes import text_of, total
 
 
 async def test_an_engine_event_parses_to_a_movement(real_redis: aioredis.Redis) -> None:
@@ -52,19 +53,22 @@ async def test_prune_forgets_idle_consumers_with_nothing_pending(
     assert await me.prune_consumers(idle_ms=3_600_000) == 0
 
 
-async def test_metrics_add_up_over_workers_and_render(services: Services) -> None:
+async def test_each_worker_renders_its_own_figures_for_prometheus_to_add_up(
+    services: Services,
+) -> None:
     await services.credits.open("acct-m")
     first, second = SyncWorker(services), SyncWorker(services)
     await first.run_once()
     await services.credits.grant("acct-m", 1, reason="x")
     await second.run_once()
 
-    shared = await metrics.read(services.redis)
-    assert (shared["applied"], shared["batches"], shared["lag_ms"]) == (2, 2, 0)
-    lines = metrics.prometheus_lines(shared)
-    assert "creditgate_sync_applied_total 2" in lines
-    assert "creditgate_sync_lag_ms 0" in lines
-    assert "# TYPE creditgate_sync_errors_total counter" in lines
+    for worker in (first, second):  # one event each: a Prometheus sum over workers reads 2
+        text = text_of(registry_of(worker.stats))
+        assert total(text, "creditgate_sync_events_applied_total") == 1
+        assert total(text, "creditgate_sync_batches_total") == 1
+        assert total(text, "creditgate_sync_passes_total") == 1
+        assert total(text, "creditgate_sync_lag_seconds") == 0
+    assert "# TYPE creditgate_sync_errors_total counter" in text
 
 
 async def test_pause_doubles_per_failure_up_to_a_cap(services: Services) -> None:

@@ -8,12 +8,13 @@ import json
 import httpx
 
 from gateway.credits import keys
-from gateway.credits import sync_stats as metrics
 from gateway.services import Services
+from sync.metrics import registry_of
 from sync.outbox import OutboxEntry
 from sync.webhooks import Notifier
 from sync.worker import SyncWorker
 from tests.support.processes import ACCOUNTS, Traffic, burst, open_accounts
+from tests.support.scrapes import text_of, total
 from tests.support.storeview import StoreView, assert_in_sync
 
 
@@ -30,8 +31,10 @@ async def test_burst_from_processes_then_one_pass(
     kinds = {e.kind for a in ACCOUNTS for e in await store_view.ledger(a)}
     assert {"open", "hold", "charge", "refund", "grant", "upgrade", "downgrade"} <= kinds
     assert worker.stats.batches >= 2
-    shared = await metrics.read(services.redis)
-    assert shared["applied"] == events and shared["lag_ms"] == 0 and shared.get("errors", 0) == 0
+    text = text_of(registry_of(worker.stats))
+    assert total(text, "creditgate_sync_events_applied_total") == events
+    assert total(text, "creditgate_sync_lag_seconds") == 0
+    assert total(text, "creditgate_sync_errors_total") == 0
     assert await worker.run_once() == 0
 
 

@@ -22,7 +22,7 @@ from gateway.services import Services, open_services
 from gateway.settings import Route, Settings, Tier
 from gateway.web.openapi import HEADERS, openapi_document
 from store.database import upgrade
-from tests.support.backends import stub_backend
+from tests.support.stubs import serving
 
 OWN_HEADERS = {name.lower() for name in HEADERS}
 
@@ -36,7 +36,7 @@ async def backend() -> AsyncIterator[str]:
             await asyncio.sleep(2)
         return web.json_response({"ok": True, "usage": {"total_tokens": 42}})
 
-    async with stub_backend(answer) as url:
+    async with serving(answer) as url:
         yield url
 
 
