@@ -1,6 +1,7 @@
 """``creditgate serve [--host H] [--port P] [--workers N]``: the gateway under uvicorn.
 
-uvloop and httptools are used when installed (they are, with ``uvicorn[standard]``). One
+uvloop is used when installed (it is, with ``uvicorn[standard]``), and httptools always, in
+``gateway.heads``' protocol, which bounds request heads. One
 worker runs the app built from the settings the CLI loaded; several run the factory
 ``gateway.app:app_from_env`` in each worker process, which reads the same environment. The
 access log is off unless ``--access-log``: at thousands of requests per second it costs more
@@ -14,6 +15,7 @@ import importlib.util
 import sys
 from typing import Any
 
+from gateway.heads import bounded_http
 from gateway.services import check_store
 from gateway.settings import Settings
 
@@ -27,12 +29,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(run=serve)
 
 
-def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+def uvicorn_options(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     return {
         "host": args.host,
         "port": args.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": bounded_http(settings),
         "access_log": args.access_log,
         "server_header": False,
         "proxy_headers": False,
@@ -58,7 +60,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     check_store(settings, "creditgate serve")
     import uvicorn
 
-    options = uvicorn_options(args)
+    options = uvicorn_options(args, settings)
     if args.workers > 1:
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
     else:
