@@ -49,6 +49,8 @@ LINE_FRAME = len(b"  HTTP/1.1\r\n")
 """What a request line adds to its method and target: two spaces, the version, CRLF."""
 HEADER_FRAME = len(b": \r\n")
 """What a header line adds to its name and value."""
+METHOD_MAX = 32
+"""Longer than any method the parser accepts."""
 HEAD_SLACK = 1024
 """Bytes a head may carry on the wire beyond its counted lines: the blank line that ends it,
 padding around values and blank lines before the request, which the parser drops."""
@@ -95,6 +97,10 @@ class Refusal:
         return b"".join(lines)
 
 
+def _headers_too_large(message: str) -> Refusal:
+    return Refusal(431, "request_header_fields_too_large", message)
+
+
 class HeadTooLarge(Exception):
     """Raised by a parser callback to stop the parser at a limit (never leaves this module)."""
 
@@ -104,42 +110,55 @@ class HeadTooLarge(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with ``HeadLimits`` (see the module's docstring)."""
+    """uvicorn's httptools protocol with ``HeadLimits`` (see the module's docstring).
+
+    Each count is a room that runs down, reset when a request ends; the hot path is a
+    subtraction and a comparison per read, per piece of URL and per header.
+    """
 
     def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self.head_room: int | None = limits.wire_bytes
-        """Bytes the head being received may still take on the wire; None within a body."""
+        self.max_headers = limits.headers
         self.heads_received = 0
-        self.line_bytes = 0
-        self.header_count = 0
-        self.header_bytes = 0
         self.refusal: Refusal | None = None
+        self._new_head()
+
+    def _new_head(self) -> None:
+        # What the head being received may still take: on the wire (None within a body), in
+        # its request line's method and target, and in its header lines.
+        self.head_room: int | None = self.limits.wire_bytes
+        self.line_room = self.limits.request_line - LINE_FRAME
+        self.header_room = self.limits.header_bytes
 
     # Reading: count the head's bytes, never feed the parser more than it may take.
 
     def data_received(self, data: bytes) -> None:
         if self.refusal is not None:
             return  # refused: what follows is never parsed
+        room = self.head_room
+        if room is None or len(data) <= room:
+            if room is not None:
+                self.head_room = room - len(data)
+            self._feed(data)
+            return
         view = memoryview(data)
-        while True:
-            room = self.head_room
-            if room is None or len(view) <= room:
-                if room is not None:
-                    self.head_room = room - len(view)
-                self._feed(view)
-                return
+        while room is not None and len(view) > room:
             heads = self.heads_received
             self.head_room = 0
             if not self._feed(view[:room]):
                 return
             if self.heads_received == heads:  # still the same head, and no room left
-                self._refuse(self._headers_too_large(f"more than {room} bytes"))
+                wire = self.limits.wire_bytes
+                self._refuse(_headers_too_large(f"the request's head is over {wire} bytes"))
                 return
             view = view[room:]  # the head ended in what was fed: the rest is its body
+            room = self.head_room
+        if room is not None:
+            self.head_room = room - len(view)
+        self._feed(view)
 
-    def _feed(self, data: memoryview) -> bool:
+    def _feed(self, data: bytes | memoryview) -> bool:
         """uvicorn's ``data_received``, telling this module's refusals from bad requests;
         False when the connection is done with (refused, malformed or upgraded)."""
         self._unset_keepalive_if_required()
@@ -167,49 +186,42 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning(msg)
         self.send_400_response(msg)
 
-    # Parser callbacks: exact counts, stopping the parser at a limit.
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.line_bytes = self.header_count = self.header_bytes = 0
+    # Parser callbacks: exact counts, stopping the parser at a limit. They call the parent by
+    # name: zero-argument super() cost half a microsecond a call here, on every header.
 
     def on_url(self, url: bytes) -> None:
-        if not self.line_bytes:
-            self.line_bytes = len(self.parser.get_method()) + LINE_FRAME
-        self.line_bytes += len(url)
-        if self.line_bytes > self.limits.request_line:
+        self.line_room -= len(url)
+        # The method is known here, but its length is only needed when the room runs short.
+        if self.line_room < METHOD_MAX and self.line_room < len(self.parser.get_method()):
             raise HeadTooLarge(
                 Refusal(
                     414,
                     "uri_too_long",
-                    f"the request line is longer than {self.limits.request_line} bytes",
+                    f"the request line is over {self.limits.request_line} bytes",
                 )
             )
-        super().on_url(url)
+        HttpToolsProtocol.on_url(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        self.header_bytes += len(name) + len(value) + HEADER_FRAME
-        if self.header_count > self.limits.headers:
-            raise HeadTooLarge(self._headers_too_large(f"more than {self.limits.headers} lines"))
-        if self.header_bytes > self.limits.header_bytes:
+        self.header_room -= len(name) + len(value) + HEADER_FRAME
+        if self.header_room < 0 or len(self.headers) >= self.max_headers:
             raise HeadTooLarge(
-                self._headers_too_large(f"more than {self.limits.header_bytes} bytes")
+                _headers_too_large(
+                    f"the request has more than {self.max_headers} header lines"
+                    if len(self.headers) >= self.max_headers
+                    else f"the request's header lines are over {self.limits.header_bytes} bytes"
+                )
             )
-        super().on_header(name, value)
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         self.head_room = None
         self.heads_received += 1
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.head_room = self.limits.wire_bytes  # what comes next is the next request's head
-
-    @staticmethod
-    def _headers_too_large(what: str) -> Refusal:
-        return Refusal(431, "request_header_fields_too_large", f"the request's headers are {what}")
+        HttpToolsProtocol.on_message_complete(self)
+        self._new_head()  # what comes next is the next request's head
 
     # Refusing: answer once the responses in flight are written, then close.
 

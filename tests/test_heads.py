@@ -119,7 +119,7 @@ async def test_a_refusal_is_the_contracts_json_then_the_connection_ends() -> Non
     assert json.loads(body) == {
         "success": False,
         "error": "request_header_fields_too_large",
-        "message": "the request's headers are more than 8 lines",
+        "message": "the request has more than 8 header lines",
     }
     assert transport.eof  # the request after it was never parsed
 
