@@ -1,6 +1,7 @@
 """``creditgate serve [--host H] [--port P] [--workers N]``: the gateway under uvicorn.
 
-uvloop and httptools are used when installed (they are, with ``uvicorn[standard]``). One
+uvloop is used when installed (it is, with ``uvicorn[standard]``), and httptools always, in
+``gateway.heads``' protocol, which bounds request heads. One
 worker runs the app built from the settings the CLI loaded; several run the factory
 ``gateway.app:app_from_env`` in each worker process, which reads the same environment. Several
 workers share their metrics through a directory of their own below ``--metrics-dir``
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import multiprocess
+from gateway.heads import bounded_http
 from gateway.services import check_store
 from gateway.settings import Settings, export_setting
 
@@ -47,12 +49,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(run=serve)
 
 
-def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+def uvicorn_options(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     return {
         "host": args.host,
         "port": args.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": bounded_http(settings),
         "access_log": False,
         "server_header": False,
         "proxy_headers": False,
@@ -80,7 +82,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"access_log": True})
     import uvicorn
 
-    options = uvicorn_options(args)
+    options = uvicorn_options(args, settings)
     if args.workers > 1:
         if args.access_log:  # the workers build their settings from the environment
             export_setting("access_log", "1")

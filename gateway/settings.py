@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     access_log: bool = False
     tracing: TracingMode = "off"
 
+    # Request heads (gateway.heads): 414 / 431 beyond these, before any memory grows.
+    max_request_line: int = Field(default=8192, ge=64, le=1_048_576)
+    max_headers: int = Field(default=100, ge=1, le=10_000)
+    max_header_bytes: int = Field(default=32768, ge=64, le=1_048_576)
+
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     routes: list[Route] = Field(default_factory=list)
 

@@ -36,6 +36,7 @@ import uvicorn
 from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.app import create_app
 from gateway.demo.backends import codegen_app, review_app
+from gateway.heads import bounded_http
 from gateway.services import open_services
 from gateway.settings import EMBEDDED, ConfigError, Settings
 from store.database import upgrade
@@ -122,11 +123,17 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _start(
-    name: str, app: Any, sock: socket.socket, *, lifespan: Literal["on", "off"] = "off"
+    name: str,
+    app: Any,
+    sock: socket.socket,
+    *,
+    lifespan: Literal["on", "off"] = "off",
+    http: type[asyncio.Protocol] | str = "auto",
 ) -> _Running:
     config = uvicorn.Config(
         app,
         lifespan=lifespan,
+        http=http,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
@@ -232,7 +239,9 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
                     reason="demo: account created by creditgate demo",
                 )
                 app = create_app(run_settings, services=services)
-                gateway = await _start("gateway", app, gateway_sock, lifespan="on")
+                gateway = await _start(
+                    "gateway", app, gateway_sock, lifespan="on", http=bounded_http(run_settings)
+                )
                 signals.running.insert(0, gateway)
                 await _serve(
                     signals.stop,

@@ -23,7 +23,18 @@ ERROR_CODES = {
     404: ("not_found", "No such account, key or path."),
     405: ("method_not_allowed", "The path exists, the method does not."),
     409: ("conflict", "Duplicate id, or renewing an account with no subscription."),
+    414: (
+        "uri_too_long",
+        "The request line is longer than CREDITGATE_MAX_REQUEST_LINE bytes; answered before "
+        "authentication, then the connection is closed.",
+    ),
     429: ("insufficient_credits", "The account cannot pay (or rate_limited: over its rate)."),
+    431: (
+        "request_header_fields_too_large",
+        "More header lines than CREDITGATE_MAX_HEADERS or more header bytes than "
+        "CREDITGATE_MAX_HEADER_BYTES; answered before authentication, then the connection is "
+        "closed.",
+    ),
     502: ("bad_gateway", "The backend could not be reached; the reservation was refunded."),
     503: ("unavailable", "Admin disabled (no CREDITGATE_ADMIN_TOKEN) or a backing service down."),
     504: ("gateway_timeout", "The backend did not answer in time; refunded."),
@@ -364,7 +375,7 @@ def openapi_document(settings: Settings, other_paths: Mapping[str, Schema]) -> S
             "description": "A credit gateway in front of code-generation and review backends. "
             "Errors are JSON: {success: false, error, message}.",
         },
-        "paths": {**_public_paths(settings), **other_paths},
+        "paths": _with_head_refusals({**_public_paths(settings), **other_paths}),
         "components": {
             "schemas": _schemas(tiers),
             "responses": responses,
@@ -381,6 +392,22 @@ def openapi_document(settings: Settings, other_paths: Mapping[str, Schema]) -> S
                 },
             },
         },
+    }
+
+
+METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _with_head_refusals(paths: Mapping[str, Schema]) -> dict[str, Schema]:
+    """Every operation with 414 and 431: any request may be refused for its head (the server's
+    ``gateway.heads``), before a route is chosen."""
+    refusals = error_refs(414, 431)
+    return {
+        path: {
+            key: {**op, "responses": {**op["responses"], **refusals}} if key in METHODS else op
+            for key, op in item.items()
+        }
+        for path, item in paths.items()
     }
 
 

@@ -24,6 +24,7 @@ from store import repository
 from store.database import create_db_engine, session
 from store.records import LedgerRecord
 from tests.support.processes import CREDITGATE, creditgate_env
+from tests.support.rawhttp import connect, read_answers, request
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +151,19 @@ async def test_demo_charges_streams_syncs_and_stops_on_sigint(demo: Demo) -> Non
     assert code == 0, demo.log_tail()
     assert demo.proc.stdout is not None
     assert b"creditgate demo: stopped" in await demo.proc.stdout.read()
+
+
+async def test_the_demo_gateway_bounds_request_heads(demo: Demo) -> None:
+    pads = [(f"X-Pad-{i}", "v") for i in range(100)]  # with Host, one over the default 100
+    auth = ("Authorization", f"Bearer {demo.api_key}")
+    head = request("/api/projects/start-workflow", [("Host", "demo"), auth, *pads])
+
+    def refused() -> list[int]:
+        with connect(demo.gateway) as sock:
+            sock.sendall(head)
+            return [answer.status for answer in read_answers(sock, 1).answers]
+
+    assert await asyncio.to_thread(refused) == [431]
+    async with httpx.AsyncClient(base_url=demo.gateway, timeout=30) as client:
+        usage = await client.get("/api/user/usage", headers=[auth])
+    assert usage.json()["usage"]["creditsRemaining"] == 100

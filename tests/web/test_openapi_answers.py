@@ -130,3 +130,14 @@ async def test_every_proxied_answer_is_documented(services: Services) -> None:
                 if status >= 400 and response.headers.get("content-type") == "application/json":
                     seen.add((status, response.json().get("error", "")))
     assert (429, "insufficient_credits") in seen and (429, "rate_limited") in seen
+
+
+def test_every_operation_documents_the_refusals_of_oversized_heads() -> None:
+    document = openapi_document(Settings.load(), admin_paths())
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    assert operations
+    for op in operations:
+        assert {"414", "431"} <= set(op["responses"]), op["summary"]
+    assert document["components"]["responses"]["E431"]["description"].startswith(
+        "request_header_fields_too_large: "
+    )
