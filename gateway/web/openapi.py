@@ -22,7 +22,12 @@ ERROR_CODES = {
     401: ("unauthorized", "No, unknown or revoked key / token."),
     404: ("not_found", "No such account, key or path."),
     405: ("method_not_allowed", "The path exists, the method does not."),
-    409: ("conflict", "Duplicate id, or renewing an account with no subscription."),
+    409: (
+        "conflict",
+        "Duplicate id, renewing an account with no subscription, or an Idempotency-Key whose "
+        "first request is still running.",
+    ),
+    422: ("idempotency_mismatch", "The Idempotency-Key was used for another request."),
     429: ("insufficient_credits", "The account cannot pay (or rate_limited: over its rate)."),
     502: ("bad_gateway", "The backend could not be reached; the reservation was refunded."),
     503: ("unavailable", "Admin disabled (no CREDITGATE_ADMIN_TOKEN) or a backing service down."),
