@@ -2,7 +2,8 @@
 
 The commands are the entries of ``gateway.admin.operations`` that name one, called as the
 ``CLI`` front end: the flags given become the API's request (path, query, body), so the
-checks and messages are the API's, and ``--json`` prints the API's JSON; tables otherwise.
+checks and messages are the API's, and ``--json`` prints the API's JSON; tables otherwise,
+a list's table followed by how to ask for its next page when there is one.
 Talks to Redis and the store directly (no admin token: whoever runs it has the settings).
 Exit codes: 0 done, 1 not found / invalid / conflict / unavailable, 2 usage (argparse).
 Changes are attributed ``"cli: <reason>"`` in the ledger.
@@ -121,6 +122,19 @@ def _print(outcome: Outcome, command: Command, args: argparse.Namespace) -> None
         print(json.dumps(printable, indent=2))
         return
     print(_render(printable))
+    following = printable.get("next")
+    if isinstance(following, str):
+        print(f"\nnext: {following}  (the next page: {_next_page(command, args, following)})")
+
+
+def _next_page(command: Command, args: argparse.Namespace, following: str) -> str:
+    """The same command again, its paging flag set to the list's ``next``."""
+    words = ["creditgate", command.group, command.action]
+    for flag in command.flags:
+        value = following if flag.pages else getattr(args, flag.name)
+        if value is not None:
+            words += [str(value)] if flag.positional else [f"--{flag.name}", str(value)]
+    return shlex.join(words)
 
 
 def _render(printable: dict[str, Any]) -> str:

@@ -133,12 +133,14 @@ class Flag:
 
     The argument is ``--<name>``, or ``<name>`` when positional, so that argparse keeps its
     value under the field's name; ``options`` are argparse's keywords (help, type, ...).
+    ``pages``: it takes a list's ``next``, to ask for the following page.
     """
 
     part: Part
     name: str
     positional: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    pages: bool = False
 
 
 def argument(part: Part, name: str, **options: Any) -> Flag:
@@ -147,6 +149,10 @@ def argument(part: Part, name: str, **options: Any) -> Flag:
 
 def option(part: Part, name: str, **options: Any) -> Flag:
     return Flag(part, name, options=options)
+
+
+def cursor(name: str, **options: Any) -> Flag:
+    return Flag("query", name, options=options, pages=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +340,7 @@ REASON = option("body", "reason")
 STATED_REASON = option("body", "reason", required=True)
 KEY_NAME = option("body", "name")
 LIMIT = option("query", "limit", type=int, default=100)
-AFTER = option("query", "after", help="list ids after this one")
+AFTER = cursor("after", help="list ids after this one")
 
 ACCOUNT = "/accounts/{account_id}"
 

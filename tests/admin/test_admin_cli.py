@@ -215,3 +215,22 @@ def test_a_write_redis_could_not_take_names_its_key_for_a_safe_retry(
     assert "retry with --idempotency-key cli-" in err
     code, _, err = cli("accounts", "downgrade", "cli-u", "--idempotency-key", "mine 1")
     assert code == 1 and "retry with --idempotency-key 'mine 1'" in err
+
+
+# -- paging ------------------------------------------------------------------------------------
+
+
+def test_a_list_table_says_how_to_get_the_next_page(cli: Run) -> None:
+    for account in ("page-a", "page-b", "page-c"):
+        run_json(cli, "accounts", "create", "--id", account)
+    code, out, _ = cli("accounts", "list", "--limit", "2")
+    assert code == 0
+    rows = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+    assert rows[:2] == ["page-a", "page-b"]
+    assert out.rstrip().splitlines()[-1] == (
+        "next: page-b  (the next page: creditgate accounts list --limit 2 --after page-b)"
+    )
+
+    code, out, _ = cli("accounts", "list", "--limit", "2", "--after", "page-b")
+    assert code == 0 and "page-c" in out and "next:" not in out
+    assert run_json(cli, "accounts", "list", "--limit", "2")["next"] == "page-b"
