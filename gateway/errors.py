@@ -6,6 +6,7 @@
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
+    ├── IdempotencyMismatch         422 idempotency_mismatch: a key reused for another request
     ├── AdminDisabled               503 admin_disabled: no CREDITGATE_ADMIN_TOKEN
     └── Unavailable                 503 unavailable: Redis or the store cannot be reached
 
@@ -62,6 +63,10 @@ class MethodNotAllowed(CreditgateError):
 
 class Conflict(CreditgateError):
     code, status = "conflict", 409
+
+
+class IdempotencyMismatch(CreditgateError):
+    code, status = "idempotency_mismatch", 422
 
 
 class AdminDisabled(CreditgateError):

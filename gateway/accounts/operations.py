@@ -92,6 +92,7 @@ async def create_account(
     tier: str = "free",
     months: int = 0,
     reason: str = "",
+    request_id: str | None = None,
 ) -> CreatedAccount:
     """Write the store rows (account and first key), then open the account in Redis.
 
@@ -141,7 +142,7 @@ async def create_account(
     except DuplicateAccount as exc:
         raise Conflict(f"account {account_id!r} already exists") from exc
     change = await services.credits.open(
-        account_id, tier=tier, months=months, reason=reason, request_id=operation_id()
+        account_id, tier=tier, months=months, reason=reason, request_id=request_id or operation_id()
     )
     if change.status == "exists":
         log.warning("account %s was already in Redis; keeping its live state", account_id)
@@ -173,14 +174,24 @@ async def list_accounts(
     )
 
 
-async def grant(services: Services, account_id: str, credits: int, *, reason: str) -> AccountState:
-    """Add bonus credits (they survive resets and tier changes)."""
+async def grant(
+    services: Services,
+    account_id: str,
+    credits: int,
+    *,
+    reason: str,
+    request_id: str | None = None,
+) -> AccountState:
+    """Add bonus credits (they survive resets and tier changes).
+
+    Applied once per ``request_id`` (default: a new one): a caller that retries passes the
+    same, and the engine adds nothing the second time.
+    """
+    rid = request_id or operation_id()
     return await _on_account(
         services,
         account_id,
-        lambda: services.credits.grant(
-            account_id, credits, reason=reason, request_id=operation_id()
-        ),
+        lambda: services.credits.grant(account_id, credits, reason=reason, request_id=rid),
     )
 
 
@@ -192,13 +203,18 @@ async def change_tier(
     tier: str = "",
     months: int = 0,
     reason: str = "",
+    request_id: str | None = None,
 ) -> AccountState:
-    """Upgrade, renew or downgrade; renewing an account without a subscription is a conflict."""
+    """Upgrade, renew or downgrade; renewing an account without a subscription is a conflict.
+
+    Applied once per ``request_id``, as ``grant`` is.
+    """
+    rid = request_id or operation_id()
     change = await _on_account_change(
         services,
         account_id,
         lambda: services.credits.set_tier(
-            account_id, action, tier=tier, months=months, reason=reason, request_id=operation_id()
+            account_id, action, tier=tier, months=months, reason=reason, request_id=rid
         ),
     )
     if change.status == "not_subscribed":

@@ -19,6 +19,9 @@ ACCOUNT_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ACCOUNT_ID - 1}}}$
 """Ids end up inside Redis keys: no ``|``, braces, colons or spaces (gateway/credits/keys.py)."""
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LEDGER_CURSOR = re.compile(r"^[0-9]{1,3}-[0-9]{1,20}-[0-9]{1,20}$")
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY = re.compile(rf"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY}}}$")
+"""The contract's Idempotency-Key: 1 to 255 printable ASCII characters."""
 """A ledger entry's event id, ``<bucket>-<stream id>``: the ledger's paging cursor."""
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -155,6 +158,14 @@ def ledger_cursor(value: object, field: str = "before") -> str:
     if not LEDGER_CURSOR.fullmatch(text):
         raise InvalidRequest(f"query '{field}' is not a ledger cursor (the 'next' of a page)")
     return text
+
+
+def idempotency_key(value: str, field: str = "Idempotency-Key") -> str:
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise InvalidRequest(
+            f"{field} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        )
+    return value
 
 
 def tier(value: object, tiers: Collection[str], *, paid: bool, field: str = "tier") -> str:

@@ -2,10 +2,15 @@
 
 The commands are the entries of ``gateway.admin.operations`` that name one, called as the
 ``CLI`` front end: the flags given become the API's request (path, query, body), so the
-checks and messages are the API's, and ``--json`` prints the API's JSON; tables otherwise.
+checks and messages are the API's, and ``--json`` prints the API's JSON; tables otherwise,
+a list's table followed by how to ask for its next page when there is one.
 Talks to Redis and the store directly (no admin token: whoever runs it has the settings).
 Exit codes: 0 done, 1 not found / invalid / conflict / unavailable, 2 usage (argparse).
 Changes are attributed ``"cli: <reason>"`` in the ledger.
+
+Every write sends an Idempotency-Key, as the API's clients may: ``--idempotency-key K``, or a
+new one per command. When Redis or the store failed under a write, whether it was applied is
+unknown: the message names the key, and the same command with it applies it at most once.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
+import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from gateway.admin.operations import CLI, OPERATIONS, Call, Command, Part, Run
-from gateway.errors import CreditgateError
+from gateway.admin.idempotency import Outcome
+from gateway.admin.operations import CLI, OPERATIONS, Call, Command, Operation, Part
+from gateway.errors import CreditgateError, Unavailable
 from gateway.services import open_services
 from gateway.settings import Settings
 
@@ -42,12 +51,27 @@ def register(sub: Any) -> None:
         p = actions[command.group].add_parser(command.action, parents=[common], help=command.help)
         for flag in command.flags:
             p.add_argument(flag.name if flag.positional else f"--{flag.name}", **flag.options)
-        _bind(p, operation.run, command)
+        if operation.writes:
+            p.add_argument(
+                "--idempotency-key",
+                metavar="KEY",
+                help="retry a command with the same KEY within 24 h: applied once (default: new)",
+            )
+        _bind(p, operation, command)
 
 
-def _bind(parser: argparse.ArgumentParser, operation: Run, command: Command) -> None:
+def _bind(parser: argparse.ArgumentParser, operation: Operation, command: Command) -> None:
     def run(args: argparse.Namespace, settings: Settings) -> int:
-        return asyncio.run(_execute(operation, call_of(command, args), args.json, settings))
+        call = call_of(command, args)
+        if operation.writes:
+            given = args.idempotency_key
+            key = "cli-" + secrets.token_urlsafe(16) if given is None else given
+            call = replace(call, idempotency_key=key)
+        outcome = asyncio.run(_perform(operation, call, settings))
+        if outcome is None:
+            return 1
+        _print(outcome, command, args)
+        return 0
 
     parser.set_defaults(run=run)
 
@@ -66,24 +90,51 @@ def call_of(command: Command, args: argparse.Namespace) -> Call:
     return Call(CLI, path=parts["path"], query=parts["query"], body=body)
 
 
-async def _execute(operation: Run, call: Call, as_json: bool, settings: Settings) -> int:
+async def _perform(operation: Operation, call: Call, settings: Settings) -> Outcome | None:
+    """The operation's outcome; None when it failed, said on stderr."""
     try:
         services = open_services(settings)
     except CreditgateError as exc:
         print(f"creditgate: {exc.message}", file=sys.stderr)
-        return 1
+        return None
     try:
-        printable = await operation(services, call)
+        return await operation.perform(services, call)
     except CreditgateError as exc:
         print(f"creditgate: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        if isinstance(exc, Unavailable) and call.idempotency_key is not None:
+            print(
+                "creditgate: it may or may not have been applied; to apply it at most once, "
+                f"retry with --idempotency-key {shlex.quote(call.idempotency_key)}",
+                file=sys.stderr,
+            )
+        return None
     finally:
         await services.close()
-    if as_json:
+
+
+def _print(outcome: Outcome, command: Command, args: argparse.Namespace) -> None:
+    printable = outcome.answer
+    if outcome.replayed:
+        print(
+            "creditgate: the first answer to this key, replayed: nothing changed", file=sys.stderr
+        )
+    if args.json:
         print(json.dumps(printable, indent=2))
-    else:
-        print(_render(printable))
-    return 0
+        return
+    print(_render(printable))
+    following = printable.get("next")
+    if isinstance(following, str):
+        print(f"\nnext: {following}  (the next page: {_next_page(command, args, following)})")
+
+
+def _next_page(command: Command, args: argparse.Namespace, following: str) -> str:
+    """The same command again, its paging flag set to the list's ``next``."""
+    words = ["creditgate", command.group, command.action]
+    for flag in command.flags:
+        value = following if flag.pages else getattr(args, flag.name)
+        if value is not None:
+            words += [str(value)] if flag.positional else [f"--{flag.name}", str(value)]
+    return shlex.join(words)
 
 
 def _render(printable: dict[str, Any]) -> str:
@@ -105,6 +156,11 @@ def _render(printable: dict[str, Any]) -> str:
         parts.append(
             f"\napi key (shown once, store it now): {printable['apiKey']}\n"
             f"key id: {printable['keyId']}"
+        )
+    elif "keyId" in printable:
+        parts.append(
+            "\napi key: not shown again (it was shown once, by the first answer)\n"
+            f"key id: {printable['keyId']} (revoke it and create another if it was lost)"
         )
     return "\n".join(p for p in parts if p)
 

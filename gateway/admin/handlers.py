@@ -4,7 +4,9 @@ Every endpoint runs behind ``admin_endpoint``: the bearer token is checked in co
 (no token configured: 503 for every path), and ``CreditgateError`` becomes the contract's
 JSON error (``gateway.errors.error_response``). What an endpoint does is its entry of
 ``gateway.admin.operations``, called as the ``API`` front end (changes attributed
-``"admin: <reason>"``); it answers ``{"success": true, ...}`` with the entry's status.
+``"admin: <reason>"``); it answers ``{"success": true, ...}`` with the entry's status. A
+write's ``Idempotency-Key`` header goes with the call; a replayed first answer says so with
+``Idempotent-Replayed: true``.
 """
 
 from __future__ import annotations
@@ -62,9 +64,19 @@ def operation_endpoint(operation: Operation) -> Handler:
         async def body() -> dict[str, Any]:
             return validation.json_object(await request.body())
 
-        call = Call(API, path=request.path_params, query=dict(request.query_params), body=body)
-        answer = await operation.run(services_of(request), call)
-        return JSONResponse({"success": True, **answer}, status_code=operation.status)
+        call = Call(
+            API,
+            path=request.path_params,
+            query=dict(request.query_params),
+            body=body,
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
+        outcome = await operation.perform(services_of(request), call)
+        return JSONResponse(
+            {"success": True, **outcome.answer},
+            status_code=operation.status,
+            headers={"Idempotent-Replayed": "true"} if outcome.replayed else None,
+        )
 
     serve.__name__ = operation.name
     return admin_endpoint(serve)

@@ -4,11 +4,13 @@
 the API they describe, so a change to an endpoint and to its documentation sit together.
 Every bound is taken from the code that enforces it (gateway.accounts.validation, and the
 API's page limit from gateway.admin.operations), so the document cannot drift from it.
+Every write (``writes=True``) takes an ``Idempotency-Key`` (gateway.admin.idempotency).
 """
 
 from __future__ import annotations
 
 from gateway.accounts import validation
+from gateway.admin.idempotency import KEPT_MS, SHOWN_ONCE
 from gateway.admin.operations import API
 from gateway.openapi import Schema, error_refs, json_body, ok, ref
 
@@ -31,6 +33,31 @@ REASON: Schema = {
     "maxLength": validation.MAX_REASON,
     "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
 }
+IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": validation.MAX_IDEMPOTENCY_KEY,
+        # Printable ASCII; HTTP drops spaces at either end of a header's value.
+        "pattern": r"^[!-~]([ -~]*[!-~])?$",
+    },
+    "description": (
+        f"A retry with the same key within {KEPT_MS // 3_600_000} h answers the first success "
+        "again (Idempotent-Replayed: true) and changes nothing; the same key for another "
+        "method, path or body: 422; while the first is still running: 409. An error is not "
+        f"kept: its retry runs again, applied at most once. A replay never holds {SHOWN_ONCE}."
+    ),
+}
+REPLAYED: Schema = {
+    "Idempotent-Replayed": {
+        "description": "true: the first answer to this Idempotency-Key again; nothing changed.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 def admin_operation(
@@ -39,7 +66,17 @@ def admin_operation(
     *statuses: int,
     body: Schema | None = None,
     params: list[Schema] | None = None,
+    writes: bool = False,
 ) -> Schema:
+    """``writes``: it changes something, so it takes an Idempotency-Key, its success may be a
+    replay (``Idempotent-Replayed``), and the key has refusals of its own (409 in flight, 422
+    reused)."""
+    if writes:
+        responses = {
+            status: {**answer, "headers": REPLAYED} for status, answer in responses.items()
+        }
+        statuses = (*statuses, 409, 422)
+        params = [*(params or []), IDEMPOTENCY_KEY]
     op: Schema = {
         "tags": ["admin"],
         "summary": summary,
@@ -51,6 +88,15 @@ def admin_operation(
     if params:
         op["parameters"] = params
     return op
+
+
+def shown_once(responses: dict[str, Schema]) -> dict[str, Schema]:
+    """A success holding a new key's secret: not in a replay, which lacks it (never kept)."""
+    (status, answer), *_ = responses.items()
+    schema = answer["content"]["application/json"]["schema"]
+    required = [name for name in schema["required"] if name != SHOWN_ONCE]
+    content = {"application/json": {"schema": {**schema, "required": required}}}
+    return {status: {**answer, "content": content}}
 
 
 def path_param(name: str, schema: Schema) -> Schema:
@@ -75,13 +121,21 @@ PAGE_SIZE = query(
 def admin_paths() -> dict[str, Schema]:
     acct = [path_param("id", ACCOUNT_ID)]
     account = {"account": ref("Account")}
-    new_key = {"apiKey": {"type": "string", "pattern": "^cg_"}, "keyId": {"type": "string"}}
+    new_key = {
+        SHOWN_ONCE: {
+            "type": "string",
+            "pattern": "^cg_",
+            "description": "The key's secret: in the first answer only, never in a replay.",
+        },
+        "keyId": {"type": "string"},
+    }
     return {
         "/admin/accounts": {
             "post": admin_operation(
                 "Create an account holding its tier's credits, and its first API key",
-                ok("create", {**account, **new_key}, 201, "Created; apiKey is shown once."),
-                409,
+                shown_once(
+                    ok("create", {**account, **new_key}, 201, "Created; apiKey is shown once.")
+                ),
                 body=json_body(
                     {
                         "id": ACCOUNT_ID,
@@ -96,6 +150,7 @@ def admin_paths() -> dict[str, Schema]:
                     },
                     optional=True,
                 ),
+                writes=True,
             ),
             "get": admin_operation(
                 "List accounts in the store, by id",
@@ -123,7 +178,7 @@ def admin_paths() -> dict[str, Schema]:
         "/admin/accounts/{id}/keys": {
             "post": admin_operation(
                 "A new API key (shown once)",
-                ok("key", {**new_key, "prefix": {"type": "string"}}, 201, "Created."),
+                shown_once(ok("key", {**new_key, "prefix": {"type": "string"}}, 201, "Created.")),
                 404,
                 body=json_body(
                     {
@@ -136,6 +191,7 @@ def admin_paths() -> dict[str, Schema]:
                     optional=True,
                 ),
                 params=acct,
+                writes=True,
             ),
             "get": admin_operation(
                 "The account's keys, revoked ones included",
@@ -150,6 +206,7 @@ def admin_paths() -> dict[str, Schema]:
                 ok("revoked", {"key": ref("Key")}),
                 404,
                 params=[*acct, path_param("keyId", KEY_ID)],
+                writes=True,
             )
         },
         "/admin/accounts/{id}/upgrade": {
@@ -162,6 +219,7 @@ def admin_paths() -> dict[str, Schema]:
                     ["tier", "months"],
                 ),
                 params=acct,
+                writes=True,
             )
         },
         "/admin/accounts/{id}/downgrade": {
@@ -171,6 +229,7 @@ def admin_paths() -> dict[str, Schema]:
                 404,
                 body=json_body({"reason": REASON}, optional=True),
                 params=acct,
+                writes=True,
             )
         },
         "/admin/accounts/{id}/renew": {
@@ -181,6 +240,7 @@ def admin_paths() -> dict[str, Schema]:
                 409,
                 body=json_body({"months": MONTHS, "reason": REASON}, ["months"]),
                 params=acct,
+                writes=True,
             )
         },
         "/admin/accounts/{id}/grant": {
@@ -200,6 +260,7 @@ def admin_paths() -> dict[str, Schema]:
                     ["credits", "reason"],
                 ),
                 params=acct,
+                writes=True,
             )
         },
         "/admin/accounts/{id}/ledger": {

@@ -4,7 +4,8 @@ Each ``Operation`` holds all one operator task needs: its route (method, path un
 status), its command (``accounts grant``) and the flags that fill the API's request, and
 ``run``: check the request (gateway.accounts.validation), act (gateway.accounts.operations)
 and answer (gateway.admin.views). The front ends only adapt: ``handlers`` turns an HTTP
-request into a ``Call``, ``cli`` turns parsed flags into one, and both render the ``Answer``.
+request into a ``Call``, ``cli`` turns parsed flags into one, both call ``perform`` (a write
+with an Idempotency-Key runs once: gateway.admin.idempotency) and render the ``Outcome``.
 
 What differs between them is a ``FrontEnd``; both are defined here, side by side.
 """
@@ -17,14 +18,13 @@ from typing import Any, Literal
 
 from gateway.accounts import operations as accounts
 from gateway.accounts import validation
+from gateway.admin import idempotency
+from gateway.admin.idempotency import Answer, Outcome
 from gateway.admin.views import account_view, key_view, ledger_view, record_view
 from gateway.credits.engine import TierAction
 from gateway.credits.results import AccountState
 from gateway.errors import InvalidRequest
 from gateway.services import Services
-
-Answer = dict[str, Any]
-"""What an operation answers: the API's JSON body without ``success``, the CLI's ``--json``."""
 
 Part = Literal["path", "query", "body"]
 """Where in the API's request a value goes."""
@@ -42,6 +42,8 @@ class FrontEnd:
     """The largest page a list may ask for."""
     page_error: str
     """What a page size out of bounds is told, in the front end's words."""
+    idempotency_field: str
+    """What the caller names an Idempotency-Key: a header, a flag."""
 
 
 API_PAGE_LIMIT = 200
@@ -53,12 +55,14 @@ API = FrontEnd(
     key_id_field="keyId",
     page_limit=API_PAGE_LIMIT,
     page_error=f"query 'limit' must be an integer between 1 and {API_PAGE_LIMIT}",
+    idempotency_field="Idempotency-Key",
 )
 CLI = FrontEnd(
     actor="cli",
     key_id_field="KEY_ID",
     page_limit=CLI_PAGE_LIMIT,
     page_error=f"--limit must be between 1 and {CLI_PAGE_LIMIT}",
+    idempotency_field="--idempotency-key",
 )
 
 
@@ -70,12 +74,15 @@ class Call:
     paging flags); ``body`` reads the JSON body (for the CLI: its other flags, named as the
     body's fields). An operation reads the body after checking the path, so a bad path is
     the error reported, and an operation without a body never reads one.
+    ``idempotency_key``: the caller's, for a write (the CLI sends one per command); checked
+    by ``Operation.perform``.
     """
 
     front: FrontEnd
     path: Mapping[str, object]
     query: Mapping[str, object]
     body: Callable[[], Awaitable[Mapping[str, Any]]]
+    idempotency_key: str | None = None
 
     def account_id(self) -> str:
         return validation.account_id(self.path["account_id"], field="id")
@@ -85,6 +92,22 @@ class Call:
 
     def reason(self, given: str) -> str:
         return accounts.attributed(self.front.actor, given)
+
+    def request_id(self) -> str | None:
+        """The request id the engine applies this call's change once under: derived from its
+        Idempotency-Key, the same for every retry on any replica; None: a new one."""
+        return self._derived("request", "op_", 24)
+
+    def new_account_id(self) -> str | None:
+        """The id of an account created without one: derived from the Idempotency-Key, so a
+        retry that runs again is refused by the store instead of making a second account."""
+        return self._derived("account", "acct_", 16)
+
+    def _derived(self, kind: str, prefix: str, length: int) -> str | None:
+        key = self.idempotency_key
+        if key is None:
+            return None
+        return prefix + idempotency.derived_id(self.front.actor, key, kind, length)
 
     def page(
         self, cursor: str, check: Callable[[object], str], *, default: int
@@ -110,12 +133,14 @@ class Flag:
 
     The argument is ``--<name>``, or ``<name>`` when positional, so that argparse keeps its
     value under the field's name; ``options`` are argparse's keywords (help, type, ...).
+    ``pages``: it takes a list's ``next``, to ask for the following page.
     """
 
     part: Part
     name: str
     positional: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    pages: bool = False
 
 
 def argument(part: Part, name: str, **options: Any) -> Flag:
@@ -124,6 +149,10 @@ def argument(part: Part, name: str, **options: Any) -> Flag:
 
 def option(part: Part, name: str, **options: Any) -> Flag:
     return Flag(part, name, options=options)
+
+
+def cursor(name: str, **options: Any) -> Flag:
+    return Flag("query", name, options=options, pages=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +181,26 @@ class Operation:
     def name(self) -> str:
         return self.run.__name__
 
+    @property
+    def writes(self) -> bool:
+        """A change: it takes an Idempotency-Key (reads are safe to repeat as they are)."""
+        return self.method != "GET"
+
+    async def perform(self, services: Services, call: Call) -> Outcome:
+        """Run this operation for ``call``: once per Idempotency-Key for a write given one."""
+        key = call.idempotency_key
+        if not self.writes or key is None:
+            return Outcome(await self.run(services, call))
+        validation.idempotency_key(key, field=call.front.idempotency_field)
+        try:
+            body: Mapping[str, Any] | None = await call.body()
+        except InvalidRequest:
+            body = None
+        asked = idempotency.fingerprint(self.method, self.path, call.path, body)
+        return await idempotency.run_once(
+            services.redis, call.front.actor, key, asked, lambda: self.run(services, call)
+        )
+
     def cli(self, words: str, help: str, *flags: Flag) -> Operation:
         """This operation, offered by the CLI too as ``creditgate <words>``."""
         group, action = words.split()
@@ -165,11 +214,12 @@ async def create_account(services: Services, call: Call) -> Answer:
     wanted = validation.create_account(await call.body(), services.settings.tiers)
     created = await accounts.create_account(
         services,
-        account_id=wanted.account_id,
+        account_id=wanted.account_id or call.new_account_id(),
         email=wanted.email,
         tier=wanted.tier,
         months=wanted.months,
         reason=call.reason(wanted.reason or "account created"),
+        request_id=call.request_id(),
     )
     report = await accounts.account_report(services, created.account_id)
     account = account_view(created.state, report.record, report.keys)
@@ -196,7 +246,10 @@ async def grant(services: Services, call: Call) -> Answer:
     account_id = call.account_id()
     wanted = validation.grant(await call.body())
     reason = call.reason(wanted.reason)
-    return _changed(await accounts.grant(services, account_id, wanted.credits, reason=reason))
+    granted = await accounts.grant(
+        services, account_id, wanted.credits, reason=reason, request_id=call.request_id()
+    )
+    return _changed(granted)
 
 
 async def upgrade(services: Services, call: Call) -> Answer:
@@ -232,7 +285,13 @@ async def _change_tier(
     months: int = 0,
 ) -> Answer:
     state = await accounts.change_tier(
-        services, account_id, action, tier=tier, months=months, reason=call.reason(reason)
+        services,
+        account_id,
+        action,
+        tier=tier,
+        months=months,
+        reason=call.reason(reason),
+        request_id=call.request_id(),
     )
     return _changed(state)
 
@@ -281,7 +340,7 @@ REASON = option("body", "reason")
 STATED_REASON = option("body", "reason", required=True)
 KEY_NAME = option("body", "name")
 LIMIT = option("query", "limit", type=int, default=100)
-AFTER = option("query", "after", help="list ids after this one")
+AFTER = cursor("after", help="list ids after this one")
 
 ACCOUNT = "/accounts/{account_id}"
 

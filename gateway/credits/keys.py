@@ -107,6 +107,15 @@ OUTBOX_GROUP = "creditgate-sync"
 """The consumer group the sync workers share on every outbox stream."""
 
 
+def admin_answer(scope: str, key_digest: str) -> str:
+    """The first answer to an admin write sent with an ``Idempotency-Key`` (or the claim of the
+    attempt still running it), for its retries. ``scope`` is the front end (``admin``, ``cli``),
+    ``key_digest`` the key's hex SHA-256: a client's key may hold braces or colons, which would
+    move the hash tag or shape another key. Apart from the proxy's: its Idempotency-Keys are
+    reservations of an account (``AccountKeys.reservation``), and this never lives there."""
+    return f"{PREFIX}:{LAYOUT}:admin:idempotency:{scope}:{key_digest}"
+
+
 def outbox_rejected(bucket: int) -> str:
     """Outbox events the store refused or that did not parse, set aside by the sync worker
     (fields of the event plus ``event`` and ``error``) for people to look at."""

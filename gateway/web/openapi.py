@@ -22,12 +22,17 @@ ERROR_CODES = {
     401: ("unauthorized", "No, unknown or revoked key / token."),
     404: ("not_found", "No such account, key or path."),
     405: ("method_not_allowed", "The path exists, the method does not."),
-    409: ("conflict", "Duplicate id, or renewing an account with no subscription."),
+    409: (
+        "conflict",
+        "Duplicate id, renewing an account with no subscription, or an Idempotency-Key whose "
+        "first request is still running.",
+    ),
     414: (
         "uri_too_long",
         "The request line is longer than CREDITGATE_MAX_REQUEST_LINE bytes; answered before "
         "authentication, then the connection is closed.",
     ),
+    422: ("idempotency_mismatch", "The Idempotency-Key was used for another request."),
     429: ("insufficient_credits", "The account cannot pay (or rate_limited: over its rate)."),
     431: (
         "request_header_fields_too_large",

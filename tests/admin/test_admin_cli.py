@@ -163,3 +163,74 @@ def test_usage_errors_exit_2(cli: Run, args: tuple[str, ...]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli(*args)
     assert exc.value.code == 2
+
+
+# -- Idempotency-Key ---------------------------------------------------------------------------
+
+
+def test_a_grant_retried_with_its_idempotency_key_grants_once(cli: Run) -> None:
+    run_json(cli, "accounts", "create", "--id", "cli-i")
+    grant = ("accounts", "grant", "cli-i", "10", "--reason", "retry", "--idempotency-key", "g-1")
+    code, first, err = cli(*grant, "--json")
+    assert code == 0 and "replayed" not in err
+    code, again, err = cli(*grant, "--json")
+    assert code == 0 and again == first  # --json prints the API's body, as it did the first time
+    assert "replayed" in err and "nothing changed" in err
+    assert run_json(cli, "accounts", "show", "cli-i")["account"]["bonusCredits"] == 10
+
+    # Without the flag, each command is a request of its own (a new key each).
+    for _ in range(2):
+        run_json(cli, "accounts", "grant", "cli-i", "1", "--reason", "again")
+    assert run_json(cli, "accounts", "show", "cli-i")["account"]["bonusCredits"] == 12
+
+    code, _, err = cli(
+        "accounts", "grant", "cli-i", "11", "--reason", "x", "--idempotency-key", "g-1"
+    )
+    assert code == 1 and "idempotency_mismatch" in err
+
+
+def test_a_replayed_create_says_its_key_is_not_shown_again(cli: Run) -> None:
+    create = ("accounts", "create", "--id", "cli-c", "--idempotency-key", "new-c")
+    code, first, _ = cli(*create)
+    shown = "api key (shown once, store it now): "
+    (secret,) = [line.removeprefix(shown) for line in first.splitlines() if shown in line]
+    code, again, _ = cli(*create)
+    assert code == 0 and secret.startswith("cg_") and secret not in again
+    assert "not shown again" in again and "revoke it" in again
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "café"])
+def test_a_malformed_idempotency_key_exits_1(cli: Run, key: str) -> None:
+    run_json(cli, "accounts", "create", "--id", "cli-m")
+    code, _, err = cli("accounts", "grant", "cli-m", "1", "--reason", "r", "--idempotency-key", key)
+    assert code == 1 and "--idempotency-key must be 1 to 255 printable ASCII characters" in err
+
+
+def test_a_write_redis_could_not_take_names_its_key_for_a_safe_retry(
+    cli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens
+    code, _, err = cli("accounts", "grant", "cli-u", "5", "--reason", "r")
+    assert code == 1 and "unavailable" in err
+    assert "retry with --idempotency-key cli-" in err
+    code, _, err = cli("accounts", "downgrade", "cli-u", "--idempotency-key", "mine 1")
+    assert code == 1 and "retry with --idempotency-key 'mine 1'" in err
+
+
+# -- paging ------------------------------------------------------------------------------------
+
+
+def test_a_list_table_says_how_to_get_the_next_page(cli: Run) -> None:
+    for account in ("page-a", "page-b", "page-c"):
+        run_json(cli, "accounts", "create", "--id", account)
+    code, out, _ = cli("accounts", "list", "--limit", "2")
+    assert code == 0
+    rows = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+    assert rows[:2] == ["page-a", "page-b"]
+    assert out.rstrip().splitlines()[-1] == (
+        "next: page-b  (the next page: creditgate accounts list --limit 2 --after page-b)"
+    )
+
+    code, out, _ = cli("accounts", "list", "--limit", "2", "--after", "page-b")
+    assert code == 0 and "page-c" in out and "next:" not in out
+    assert run_json(cli, "accounts", "list", "--limit", "2")["next"] == "page-b"

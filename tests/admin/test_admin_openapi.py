@@ -157,3 +157,33 @@ async def test_admin_answers_only_documented_statuses_and_shapes(
             op.Case(path_parameters=params).validate_response(response, checks=CHECKS)
     expected = {200, 201, 400, 404, 409} if authorized else {401}
     assert statuses == expected
+
+
+async def test_idempotent_answers_are_documented(services: Services) -> None:
+    """A first answer, its replay (no apiKey), a reused key (422) and a malformed one (400)."""
+    schema = schemathesis.openapi.from_dict(openapi_document(services.settings, admin_paths()))
+    app = create_app(services.settings, services=services)
+    app.state.services = services
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    transport = httpx.ASGITransport(app=app)
+    cases: list[tuple[str, str, Any, str, int]] = [
+        ("POST", "/admin/accounts", {"id": "doc-i"}, "create-1", 201),
+        ("POST", "/admin/accounts", {"id": "doc-i"}, "create-1", 201),
+        ("POST", "/admin/accounts", {"id": "doc-j"}, "create-1", 422),
+        ("POST", "/admin/accounts/doc-i/grant", {"credits": 1, "reason": "r"}, "g-1", 200),
+        ("POST", "/admin/accounts/doc-i/grant", {"credits": 1, "reason": "r"}, "g-1", 200),
+        ("POST", "/admin/accounts/doc-i/keys", {}, "k-1", 201),
+        ("POST", "/admin/accounts/doc-i/keys", {}, "k-1", 201),
+        ("POST", "/admin/accounts/doc-i/downgrade", {}, "k" * 256, 400),
+    ]
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers=headers
+    ) as client:
+        for method, path, body, key, status in cases:
+            response = await client.request(
+                method, path, json=body, headers={"Idempotency-Key": key}
+            )
+            assert response.status_code == status, (path, response.text)
+            op, params = operation_of(schema, method, path)
+            assert str(status) in op.definition.raw["responses"], (method, path)
+            op.Case(path_parameters=params).validate_response(response, checks=CHECKS)

@@ -122,3 +122,18 @@ def test_each_front_end_keeps_its_page_limit_and_its_words() -> None:
 
 def test_changes_are_attributed_to_the_front_end() -> None:
     assert (call(API).reason("ticket 9"), call(CLI).reason("")) == ("admin: ticket 9", "cli")
+
+
+def test_every_write_takes_an_idempotency_key_in_both_front_ends_and_no_read_does() -> None:
+    commands = subcommands(build_parser())
+    paths = admin_paths()
+    for op in OPERATIONS:
+        writes = op.method in ("POST", "DELETE")
+        assert op.writes == writes, op.name
+        (item,) = [v for p, v in paths.items() if shape(p) == shape("/admin" + op.path)]
+        params = [p["name"] for p in item[op.method.lower()].get("parameters", [])]
+        assert ("Idempotency-Key" in params) == writes, op.name
+        if op.command is not None:
+            parser = subcommands(commands[op.command.group])[op.command.action]
+            flags = {s for a in parser._actions for s in a.option_strings}
+            assert ("--idempotency-key" in flags) == writes, op.name

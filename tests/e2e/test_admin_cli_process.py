@@ -1,8 +1,9 @@
 """The operator's commands as real processes beside running gateway replicas.
 
 ``creditgate accounts ...`` and ``creditgate keys ...`` run with the replicas' environment
-(no admin token needed); what they change is what the replicas serve, and a key revoked
-from the shell stops working on every replica.
+(no admin token needed); what they change is what the replicas serve, a key revoked
+from the shell stops working on every replica, and a command retried with its
+``--idempotency-key`` is applied once.
 """
 
 from __future__ import annotations
@@ -65,3 +66,16 @@ async def test_cli_changes_are_served_and_revocation_reaches_every_replica(
 
     code, _, err = creditgate(gateway, "accounts", "show", "nobody-here")
     assert code == 1 and "not_found" in err
+
+
+def test_the_cli_retried_with_its_key_grants_once(gateway: GatewayCluster) -> None:
+    code, created, err = creditgate(gateway, "accounts", "create", "--json")
+    assert code == 0, err
+    account = created["account"]["id"]
+    key = f"grant-{account}"
+    grant = ("accounts", "grant", account, "25", "--reason", "e2e", "--idempotency-key", key)
+    for _ in range(2):
+        code, granted, err = creditgate(gateway, *grant, "--json")
+        assert code == 0, err
+        assert granted["account"]["bonusCredits"] == 25
+    assert "replayed" in err
