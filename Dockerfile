@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY store store
 COPY sync sync
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir '.[otel]' \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin creditgate
 # Nothing of the image is writable by the process: a SQLite store belongs on a volume.
 USER 10001
