@@ -1,0 +1,167 @@
+"""Hostile requests and backends on the proxied routes (issue 12), in-process.
+
+Requests are handed to the app as raw ASGI scopes where an HTTP client would tidy them
+(httpx resolves dot segments itself), so the gateway sees exactly what a hostile client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+from aiohttp import web
+from starlette.applications import Starlette
+from starlette.types import Message
+
+from gateway.accounts.operations import create_account
+from gateway.app import create_app
+from gateway.services import Services
+from gateway.settings import Route, Settings
+from tests.support.stubs import serving
+
+
+class Answer:
+    """What the app sent back for one raw ASGI request."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        start = messages[0]
+        self.status: int = start["status"]
+        self.headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        self.body = b"".join(m.get("body", b"") for m in messages[1:])
+        self.complete = any(
+            m["type"] == "http.response.body" and not m.get("more_body", False)
+            for m in messages[1:]
+        )
+
+
+async def call(
+    app: Starlette,
+    method: str,
+    raw_path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+) -> Answer:
+    """One request straight into the app's ASGI callable (its lifespan must be running)."""
+    path = unquote(raw_path.decode("latin-1"))
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"gw"), *headers, (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+    }
+    sent = False
+    messages: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    return Answer(messages)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[tuple[str, list[web.Request], dict[str, Any]]]:
+    """A stub recording each request it sees; ``behaviour`` lets a test choose the answer."""
+    seen: list[web.Request] = []
+    behaviour: dict[str, Any] = {}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        await request.read()
+        special = behaviour.get("handler")
+        if special is not None:
+            result: web.StreamResponse = await special(request)
+            return result
+        return web.json_response({"path": request.path, "headers": dict(request.headers)})
+
+    async with serving(handler) as url:
+        yield url, seen, behaviour
+
+
+@pytest.fixture
+def two_routes(
+    settings: Settings, backend: tuple[str, list[web.Request], dict[str, Any]]
+) -> Settings:
+    url = backend[0]
+    routes = [
+        Route(prefix="/api/projects/", upstream=url),
+        Route(prefix="/api/review/", upstream=url),
+    ]
+    return settings.model_copy(update={"routes": routes})
+
+
+async def remaining(app: Starlette, key: str) -> int:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.get("/api/user/usage", headers={"Authorization": f"Bearer {key}"})
+    value: int = response.json()["usage"]["creditsRemaining"]
+    return value
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        b"/api/projects/../../admin/accounts",
+        b"/api/projects/%2e%2e/%2E%2E/admin/accounts",
+        b"/api/projects/..%2f..%2fadmin/accounts",
+        b"/api/projects/x%2F..%2F..%2Fadmin",
+        b"/api/projects/a%5cb",
+        b"/api/projects/a\\..\\b",
+        b"/api/projects/./x",
+        b"/api/review/../projects/x",
+        b"/api/projects/..",
+    ],
+)
+async def test_a_path_climbing_out_of_its_route_is_400_and_never_charged(
+    two_routes: Settings,
+    services: Services,
+    backend: tuple[str, list[web.Request], dict[str, Any]],
+    raw_path: bytes,
+) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
+    app = create_app(two_routes, services=services)
+    async with app.router.lifespan_context(app):
+        answer = await call(app, "POST", raw_path, auth, b"{}")
+        assert answer.status == 400, answer.body
+        assert b'"invalid_request"' in answer.body
+        assert backend[1] == []
+        assert await remaining(app, created.api_key) == 100
+
+
+async def test_a_plain_path_is_forwarded_as_routed_and_signed_as_forwarded(
+    two_routes: Settings,
+    services: Services,
+    backend: tuple[str, list[web.Request], dict[str, Any]],
+) -> None:
+    """Dots inside a segment and encoded characters other than separators still pass."""
+    created = await create_account(services, tier="pro", months=1)
+    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
+    app = create_app(two_routes, services=services)
+    async with app.router.lifespan_context(app):
+        answer = await call(app, "POST", b"/api/projects/v1.2/..x/a%20b", auth, b"{}")
+        assert answer.status == 200
+        (seen,) = backend[1]
+        assert seen.raw_path == "/api/projects/v1.2/..x/a%20b"
+        assert seen.path == "/api/projects/v1.2/..x/a b"
