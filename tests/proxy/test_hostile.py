@@ -165,3 +165,24 @@ async def test_a_plain_path_is_forwarded_as_routed_and_signed_as_forwarded(
         (seen,) = backend[1]
         assert seen.raw_path == "/api/projects/v1.2/..x/a%20b"
         assert seen.path == "/api/projects/v1.2/..x/a b"
+
+
+async def test_a_second_authorization_header_is_400_and_never_charged(
+    two_routes: Settings,
+    services: Services,
+    backend: tuple[str, list[web.Request], dict[str, Any]],
+) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    other = await create_account(services, tier="pro", months=1)
+    auth = [
+        (b"authorization", f"Bearer {created.api_key}".encode()),
+        (b"authorization", f"Bearer {other.api_key}".encode()),
+    ]
+    app = create_app(two_routes, services=services)
+    async with app.router.lifespan_context(app):
+        answer = await call(app, "POST", b"/api/projects/x", auth, b"{}")
+        assert answer.status == 400
+        assert b'"invalid_request"' in answer.body
+        assert backend[1] == []
+        assert await remaining(app, created.api_key) == 100
+        assert await remaining(app, other.api_key) == 100
