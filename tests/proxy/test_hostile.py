@@ -186,3 +186,48 @@ async def test_a_second_authorization_header_is_400_and_never_charged(
         assert backend[1] == []
         assert await remaining(app, created.api_key) == 100
         assert await remaining(app, other.api_key) == 100
+
+
+async def test_gateway_headers_spelt_with_underscores_are_not_forwarded(
+    two_routes: Settings,
+    services: Services,
+    backend: tuple[str, list[web.Request], dict[str, Any]],
+) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    headers = [
+        (b"authorization", f"Bearer {created.api_key}".encode()),
+        (b"x_gateway_account", b"someone-else"),
+        (b"x_gateway-tier", b"enterprise"),
+        (b"x-gateway_signature", b"forged"),
+        (b"x-gateway-request-id", b"forged"),
+        (b"x-gatewayish", b"kept"),
+    ]
+    app = create_app(two_routes, services=services)
+    async with app.router.lifespan_context(app):
+        answer = await call(app, "POST", b"/api/projects/x", headers, b"{}")
+        assert answer.status == 200
+        (seen,) = backend[1]
+        names = [name.lower() for name in seen.headers]
+        assert not [n for n in names if n.replace("_", "-").startswith("x-gateway-") and "_" in n]
+        assert seen.headers["X-Gateway-Account"] == created.account_id
+        assert seen.headers.getall("X-Gateway-Request-Id") != ["forged"]
+        assert seen.headers["X-Gatewayish"] == "kept"
+
+
+async def test_expect_100_continue_is_not_forwarded(
+    two_routes: Settings,
+    services: Services,
+    backend: tuple[str, list[web.Request], dict[str, Any]],
+) -> None:
+    """Forwarded, a backend that never sends the interim 100 could hold the call."""
+    created = await create_account(services, tier="pro", months=1)
+    headers = [
+        (b"authorization", f"Bearer {created.api_key}".encode()),
+        (b"expect", b"100-continue"),
+    ]
+    app = create_app(two_routes, services=services)
+    async with app.router.lifespan_context(app):
+        answer = await call(app, "POST", b"/api/projects/x", headers, b"{}")
+        assert answer.status == 200
+        (seen,) = backend[1]
+        assert "Expect" not in seen.headers
