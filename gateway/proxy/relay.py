@@ -8,7 +8,8 @@
   tokens are known: they carry the reservation's figures (``X-Credits-Charged`` = the cost,
   ``X-Tokens-Used`` = the backend's ``X-Tokens-Used`` header or the estimate ``cost x 2000``);
   the charge itself uses the final SSE event's ``usage.total_tokens`` when there is one.
-- any other status: refunded before the headers are sent (``X-Credits-Charged: 0``).
+- any other status: refunded before the headers are sent (``X-Credits-Charged: 0``); an
+  informational one as the final answer (a ``101`` nobody asked for): 502 ``bad_gateway``.
 - a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
   tokens seen so far or the estimate; noticed at the backend's next chunk, when the upstream
   stream is closed.
@@ -60,6 +61,11 @@ async def respond(
     client is gone."""
     raw = response.raw_headers
     status = response.status
+    if status < 200:
+        # A 101 the client never asked for (the gateway forwards no Upgrade): relayed, it would
+        # hand the client's connection to another protocol. The backend's connection is closed.
+        response.close()
+        return await fail(holds, ex, send, "bad_gateway", "the backend switched protocols")
     if not 200 <= status < 300:
         state = (
             await holds.refund(ex.caller.account_id, ex.request_id, f"upstream {status}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
 
@@ -231,3 +232,45 @@ async def test_expect_100_continue_is_not_forwarded(
         assert answer.status == 200
         (seen,) = backend[1]
         assert "Expect" not in seen.headers
+
+
+@asynccontextmanager
+async def raw_backend(reply: bytes, *, then: bytes = b"", hang: bool = False) -> AsyncIterator[str]:
+    """A TCP backend that reads the request head, writes ``reply`` (then ``then`` after a
+    moment), and closes (or, with ``hang``, keeps the connection open)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if then:
+            await asyncio.sleep(0.05)
+            writer.write(then)
+            await writer.drain()
+        if hang:
+            await asyncio.sleep(5)
+        writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def test_an_unasked_101_is_502_and_refunded(settings: Settings, services: Services) -> None:
+    created = await create_account(services, tier="pro", months=1)
+    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
+    reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    async with raw_backend(reply, then=b"\x81\x05hello", hang=True) as url:
+        routed = settings.model_copy(
+            update={"routes": [Route(prefix="/api/projects/", upstream=url)]}
+        )
+        app = create_app(routed, services=services)
+        async with app.router.lifespan_context(app):
+            answer = await asyncio.wait_for(call(app, "GET", b"/api/projects/ws", auth), 3)
+            assert answer.status == 502
+            assert b'"bad_gateway"' in answer.body
+            assert answer.headers["x-credits-charged"] == "0"
+            assert await remaining(app, created.api_key) == 100
