@@ -239,17 +239,25 @@ async def raw_backend(reply: bytes, *, then: bytes = b"", hang: bool = False) ->
     """A TCP backend that reads the request head, writes ``reply`` (then ``then`` after a
     moment), and closes (or, with ``hang``, keeps the connection open)."""
 
+    handlers: set[asyncio.Task[None]] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(reply)
-        await writer.drain()
-        if then:
-            await asyncio.sleep(0.05)
-            writer.write(then)
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
             await writer.drain()
-        if hang:
-            await asyncio.sleep(5)
-        writer.transport.abort()
+            if then:
+                await asyncio.sleep(0.05)
+                writer.write(then)
+                await writer.drain()
+            if hang:
+                await asyncio.sleep(5)
+        finally:
+            writer.transport.abort()
+            writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -257,6 +265,10 @@ async def raw_backend(reply: bytes, *, then: bytes = b"", hang: bool = False) ->
         yield f"http://127.0.0.1:{port}"
     finally:
         server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
 
 
 async def test_an_unasked_101_is_502_and_refunded(settings: Settings, services: Services) -> None:
