@@ -13,7 +13,8 @@
 - a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
   tokens seen so far or the estimate; noticed at the backend's next chunk, when the upstream
   stream is closed.
-- a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut;
+- a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut (the
+  ASGI answer left incomplete: the server closes the connection without a clean end);
   a JSON answer that breaks off before it was read: 502 ``bad_gateway``, refunded (``fail``).
 
 The charge and the refunds themselves, and their retries, are ``gateway.proxy.holds``'s.
@@ -169,7 +170,8 @@ async def _pipe(
     watch: asyncio.Future[Any] | None,
     usage: tok.SseUsage | None,
 ) -> StreamEnd:
-    """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``."""
+    """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``
+    (the client's answer then left unfinished)."""
     try:
         async for chunk in response.content.iter_any():
             if usage is not None:
@@ -179,8 +181,10 @@ async def _pipe(
                 response.close()
                 return "client_gone"
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        # The client's answer is left incomplete on purpose: the ASGI server then closes the
+        # connection (no final empty chunk), so the client sees the stream broke instead of
+        # taking a truncated body for the whole answer.
         log.warning("upstream stream broke: %s", type(exc).__name__)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "broken"
     if usage is not None:
         usage.close()

@@ -286,3 +286,23 @@ async def test_an_unasked_101_is_502_and_refunded(settings: Settings, services: 
             assert b'"bad_gateway"' in answer.body
             assert answer.headers["x-credits-charged"] == "0"
             assert await remaining(app, created.api_key) == 100
+
+
+async def test_a_stream_breaking_mid_way_is_left_incomplete_and_refunded(
+    settings: Settings, services: Services
+) -> None:
+    """The client must see the break: no final ``more_body: False`` (no clean ``0\\r\\n\\r\\n``)."""
+    created = await create_account(services, tier="pro", months=1)
+    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    async with raw_backend(head + b"6\r\ndata: \r\n", then=b"5\r\nhel") as url:
+        routes = [Route(prefix="/api/projects/", upstream=url)]
+        app = create_app(settings.model_copy(update={"routes": routes}), services=services)
+        async with app.router.lifespan_context(app):
+            answer = await asyncio.wait_for(call(app, "GET", b"/api/projects/sse", auth), 3)
+            assert answer.status == 200
+            assert answer.body.startswith(b"data: ")
+            assert not answer.complete
+            assert await remaining(app, created.api_key) == 100
