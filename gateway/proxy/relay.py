@@ -1,9 +1,10 @@
 """The backend's answer, relayed to the client, and what becomes of the reservation. Plain ASGI.
 
 - 2xx: charged after the last byte, with the tokens the backend reported (``gateway.proxy.tokens``).
-  A JSON-object body is buffered (up to ``JSON_LIMIT``) to read its ``usage`` and gain
-  ``creditInfo``; its figures are the reservation's plus this request's tokens, and the
-  settle runs right after the answer is sent (one Redis round trip less on the path). Any
+  A JSON-object body is buffered (up to ``JSON_LIMIT``, whatever its framing: a chunked one
+  past it streams on untouched) to read its ``usage`` and gain ``creditInfo``; its figures
+  are the reservation's plus this request's tokens, and the settle runs right after the
+  answer is sent (one Redis round trip less on the path). Any
   other body (SSE included) is streamed as it arrives, so its headers are sent before the
   tokens are known: they carry the reservation's figures (``X-Credits-Charged`` = the cost,
   ``X-Tokens-Used`` = the backend's ``X-Tokens-Used`` header or the estimate ``cost x 2000``);
@@ -94,12 +95,26 @@ async def respond(
         and b"content-encoding" not in facts
         and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
     ):
-        return await _respond_json(holds, ex, response, send, header_tokens)
+        return await _respond_json(holds, ex, response, send, watch, header_tokens, length)
+    return await _stream(holds, ex, response, send, watch, header_tokens)
 
+
+async def _stream(
+    holds: Holds,
+    ex: Exchange,
+    response: aiohttp.ClientResponse,
+    send: Send,
+    watch: asyncio.Future[Any] | None,
+    header_tokens: int | None,
+    first: bytes = b"",
+) -> Outcome:
+    """A 2xx answer streamed as it arrives (``first``: what was read of it already), charged
+    after its last byte with the reservation's figures in its headers."""
+    status = response.status
     sse = response.content_type == "text/event-stream"
     shown_tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
     fields = answers.credit_headers(
-        hdr.client_headers(raw, keep_length=True),
+        hdr.client_headers(response.raw_headers, keep_length=True),
         ex.state,
         ex.reservation,
         charged=ex.route.cost,
@@ -108,6 +123,8 @@ async def respond(
     )
     await send({"type": "http.response.start", "status": status, "headers": fields})
     usage = tok.SseUsage() if sse else None
+    if first:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
     end = await _pipe(response, send, watch, usage)
     if end == "broken":
         await holds.refund(ex.caller.account_id, ex.request_id, "upstream broke mid-stream")
@@ -118,15 +135,36 @@ async def respond(
     return "charged" if end == "complete" else "charged_client_gone"
 
 
+async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """The body of an answer without a ``Content-Length`` (chunked, or to the close), read up
+    to just past ``JSON_LIMIT``: ``(body, True)`` when that is all of it, else what was read
+    and False. Never more than ``JSON_LIMIT`` plus one chunk in memory, whatever the framing."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > JSON_LIMIT:
+            return b"".join(parts), False
+    return b"".join(parts), True
+
+
 async def _respond_json(
     holds: Holds,
     ex: Exchange,
     response: aiohttp.ClientResponse,
     send: Send,
+    watch: asyncio.Future[Any] | None,
     header_tokens: int | None,
+    length: str | None,
 ) -> Outcome:
     try:
-        body = await response.content.read()  # bounded by the Content-Length check
+        if length is not None:
+            body = await response.content.read()  # bounded by the Content-Length check
+        else:
+            body, whole = await _read_bounded(response)
+            if not whole:  # too large to buffer: on untouched, as any other streamed answer
+                return await _stream(holds, ex, response, send, watch, header_tokens, body)
     except (aiohttp.ClientError, OSError, TimeoutError):
         return await fail(holds, ex, send, "bad_gateway", "the backend's answer broke off")
     document: object = None

@@ -306,3 +306,24 @@ async def test_a_stream_breaking_mid_way_is_left_incomplete_and_refunded(
             assert answer.body.startswith(b"data: ")
             assert not answer.complete
             assert await remaining(app, created.api_key) == 100
+
+
+async def test_a_chunked_json_answer_past_the_buffer_limit_streams_on_untouched(
+    settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a Content-Length, a JSON answer was buffered whole however large it was."""
+    monkeypatch.setattr("gateway.proxy.relay.JSON_LIMIT", 10)
+    created = await create_account(services, tier="pro", months=1)
+    auth = {"Authorization": f"Bearer {created.api_key}"}
+    app = create_app(settings, services=services)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.get("/api/projects/chunked-json", headers=auth)
+            assert response.status_code == 200
+            assert response.content == b'{"usage": {"total_tokens": 88}}'
+            assert response.headers["x-tokens-used"] == "2000"
+            assert response.headers["x-credits-charged"] == "1"
+            monkeypatch.setattr("gateway.proxy.relay.JSON_LIMIT", 1000)
+            response = await client.get("/api/projects/chunked-json", headers=auth)
+            assert response.json()["creditInfo"]["tokensUsed"] == 88
