@@ -14,13 +14,14 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from starlette.applications import Starlette
 from starlette.types import Message
 
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
-from gateway.services import Services
+from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
 from tests.support.stubs import serving
 
@@ -327,3 +328,34 @@ async def test_a_chunked_json_answer_past_the_buffer_limit_streams_on_untouched(
             monkeypatch.setattr("gateway.proxy.relay.JSON_LIMIT", 1000)
             response = await client.get("/api/projects/chunked-json", headers=auth)
             assert response.json()["creditInfo"]["tokensUsed"] == 88
+
+
+async def test_an_admin_body_past_its_limit_is_413_without_reading_the_rest(
+    settings: Settings, real_redis: aioredis.Redis
+) -> None:
+    admin = settings.model_copy(update={"admin_token": "admin-secret"})
+    services = open_services(admin, redis=real_redis)
+    app = create_app(admin, services=services)
+    auth = {"Authorization": "Bearer admin-secret"}
+    pulled = 0
+
+    async def huge() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(3200):  # 200 MiB if all of it were read
+            pulled += 1
+            yield b" " * 65536
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.post("/admin/accounts", headers=auth, content=huge())
+            assert response.status_code == 413
+            assert response.json()["error"] == "payload_too_large"
+            assert pulled <= 3
+            response = await client.post(
+                "/admin/accounts", headers=auth, content=b"{}" + b" " * 70_000
+            )
+            assert response.status_code == 413
+            response = await client.post("/admin/accounts", headers=auth, json={"tier": "pro"})
+            assert response.status_code == 201
+    services.db.dispose()
