@@ -6,6 +6,7 @@
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
+    ├── PayloadTooLarge             413 payload_too_large: a body past its limit (unread rest)
     ├── IdempotencyMismatch         422 idempotency_mismatch: a key reused for another request
     ├── AdminDisabled               503 admin_disabled: no CREDITGATE_ADMIN_TOKEN
     └── Unavailable                 503 unavailable: Redis or the store cannot be reached
@@ -63,6 +64,10 @@ class MethodNotAllowed(CreditgateError):
 
 class Conflict(CreditgateError):
     code, status = "conflict", 409
+
+
+class PayloadTooLarge(CreditgateError):
+    code, status = "payload_too_large", 413
 
 
 class IdempotencyMismatch(CreditgateError):

@@ -40,7 +40,7 @@ from yarl import URL
 from gateway.accounts.keycache import KeyCache
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Reservation
-from gateway.errors import Unauthorized, Unavailable
+from gateway.errors import InvalidRequest, Unauthorized, Unavailable
 from gateway.metrics import Metrics
 from gateway.proxy import answers, relay
 from gateway.proxy import headers as hdr
@@ -67,6 +67,8 @@ log = logging.getLogger("creditgate.proxy")
 
 BUFFER_LIMIT = 1_048_576
 """Request bodies up to this size (with a Content-Length) are read before reserving."""
+
+AUTHORIZATION_TWICE = InvalidRequest("the request has more than one Authorization header")
 
 
 class Proxy:
@@ -106,8 +108,12 @@ class Proxy:
 
     async def handle(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         authorization = idem_key = content_length = None
+        auth_twice = False
         for name, value in scope["headers"]:
             if name == b"authorization":
+                # Two of them are refused: the gateway and the backend (or a cache between)
+                # could each pick a different one (the first or the last).
+                auth_twice = authorization is not None
                 authorization = value.decode("latin-1")
             elif name == b"idempotency-key":
                 idem_key = value.decode("latin-1")
@@ -125,11 +131,12 @@ class Proxy:
                 scope,
                 receive,
                 send,
-                authorization,
+                None if auth_twice else authorization,
                 idem_key,
                 content_length,
                 request_id,
                 trail,
+                auth_twice,
             )
         finally:
             # Every proxied request ends here, whatever became of it.
@@ -148,8 +155,12 @@ class Proxy:
         content_length: bytes | None,
         request_id: str,
         trail: Trail | None,
+        auth_twice: bool = False,
     ) -> Outcome:
         rid_header = [(b"x-request-id", request_id.encode())]
+        if auth_twice:
+            await send_error(send, AUTHORIZATION_TWICE, rid_header)
+            return "invalid"
         try:
             caller = await self.keys.authenticate(authorization)
         except Unauthorized as exc:

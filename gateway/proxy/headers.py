@@ -1,9 +1,10 @@
 """Headers across the gateway: what the backend receives, what the client gets back.
 
 Towards the backend: hop-by-hop headers (RFC 9110 7.6.1, plus any named in ``Connection``),
-``Host``, the client's ``Authorization``, ``Content-Length`` (the upstream client sets it)
-and every incoming ``X-Gateway-*`` are dropped; ``X-Forwarded-For`` is appended to,
-``X-Forwarded-Proto`` / ``-Host`` set, and the signed ``X-Gateway-*`` added by the caller.
+``Host``, the client's ``Authorization``, ``Content-Length`` (the upstream client sets it),
+``Expect`` and every incoming ``X-Gateway-*`` (with ``_`` for any ``-``) are dropped;
+``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto`` / ``-Host`` set,
+and the signed ``X-Gateway-*`` added by the caller.
 Towards the client: hop-by-hop headers and the ones the gateway sets itself are dropped from
 the backend's answer, then the gateway's credit and IETF RateLimit fields are added.
 """
@@ -37,9 +38,15 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     b"authorization",
     b"accept-encoding",
     b"content-length",
+    b"expect",
     b"x-forwarded-proto",
     b"x-forwarded-host",
 }
+# ``Expect: 100-continue`` is the gateway's to answer (the ASGI server sends the interim 100
+# when the body is read); forwarded, a backend that never sends it holds the call.
+_GATEWAY_PREFIXES = (b"x-gateway-", b"x_gateway_", b"x-gateway_", b"x_gateway-")
+"""``X-Gateway-*`` and the names CGI-style servers (which map ``-`` and ``_`` both to ``_``)
+read as the same header: a client must not pass any of them to the backend."""
 _SET_BY_GATEWAY = HOP_BY_HOP | {
     b"content-length",
     b"date",
@@ -80,7 +87,7 @@ def upstream_headers(
     host = ""
     for raw_name, raw_value in incoming:
         name = raw_name.lower()
-        if name in _NOT_FORWARDED or name.startswith(b"x-gateway-"):
+        if name in _NOT_FORWARDED or name.startswith(_GATEWAY_PREFIXES):
             if name == b"host":
                 host = raw_value.decode("latin-1")
             elif name == b"connection":

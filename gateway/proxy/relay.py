@@ -1,18 +1,21 @@
 """The backend's answer, relayed to the client, and what becomes of the reservation. Plain ASGI.
 
 - 2xx: charged after the last byte, with the tokens the backend reported (``gateway.proxy.tokens``).
-  A JSON-object body is buffered (up to ``JSON_LIMIT``) to read its ``usage`` and gain
-  ``creditInfo``; its figures are the reservation's plus this request's tokens, and the
-  settle runs right after the answer is sent (one Redis round trip less on the path). Any
+  A JSON-object body is buffered (up to ``JSON_LIMIT``, whatever its framing: a chunked one
+  past it streams on untouched) to read its ``usage`` and gain ``creditInfo``; its figures
+  are the reservation's plus this request's tokens, and the settle runs right after the
+  answer is sent (one Redis round trip less on the path). Any
   other body (SSE included) is streamed as it arrives, so its headers are sent before the
   tokens are known: they carry the reservation's figures (``X-Credits-Charged`` = the cost,
   ``X-Tokens-Used`` = the backend's ``X-Tokens-Used`` header or the estimate ``cost x 2000``);
   the charge itself uses the final SSE event's ``usage.total_tokens`` when there is one.
-- any other status: refunded before the headers are sent (``X-Credits-Charged: 0``).
+- any other status: refunded before the headers are sent (``X-Credits-Charged: 0``); an
+  informational one as the final answer (a ``101`` nobody asked for): 502 ``bad_gateway``.
 - a client gone in the middle of a 2xx stream: charged (the backend did the work), with the
   tokens seen so far or the estimate; noticed at the backend's next chunk, when the upstream
   stream is closed.
-- a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut;
+- a backend that breaks in the middle of a 2xx stream: refunded, the client's stream cut (the
+  ASGI answer left incomplete: the server closes the connection without a clean end);
   a JSON answer that breaks off before it was read: 502 ``bad_gateway``, refunded (``fail``).
 
 The charge and the refunds themselves, and their retries, are ``gateway.proxy.holds``'s.
@@ -60,6 +63,11 @@ async def respond(
     client is gone."""
     raw = response.raw_headers
     status = response.status
+    if status < 200:
+        # A 101 the client never asked for (the gateway forwards no Upgrade): relayed, it would
+        # hand the client's connection to another protocol. The backend's connection is closed.
+        response.close()
+        return await fail(holds, ex, send, "bad_gateway", "the backend switched protocols")
     if not 200 <= status < 300:
         state = (
             await holds.refund(ex.caller.account_id, ex.request_id, f"upstream {status}")
@@ -87,12 +95,26 @@ async def respond(
         and b"content-encoding" not in facts
         and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
     ):
-        return await _respond_json(holds, ex, response, send, header_tokens)
+        return await _respond_json(holds, ex, response, send, watch, header_tokens, length)
+    return await _stream(holds, ex, response, send, watch, header_tokens)
 
+
+async def _stream(
+    holds: Holds,
+    ex: Exchange,
+    response: aiohttp.ClientResponse,
+    send: Send,
+    watch: asyncio.Future[Any] | None,
+    header_tokens: int | None,
+    first: bytes = b"",
+) -> Outcome:
+    """A 2xx answer streamed as it arrives (``first``: what was read of it already), charged
+    after its last byte with the reservation's figures in its headers."""
+    status = response.status
     sse = response.content_type == "text/event-stream"
     shown_tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
     fields = answers.credit_headers(
-        hdr.client_headers(raw, keep_length=True),
+        hdr.client_headers(response.raw_headers, keep_length=True),
         ex.state,
         ex.reservation,
         charged=ex.route.cost,
@@ -101,6 +123,8 @@ async def respond(
     )
     await send({"type": "http.response.start", "status": status, "headers": fields})
     usage = tok.SseUsage() if sse else None
+    if first:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
     end = await _pipe(response, send, watch, usage)
     if end == "broken":
         await holds.refund(ex.caller.account_id, ex.request_id, "upstream broke mid-stream")
@@ -111,15 +135,36 @@ async def respond(
     return "charged" if end == "complete" else "charged_client_gone"
 
 
+async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """The body of an answer without a ``Content-Length`` (chunked, or to the close), read up
+    to just past ``JSON_LIMIT``: ``(body, True)`` when that is all of it, else what was read
+    and False. Never more than ``JSON_LIMIT`` plus one chunk in memory, whatever the framing."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > JSON_LIMIT:
+            return b"".join(parts), False
+    return b"".join(parts), True
+
+
 async def _respond_json(
     holds: Holds,
     ex: Exchange,
     response: aiohttp.ClientResponse,
     send: Send,
+    watch: asyncio.Future[Any] | None,
     header_tokens: int | None,
+    length: str | None,
 ) -> Outcome:
     try:
-        body = await response.content.read()  # bounded by the Content-Length check
+        if length is not None:
+            body = await response.content.read()  # bounded by the Content-Length check
+        else:
+            body, whole = await _read_bounded(response)
+            if not whole:  # too large to buffer: on untouched, as any other streamed answer
+                return await _stream(holds, ex, response, send, watch, header_tokens, body)
     except (aiohttp.ClientError, OSError, TimeoutError):
         return await fail(holds, ex, send, "bad_gateway", "the backend's answer broke off")
     document: object = None
@@ -163,7 +208,8 @@ async def _pipe(
     watch: asyncio.Future[Any] | None,
     usage: tok.SseUsage | None,
 ) -> StreamEnd:
-    """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``."""
+    """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``
+    (the client's answer then left unfinished)."""
     try:
         async for chunk in response.content.iter_any():
             if usage is not None:
@@ -173,8 +219,10 @@ async def _pipe(
                 response.close()
                 return "client_gone"
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        # The client's answer is left incomplete on purpose: the ASGI server then closes the
+        # connection (no final empty chunk), so the client sees the stream broke instead of
+        # taking a truncated body for the whole answer.
         log.warning("upstream stream broke: %s", type(exc).__name__)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "broken"
     if usage is not None:
         usage.close()

@@ -11,10 +11,41 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import Unavailable, error_body
+from gateway.errors import InvalidRequest, Unavailable, error_body
 from gateway.proxy.bodies import send_error, send_json
 from gateway.proxy.flow import Proxy
 from gateway.settings import Route
+
+UNROUTABLE = InvalidRequest(
+    "the path may not contain dot segments ('.', '..'), encoded slashes or backslashes"
+)
+
+
+def routable(scope: Scope) -> bool:
+    """Whether a proxied path stays, for the backend too, under the prefix it matched.
+
+    ``scope["path"]`` is percent-decoded (``%2e%2e`` is ``..`` there) and what the backend
+    sees once it resolves dot segments; ``/api/projects/../../admin`` would match the
+    projects prefix yet name another resource upstream. Rather than resolve them (and
+    forward a path other than the client's), any dot segment is refused, and so is a
+    backslash (a separator to some servers) and an encoded slash or backslash in the raw path
+    (``%2F`` decodes to a separator the prefix match never saw). Two substring tests on the
+    common path; the raw path is only looked at when it has a ``%``. With these refused, the
+    decoded raw path is ``scope["path"]``: the forwarded path and the signed one agree.
+    """
+    path: str = scope["path"]
+    if "/." in path or "\\" in path:
+        for segment in path.split("/"):
+            if segment in (".", ".."):
+                return False
+        if "\\" in path:
+            return False
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None and b"%" in raw:
+        lower = raw.lower()
+        if b"%2f" in lower or b"%5c" in lower:
+            return False
+    return True
 
 
 class GatewayApp(Starlette):
@@ -34,6 +65,9 @@ class GatewayApp(Starlette):
             path: str = scope["path"]
             for route in self.proxy_routes:
                 if path.startswith(route.prefix):
+                    if not routable(scope):
+                        await send_error(send, UNROUTABLE)
+                        return
                     await self._proxy(route, scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
