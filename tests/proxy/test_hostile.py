@@ -19,7 +19,7 @@ from aiohttp import web
 from starlette.applications import Starlette
 from starlette.types import Message
 
-from gateway.accounts.operations import create_account
+from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.app import create_app
 from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
@@ -113,6 +113,24 @@ def two_routes(
     return settings.model_copy(update={"routes": routes})
 
 
+@pytest.fixture
+async def payer(services: Services) -> CreatedAccount:
+    """A pro account holding 100 credits."""
+    return await create_account(services, tier="pro", months=1)
+
+
+@pytest.fixture
+async def gateway(two_routes: Settings, services: Services) -> AsyncIterator[Starlette]:
+    """The app over ``two_routes``, started (its lifespan running) for the test."""
+    app = create_app(two_routes, services=services)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def bearer(account: CreatedAccount) -> tuple[bytes, bytes]:
+    return (b"authorization", f"Bearer {account.api_key}".encode())
+
+
 async def remaining(app: Starlette, key: str) -> int:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -136,103 +154,81 @@ async def remaining(app: Starlette, key: str) -> int:
     ],
 )
 async def test_a_path_climbing_out_of_its_route_is_400_and_never_charged(
-    two_routes: Settings,
-    services: Services,
+    gateway: Starlette,
+    payer: CreatedAccount,
     backend: tuple[str, list[web.Request], dict[str, Any]],
     raw_path: bytes,
 ) -> None:
-    created = await create_account(services, tier="pro", months=1)
-    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
-    app = create_app(two_routes, services=services)
-    async with app.router.lifespan_context(app):
-        answer = await call(app, "POST", raw_path, auth, b"{}")
-        assert answer.status == 400, answer.body
-        assert b'"invalid_request"' in answer.body
-        assert backend[1] == []
-        assert await remaining(app, created.api_key) == 100
+    answer = await call(gateway, "POST", raw_path, [bearer(payer)], b"{}")
+    assert answer.status == 400, answer.body
+    assert b'"invalid_request"' in answer.body
+    assert backend[1] == []
+    assert await remaining(gateway, payer.api_key) == 100
 
 
 async def test_a_plain_path_is_forwarded_as_routed_and_signed_as_forwarded(
-    two_routes: Settings,
-    services: Services,
+    gateway: Starlette,
+    payer: CreatedAccount,
     backend: tuple[str, list[web.Request], dict[str, Any]],
 ) -> None:
     """Dots inside a segment and encoded characters other than separators still pass."""
-    created = await create_account(services, tier="pro", months=1)
-    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
-    app = create_app(two_routes, services=services)
-    async with app.router.lifespan_context(app):
-        answer = await call(app, "POST", b"/api/projects/v1.2/..x/a%20b", auth, b"{}")
-        assert answer.status == 200
-        (seen,) = backend[1]
-        assert seen.raw_path == "/api/projects/v1.2/..x/a%20b"
-        assert seen.path == "/api/projects/v1.2/..x/a b"
+    answer = await call(gateway, "POST", b"/api/projects/v1.2/..x/a%20b", [bearer(payer)], b"{}")
+    assert answer.status == 200
+    (seen,) = backend[1]
+    assert seen.raw_path == "/api/projects/v1.2/..x/a%20b"
+    assert seen.path == "/api/projects/v1.2/..x/a b"
 
 
 async def test_a_second_authorization_header_is_400_and_never_charged(
-    two_routes: Settings,
+    gateway: Starlette,
+    payer: CreatedAccount,
     services: Services,
     backend: tuple[str, list[web.Request], dict[str, Any]],
 ) -> None:
-    created = await create_account(services, tier="pro", months=1)
     other = await create_account(services, tier="pro", months=1)
-    auth = [
-        (b"authorization", f"Bearer {created.api_key}".encode()),
-        (b"authorization", f"Bearer {other.api_key}".encode()),
-    ]
-    app = create_app(two_routes, services=services)
-    async with app.router.lifespan_context(app):
-        answer = await call(app, "POST", b"/api/projects/x", auth, b"{}")
-        assert answer.status == 400
-        assert b'"invalid_request"' in answer.body
-        assert backend[1] == []
-        assert await remaining(app, created.api_key) == 100
-        assert await remaining(app, other.api_key) == 100
+    auth = [bearer(payer), bearer(other)]
+    answer = await call(gateway, "POST", b"/api/projects/x", auth, b"{}")
+    assert answer.status == 400
+    assert b'"invalid_request"' in answer.body
+    assert backend[1] == []
+    assert await remaining(gateway, payer.api_key) == 100
+    assert await remaining(gateway, other.api_key) == 100
 
 
 async def test_gateway_headers_spelt_with_underscores_are_not_forwarded(
-    two_routes: Settings,
-    services: Services,
+    gateway: Starlette,
+    payer: CreatedAccount,
     backend: tuple[str, list[web.Request], dict[str, Any]],
 ) -> None:
-    created = await create_account(services, tier="pro", months=1)
     headers = [
-        (b"authorization", f"Bearer {created.api_key}".encode()),
+        bearer(payer),
         (b"x_gateway_account", b"someone-else"),
         (b"x_gateway-tier", b"enterprise"),
         (b"x-gateway_signature", b"forged"),
         (b"x-gateway-request-id", b"forged"),
         (b"x-gatewayish", b"kept"),
     ]
-    app = create_app(two_routes, services=services)
-    async with app.router.lifespan_context(app):
-        answer = await call(app, "POST", b"/api/projects/x", headers, b"{}")
-        assert answer.status == 200
-        (seen,) = backend[1]
-        names = [name.lower() for name in seen.headers]
-        assert not [n for n in names if n.replace("_", "-").startswith("x-gateway-") and "_" in n]
-        assert seen.headers["X-Gateway-Account"] == created.account_id
-        assert seen.headers.getall("X-Gateway-Request-Id") != ["forged"]
-        assert seen.headers["X-Gatewayish"] == "kept"
+    answer = await call(gateway, "POST", b"/api/projects/x", headers, b"{}")
+    assert answer.status == 200
+    (seen,) = backend[1]
+    names = [name.lower() for name in seen.headers]
+    assert not [n for n in names if n.replace("_", "-").startswith("x-gateway-") and "_" in n]
+    assert seen.headers["X-Gateway-Account"] == payer.account_id
+    assert seen.headers.getall("X-Gateway-Request-Id") != ["forged"]
+    assert seen.headers["X-Gatewayish"] == "kept"
 
 
 async def test_expect_100_continue_is_not_forwarded(
-    two_routes: Settings,
-    services: Services,
+    gateway: Starlette,
+    payer: CreatedAccount,
     backend: tuple[str, list[web.Request], dict[str, Any]],
 ) -> None:
     """Forwarded, a backend that never sends the interim 100 could hold the call."""
-    created = await create_account(services, tier="pro", months=1)
-    headers = [
-        (b"authorization", f"Bearer {created.api_key}".encode()),
-        (b"expect", b"100-continue"),
-    ]
-    app = create_app(two_routes, services=services)
-    async with app.router.lifespan_context(app):
-        answer = await call(app, "POST", b"/api/projects/x", headers, b"{}")
-        assert answer.status == 200
-        (seen,) = backend[1]
-        assert "Expect" not in seen.headers
+    headers = [bearer(payer), (b"expect", b"100-continue")]
+    answer = await call(gateway, "POST", b"/api/projects/x", headers, b"{}")
+    assert answer.status == 200
+    (seen,) = backend[1]
+    assert "Expect" not in seen.headers
 
 
 @asynccontextmanager
