@@ -17,6 +17,18 @@ Third-party errors (redis-py, SQLAlchemy) are converted once, where they are rai
 web app's and the admin API's exception handlers and the proxy's plain-ASGI refusals all use
 it. The 429s and upstream failures of the proxy are answers, not errors: the proxy builds them
 itself with ``error_body``.
+
+On a proxied route that says ``errors = "openai"``, the same errors take OpenAI's shape
+(``openai_error_body``): ``{"error": {"message", "type", "param", "code"}}``, so the OpenAI
+SDKs show the message and read the code; status and headers stay as they are.
+
+    gateway code                OpenAI type             OpenAI code
+    unauthorized (401)          invalid_request_error   invalid_api_key
+    insufficient_credits (429)  insufficient_quota      insufficient_quota
+    rate_limited (429)          requests                rate_limit_exceeded
+    any other, 403              permission_error        the gateway's code
+    any other, 5xx              server_error            the gateway's code
+    any other 4xx               invalid_request_error   the gateway's code
 """
 
 from __future__ import annotations
@@ -85,6 +97,34 @@ class Unavailable(CreditgateError):
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     """The contract's JSON error: ``{"success": false, "error": code, "message": text}``."""
     return {"success": False, "error": code, "message": message, **extra}
+
+
+_OPENAI_NAMES: dict[str, tuple[str, str]] = {
+    "unauthorized": ("invalid_request_error", "invalid_api_key"),
+    "insufficient_credits": ("insufficient_quota", "insufficient_quota"),
+    "rate_limited": ("requests", "rate_limit_exceeded"),
+}
+
+
+def openai_names(status: int, code: str) -> tuple[str, str]:
+    """OpenAI's ``type`` and ``code`` for the gateway's error ``code`` answered with ``status``."""
+    named = _OPENAI_NAMES.get(code)
+    if named is not None:
+        return named
+    if status == 403:
+        return "permission_error", code
+    if status >= 500:
+        return "server_error", code
+    return "invalid_request_error", code
+
+
+def openai_error_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The contract's error ``body`` (``error_body``) in OpenAI's shape. What the gateway adds
+    to its own errors (``creditInfo``) stays at the top level, beside ``error``."""
+    extra = {k: v for k, v in body.items() if k not in ("success", "error", "message")}
+    kind, code = openai_names(status, str(body.get("error", "")))
+    error = {"message": body.get("message", ""), "type": kind, "param": None, "code": code}
+    return {"error": error, **extra}
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ RESERVED_PREFIXES = ("CREDITGATE_TEST_", "CREDITGATE_BENCH_")
 DEFAULT_CODEGEN_URL = "http://127.0.0.1:9101"
 DEFAULT_REVIEW_URL = "http://127.0.0.1:9102"
 
+ErrorStyle = Literal["creditgate", "openai"]
+"""A route's ``errors``: the shape of the gateway's own error bodies on it (the contract's, or
+OpenAI's: ``errors.openai_error_body``)."""
+
 TracingMode = Literal["off", "console", "otlp"]
 """``CREDITGATE_TRACING``: no spans, spans printed to standard output, or exported over
 OTLP/HTTP (``gateway.tracing`` says where to, and what the spans are)."""
@@ -58,13 +62,15 @@ class Tier(BaseModel):
 
 
 class Route(BaseModel):
-    """A proxied path prefix, the upstream it goes to and what one request costs."""
+    """A proxied path prefix, the upstream it goes to, what one request costs and the shape of
+    the gateway's own errors on it (``errors``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     prefix: str
     upstream: str
     cost: int = Field(default=1, ge=1, le=1_000_000)
+    errors: ErrorStyle = "creditgate"
 
     @field_validator("prefix")
     @classmethod

@@ -61,13 +61,21 @@ requests_per_minute = 200
 prefix = "/v1/"
 upstream = "http://127.0.0.1:9300"
 cost = 3
+errors = "openai"
+
+[[routes]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:9301"
 """
     )
     s = Settings.load(config=path)
     assert s.tiers["enterprise"] == Tier(credits=5000, requests_per_minute=0)
     assert s.tiers["team"].credits == 300
     assert s.tiers["free"].credits == 5
-    assert [(r.prefix, r.cost) for r in s.routes] == [("/v1/", 3)]
+    assert [(r.prefix, r.cost, r.errors) for r in s.routes] == [
+        ("/v1/", 3, "openai"),
+        ("/api/", 1, "creditgate"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -83,6 +91,11 @@ cost = 3
         ("not toml [", "not valid TOML"),
         ("[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\ncost = '2'\n", "routes.0.cost"),
         ("[tiers.pro]\ncredits = '10'\n", "tiers.pro.credits"),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\nerrors = 'OpenAI'\n",
+            "routes.0.errors",
+        ),
+        ("[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\nerrors = 1\n", "routes.0.errors"),
         ("[tiers.pro]\nrequests_per_minute = 1.5\n", "tiers.pro.requests_per_minute"),
         (
             "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\n"

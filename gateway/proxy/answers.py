@@ -26,6 +26,7 @@ from gateway.errors import Unauthorized, error_body
 from gateway.proxy import headers as hdr
 from gateway.proxy.bodies import send_error, send_json
 from gateway.proxy.exchange import Failure, Refusal
+from gateway.settings import ErrorStyle
 
 FAILURE_STATUS: dict[Failure, int] = {"bad_gateway": 502, "gateway_timeout": 504}
 
@@ -51,19 +52,22 @@ def credit_headers(
     ]
 
 
-async def refuse_idempotency_key(send: Send, rid_header: hdr.RawHeaders) -> None:
+async def refuse_idempotency_key(send: Send, rid_header: hdr.RawHeaders, style: ErrorStyle) -> None:
     """400 for an ``Idempotency-Key`` the contract does not allow."""
     invalid = error_body(
         "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters"
     )
-    await send_json(send, 400, invalid, rid_header)
+    await send_json(send, 400, invalid, rid_header, style=style)
 
 
-async def refuse(send: Send, reservation: Reservation, rid_header: hdr.RawHeaders) -> Refusal:
-    """Answer a reservation the scripts did not hold (any status but ``ok``); its outcome."""
+async def refuse(
+    send: Send, reservation: Reservation, rid_header: hdr.RawHeaders, style: ErrorStyle
+) -> Refusal:
+    """Answer a reservation the scripts did not hold (any status but ``ok``), in the route's
+    error ``style``; its outcome."""
     state = reservation.account
     if state is None:  # missing, and the store does not know the account either
-        await send_error(send, Unauthorized("unknown account"), rid_header)
+        await send_error(send, Unauthorized("unknown account"), rid_header, style=style)
         return "unauthorized"
     fields = [
         *rid_header,
@@ -77,7 +81,7 @@ async def refuse(send: Send, reservation: Reservation, rid_header: hdr.RawHeader
         )
         retry = max(1, math.ceil(state.ms_to_period_end / 1000))
         fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"false")]
-        await send_json(send, 429, body, fields)
+        await send_json(send, 429, body, fields, style=style)
         return "insufficient"
     if reservation.status == "rate_limited":
         retry = max(1, math.ceil(reservation.rate_wait_ms / 1000))
@@ -86,7 +90,7 @@ async def refuse(send: Send, reservation: Reservation, rid_header: hdr.RawHeader
             f"over the {state.tier} tier's {state.requests_per_minute} requests per minute",
         )
         fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
-        await send_json(send, 429, body, fields)
+        await send_json(send, 429, body, fields, style=style)
         return "rate_limited"
     # duplicate: an Idempotency-Key seen before.
     fields.append((b"x-credits-charged", b"0"))
@@ -97,7 +101,7 @@ async def refuse(send: Send, reservation: Reservation, rid_header: hdr.RawHeader
         fields.append((b"idempotent-replayed", b"true"))
     else:
         message = "this Idempotency-Key failed too many times; use a new key"
-    await send_json(send, 409, error_body("conflict", message), fields)
+    await send_json(send, 409, error_body("conflict", message), fields, style=style)
     return "conflict"
 
 
@@ -108,8 +112,10 @@ async def upstream_failed(
     state: AccountState,
     reservation: Reservation,
     request_id: str,
+    style: ErrorStyle,
 ) -> None:
-    """502 or 504 with ``failure`` as the error code; ``state`` is the account after the refund
-    (``X-Credits-Charged: 0``)."""
+    """502 or 504 with ``failure`` as the error code, in the route's error ``style``; ``state``
+    is the account after the refund (``X-Credits-Charged: 0``)."""
     fields = credit_headers((), state, reservation, charged=0, tokens=0, request_id=request_id)
-    await send_json(send, FAILURE_STATUS[failure], error_body(failure, message), fields)
+    body = error_body(failure, message)
+    await send_json(send, FAILURE_STATUS[failure], body, fields, style=style)

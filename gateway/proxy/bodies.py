@@ -12,7 +12,8 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.errors import CreditgateError, answer
+from gateway.errors import CreditgateError, answer, openai_error_body
+from gateway.settings import ErrorStyle
 
 
 class ClientGone(Exception):
@@ -24,7 +25,13 @@ async def send_json(
     status: int,
     body: dict[str, Any],
     extra: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    style: ErrorStyle = "creditgate",
 ) -> None:
+    """``body`` as a whole JSON answer; an error body (``errors.error_body``) in the shape of
+    ``style``, the route's ``errors`` setting (``errors.openai_error_body``)."""
+    if style == "openai":
+        body = openai_error_body(status, body)
     payload = json.dumps(body, separators=(",", ":")).encode()
     headers: list[tuple[bytes, bytes]] = [
         (b"content-type", b"application/json"),
@@ -52,12 +59,16 @@ def is_json(content_type: str | None) -> bool:
 
 
 async def send_error(
-    send: Send, error: CreditgateError, extra: Sequence[tuple[bytes, bytes]] = ()
+    send: Send,
+    error: CreditgateError,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    style: ErrorStyle = "creditgate",
 ) -> None:
     """The answer ``gateway.errors.answer`` gives to ``error``, sent as plain ASGI."""
     reply = answer(error)
     headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
-    await send_json(send, reply.status, reply.body, [*extra, *headers])
+    await send_json(send, reply.status, reply.body, [*extra, *headers], style=style)
 
 
 def has_chunked_body(scope: Scope) -> bool:

@@ -158,22 +158,23 @@ class Proxy:
         auth_twice: bool = False,
     ) -> Outcome:
         rid_header = [(b"x-request-id", request_id.encode())]
+        style = route.errors
         if auth_twice:
-            await send_error(send, AUTHORIZATION_TWICE, rid_header)
+            await send_error(send, AUTHORIZATION_TWICE, rid_header, style=style)
             return "invalid"
         try:
             caller = await self.keys.authenticate(authorization)
         except Unauthorized as exc:
-            await send_error(send, exc, rid_header)
+            await send_error(send, exc, rid_header, style=style)
             return "unauthorized"
         except Unavailable as exc:
             self.metrics.store_errors.inc()
-            await send_error(send, exc, rid_header)
+            await send_error(send, exc, rid_header, style=style)
             return "unavailable"
         if trail is not None:
             trail.caller = caller
         if idem_key is not None and not valid_key(idem_key):
-            await answers.refuse_idempotency_key(send, rid_header)
+            await answers.refuse_idempotency_key(send, rid_header, style)
             return "invalid"
 
         body: bytes | None = None
@@ -202,14 +203,14 @@ class Proxy:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.warning("reserve failed: %s", exc, extra={"request_id": request_id})
-            await send_error(send, exc, rid_header)
+            await send_error(send, exc, rid_header, style=style)
             return "unavailable"
         rid_header = [(b"x-request-id", request_id.encode())]
         if trail is not None:
             trail.request_id = request_id  # an Idempotency-Key's request id is derived from it
         self.metrics.reservations(reservation.status).inc()
         if reservation.status != "ok":
-            return await answers.refuse(send, reservation, rid_header)
+            return await answers.refuse(send, reservation, rid_header, style)
         self.holds.opened(request_id)
         exchange = Exchange(route, caller, request_id, reservation)
         if trail is not None:

@@ -198,7 +198,9 @@ async def fail(holds: Holds, ex: Exchange, send: Send, failure: Failure, message
     """The backend failed before its answer could be relayed: refund, then answer 502 / 504
     with the account's figures after the refund."""
     state = await holds.refund(ex.caller.account_id, ex.request_id, failure) or ex.state
-    await answers.upstream_failed(send, failure, message, state, ex.reservation, ex.request_id)
+    await answers.upstream_failed(
+        send, failure, message, state, ex.reservation, ex.request_id, ex.route.errors
+    )
     return failure
 
 

@@ -66,7 +66,7 @@ class GatewayApp(Starlette):
             for route in self.proxy_routes:
                 if path.startswith(route.prefix):
                     if not routable(scope):
-                        await send_error(send, UNROUTABLE)
+                        await send_error(send, UNROUTABLE, style=route.errors)
                         return
                     await self._proxy(route, scope, receive, send)
                     return
@@ -75,13 +75,15 @@ class GatewayApp(Starlette):
     async def _proxy(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         proxy = self.proxy
         if proxy is None:
-            await send_error(send, Unavailable("the gateway is starting or stopping"))
+            starting = Unavailable("the gateway is starting or stopping")
+            await send_error(send, starting, style=route.errors)
             return
         try:
             await proxy.handle(route, scope, receive, send)
         except Exception:
             try:
-                await send_json(send, 500, error_body("internal_error", "internal error"))
+                failed = error_body("internal_error", "internal error")
+                await send_json(send, 500, failed, style=route.errors)
             except Exception:
                 pass  # the answer had started (or the client left): the original error counts
             raise  # for the server to log, as Starlette's own error middleware does

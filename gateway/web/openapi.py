@@ -12,10 +12,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route as WebRoute
 
+from gateway.errors import openai_names
 from gateway.openapi import TIME, Schema, error_refs, json_content, ok, ref
-from gateway.settings import Settings
+from gateway.settings import ErrorStyle, Route, Settings
 
 ERROR_CODES = {
     400: ("invalid_request", "Bad JSON or fields; the message names the field and the problem."),
@@ -69,6 +70,24 @@ def _schemas(tiers: list[str]) -> dict[str, Schema]:
                 "success": {"const": False},
                 "error": {"type": "string"},
                 "message": {"type": "string"},
+            },
+        },
+        "OpenAIError": {
+            "description": 'The gateway\'s own errors on a route with errors = "openai": '
+            "OpenAI's shape, so OpenAI SDKs show the message (same status and headers).",
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "param", "code"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": "null"},
+                        "code": {"type": "string"},
+                    },
+                },
             },
         },
         "Usage": {"type": "object", "required": list(usage), "properties": usage},
@@ -207,7 +226,7 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
         },
     }
     for route in settings.routes:
-        paths[route.prefix.rstrip("/") + "/{path}"] = _proxied(route.prefix, route.cost)
+        paths[route.prefix.rstrip("/") + "/{path}"] = _proxied(route)
     return paths
 
 
@@ -254,23 +273,43 @@ def _answer(description: str, schema: Schema | None, *headers: str, **more: Any)
     return answer
 
 
-def _error(*codes: str) -> Schema:
+def _error(*codes: str, style: ErrorStyle = "creditgate", status: int = 400) -> Schema:
+    """An error body naming ``codes``: the contract's, or OpenAI's shape (its type and code)."""
+    if style == "openai":
+        names = [openai_names(status, code) for code in codes]
+        inner = {
+            "type": {"enum": sorted({kind for kind, _ in names})},
+            "code": {"enum": [code for _, code in names]},
+        }
+        return {"allOf": [ref("OpenAIError")], "properties": {"error": {"properties": inner}}}
     return {
         "allOf": [ref("Error")],
         "properties": {"error": {"enum": list(codes)}},
     }
 
 
-def _proxied(prefix: str, cost: int) -> Schema:
+def _proxied(route: Route) -> Schema:
     """A proxied prefix: any method, body and query, passed to the backend as they are."""
+    prefix, style = route.prefix, route.errors
     description = (
         f"Proxied to the backend of {prefix} (every method, body and query passed through, "
-        f"responses streamed). Costs {cost} credit(s), charged only on a 2xx answer; a JSON "
-        "object body gains creditInfo. Idempotency-Key honoured: a retry with the same key is "
-        "charged once."
+        f"responses streamed). Costs {route.cost} credit(s), charged only on a 2xx answer; a "
+        "JSON object body gains creditInfo. Idempotency-Key honoured: a retry with the same key "
+        "is charged once."
     )
+    if style == "openai":
+        description += (
+            ' The gateway\'s own errors here are in OpenAI\'s shape, {"error": {"message", '
+            '"type", "param", "code"}} (insufficient_credits: type and code '
+            "insufficient_quota; rate_limited: type requests, code rate_limit_exceeded; "
+            "unauthorized: code invalid_api_key), with the same statuses and headers."
+        )
+
+    def error(status: int, *codes: str) -> Schema:
+        return _error(*codes, style=style, status=status)
+
     insufficient = {
-        "allOf": [_error("insufficient_credits")],
+        "allOf": [error(429, "insufficient_credits")],
         "required": ["creditInfo"],
         "properties": {"creditInfo": ref("CreditInfo")},
     }
@@ -289,16 +328,18 @@ def _proxied(prefix: str, cost: int) -> Schema:
             *RATE_HEADERS,
             optional=("X-Tokens-Used",),
         ),
-        "400": _answer("A malformed Idempotency-Key.", _error("invalid_request"), "X-Request-Id"),
+        "400": _answer(
+            "A malformed Idempotency-Key.", error(400, "invalid_request"), "X-Request-Id"
+        ),
         "401": _answer(
             "No, unknown or revoked key.",
-            _error("unauthorized"),
+            error(401, "unauthorized"),
             "X-Request-Id",
             "WWW-Authenticate",
         ),
         "409": _answer(
             "A retry of an Idempotency-Key whose first attempt is in flight or was charged.",
-            _error("conflict"),
+            error(409, "conflict"),
             "X-Request-Id",
             "X-Credits-Charged",
             *RATE_HEADERS,
@@ -309,7 +350,7 @@ def _proxied(prefix: str, cost: int) -> Schema:
             "seconds to the period end, creditInfo); rate_limited: over the tier's requests per "
             "minute (X-Should-Retry: true, Retry-After seconds until a call would pass). The "
             "backend was not called; nothing was charged.",
-            {"oneOf": [insufficient, _error("rate_limited")]},
+            {"oneOf": [insufficient, error(429, "rate_limited")]},
             "X-Request-Id",
             "Retry-After",
             "X-Should-Retry",
@@ -317,19 +358,19 @@ def _proxied(prefix: str, cost: int) -> Schema:
         ),
         "502": _answer(
             "The backend could not be reached or broke off; refunded.",
-            _error("bad_gateway"),
+            error(502, "bad_gateway"),
             *CREDIT_HEADERS,
             "X-Tokens-Used",
             *RATE_HEADERS,
         ),
         "503": _answer(
             "Redis or the store cannot be reached; nothing was charged.",
-            _error("unavailable"),
+            error(503, "unavailable"),
             "X-Request-Id",
         ),
         "504": _answer(
             "The backend did not answer in time; refunded.",
-            _error("gateway_timeout"),
+            error(504, "gateway_timeout"),
             *CREDIT_HEADERS,
             "X-Tokens-Used",
             *RATE_HEADERS,
@@ -416,7 +457,7 @@ def _with_head_refusals(paths: Mapping[str, Schema]) -> dict[str, Schema]:
     }
 
 
-def openapi_route(other_paths: Mapping[str, Schema]) -> Route:
+def openapi_route(other_paths: Mapping[str, Schema]) -> WebRoute:
     """``GET /openapi.json``, no auth; the document of the app's settings, built once."""
     cache: dict[int, Schema] = {}
 
@@ -428,4 +469,4 @@ def openapi_route(other_paths: Mapping[str, Schema]) -> Route:
             document = cache[id(settings)] = openapi_document(settings, other_paths)
         return JSONResponse(document)
 
-    return Route("/openapi.json", openapi_json, methods=["GET"])
+    return WebRoute("/openapi.json", openapi_json, methods=["GET"])

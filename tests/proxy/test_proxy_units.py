@@ -191,7 +191,7 @@ async def test_refusals(
     async def send(message: Any) -> None:
         sent.append(message)
 
-    assert await refuse(send, reservation, [(b"x-request-id", b"r1")]) == outcome
+    assert await refuse(send, reservation, [(b"x-request-id", b"r1")], "creditgate") == outcome
     start, body = sent
     headers = dict(start["headers"])
     assert start["status"] == status

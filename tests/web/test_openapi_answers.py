@@ -58,6 +58,9 @@ async def services(
             Route(prefix="/api/projects/", upstream=backend),
             Route(prefix="/api/costly/", upstream=backend, cost=50),
             Route(prefix="/api/dead/", upstream=f"http://127.0.0.1:{closed}"),
+            Route(prefix="/oa/projects/", upstream=backend, errors="openai"),
+            Route(prefix="/oa/costly/", upstream=backend, cost=50, errors="openai"),
+            Route(prefix="/oa/dead/", upstream=f"http://127.0.0.1:{closed}", errors="openai"),
         ],
     )
     built = open_services(settings)
@@ -79,9 +82,9 @@ def error_codes(schema: dict[str, Any]) -> set[str]:
         return set().union(*(error_codes(s) for s in schema["oneOf"]))
     if "allOf" in schema and "properties" not in schema:
         return set().union(*(error_codes(s) for s in schema["allOf"]))
-    return set(schema.get("properties", {}).get("error", {}).get("enum", [])) | (
-        set().union(*(error_codes(s) for s in schema.get("allOf", [])))
-    )
+    error = schema.get("properties", {}).get("error", {})
+    named = error.get("enum") or error.get("properties", {}).get("code", {}).get("enum", [])
+    return set(named) | set().union(*(error_codes(s) for s in schema.get("allOf", [])))
 
 
 def check(document: dict[str, Any], method: str, path: str, response: httpx.Response) -> None:
@@ -94,11 +97,20 @@ def check(document: dict[str, Any], method: str, path: str, response: httpx.Resp
         if name in OWN_HEADERS:
             assert name in headers, (response.status_code, name, "sent but not documented")
     if "content" in spec:
-        code = response.json()["error"]
+        error = response.json()["error"]
+        code = error["code"] if isinstance(error, dict) else error  # OpenAI's shape, or ours
         assert code in error_codes(spec["content"]["application/json"]["schema"]), code
 
 
-async def test_every_proxied_answer_is_documented(services: Services) -> None:
+def error_code(response: httpx.Response) -> str:
+    """The gateway's error code in the contract's shape; OpenAI's code in OpenAI's."""
+    error = response.json().get("error", "")
+    return str(error["code"] if isinstance(error, dict) else error)
+
+
+@pytest.mark.parametrize("family", ["api", "oa"])
+async def test_every_proxied_answer_is_documented(services: Services, family: str) -> None:
+    """On routes with the contract's errors (``/api/``) and with OpenAI's (``/oa/``)."""
     app = create_app(services.settings, services=services)
     document = openapi_document(services.settings, admin_paths())
     pro = await create_account(services, tier="pro", months=1)
@@ -122,14 +134,19 @@ async def test_every_proxied_answer_is_documented(services: Services) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             for account, method, path, headers, status in calls:
+                path = path.replace("/api/", f"/{family}/", 1)
                 key = account.api_key if account else "cg_" + "u" * 43
                 sent = {"Authorization": f"Bearer {key}", **headers}
                 response = await client.request(method, path, headers=sent, json={})
                 assert response.status_code == status, (path, response.text)
                 check(document, method, path, response)
                 if status >= 400 and response.headers.get("content-type") == "application/json":
-                    seen.add((status, response.json().get("error", "")))
-    assert (429, "insufficient_credits") in seen and (429, "rate_limited") in seen
+                    seen.add((status, error_code(response)))
+    if family == "api":
+        assert (429, "insufficient_credits") in seen and (429, "rate_limited") in seen
+    else:
+        assert (429, "insufficient_quota") in seen and (429, "rate_limit_exceeded") in seen
+        assert (401, "invalid_api_key") in seen and (502, "bad_gateway") in seen
 
 
 def test_every_operation_documents_the_refusals_of_oversized_heads() -> None:
