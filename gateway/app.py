@@ -33,6 +33,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.proxy.flow import Proxy
 from gateway.proxy.holds import Holds, InFlight
+from gateway.proxy.replays import Replays
 from gateway.proxy.router import GatewayApp
 from gateway.proxy.upstream import open_session
 from gateway.services import Services, open_services
@@ -128,6 +129,7 @@ def create_app(
                 inflight=inflight,
                 tracing=tracer,
             ),
+            replays=Replays(svc.redis, max_bytes=settings.replay_max_bytes),
             access_log=settings.access_log,
             tracing=tracer,
         )

@@ -40,6 +40,11 @@ class AccountKeys:
     def reservation(self, request_id: str) -> str:
         return f"{self.state}:r:{request_id}"
 
+    def replay(self, request_id: str) -> str:
+        """What a proxied request with an ``Idempotency-Key`` (its derived ``request_id``) asked,
+        and its first answer once kept, for the key's retries (``gateway.proxy.replays``)."""
+        return f"{self.state}:p:{request_id}"
+
     def operation(self, request_id: str) -> str:
         """The marker of an admin operation (a grant, a tier change) applied once."""
         return f"{self.state}:o:{request_id}"

@@ -17,7 +17,10 @@ client_gone            the client left before the backend answered: refunded (or
 unauthorized           401: no, unknown or revoked key, or an account Redis and the store lack
 insufficient           429 ``insufficient_credits``: nothing held
 rate_limited           429 ``rate_limited``: nothing held
-conflict               409: an ``Idempotency-Key`` in flight, already charged, or spent
+conflict               409: an ``Idempotency-Key`` in flight, already charged (its answer not
+                       kept), or spent
+replayed               an ``Idempotency-Key`` already charged: its kept first answer, again
+mismatch               422: an ``Idempotency-Key`` first used for another request
 invalid                400: a malformed ``Idempotency-Key``
 unavailable            503: Redis or the store failed before anything was held
 error                  an exception (the router answers 500) or a cancellation: any hold refunded
@@ -26,12 +29,16 @@ error                  an exception (the router answers 500) or a cancellation: 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.accounts.keycache import Caller
 from gateway.credits.results import AccountState, Reservation
 from gateway.settings import Route
+
+if TYPE_CHECKING:
+    from gateway.proxy.replays import FirstAnswer
 
 Refusal = Literal["unauthorized", "insufficient", "rate_limited", "conflict"]
 """The answers to a reservation the scripts refused (or an account the store lost)."""
@@ -45,9 +52,15 @@ Outcome = Literal[
     "refunded",
     "client_gone",
     "invalid",
+    "replayed",
+    "mismatch",
     "unavailable",
     "error",
 ]
+
+
+Keep = Callable[["FirstAnswer"], Awaitable[None]]
+"""Keeps a charged first answer for the retries of its ``Idempotency-Key`` (``replays``)."""
 
 
 @dataclass(slots=True)
@@ -60,6 +73,8 @@ class Exchange:
     reservation: Reservation
     tokens: int = 0
     """The tokens the settle charges, once the answer has gone out (``relay``)."""
+    keep: Keep | None = None
+    """With an ``Idempotency-Key``: keeps a charged answer for the key's retries."""
 
     @property
     def state(self) -> AccountState:

@@ -7,8 +7,9 @@ the route's cost (credits and rate together); the request goes upstream with sig
 and charges (2xx) or refunds (any other status). Along the way:
 
 - refused before anything is held (``answers``): 401, 400 for a malformed
-  ``Idempotency-Key``, 429 ``insufficient_credits`` / ``rate_limited``, 409 for an
-  ``Idempotency-Key`` seen before; Redis or store outages: 503 ``unavailable``.
+  ``Idempotency-Key``, 422 for one first used for another request, 429
+  ``insufficient_credits`` / ``rate_limited``, the kept first answer or 409 for an
+  ``Idempotency-Key`` seen before (``replays``); Redis or store outages: 503 ``unavailable``.
 - timeout before the answer: 504 ``gateway_timeout``; connection refused / reset: 502
   ``bad_gateway``; a client gone before the answer: the upstream call is cancelled. All refunded.
   (A streamed request body's client is watched once the body is read.)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import secrets
 import time
@@ -40,7 +42,7 @@ from yarl import URL
 from gateway.accounts.keycache import KeyCache
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Reservation
-from gateway.errors import InvalidRequest, Unauthorized, Unavailable
+from gateway.errors import IdempotencyMismatch, InvalidRequest, Unauthorized, Unavailable
 from gateway.metrics import Metrics
 from gateway.proxy import answers, relay
 from gateway.proxy import headers as hdr
@@ -53,9 +55,10 @@ from gateway.proxy.bodies import (
     wait_disconnect,
     wait_disconnect_after,
 )
-from gateway.proxy.exchange import Exchange, Outcome
+from gateway.proxy.exchange import Exchange, Keep, Outcome
 from gateway.proxy.holds import Holds, Restore
-from gateway.proxy.idempotency import reserve_idempotent, valid_key
+from gateway.proxy.idempotency import base_request_id, reserve_idempotent, valid_key
+from gateway.proxy.replays import FirstAnswer, Replays, fingerprint
 from gateway.proxy.trail import Trail
 from gateway.settings import Route
 from gateway.signing import signed_headers
@@ -90,6 +93,7 @@ class Proxy:
         secret: bytes,
         restore: Restore,
         holds: Holds,
+        replays: Replays | None = None,
         access_log: bool = False,
         tracing: Tracing | None = None,
     ) -> None:
@@ -100,6 +104,7 @@ class Proxy:
         self.secret = secret
         self.restore = restore
         self.holds = holds
+        self.replays = replays
         self.access_log = access_log
         self.tracing = tracing
         self.observed = access_log or tracing is not None
@@ -187,6 +192,24 @@ class Proxy:
         elif content_length is None and not has_chunked_body(scope):
             body = b""
 
+        keep: Keep | None = None
+        base_id = ""
+        if idem_key is not None and self.replays is not None:
+            base_id = base_request_id(caller.account_id, idem_key)
+            asked = fingerprint(
+                scope["method"],
+                scope["path"],
+                scope.get("query_string", b""),
+                body,
+                content_length.decode("latin-1") if content_length is not None else "chunked",
+            )
+            try:
+                await self.replays.claim(caller.account_id, base_id, asked)
+            except (IdempotencyMismatch, Unavailable) as exc:
+                await send_error(send, exc, rid_header, style=style)
+                return "mismatch" if isinstance(exc, IdempotencyMismatch) else "unavailable"
+            keep = functools.partial(self._keep, caller.account_id, base_id, asked)
+
         reserve: Awaitable[tuple[Reservation, str]] = self._reserve(
             caller.account_id, request_id, idem_key, route.cost
         )
@@ -210,9 +233,12 @@ class Proxy:
             trail.request_id = request_id  # an Idempotency-Key's request id is derived from it
         self.metrics.reservations(reservation.status).inc()
         if reservation.status != "ok":
+            if keep is not None and reservation.state == "charged":
+                if await self._replay(send, caller.account_id, base_id):
+                    return "replayed"
             return await answers.refuse(send, reservation, rid_header, style)
         self.holds.opened(request_id)
-        exchange = Exchange(route, caller, request_id, reservation)
+        exchange = Exchange(route, caller, request_id, reservation, keep=keep)
         if trail is not None:
             trail.exchange = exchange
         try:
@@ -222,6 +248,22 @@ class Proxy:
             # that was already settled changes nothing, so this is always safe.
             await self.holds.refund(caller.account_id, request_id, "gateway error")
             raise
+
+    async def _keep(self, account: str, base_id: str, asked: str, answer: FirstAnswer) -> None:
+        """Keep a charged answer for the retries of its ``Idempotency-Key`` if it fits."""
+        if self.replays is not None and self.replays.fits(len(answer.body)):
+            await self.replays.keep(account, base_id, asked, answer)
+
+    async def _replay(self, send: Send, account: str, base_id: str) -> bool:
+        """Send the kept first answer of a charged ``Idempotency-Key``; False if none was kept."""
+        assert self.replays is not None
+        first = await self.replays.first_answer(account, base_id)
+        if first is None:
+            return False
+        start = {"type": "http.response.start", "status": first.status, "headers": first.replayed()}
+        await send(start)
+        await send({"type": "http.response.body", "body": first.body, "more_body": False})
+        return True
 
     async def _reserve(
         self, account: str, request_id: str, idem_key: str | None, cost: int

@@ -8,9 +8,10 @@ fixes that memory at ``engine.IDEMPOTENCY_RETAIN_MS`` (24 h) for whoever settles
 What a retry gets (the gateway's choice, documented in the README too):
 
 - first attempt still in flight: 409 ``conflict`` (retry later); nothing held, nothing charged;
-- first attempt charged: 409 ``conflict`` with ``X-Credits-Charged: 0`` and
-  ``Idempotent-Replayed: true``: the backend is not called again and nothing is charged (the
-  gateway does not store response bodies, so it cannot replay the answer itself);
+- first attempt charged: its kept answer again (``gateway.proxy.replays``), else 409
+  ``conflict`` with ``X-Credits-Charged: 0`` and ``Idempotent-Replayed: true``: either way the
+  backend is not called again and nothing is charged;
+- another request (method, path, query, body) with the key: 422 (``replays``, before this);
 - first attempt refunded (backend failed): the retry is a new attempt under the next derived
   id (``<id>.1``, ``<id>.2``, ...), reserved and charged normally, up to ``MAX_ATTEMPTS``.
 

@@ -38,6 +38,7 @@ from gateway.proxy import tokens as tok
 from gateway.proxy.bodies import is_json, splice_credit_info
 from gateway.proxy.exchange import Exchange, Failure, Outcome
 from gateway.proxy.holds import Holds
+from gateway.proxy.replays import FirstAnswer
 
 log = logging.getLogger("creditgate.proxy")
 
@@ -187,6 +188,8 @@ async def _respond_json(
     fields = answers.credit_headers(
         head, state, ex.reservation, charged=ex.route.cost, tokens=tokens, request_id=ex.request_id
     )
+    if ex.keep is not None:  # kept before it goes out: a retry right after it finds it
+        await ex.keep(FirstAnswer(response.status, fields, body))
     await send({"type": "http.response.start", "status": response.status, "headers": fields})
     await send({"type": "http.response.body", "body": body, "more_body": False})
     ex.tokens = tokens

@@ -244,7 +244,10 @@ HEADERS: dict[str, Schema] = {
     "X-Should-Retry": {
         "description": "false: credits (wait for the period end or buy more); true: rate."
     },
-    "Idempotent-Replayed": {"description": "true: an earlier attempt with this key was charged."},
+    "Idempotent-Replayed": {
+        "description": "true: an earlier attempt with this key was charged; this answer is "
+        "its first answer again (2xx), or a 409 when that answer was not kept."
+    },
     "WWW-Authenticate": {"description": "Bearer"},
 }
 """Every header the gateway sets on a proxied call's answer, described once."""
@@ -295,7 +298,7 @@ def _proxied(route: Route) -> Schema:
         f"Proxied to the backend of {prefix} (every method, body and query passed through, "
         f"responses streamed). Costs {route.cost} credit(s), charged only on a 2xx answer; a "
         "JSON object body gains creditInfo. Idempotency-Key honoured: a retry with the same key "
-        "is charged once."
+        "is charged once and replays the first answer."
     )
     if style == "openai":
         description += (
@@ -315,11 +318,14 @@ def _proxied(route: Route) -> Schema:
     }
     responses: Schema = {
         "2XX": _answer(
-            "The backend's answer; charged.",
+            "The backend's answer; charged. Or, for a retry of an Idempotency-Key whose first "
+            "attempt was charged with a JSON answer (up to CREDITGATE_REPLAY_MAX_BYTES), that "
+            "first answer again, byte for byte, with its headers, X-Credits-Charged: 0 and "
+            "Idempotent-Replayed: true: not forwarded, not charged.",
             None,
             *CREDIT_HEADERS,
             *RATE_HEADERS,
-            optional=("X-Tokens-Used",),
+            optional=("X-Tokens-Used", "Idempotent-Replayed"),
         ),
         "default": _answer(
             "The backend's non-2xx answer, as it sent it; refunded (X-Credits-Charged: 0).",
@@ -338,12 +344,20 @@ def _proxied(route: Route) -> Schema:
             "WWW-Authenticate",
         ),
         "409": _answer(
-            "A retry of an Idempotency-Key whose first attempt is in flight or was charged.",
+            "A retry of an Idempotency-Key whose first attempt is in flight (retry later), or "
+            "was charged with an answer that was not kept (streamed, not JSON, or larger than "
+            "CREDITGATE_REPLAY_MAX_BYTES: Idempotent-Replayed: true), or failed 8 times.",
             error(409, "conflict"),
             "X-Request-Id",
             "X-Credits-Charged",
             *RATE_HEADERS,
             optional=("Idempotent-Replayed",),
+        ),
+        "422": _answer(
+            "The Idempotency-Key was first used for another request (method, path, query or "
+            "body); nothing forwarded, nothing charged.",
+            error(422, "idempotency_mismatch"),
+            "X-Request-Id",
         ),
         "429": _answer(
             "insufficient_credits: the account cannot pay (X-Should-Retry: false, Retry-After "
@@ -394,7 +408,8 @@ def _proxied(route: Route) -> Schema:
                 "in": "header",
                 "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                "description": "A retry with the same key within 24 h is charged once.",
+                "description": "A retry with the same key within 24 h is charged once, and "
+                "gets the first answer again when it was kept (see 2XX, 409, 422).",
             },
         ],
         "responses": responses,

@@ -13,7 +13,7 @@ def test_every_key_of_an_account_shares_one_slot() -> None:
         k = keys.account_keys(account)
         slots = {
             key_slot(name.encode())
-            for name in (k.state, k.deadlines, k.outbox, k.reservation("r1"))
+            for name in (k.state, k.deadlines, k.outbox, k.reservation("r1"), k.replay("idem-1"))
         }
         assert len(slots) == 1
         bucket = keys.bucket_of(account)
@@ -37,5 +37,6 @@ def test_state_keys_name_their_account_and_nothing_else_does() -> None:
     k = keys.account_keys("acme")
     assert keys.account_of(k.state) == "acme"
     assert keys.account_of(k.reservation("r1")) is None
+    assert keys.account_of(k.replay("idem-1")) is None
     assert keys.account_of(k.outbox) is None and keys.account_of(k.deadlines) is None
     assert keys.account_of(k.state.replace("{b", "{c")) is None

@@ -83,16 +83,51 @@ async def test_client_disconnect_before_the_answer_is_refunded(
     assert await refund_reasons(services, acct.account_id) == ["client disconnected"]
 
 
-async def test_idempotent_retry_is_charged_once(
-    client: httpx.AsyncClient, account: MakeAccount, backends: Backends, services: Services
+async def test_idempotent_retry_replays_the_first_answer_on_another_replica(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
 ) -> None:
+    """The retry reaches another process: it gets the first answer's bytes again, neither
+    forwarded nor charged; the same key for another body or path is 422."""
     acct = await account("pro")
     headers = {**acct.auth, "Idempotency-Key": "order-42"}
-    first = await client.post("/api/projects/json", headers=headers)
-    assert first.status_code == 200
-    await wait_settled(services, acct.account_id, total_tokens=1234)
+    path = "/api/projects/json?tokens=2500"
+    async with httpx.AsyncClient(timeout=10) as http:
+        first = await http.post(gateway.urls[0] + path, headers=headers, content=b'{"n": 1}')
+        assert first.status_code == 200
+        await wait_settled(services, acct.account_id, total_tokens=2500)
+        hits = backends.codegen.hits_now()
+        retry = await http.post(gateway.urls[1] + path, headers=headers, content=b'{"n": 1}')
+        assert retry.status_code == 200
+        assert retry.content == first.content  # byte for byte, creditInfo included
+        assert retry.headers["idempotent-replayed"] == "true"
+        assert retry.headers["x-credits-charged"] == "0"
+        assert "idempotent-replayed" not in first.headers
+        for name in ("content-type", "x-request-id", "x-tokens-used", "x-credits-remaining"):
+            assert retry.headers[name] == first.headers[name]
+
+        other_body = await http.post(gateway.urls[2] + path, headers=headers, content=b'{"n": 2}')
+        other_path = await http.post(
+            gateway.urls[1] + "/api/projects/json", headers=headers, content=b'{"n": 1}'
+        )
+        other_method = await http.put(gateway.urls[0] + path, headers=headers, content=b'{"n": 1}')
+    for mismatch in (other_body, other_path, other_method):
+        assert mismatch.status_code == 422
+        assert mismatch.json()["error"] == "idempotency_mismatch"
+    assert backends.codegen.hits_now() == hits
+    assert await credits_left(services, acct.account_id) == 99
+
+
+async def test_idempotent_retry_of_a_streamed_answer_is_a_conflict(
+    client: httpx.AsyncClient, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    """A first answer streamed (not JSON) is not kept: its retry is the 409 it was before."""
+    acct = await account("pro")
+    headers = {**acct.auth, "Idempotency-Key": "order-43"}
+    first = await client.post("/api/projects/plain", headers=headers)
+    assert first.status_code == 200 and first.text == "hello"
+    await wait_settled(services, acct.account_id, total_tokens=77)
     hits = backends.codegen.hits_now()
-    retry = await client.post("/api/projects/json", headers=headers)
+    retry = await client.post("/api/projects/plain", headers=headers)
     assert retry.status_code == 409
     assert retry.json()["error"] == "conflict"
     assert retry.headers["x-credits-charged"] == "0"
@@ -121,9 +156,12 @@ async def test_idempotent_retry_while_in_flight_is_a_conflict(
                 return token in backends.codegen.started
 
             await wait_for(started)
-            second = await http.get(f"{gateway.urls[2]}/api/projects/hang", headers=headers)
+            path = f"/api/projects/hang?token={token}"
+            second = await http.get(gateway.urls[2] + path, headers=headers)
             assert second.status_code == 409
             assert "in flight" in second.json()["message"]
+            other = await http.get(f"{gateway.urls[1]}/api/projects/hang", headers=headers)
+            assert other.status_code == 422  # another request than the one in flight
         finally:
             backends.codegen.release(token)
         assert (await first).status_code == 200
@@ -131,18 +169,22 @@ async def test_idempotent_retry_while_in_flight_is_a_conflict(
 
 
 async def test_refunded_idempotent_request_can_be_retried(
-    client: httpx.AsyncClient, account: MakeAccount, services: Services
+    client: httpx.AsyncClient, account: MakeAccount, backends: Backends, services: Services
 ) -> None:
     acct = await account("pro")
     headers = {**acct.auth, "Idempotency-Key": "retry-me"}
-    failed = await client.post("/api/projects/status?code=503", headers=headers)
-    assert failed.status_code == 503
+    token = secrets.token_hex(8)
+    path = f"/api/projects/hang?token={token}"
+    failed = await client.post(path, headers=headers)  # the backend is too slow: 504
+    assert failed.status_code == 504
     assert await credits_left(services, acct.account_id) == 100
-    ok = await client.post("/api/projects/json", headers=headers)
+    backends.codegen.release(token)  # the same request answers at once from now on
+    ok = await client.post(path, headers=headers)
     assert ok.status_code == 200
-    await wait_settled(services, acct.account_id, total_tokens=1234)
-    again = await client.post("/api/projects/json", headers=headers)
-    assert again.status_code == 409
+    await wait_settled(services, acct.account_id, total_tokens=2000)  # no usage: the estimate
+    again = await client.post(path, headers=headers)
+    assert again.status_code == 200 and again.content == ok.content
+    assert again.headers["idempotent-replayed"] == "true"
     assert await credits_left(services, acct.account_id) == 99
 
 

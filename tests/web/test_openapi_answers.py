@@ -122,7 +122,8 @@ async def test_every_proxied_answer_is_documented(services: Services, family: st
         (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "k" * 300}, 400),
         (None, "POST", "/api/projects/ok", {}, 401),
         (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "once"}, 200),
-        (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "once"}, 409),
+        (pro, "POST", "/api/projects/ok", {"Idempotency-Key": "once"}, 200),
+        (pro, "POST", "/api/projects/other", {"Idempotency-Key": "once"}, 422),
         (free, "POST", "/api/costly/ok", {}, 429),
         (tiny, "POST", "/api/projects/ok", {}, 200),
         (tiny, "POST", "/api/projects/ok", {}, 429),
@@ -135,6 +136,8 @@ async def test_every_proxied_answer_is_documented(services: Services, family: st
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             for account, method, path, headers, status in calls:
                 path = path.replace("/api/", f"/{family}/", 1)
+                if "Idempotency-Key" in headers:
+                    headers = {"Idempotency-Key": f"{family}-{headers['Idempotency-Key']}"}
                 key = account.api_key if account else "cg_" + "u" * 43
                 sent = {"Authorization": f"Bearer {key}", **headers}
                 response = await client.request(method, path, headers=sent, json={})
