@@ -11,8 +11,12 @@ They answer the way an LLM backend does, so the gateway has something real to ch
   default 50), a final chunk carrying ``usage``, then ``data: [DONE]``.
 - ``GET /api/projects/`` / ``GET /api/projects/{id}`` and ``GET /api/review/{id}``: small JSON
   without a body ``usage``; they report ``X-Tokens-Used`` as a header instead.
-- ``POST <any prefix>/chat/completions``: OpenAI's chat-completion shape (``stream`` in the
-  body too), so SDKs can be pointed at a gateway route.
+- ``POST <any prefix>/chat/completions``: OpenAI's chat-completion shape, so SDKs can be
+  pointed at a gateway route (the demo's ``/v1/``). With ``"stream": true``, chunks as OpenAI
+  sends them: the text in ``choices[0].delta``, a chunk with ``finish_reason: "stop"``, then,
+  only when the body asks ``"stream_options": {"include_usage": true}``, a last chunk with
+  ``choices: []`` and the ``usage`` (every chunk before it carrying ``"usage": null``), then
+  ``data: [DONE]``.
 
 To provoke failures by hand: ``X-Demo-Fail: <status>`` (400-599) answers that status with a
 JSON error; ``X-Demo-Delay: <seconds>`` (at most 60) waits before answering, to try the
@@ -112,8 +116,19 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
+def _include_usage(body: bytes) -> bool:
+    """Whether an OpenAI request asks for the streamed ``usage`` (``stream_options``)."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return False
+    options = data.get("stream_options") if isinstance(data, dict) else None
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
 def _stream(request: Request, kind: str, body: bytes, *, openai: bool = False) -> Response:
     usage = token_usage(body)
+    with_usage = openai and _include_usage(body)
     try:
         delay = float(request.query_params.get("delay_ms", DEFAULT_STREAM_DELAY_MS)) / 1000
     except ValueError:
@@ -127,12 +142,15 @@ def _stream(request: Request, kind: str, body: bytes, *, openai: bool = False) -
             if index:
                 await asyncio.sleep(delay)
             if openai:
-                yield _sse(_openai_chunk(text, created, finish=None))
+                yield _sse(_openai_chunk(text, created, finish=None, with_usage=with_usage))
             else:
                 yield _sse({"index": index, "delta": text})
         await asyncio.sleep(delay)
         if openai:
-            yield _sse(_openai_chunk("", created, finish="stop") | {"usage": usage})
+            yield _sse(_openai_chunk("", created, finish="stop", with_usage=with_usage))
+            if with_usage:
+                last = _openai_chunk("", created, finish=None, with_usage=True)
+                yield _sse(last | {"choices": [], "usage": usage})
         else:
             yield _sse({"index": len(chunks), "done": True, "usage": usage, **_caller(request)})
         yield _sse("[DONE]")
@@ -144,14 +162,20 @@ def _stream(request: Request, kind: str, body: bytes, *, openai: bool = False) -
     )
 
 
-def _openai_chunk(text: str, created: int, *, finish: str | None) -> dict[str, Any]:
-    return {
+def _openai_chunk(
+    text: str, created: int, *, finish: str | None, with_usage: bool
+) -> dict[str, Any]:
+    delta = {"role": "assistant", "content": text} if finish is None else {}
+    chunk: dict[str, Any] = {
         "id": "chatcmpl-demo",
         "object": "chat.completion.chunk",
         "created": created,
         "model": "creditgate-demo",
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
+    if with_usage:
+        chunk["usage"] = None
+    return chunk
 
 
 def _generate(kind: str) -> Handler:

@@ -38,13 +38,15 @@ from gateway.app import create_app
 from gateway.demo.backends import codegen_app, review_app
 from gateway.heads import bounded_http
 from gateway.services import open_services
-from gateway.settings import EMBEDDED, ConfigError, Settings
+from gateway.settings import EMBEDDED, ConfigError, Route, Settings
 from store.database import upgrade
 from sync.worker import SyncWorker
 
 log = logging.getLogger("creditgate.demo")
 
 GRACEFUL_SHUTDOWN_S = 5
+OPENAI_PREFIX = "/v1/"
+"""The demo's OpenAI-shaped route (``errors = "openai"``): ``/v1/chat/completions``."""
 WORKER_STOP_S = 10.0
 STOP_MARGIN_S = 10.0
 
@@ -164,7 +166,9 @@ def demo_settings(
 ) -> Settings:
     """The settings the demo runs on: embedded Redis, the backends it started, its secret.
 
-    Rebuilt rather than copied so the default routes follow the backends' actual ports.
+    Rebuilt rather than copied so the routes follow the backends' actual ports: the two of the
+    contract, and ``OPENAI_PREFIX`` to the codegen backend's ``chat/completions`` with the
+    gateway's errors in OpenAI's shape, for the OpenAI SDKs.
     """
     if settings.redis_url and not settings.embedded_redis:
         log.warning("the demo ignores CREDITGATE_REDIS_URL: it runs on the embedded Redis")
@@ -175,6 +179,11 @@ def demo_settings(
         codegen_url=codegen_url,
         review_url=review_url,
         signing_secret=secret,
+        routes=[
+            Route(prefix="/api/projects/", upstream=codegen_url),
+            Route(prefix="/api/review/", upstream=review_url),
+            Route(prefix=OPENAI_PREFIX, upstream=codegen_url, errors="openai"),
+        ],
     )
     return Settings.load(**values)
 
@@ -319,12 +328,31 @@ def _port(flag: int | None, url: str, fallback: int) -> int:
     return flag if flag is not None else _port_of(url, fallback)
 
 
+def openai_snippet(gateway: str, key: str) -> str:
+    """Python that calls the demo's OpenAI-shaped route with the official SDK, ready to paste."""
+    return "\n".join(
+        [
+            "python - <<'EOF'",
+            "from openai import OpenAI",
+            f'client = OpenAI(base_url="{gateway}{OPENAI_PREFIX.rstrip("/")}", api_key="{key}")',
+            "reply = client.chat.completions.create(",
+            '    model="creditgate-demo", messages=[{"role": "user", "content": "hello"}]',
+            ")",
+            "print(reply.choices[0].message.content, reply.usage)",
+            "EOF",
+        ]
+    )
+
+
 def _announce(
     gateway: str, codegen: str, review: str, account: CreatedAccount, *, generated: bool
 ) -> None:
     key = account.api_key
     auth = shlex.quote(f"Authorization: Bearer {key}")
     body = shlex.quote('{"prompt": "a todo app in Python"}')
+    chat = shlex.quote(
+        '{"model": "creditgate-demo", "messages": [{"role": "user", "content": "hi"}]}'
+    )
     state = account.state
     lines = [
         "",
@@ -351,6 +379,13 @@ def _announce(
         "Your balance (costs nothing):",
         f"  curl -s {gateway}/api/user/usage -H {auth}",
         "A failing backend is refunded: add -H 'X-Demo-Fail: 500' to a call.",
+        "",
+        "OpenAI-compatible chat completion (errors in OpenAI's shape on /v1/):",
+        f"  curl -s {gateway}{OPENAI_PREFIX}chat/completions -H {auth} "
+        f"-H 'Content-Type: application/json' "
+        f"-d {chat}",
+        "OpenAI SDK (pip install openai):",
+        openai_snippet(gateway, key),  # not indented: pasted whole into a shell
         "",
     ]
     print("\n".join(lines), flush=True)

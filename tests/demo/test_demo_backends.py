@@ -122,9 +122,19 @@ async def test_chat_completions_in_openai_shape(codegen: httpx.AsyncClient) -> N
     assert data["choices"][0]["message"]["role"] == "assistant"
     assert data["usage"] == token_usage(body)
 
-    body = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
+    asked = {"model": "m", "messages": [], "stream": True}
+    body = json.dumps(asked | {"stream_options": {"include_usage": True}}).encode()
     streamed = await codegen.post(path + "?delay_ms=0", content=body, headers=_signed("POST", path))
     events = _events(streamed.text)
     assert events[-1] == "[DONE]"
-    assert json.loads(events[-2])["usage"] == token_usage(body)
+    last = json.loads(events[-2])
+    assert last["usage"] == token_usage(body) and last["choices"] == []
+    assert json.loads(events[-3])["choices"][0]["finish_reason"] == "stop"
+    assert all(json.loads(e)["usage"] is None for e in events[:-2])
     assert json.loads(events[0])["object"] == "chat.completion.chunk"
+
+    body = json.dumps(asked).encode()  # without stream_options, as OpenAI: no usage at all
+    streamed = await codegen.post(path + "?delay_ms=0", content=body, headers=_signed("POST", path))
+    events = _events(streamed.text)
+    assert events[-1] == "[DONE]"
+    assert all("usage" not in json.loads(e) for e in events[:-1])

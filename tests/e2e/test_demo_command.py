@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,17 +43,19 @@ class Demo:
     api_key: str
     database_url: str
     log: Path
+    announcement: str
 
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
 
 async def _read_announcement(stdout: asyncio.StreamReader) -> str:
+    """What the demo prints, up to the end of its OpenAI SDK snippet (the line ``EOF``)."""
     lines: list[str] = []
-    while not any(line.lstrip().startswith("api key") for line in lines):
+    while not lines or lines[-1].rstrip() != "EOF":
         line = await stdout.readline()
         if not line:
-            raise AssertionError("demo exited before printing its key:\n" + "".join(lines))
+            raise AssertionError("demo exited before its announcement:\n" + "".join(lines))
         lines.append(line.decode())
     return "".join(lines)
 
@@ -86,6 +89,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
             api_key=_field(text, "api key"),
             database_url=database_url,
             log=tmp_path / "stderr.log",
+            announcement=text,
         )
     finally:
         if proc.returncode is None:
@@ -167,3 +171,28 @@ async def test_the_demo_gateway_bounds_request_heads(demo: Demo) -> None:
     async with httpx.AsyncClient(base_url=demo.gateway, timeout=30) as client:
         usage = await client.get("/api/user/usage", headers=[auth])
     assert usage.json()["usage"]["creditsRemaining"] == 100
+
+
+async def test_the_printed_openai_snippet_works_as_pasted(demo: Demo) -> None:
+    """The SDK snippet, pasted into a shell as printed: a completion through the demo's
+    OpenAI-shaped route, charged like any call."""
+    start = demo.announcement.index("python - <<'EOF'")
+    snippet = demo.announcement[start:]
+    assert f'base_url="{demo.gateway}/v1"' in snippet and demo.api_key in snippet
+    venv_bin = str(Path(sys.executable).parent)
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        snippet,
+        env={"PATH": f"{venv_bin}:/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(shell.communicate(), START_TIMEOUT_S)
+    assert shell.returncode == 0, err.decode()
+    assert "Plan for: hello" in out.decode() and "total_tokens=" in out.decode()
+    async with httpx.AsyncClient(base_url=demo.gateway, timeout=30) as client:
+        usage = await client.get(
+            "/api/user/usage", headers=[("Authorization", f"Bearer {demo.api_key}")]
+        )
+    assert usage.json()["usage"]["creditsRemaining"] == 99

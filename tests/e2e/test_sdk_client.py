@@ -1,11 +1,12 @@
 """A client written by someone else: the ``openai`` SDK through a real gateway process.
 
-The gateway runs as ``creditgate serve`` on a real Redis, with a TOML route ``/openai/`` to a
-stub backend (the demo codegen app, which answers ``.../chat/completions`` in OpenAI's
-shape) running in the test's loop so it can count the calls that reach it. The account's
-tier holds 2 credits: a plain and a streamed completion pass, the third is refused with 429
-``insufficient_credits``, which the SDK must raise as ``RateLimitError`` without retrying,
-because the gateway says ``X-Should-Retry: false``.
+The gateway runs as ``creditgate serve`` on a real Redis, with the demo's TOML route ``/v1/``
+(``errors = "openai"``) to the demo codegen app (which answers ``.../chat/completions`` in
+OpenAI's shape) running in the test's loop so it can count the calls that reach it. The
+account's tier holds 2 credits: a plain and a streamed completion pass, the third is refused
+with 429 ``insufficient_credits``, which the SDK must raise as ``RateLimitError`` showing the
+gateway's message and OpenAI's ``insufficient_quota`` code, without retrying, because the
+gateway says ``X-Should-Retry: false``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def gateway_env(tmp_path: Path, redis_url: str, backend: tuple[str, CountingApp]
     config = tmp_path / "creditgate.toml"
     config.write_text(
         "[tiers.two]\ncredits = 2\nrequests_per_minute = 0\n\n"
-        f'[[routes]]\nprefix = "/openai/"\nupstream = "{backend[0]}"\ncost = 1\n',
+        f'[[routes]]\nprefix = "/v1/"\nupstream = "{backend[0]}"\ncost = 1\nerrors = "openai"\n',
         encoding="utf-8",
     )
     return {
@@ -146,26 +147,46 @@ async def test_sdk_sees_insufficient_credits_and_does_not_retry(
     gateway: Gateway, backend: tuple[str, CountingApp]
 ) -> None:
     sent: list[str] = []
-    client = _client(f"{gateway.url}/openai/v1", await _api_key(gateway.env), sent)
+    client = _client(f"{gateway.url}/v1", await _api_key(gateway.env), sent)
     async with client:
         completion = await client.chat.completions.create(model="demo", messages=MESSAGES)
         assert completion.choices[0].message.role == "assistant"
         assert completion.usage is not None and completion.usage.total_tokens > 0
 
-        stream = await client.chat.completions.create(model="demo", messages=MESSAGES, stream=True)
+        stream = await client.chat.completions.create(
+            model="demo",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = [chunk async for chunk in stream]
-        assert any(c.usage is not None and c.usage.total_tokens > 0 for c in chunks)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
         assert backend[1].calls == 2
 
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="demo", messages=MESSAGES)
 
-    answer = refused.value.response
+    error = refused.value
+    message = "this request costs more than the 0 credits left"
+    assert message in str(error)  # what the SDK shows, not just "Error code: 429"
+    assert (error.code, error.type) == ("insufficient_quota", "insufficient_quota")
+    answer = error.response
     assert answer.status_code == 429
     assert answer.headers["x-should-retry"] == "false"
-    assert answer.json()["error"] == "insufficient_credits"
-    assert sent == ["/openai/v1/chat/completions"] * 3  # the refused call was sent once
+    assert answer.json()["creditInfo"]["creditsRemaining"] == 0
+    assert sent == ["/v1/chat/completions"] * 3  # the refused call was sent once
     assert backend[1].calls == 2  # and never reached the backend
+
+
+async def test_sdk_sees_an_unknown_key_as_authentication_error(gateway: Gateway) -> None:
+    sent: list[str] = []
+    async with _client(f"{gateway.url}/v1", "cg_" + "u" * 43, sent) as client:
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await client.chat.completions.create(model="demo", messages=MESSAGES)
+    assert refused.value.code == "invalid_api_key"
+    assert "unknown" in str(refused.value) or "key" in str(refused.value)
+    assert sent == ["/v1/chat/completions"]
 
 
 async def test_the_sdk_would_retry_a_429_without_the_header() -> None:
