@@ -37,6 +37,10 @@ ErrorStyle = Literal["creditgate", "openai"]
 """A route's ``errors``: the shape of the gateway's own error bodies on it (the contract's, or
 OpenAI's: ``errors.openai_error_body``)."""
 
+Pricing = Literal["request", "tokens"]
+"""A route's ``pricing``: the flat ``cost`` per request, or metered by the tokens reported
+(``proxy.pricing``)."""
+
 TracingMode = Literal["off", "console", "otlp"]
 """``CREDITGATE_TRACING``: no spans, spans printed to standard output, or exported over
 OTLP/HTTP (``gateway.tracing`` says where to, and what the spans are)."""
@@ -62,8 +66,9 @@ class Tier(BaseModel):
 
 
 class Route(BaseModel):
-    """A proxied path prefix, the upstream it goes to, what one request costs and the shape of
-    the gateway's own errors on it (``errors``)."""
+    """A proxied path prefix, the upstream it goes to, what one request costs (flat ``cost``,
+    or metered by tokens between ``cost`` and ``max_credits``) and the shape of the gateway's
+    own errors on it (``errors``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -71,6 +76,20 @@ class Route(BaseModel):
     upstream: str
     cost: int = Field(default=1, ge=1, le=1_000_000)
     errors: ErrorStyle = "creditgate"
+    pricing: Pricing = "request"
+    max_credits: int | None = Field(default=None, ge=1, le=1_000_000)
+    """``pricing = "tokens"``: the most one request may be charged (what its reserve holds)."""
+
+    @model_validator(mode="after")
+    def _metered_has_a_bound(self) -> Route:
+        if self.pricing == "tokens":
+            if self.max_credits is None:
+                raise ValueError('pricing = "tokens" needs max_credits, the most one call holds')
+            if self.max_credits < self.cost:
+                raise ValueError("max_credits must be at least cost (the least a call is charged)")
+        elif self.max_credits is not None:
+            raise ValueError('max_credits applies only with pricing = "tokens"')
+        return self
 
     @field_validator("prefix")
     @classmethod

@@ -132,22 +132,40 @@ class CreditEngine:
                 self.observer(name, time.perf_counter() - started, answered)
 
     async def reserve(
-        self, account: str, request_id: str, cost: int, *, retain_ms: int | None = None
+        self,
+        account: str,
+        request_id: str,
+        cost: int,
+        *,
+        retain_ms: int | None = None,
+        least: int | None = None,
     ) -> Reservation:
         """Hold ``cost`` credits for one request, or refuse for credits or rate, all or nothing.
+
+        ``least`` (a metered request): ``cost`` is an upper bound, and an account holding
+        less but at least ``least`` credits has all it holds held instead (``hold``).
 
         Applies a due expiry and monthly rollover first. Idempotent per request id: a repeat
         answers ``duplicate`` with the first reservation's state and holds nothing more, for
         as long as the request id is remembered once settled: ``retain_ms`` given here binds
         every later settle or refund of it (the reaper's too); else theirs applies.
         """
-        if cost < 1:
-            raise ValueError("cost must be at least 1 credit")
+        if cost < 1 or (least is not None and not 1 <= least <= cost):
+            raise ValueError("cost must be at least 1 credit, and least from 1 to cost")
         k = keys.account_keys(account)
         raw = await self._run(
             "reserve",
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
-            (account, request_id, cost, self._now(), self._spec, self.hold_ms, retain_ms or ""),
+            (
+                account,
+                request_id,
+                cost,
+                self._now(),
+                self._spec,
+                self.hold_ms,
+                retain_ms or "",
+                "" if least is None else least,
+            ),
         )
         status = cast(ReserveStatus, _text(raw[0]))
         if status == "missing":
@@ -159,6 +177,7 @@ class CreditEngine:
             rate_remaining=None if remaining < 0 else remaining,
             rate_wait_ms=int(raw[14]),
             state=cast(ReservationState, _text(raw[15])),
+            hold=int(raw[16]),
         )
 
     async def settle(
@@ -169,25 +188,39 @@ class CreditEngine:
         *,
         retain_ms: int | None = None,
         defer: bool = False,
+        charge: int | None = None,
     ) -> Settlement:
         """Charge a held reservation and add ``tokens`` to the lifetime and monthly totals.
+
+        ``charge`` (a metered request): charge that many credits of the hold, never more than
+        it, and give the rest back in the same script; None charges the whole hold.
 
         Idempotent: settling a reservation that is unknown or already settled changes nothing
         and says so in the status. ``defer``: nobody is waiting on the answer, so when batched
         it may wait a moment to share the next call's round trip (``batching.DEFER_S``).
         """
-        if tokens < 0:
-            raise ValueError("tokens cannot be negative")
+        if tokens < 0 or (charge is not None and charge < 0):
+            raise ValueError("tokens and charge cannot be negative")
         k = keys.account_keys(account)
         raw = await self._run(
             "settle",
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
-            (account, request_id, tokens, self._now(), self._spec, retain_ms or self.retain_ms),
+            (
+                account,
+                request_id,
+                tokens,
+                self._now(),
+                self._spec,
+                retain_ms or self.retain_ms,
+                "" if charge is None else charge,
+            ),
             defer=defer,
         )
         return _settlement(account, raw)
 
-    def settle_soon(self, account: str, request_id: str, tokens: int) -> asyncio.Future[Settlement]:
+    def settle_soon(
+        self, account: str, request_id: str, tokens: int, charge: int | None = None
+    ) -> asyncio.Future[Settlement]:
         """``settle``, for a caller that does not wait on it (the proxy, its answer sent).
 
         Batched, the call is deferred to share the next call's round trip and its outcome is
@@ -195,14 +228,22 @@ class CreditEngine:
         ``Unavailable`` as ``settle`` does.
         """
         if self._batcher is None:
-            return asyncio.ensure_future(self.settle(account, request_id, tokens))
-        if tokens < 0:
-            raise ValueError("tokens cannot be negative")
+            return asyncio.ensure_future(self.settle(account, request_id, tokens, charge=charge))
+        if tokens < 0 or (charge is not None and charge < 0):
+            raise ValueError("tokens and charge cannot be negative")
         k = keys.account_keys(account)
         raw = self._batcher.call(
             self._scripts.settle,
             (k.state, k.reservation(request_id), k.deadlines, k.outbox),
-            (account, request_id, tokens, self._now(), self._spec, self.retain_ms),
+            (
+                account,
+                request_id,
+                tokens,
+                self._now(),
+                self._spec,
+                self.retain_ms,
+                "" if charge is None else charge,
+            ),
             defer=True,
         )
         if self.observer is not None:
@@ -365,7 +406,8 @@ def _settlement(account: str, raw: list[Any]) -> Settlement:
     status = cast(SettleStatus, _text(raw[0]))
     if status in ("unknown", "missing"):
         return Settlement(status, None, 0)
-    return Settlement(status, _account(account, raw), int(raw[13]))
+    returned = int(raw[14]) if len(raw) > 14 else 0  # refund answers have no [15]
+    return Settlement(status, _account(account, raw), int(raw[13]), returned)
 
 
 def _settled(account: str, settled: asyncio.Future[Settlement], raw: asyncio.Future[Any]) -> None:

@@ -3,9 +3,12 @@
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms until the reservation's deadline (it lives until settled, refunded or reaped)
 -- ARGV[7] ms the request id is remembered once settled ('': the settle's or refund's own)
+-- ARGV[8] the least credits to hold ('': exactly `cost`): a metered request holds `cost`, its
+--   upper bound, or all the account has when that is less but at least ARGV[8]
 -- Returns {'missing'} when the account is not in Redis, else describe() followed by
 --   [14] rate remaining  [15] ms until the rate quota is full again, or until a call would pass
 --   [16] reservation state ('held', 'charged', 'refunded'; '' when nothing was held)
+--   [17] the credits held (0 when nothing was held)
 -- with status 'ok', 'duplicate' (the request id was seen: nothing new is held),
 -- 'insufficient' or 'rate_limited' (nothing held, no rate used).
 local account, rid, cost = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -18,6 +21,7 @@ end
 local changed = apply_due(KEYS[4], account, a, now, tiers)
 local rpm = rules(tiers, a.tier).rpm
 
+local held = 0
 local function answer(status, remaining, wait, state)
   if changed then
     save(KEYS[1], a)
@@ -26,6 +30,7 @@ local function answer(status, remaining, wait, state)
   out[14] = remaining
   out[15] = math.ceil(wait)
   out[16] = state
+  out[17] = held
   return out
 end
 
@@ -64,6 +69,10 @@ if prior then
   return answer('duplicate', quota_left(debt), ms_of(debt), prior)
 end
 
+local least = tonumber(ARGV[8] or '')
+if least and a.plan + a.bonus < cost and a.plan + a.bonus >= least then
+  cost = a.plan + a.bonus  -- metered: hold what the account has; the charge cannot pass it
+end
 if a.plan + a.bonus < cost then
   return answer('insufficient', quota_left(debt), ms_of(debt), '')
 end
@@ -93,4 +102,5 @@ end
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
 emit(KEYS[4], account, a, now, 'hold', -from_plan, -from_bonus, 0, rid, '')
 changed = true
+held = cost
 return answer('ok', quota_left(debt), ms_of(debt), 'held')

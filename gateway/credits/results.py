@@ -73,6 +73,9 @@ class Reservation:
     """rate_limited: ms until a call would pass; otherwise ms until the quota is full again."""
     state: ReservationState
     """For ``duplicate``: what became of the first reservation of this request id."""
+    hold: int = 0
+    """The credits held (``ok``): the cost, or for a metered request its upper bound or,
+    when the account had less, all it had (at least the request's least)."""
 
     @property
     def held(self) -> bool:
@@ -86,7 +89,10 @@ class Settlement:
     status: SettleStatus
     account: AccountState | None
     credits: int
-    """settle: the reservation's cost; refund: the credits given back (0 unless ``refunded``)."""
+    """settle: the credits charged (the hold, or a metered request's part of it); refund: the
+    credits given back (0 unless ``refunded``)."""
+    returned: int = 0
+    """settle: the part of a metered hold given back by this settle (0 for a repeat)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,13 @@ class Exchange:
     """The tokens the settle charges, once the answer has gone out (``relay``)."""
     keep: Keep | None = None
     """With an ``Idempotency-Key``: keeps a charged answer for the key's retries."""
+    charged: int = 0
+    """The credits the settle charges, once the answer has gone out (``relay``)."""
+
+    @property
+    def held(self) -> int:
+        """The credits the reservation holds (a metered route's upper bound, or less)."""
+        return self.reservation.hold or self.route.cost
 
     @property
     def state(self) -> AccountState:

@@ -44,7 +44,7 @@ from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Reservation
 from gateway.errors import IdempotencyMismatch, InvalidRequest, Unauthorized, Unavailable
 from gateway.metrics import Metrics
-from gateway.proxy import answers, relay
+from gateway.proxy import answers, pricing, relay
 from gateway.proxy import headers as hdr
 from gateway.proxy.bodies import (
     ClientGone,
@@ -210,11 +210,13 @@ class Proxy:
                 return "mismatch" if isinstance(exc, IdempotencyMismatch) else "unavailable"
             keep = functools.partial(self._keep, caller.account_id, base_id, asked)
 
+        hold = pricing.hold_of(route, body)
+        least = route.cost if pricing.metered(route) else None
         reserve: Awaitable[tuple[Reservation, str]] = self._reserve(
-            caller.account_id, request_id, idem_key, route.cost
+            caller.account_id, request_id, idem_key, hold, least
         )
         if self.tracing is not None:
-            reserve = self.tracing.run("redis reserve", reserve, {"creditgate.cost": route.cost})
+            reserve = self.tracing.run("redis reserve", reserve, {"creditgate.cost": hold})
         try:
             reservation, request_id = await reserve
         except (Unavailable, asyncio.CancelledError) as exc:
@@ -266,19 +268,19 @@ class Proxy:
         return True
 
     async def _reserve(
-        self, account: str, request_id: str, idem_key: str | None, cost: int
+        self, account: str, request_id: str, idem_key: str | None, cost: int, least: int | None
     ) -> tuple[Reservation, str]:
         for attempt in range(2):
             if idem_key is not None:
                 reservation, request_id = await reserve_idempotent(
-                    self.engine, account, idem_key, cost
+                    self.engine, account, idem_key, cost, least
                 )
             else:
-                reservation = await self.engine.reserve(account, request_id, cost)
+                reservation = await self.engine.reserve(account, request_id, cost, least=least)
                 if reservation.status == "duplicate" and reservation.state == "held":
                     # This id is ours alone: a client that retried the script after a lost
                     # reply (redis-py's cluster client does) finds our own hold. It is held.
-                    reservation = dataclasses.replace(reservation, status="ok")
+                    reservation = dataclasses.replace(reservation, status="ok", hold=cost)
             if reservation.status != "missing" or attempt:
                 break
             if await self.restore(account) is None:

@@ -199,17 +199,23 @@ class Holds:
 
         self.inflight.spawn(release())
 
-    def settle(self, account: str, request_id: str, tokens: int) -> None:
+    def settle(self, account: str, request_id: str, tokens: int, charge: int | None = None) -> None:
         """Charge the reservation without waiting: the answer has gone out. The engine defers
         the call to share the next reserve's round trip; a failed or ``missing`` attempt is
-        retried in a task of its own (``_charge``). Shutdown awaits both (``InFlight``)."""
-        settled = self.engine.settle_soon(account, request_id, tokens)
+        retried in a task of its own (``_charge``). Shutdown awaits both (``InFlight``).
+        ``charge``: a metered request's credits, the rest of its hold given back."""
+        settled = self.engine.settle_soon(account, request_id, tokens, charge)
         self.inflight.track(settled).add_done_callback(
-            functools.partial(self._settled, account, request_id, tokens)
+            functools.partial(self._settled, account, request_id, tokens, charge)
         )
 
     def _settled(
-        self, account: str, request_id: str, tokens: int, settled: asyncio.Future[Settlement]
+        self,
+        account: str,
+        request_id: str,
+        tokens: int,
+        charge: int | None,
+        settled: asyncio.Future[Settlement],
     ) -> None:
         if settled.cancelled():  # shutdown gave up waiting: the reaper refunds the hold
             log.error("settle abandoned at shutdown", extra={"request_id": request_id})
@@ -222,11 +228,17 @@ class Holds:
         if error is not None:
             if not isinstance(error, Unavailable):
                 log.error("settle failed: %r", error, extra={"request_id": request_id})
-        retry = self._charge(account, request_id, tokens, restore_first=error is None)
+        retry = self._charge(account, request_id, tokens, charge, restore_first=error is None)
         self.inflight.spawn(retry).add_done_callback(lambda _: self._closed(request_id))
 
     async def _charge(
-        self, account: str, request_id: str, tokens: int, *, restore_first: bool
+        self,
+        account: str,
+        request_id: str,
+        tokens: int,
+        charge: int | None,
+        *,
+        restore_first: bool,
     ) -> None:
         """Settle again after a failed attempt: one lost round trip must not turn a success
         into the reaper's refund (settles are idempotent). An account Redis lost meanwhile
@@ -236,7 +248,7 @@ class Holds:
             try:
                 if restore_first:
                     await self.restore(account)
-                settled = await self.engine.settle(account, request_id, tokens)
+                settled = await self.engine.settle(account, request_id, tokens, charge=charge)
             except Unavailable as exc:
                 log.warning("settle retry failed: %s", exc, extra={"request_id": request_id})
                 continue
@@ -254,3 +266,5 @@ class Holds:
         self._closed(request_id)
         if settled.status == "charged":  # not a repeat of a settle that had landed
             self.metrics.credits_charged.inc(settled.credits)
+            if settled.returned:
+                self.metrics.credits_refunded.inc(settled.returned)

@@ -39,7 +39,7 @@ def base_request_id(account: str, key: str) -> str:
 
 
 async def reserve_idempotent(
-    engine: CreditEngine, account: str, key: str, cost: int
+    engine: CreditEngine, account: str, key: str, cost: int, least: int | None = None
 ) -> tuple[Reservation, str]:
     """Reserve for an idempotent request; skips attempts that were refunded.
 
@@ -49,7 +49,9 @@ async def reserve_idempotent(
     """
     base = base_request_id(account, key)
     request_id = base
-    reservation = await engine.reserve(account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS)
+    reservation = await engine.reserve(
+        account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS, least=least
+    )
     attempt = 0
     while (
         reservation.status == "duplicate"
@@ -59,6 +61,6 @@ async def reserve_idempotent(
         attempt += 1
         request_id = f"{base}.{attempt}"
         reservation = await engine.reserve(
-            account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS
+            account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS, least=least
         )
     return reservation, request_id

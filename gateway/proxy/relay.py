@@ -24,6 +24,7 @@ The charge and the refunds themselves, and their retries, are ``gateway.proxy.ho
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any, Literal
@@ -32,7 +33,7 @@ import aiohttp
 from starlette.types import Send
 
 from gateway.accounts.usage import credit_info
-from gateway.proxy import answers
+from gateway.proxy import answers, pricing
 from gateway.proxy import headers as hdr
 from gateway.proxy import tokens as tok
 from gateway.proxy.bodies import is_json, splice_credit_info
@@ -113,12 +114,13 @@ async def _stream(
     after its last byte with the reservation's figures in its headers."""
     status = response.status
     sse = response.content_type == "text/event-stream"
-    shown_tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
+    held = ex.held
+    shown_tokens = header_tokens if header_tokens is not None else tok.estimate(held)
     fields = answers.credit_headers(
         hdr.client_headers(response.raw_headers, keep_length=True),
         ex.state,
         ex.reservation,
-        charged=ex.route.cost,
+        charged=held,
         tokens=shown_tokens,
         request_id=ex.request_id,
     )
@@ -130,10 +132,18 @@ async def _stream(
     if end == "broken":
         await holds.refund(ex.caller.account_id, ex.request_id, "upstream broke mid-stream")
         return "refunded"
-    tokens = usage.tokens if usage is not None and usage.tokens is not None else shown_tokens
-    ex.tokens = tokens
-    holds.settle(ex.caller.account_id, ex.request_id, tokens)
+    reported = usage.tokens if usage is not None and usage.tokens is not None else header_tokens
+    tokens = reported if reported is not None else shown_tokens
+    _settle(holds, ex, tokens, pricing.charge_of(ex.route, reported, held))
     return "charged" if end == "complete" else "charged_client_gone"
+
+
+def _settle(holds: Holds, ex: Exchange, tokens: int, charge: int) -> None:
+    """Charge ``charge`` credits of the hold for ``tokens``, once the answer has gone out (a
+    flat route's charge is its hold: the settle script takes all of it, as it always has)."""
+    ex.tokens, ex.charged = tokens, charge
+    metered = pricing.metered(ex.route)
+    holds.settle(ex.caller.account_id, ex.request_id, tokens, charge if metered else None)
 
 
 async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
@@ -174,26 +184,31 @@ async def _respond_json(
             document = json.loads(body)
         except ValueError:
             document = None
-    tokens = tok.from_document(document)
-    if tokens is None:
-        tokens = header_tokens if header_tokens is not None else tok.estimate(ex.route.cost)
-    # The figures are the reservation's (credits were taken when it was held) plus this
-    # request's tokens, so the answer goes out before the settle: one Redis round trip
-    # less on the response path. Concurrent requests of the account are not reflected.
+    reported = tok.from_document(document)
+    if reported is None:
+        reported = header_tokens
+    held = ex.held
+    charge = pricing.charge_of(ex.route, reported, held)
+    tokens = reported if reported is not None else tok.estimate(charge)
+    # The figures are the reservation's (credits were taken when it was held, a metered
+    # route's unused part given back by the settle) plus this request's tokens, so the answer
+    # goes out before the settle: one Redis round trip less on the response path. Concurrent
+    # requests of the account are not reflected.
     state = ex.state
+    if charge < held:
+        state = dataclasses.replace(state, plan_credits=state.plan_credits + held - charge)
     if isinstance(document, dict):
         body = splice_credit_info(body, credit_info(state, tokens, unsettled=True))
     head = hdr.client_headers(response.raw_headers, keep_length=False)
     head.append((b"content-length", str(len(body)).encode()))
     fields = answers.credit_headers(
-        head, state, ex.reservation, charged=ex.route.cost, tokens=tokens, request_id=ex.request_id
+        head, state, ex.reservation, charged=charge, tokens=tokens, request_id=ex.request_id
     )
     if ex.keep is not None:  # kept before it goes out: a retry right after it finds it
         await ex.keep(FirstAnswer(response.status, fields, body))
     await send({"type": "http.response.start", "status": response.status, "headers": fields})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-    ex.tokens = tokens
-    holds.settle(ex.caller.account_id, ex.request_id, tokens)
+    _settle(holds, ex, tokens, charge)
     return "charged"
 
 

@@ -151,7 +151,7 @@ class Trail:
             "method": self.method,
             "status": self.status,
             "outcome": outcome,
-            "credits": 0 if ex is None else ex.route.cost,
+            "credits": 0 if ex is None else ex.charged,
             "tokens": 0 if ex is None else ex.tokens,
             "upstream_ms": None if self.upstream_s is None else _ms(self.upstream_s),
             "total_ms": _ms(time.perf_counter() - self._started),

@@ -81,11 +81,12 @@ class Clock:
 
 def _reserve(r: Reservation) -> ReserveAnswer:
     view = None if r.account is None else view_of(r.account)
-    return ReserveAnswer(r.status, view, r.rate_remaining, r.rate_wait_ms, r.state)
+    return ReserveAnswer(r.status, view, r.rate_remaining, r.rate_wait_ms, r.state, r.hold)
 
 
 def _settle(s: Settlement) -> SettleAnswer:
-    return SettleAnswer(s.status, None if s.account is None else view_of(s.account), s.credits)
+    view = None if s.account is None else view_of(s.account)
+    return SettleAnswer(s.status, view, s.credits, s.returned)
 
 
 def _change(c: TierChange) -> ChangeAnswer:
@@ -147,6 +148,13 @@ class EngineMachine(RuleBasedStateMachine):
         got = _reserve(self.run(self.engine.reserve(acct, rid, cost)))
         assert got == self.model.reserve(acct, rid, cost, self.now)
 
+    @rule(acct=accounts, rid=request_ids, bound=st.integers(1, 12), least=st.integers(1, 3))
+    def reserve_metered(self, acct: str, rid: str, bound: int, least: int) -> None:
+        """A metered request: an upper bound, all the account has when that is less."""
+        least = min(least, bound)
+        got = _reserve(self.run(self.engine.reserve(acct, rid, bound, least=least)))
+        assert got == self.model.reserve(acct, rid, bound, self.now, least)
+
     @rule(acct=accounts, calls=st.integers(2, 9))
     def reserve_burst(self, acct: str, calls: int) -> None:
         """Fresh request ids at one instant: runs into the rate limit or the credits."""
@@ -159,6 +167,13 @@ class EngineMachine(RuleBasedStateMachine):
         rid = self._rid(acct, pick)
         got = _settle(self.run(self.engine.settle(acct, rid, tokens)))
         assert got == self.model.settle(acct, rid, tokens, self.now)
+
+    @rule(acct=accounts, pick=picks, tokens=st.integers(0, 30_000), charge=st.integers(0, 14))
+    def settle_metered(self, acct: str, pick: int, tokens: int, charge: int) -> None:
+        """A metered settle: part of the hold charged (or more than it: capped), the rest back."""
+        rid = self._rid(acct, pick)
+        got = _settle(self.run(self.engine.settle(acct, rid, tokens, charge=charge)))
+        assert got == self.model.settle(acct, rid, tokens, self.now, charge)
 
     @rule(acct=accounts, pick=picks)
     def refund(self, acct: str, pick: int) -> None:

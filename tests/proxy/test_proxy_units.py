@@ -294,7 +294,9 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
     the gateway's own request id: that hold is the request's, not another's."""
 
     class Replaying:
-        async def reserve(self, account: str, request_id: str, cost: int) -> Reservation:
+        async def reserve(
+            self, account: str, request_id: str, cost: int, least: int | None = None
+        ) -> Reservation:
             return Reservation("duplicate", state(), 5, 0, "held")
 
     async def no_restore(account: str) -> None:
@@ -309,8 +311,9 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
         restore=no_restore,
         holds=None,  # type: ignore[arg-type]
     )
-    reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1)
+    reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1, None)
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
+    assert reservation.hold == 1
 
 
 @pytest.mark.parametrize("first", ["redis down", "account missing", "restore fails"])
@@ -324,7 +327,9 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
     calls: list[str] = []
 
     class Flaky:
-        def settle_soon(self, account: str, request_id: str, tokens: int) -> asyncio.Future[Any]:
+        def settle_soon(
+            self, account: str, request_id: str, tokens: int, charge: int | None
+        ) -> asyncio.Future[Any]:
             calls.append("soon")
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             if first == "redis down":
@@ -333,7 +338,9 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
                 future.set_result(Settlement("missing", None, 0))
             return future
 
-        async def settle(self, account: str, request_id: str, tokens: int) -> Settlement:
+        async def settle(
+            self, account: str, request_id: str, tokens: int, charge: int | None
+        ) -> Settlement:
             calls.append("settle")
             if first == "redis down" and calls.count("settle") < 2:
                 raise Unavailable("redis: still down")

@@ -21,6 +21,10 @@ from gateway.settings import Tier
 MONTH_MS = 30 * 24 * 3600 * 1000
 
 
+METERED_NOTE = "metered: unused hold"
+"""The reason of the refund event a metered settle gives the unused hold back with."""
+
+
 @dataclass
 class Account:
     plan: int
@@ -67,6 +71,7 @@ class Held:
     from_plan: int
     from_bonus: int
     deadline: int
+    charged: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class ReserveAnswer:
     rate_remaining: int | None
     rate_wait_ms: int
     state: str
+    hold: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class SettleAnswer:
     status: str
     view: View | None
     credits: int
+    returned: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,7 +212,11 @@ class CreditModel:
         self._emit(acct, a, now, "open", a.plan)
         return ChangeAnswer("opened", self._view(a, now))
 
-    def reserve(self, acct: str, rid: str, cost: int, now: int) -> ReserveAnswer:
+    def reserve(
+        self, acct: str, rid: str, cost: int, now: int, least: int | None = None
+    ) -> ReserveAnswer:
+        """``least`` (metered): ``cost`` is an upper bound; an account with less, but at least
+        ``least``, has all it holds held."""
         a = self.accounts.get(acct)
         if a is None:
             return ReserveAnswer("missing", None, None, 0, "")
@@ -216,12 +227,17 @@ class CreditModel:
         def left(d: Fraction) -> int | None:
             return None if rpm == 0 else max(0, math.floor((60000 - d) * rpm / 60000))
 
-        def answer(status: str, remaining: int | None, wait: Fraction, state: str) -> ReserveAnswer:
-            return ReserveAnswer(status, self._view(a, now), remaining, math.ceil(wait), state)
+        def answer(
+            status: str, remaining: int | None, wait: Fraction, state: str, hold: int = 0
+        ) -> ReserveAnswer:
+            view = self._view(a, now)
+            return ReserveAnswer(status, view, remaining, math.ceil(wait), state, hold)
 
         prior = self.held.get((acct, rid))
         if prior is not None:
             return answer("duplicate", left(debt), debt, prior.state)
+        if least is not None and least <= a.plan + a.bonus < cost:
+            cost = a.plan + a.bonus
         if a.plan + a.bonus < cost:
             return answer("insufficient", left(debt), debt, "")
         interval = Fraction(60000, rpm) if rpm else Fraction(0)
@@ -236,21 +252,36 @@ class CreditModel:
             a.tat, a.tat_rpm = now + debt, rpm
         self.held[(acct, rid)] = Held("held", cost, from_plan, from_bonus, now + self.hold_ms)
         self._emit(acct, a, now, "hold", -from_plan, -from_bonus, rid=rid)
-        return answer("ok", left(debt), debt, "held")
+        return answer("ok", left(debt), debt, "held", cost)
 
-    def settle(self, acct: str, rid: str, tokens: int, now: int) -> SettleAnswer:
+    def settle(
+        self, acct: str, rid: str, tokens: int, now: int, charge: int | None = None
+    ) -> SettleAnswer:
+        """``charge`` (metered): that much of the hold, the rest given back first (bonus
+        credits first, plan credits up to the allowance), as a refund event."""
         a = self.accounts.get(acct)
         h = self.held.get((acct, rid))
         if a is None or h is None:
             return SettleAnswer("unknown", None, 0)
         if h.state != "held":
-            return SettleAnswer(f"{h.state}_before", self._view(a, now), h.cost)
+            credits = h.charged if h.state == "charged" else h.cost
+            return SettleAnswer(f"{h.state}_before", self._view(a, now), credits)
         self._due(acct, a, now)
         h.state = "charged"
+        h.charged = h.cost if charge is None else max(0, min(h.cost, charge))
+        back = 0
+        if h.charged < h.cost:
+            to_bonus = min(h.from_bonus, h.cost - h.charged)
+            room = max(0, self._rules(a.tier).credits - a.plan)
+            to_plan = min(h.cost - h.charged - to_bonus, room)
+            a.plan += to_plan
+            a.bonus += to_bonus
+            back = to_plan + to_bonus
+            self._emit(acct, a, now, "refund", to_plan, to_bonus, rid=rid, note=METERED_NOTE)
         a.tt += tokens
         a.mt += tokens
         self._emit(acct, a, now, "charge", 0, 0, tokens, rid)
-        return SettleAnswer("charged", self._view(a, now), h.cost)
+        return SettleAnswer("charged", self._view(a, now), h.charged, back)
 
     def refund(self, acct: str, rid: str, reason: str, now: int) -> SettleAnswer:
         a = self.accounts.get(acct)

@@ -122,8 +122,43 @@ async def scenario_restore(engine: CreditEngine, clock: MovableClock) -> None:
     assert await kinds(engine, "eve") == ["restore"]
 
 
+async def scenario_metered(engine: CreditEngine, clock: MovableClock) -> None:
+    """A metered hold: the upper bound, or all the account has; the settle charges part of it
+    and gives the rest back (bonus first) in the same script; never more than was held."""
+    t0 = clock.now_ms
+    pe = t0 + MONTH_MS
+    await engine.open("mia", tier="free", reason="signup")  # 5 plan credits
+    await engine.grant("mia", 2, reason="gift", request_id="g1")
+    held = await engine.reserve("mia", "m1", 6, least=1)  # 5 plan, then 1 bonus
+    assert (held.status, held.hold) == ("ok", 6)
+    settled = await engine.settle("mia", "m1", 2500, charge=2)
+    assert (settled.status, settled.credits, settled.returned) == ("charged", 2, 4)
+    assert settled.account is not None and settled.account.credits_remaining == 5
+    again = await engine.settle("mia", "m1", 2500, charge=1)  # a repeat changes nothing
+    assert (again.status, again.credits, again.returned) == ("charged_before", 2, 0)
+    short = await engine.reserve("mia", "m2", 9, least=2)  # 5 left: all of it is held
+    assert (short.status, short.hold) == ("ok", 5)
+    capped = await engine.settle("mia", "m2", 60_000, charge=30)
+    assert (capped.credits, capped.returned) == (5, 0)
+    assert capped.account is not None and capped.account.credits_remaining == 0
+    refused = await engine.reserve("mia", "m3", 9, least=1)
+    assert (refused.status, refused.hold) == ("insufficient", 0)
+    events = await assert_ledger_whole(engine, "mia")
+    assert [(e.kind, e.dp, e.db, e.tok, e.rid, e.note) for e in events] == [
+        ("open", 5, 0, 0, "", "signup"),
+        ("grant", 0, 2, 0, "g1", "gift"),
+        ("hold", -5, -1, 0, "m1", ""),
+        ("refund", 3, 1, 0, "m1", "metered: unused hold"),
+        ("charge", 0, 0, 2500, "m1", ""),
+        ("hold", -3, -2, 0, "m2", ""),
+        ("charge", 0, 0, 60_000, "m2", ""),
+    ]
+    assert events[-1].tt == 62_500 and events[-1].pe == pe
+
+
 SCENARIOS = [
     scenario_outbox_exact,
+    scenario_metered,
     scenario_rate_limit,
     scenario_expiry_then_rollovers,
     scenario_overdue,
