@@ -66,15 +66,22 @@ errors = "openai"
 [[routes]]
 prefix = "/api/"
 upstream = "http://127.0.0.1:9301"
+
+[[routes]]
+prefix = "/llm/"
+upstream = "http://127.0.0.1:9302"
+pricing = "tokens"
+max_credits = 40
 """
     )
     s = Settings.load(config=path)
     assert s.tiers["enterprise"] == Tier(credits=5000, requests_per_minute=0)
     assert s.tiers["team"].credits == 300
     assert s.tiers["free"].credits == 5
-    assert [(r.prefix, r.cost, r.errors) for r in s.routes] == [
-        ("/v1/", 3, "openai"),
-        ("/api/", 1, "creditgate"),
+    assert [(r.prefix, r.cost, r.errors, r.pricing, r.max_credits) for r in s.routes] == [
+        ("/v1/", 3, "openai", "request", None),
+        ("/api/", 1, "creditgate", "request", None),
+        ("/llm/", 1, "creditgate", "tokens", 40),
     ]
 
 
@@ -96,6 +103,28 @@ upstream = "http://127.0.0.1:9301"
             "routes.0.errors",
         ),
         ("[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\nerrors = 1\n", "routes.0.errors"),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\npricing = 'token'\n",
+            "routes.0.pricing",
+        ),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\npricing = 'tokens'\n",
+            "needs max_credits",
+        ),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\npricing = 'tokens'\n"
+            "cost = 3\nmax_credits = 2\n",
+            "max_credits must be at least cost",
+        ),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\nmax_credits = 5\n",
+            "only with pricing",
+        ),
+        (
+            "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\npricing = 'tokens'\n"
+            "max_credits = '5'\n",
+            "routes.0.max_credits",
+        ),
         ("[tiers.pro]\nrequests_per_minute = 1.5\n", "tiers.pro.requests_per_minute"),
         (
             "[[routes]]\nprefix = '/a/'\nupstream = 'http://x'\n"

@@ -46,7 +46,9 @@ log = logging.getLogger("creditgate.demo")
 
 GRACEFUL_SHUTDOWN_S = 5
 OPENAI_PREFIX = "/v1/"
-"""The demo's OpenAI-shaped route (``errors = "openai"``): ``/v1/chat/completions``."""
+"""The demo's OpenAI-shaped route (``errors = "openai"``): ``/v1/chat/completions``, metered
+(``pricing = "tokens"``: one credit per 2000 tokens, at most ``OPENAI_MAX_CREDITS`` a call)."""
+OPENAI_MAX_CREDITS = 10
 WORKER_STOP_S = 10.0
 STOP_MARGIN_S = 10.0
 
@@ -167,8 +169,8 @@ def demo_settings(
     """The settings the demo runs on: embedded Redis, the backends it started, its secret.
 
     Rebuilt rather than copied so the routes follow the backends' actual ports: the two of the
-    contract, and ``OPENAI_PREFIX`` to the codegen backend's ``chat/completions`` with the
-    gateway's errors in OpenAI's shape, for the OpenAI SDKs.
+    contract, and ``OPENAI_PREFIX`` to the codegen backend's ``chat/completions``, metered by
+    tokens, with the gateway's errors in OpenAI's shape, for the OpenAI SDKs.
     """
     if settings.redis_url and not settings.embedded_redis:
         log.warning("the demo ignores CREDITGATE_REDIS_URL: it runs on the embedded Redis")
@@ -182,7 +184,13 @@ def demo_settings(
         routes=[
             Route(prefix="/api/projects/", upstream=codegen_url),
             Route(prefix="/api/review/", upstream=review_url),
-            Route(prefix=OPENAI_PREFIX, upstream=codegen_url, errors="openai"),
+            Route(
+                prefix=OPENAI_PREFIX,
+                upstream=codegen_url,
+                errors="openai",
+                pricing="tokens",
+                max_credits=OPENAI_MAX_CREDITS,
+            ),
         ],
     )
     return Settings.load(**values)
@@ -380,7 +388,8 @@ def _announce(
         f"  curl -s {gateway}/api/user/usage -H {auth}",
         "A failing backend is refunded: add -H 'X-Demo-Fail: 500' to a call.",
         "",
-        "OpenAI-compatible chat completion (errors in OpenAI's shape on /v1/):",
+        "OpenAI-compatible chat completion (/v1/: charged by its tokens, 1 credit per 2000, "
+        "errors in OpenAI's shape):",
         f"  curl -s {gateway}{OPENAI_PREFIX}chat/completions -H {auth} "
         f"-H 'Content-Type: application/json' "
         f"-d {chat}",

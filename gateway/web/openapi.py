@@ -294,11 +294,22 @@ def _error(*codes: str, style: ErrorStyle = "creditgate", status: int = 400) -> 
 def _proxied(route: Route) -> Schema:
     """A proxied prefix: any method, body and query, passed to the backend as they are."""
     prefix, style = route.prefix, route.errors
+    if route.pricing == "tokens":
+        price = (
+            f"Metered: holds up to {route.max_credits} credit(s) (less when the JSON body names "
+            "max_tokens or max_completion_tokens: ceil(n / 2000), or all the account has when "
+            f"that is less but at least {route.cost}), charges ceil(tokens / 2000) of the tokens "
+            f"the backend reported (at least {route.cost}, never more than held; no tokens "
+            "reported: the hold) only on a 2xx answer, and gives the rest back. A JSON answer's "
+            "X-Credits-Charged and creditInfo show the charge; a streamed answer's headers, "
+            "sent before its tokens are known, show the hold"
+        )
+    else:
+        price = f"Costs {route.cost} credit(s), charged only on a 2xx answer"
     description = (
         f"Proxied to the backend of {prefix} (every method, body and query passed through, "
-        f"responses streamed). Costs {route.cost} credit(s), charged only on a 2xx answer; a "
-        "JSON object body gains creditInfo. Idempotency-Key honoured: a retry with the same key "
-        "is charged once and replays the first answer."
+        f"responses streamed). {price}; a JSON object body gains creditInfo. Idempotency-Key "
+        "honoured: a retry with the same key is charged once and replays the first answer."
     )
     if style == "openai":
         description += (

@@ -14,7 +14,8 @@ For other teams' e2e tests:
 - ``gateway`` (session): ``GatewayCluster`` of ``REPLICAS`` ``creditgate serve`` processes on
   free ports sharing the test Redis db and a PostgreSQL store (``CREDITGATE_TEST_PG_URL``),
   routes from a TOML file: ``/api/projects/`` and ``/api/costly/`` (cost 3) to codegen,
-  ``/api/review/`` to review, ``/api/dead/`` to a closed port. Upstream timeout 2 s.
+  ``/api/review/`` to review, ``/api/metered/`` (``pricing = "tokens"``, cost 2, max_credits
+  5) to codegen, ``/api/dead/`` to a closed port. Upstream timeout 2 s.
   ``gateway.urls``, ``gateway.env`` (the replicas' environment).
 - ``services`` (function): ``Services`` on the same Redis and store, for ``create_account``.
 - ``account`` (function): a factory ``await account(tier="pro", bonus=0) -> NewAccount``.
@@ -77,6 +78,12 @@ def gateway_env(backends: Backends, tmp_path_factory: pytest.TempPathFactory) ->
                 'prefix = "/api/costly/"',
                 f'upstream = "{backends.codegen.url}"',
                 "cost = 3",
+                "[[routes]]",
+                'prefix = "/api/metered/"',
+                f'upstream = "{backends.codegen.url}"',
+                'pricing = "tokens"',
+                "cost = 2",
+                "max_credits = 5",
                 "[[routes]]",
                 'prefix = "/api/dead/"',
                 f'upstream = "http://127.0.0.1:{free_port()}"',

@@ -63,6 +63,45 @@ async def test_300_concurrent_requests_on_100_credits_over_3_replicas(
     assert state is not None and state.credits_remaining == 0
 
 
+async def test_metered_calls_over_3_replicas_never_charge_past_the_credits(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    """A metered route (holds 5, charges ceil(tokens / 2000) = 2 for 4000 tokens, gives 3
+    back): 300 calls at once on 100 credits. Whatever the interleaving of holds and give-backs,
+    every call that reached the backend was charged exactly its tokens' credits, and no more
+    than the 100 credits' worth of tokens (200,000) was ever paid for."""
+    acct = await account("pro")  # 100 credits, 120 requests per minute
+    before = backends.codegen.hits_now()
+    clients = [
+        httpx.AsyncClient(base_url=gateway.urls[i % len(gateway.urls)], timeout=30)
+        for i in range(CLIENTS)
+    ]
+    try:
+        gate = asyncio.Event()
+
+        async def call(i: int) -> tuple[int, str]:
+            await gate.wait()
+            response = await clients[i % CLIENTS].post(
+                "/api/metered/json?tokens=4000", headers=acct.auth
+            )
+            return response.status_code, response.headers.get("x-credits-charged", "")
+
+        tasks = [asyncio.create_task(call(i)) for i in range(REQUESTS)]
+        gate.set()
+        answers = await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    passed = [charged for status, charged in answers if status == 200]
+    assert {status for status, _ in answers} <= {200, 429}
+    assert set(passed) == {"2"} and len(passed) >= 20  # at least 100 / 5 holds
+    assert backends.codegen.hits_now() - before == len(passed)
+    await wait_settled(services, acct.account_id, total_tokens=4000 * len(passed))
+    state = await services.credits.status(acct.account_id)
+    assert state is not None
+    assert state.credits_remaining == 100 - 2 * len(passed) >= 0
+    assert state.total_tokens == 4000 * len(passed) <= 100 * 2000
+
+
 async def test_revocation_reaches_every_replica_within_a_second(
     gateway: GatewayCluster, account: MakeAccount, services: Services
 ) -> None:

@@ -1,12 +1,13 @@
 """A client written by someone else: the ``openai`` SDK through a real gateway process.
 
 The gateway runs as ``creditgate serve`` on a real Redis, with the demo's TOML route ``/v1/``
-(``errors = "openai"``) to the demo codegen app (which answers ``.../chat/completions`` in
-OpenAI's shape) running in the test's loop so it can count the calls that reach it. The
-account's tier holds 2 credits: a plain and a streamed completion pass, the third is refused
-with 429 ``insufficient_credits``, which the SDK must raise as ``RateLimitError`` showing the
-gateway's message and OpenAI's ``insufficient_quota`` code, without retrying, because the
-gateway says ``X-Should-Retry: false``.
+(``errors = "openai"``, ``pricing = "tokens"``) to the demo codegen app (which answers
+``.../chat/completions`` in OpenAI's shape, its usage growing with the prompt) running in the
+test's loop so it can count the calls that reach it. The account's tier holds 6 credits: a
+plain and a streamed completion of a long prompt pass, each charged the 3 credits of its
+tokens; the third is refused with 429 ``insufficient_credits``, which the SDK must raise as
+``RateLimitError`` showing the gateway's message and OpenAI's ``insufficient_quota`` code,
+without retrying, because the gateway says ``X-Should-Retry: false``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis.asyncio as aioredis
@@ -44,6 +46,10 @@ START_TIMEOUT_S = 30.0
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "write hello world"}
 ]
+LONG: list[openai.types.chat.ChatCompletionMessageParam] = [
+    {"role": "user", "content": "write hello world " * 330}
+]
+"""A prompt the demo backend answers with 4000 to 6000 tokens of usage: 3 credits."""
 
 
 class CountingApp:
@@ -95,8 +101,9 @@ class Gateway:
 def gateway_env(tmp_path: Path, redis_url: str, backend: tuple[str, CountingApp]) -> dict[str, str]:
     config = tmp_path / "creditgate.toml"
     config.write_text(
-        "[tiers.two]\ncredits = 2\nrequests_per_minute = 0\n\n"
-        f'[[routes]]\nprefix = "/v1/"\nupstream = "{backend[0]}"\ncost = 1\nerrors = "openai"\n',
+        "[tiers.six]\ncredits = 6\nrequests_per_minute = 0\n\n"
+        f'[[routes]]\nprefix = "/v1/"\nupstream = "{backend[0]}"\ncost = 1\nerrors = "openai"\n'
+        'pricing = "tokens"\nmax_credits = 10\n',
         encoding="utf-8",
     )
     return {
@@ -124,10 +131,10 @@ def gateway(
 async def _api_key(env: dict[str, str]) -> str:
     services = open_services(settings_of(env))
     try:
-        created = await create_account(services, tier="two", reason="test")
+        created = await create_account(services, tier="six", reason="test")
     finally:
         await services.close()
-    assert created.state.credits_remaining == 2
+    assert created.state.credits_remaining == 6
     return created.api_key
 
 
@@ -143,26 +150,46 @@ def _client(base_url: str, api_key: str, sent: list[str]) -> openai.AsyncOpenAI:
     )
 
 
+async def _wait_charged(url: str, api_key: str, tokens: int) -> None:
+    """Until the settles have landed: all 6 credits charged, for ``tokens`` tokens."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    async with httpx.AsyncClient(base_url=url) as http:
+        while True:
+            answer = await http.get(
+                "/api/user/usage", headers={"Authorization": f"Bearer {api_key}"}
+            )
+            usage = answer.json()["usage"]
+            if usage["totalTokensUsed"] == tokens:
+                assert usage["creditsRemaining"] == 0
+                return
+            assert time.monotonic() < deadline, usage
+            await asyncio.sleep(0.05)
+
+
 async def test_sdk_sees_insufficient_credits_and_does_not_retry(
     gateway: Gateway, backend: tuple[str, CountingApp]
 ) -> None:
     sent: list[str] = []
-    client = _client(f"{gateway.url}/v1", await _api_key(gateway.env), sent)
+    api_key = await _api_key(gateway.env)
+    client = _client(f"{gateway.url}/v1", api_key, sent)
     async with client:
-        completion = await client.chat.completions.create(model="demo", messages=MESSAGES)
+        raw = await client.chat.completions.with_raw_response.create(model="demo", messages=LONG)
+        completion = raw.parse()
         assert completion.choices[0].message.role == "assistant"
-        assert completion.usage is not None and completion.usage.total_tokens > 0
+        assert completion.usage is not None
+        assert 4000 < completion.usage.total_tokens <= 6000  # 3 credits' worth
+        assert raw.headers["x-credits-charged"] == "3"
 
         stream = await client.chat.completions.create(
-            model="demo",
-            messages=MESSAGES,
-            stream=True,
-            stream_options={"include_usage": True},
+            model="demo", messages=LONG, stream=True, stream_options={"include_usage": True}
         )
         chunks = [chunk async for chunk in stream]
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+        assert chunks[-1].usage is not None
+        assert 4000 < chunks[-1].usage.total_tokens <= 6000
         assert backend[1].calls == 2
+        tokens = completion.usage.total_tokens + chunks[-1].usage.total_tokens
+        await _wait_charged(gateway.url, api_key, tokens)
 
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="demo", messages=MESSAGES)
