@@ -175,7 +175,9 @@ def reconcile(
                 Problem(f"reached the backend {len(seen)}x without a hold", f"request {rid}")
             )
     for call in calls:
-        if call.status == 429 and call.request_id in served:
+        # (An Idempotency-Key's attempts share one request id: an earlier attempt may have
+        # been served and refunded before a retry met the 429.)
+        if call.status == 429 and call.idem_key is None and call.request_id in served:
             verdict.unaccounted.append(
                 Problem("a 429 reached the backend", f"request {call.request_id}")
             )
