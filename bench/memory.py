@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -212,7 +213,7 @@ async def run(args: argparse.Namespace) -> None:
                 "| VmHWM after (+idle's) |"
             )
             print("| --- | --- | --- | --- | --- | --- |")
-            attacks = [
+            attacks: list[tuple[str, Callable[[], Awaitable[tuple[int, bytes]]]]] = [
                 (
                     f"unfinished header block, {args.head_mb} MB of lines",
                     lambda: unfinished_head(port, args.head_mb * MB, one_line=False),

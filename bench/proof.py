@@ -300,19 +300,18 @@ async def settle(dep: Deployment, settings: Settings, timeout: float = 90) -> in
     """Wait until no reservation is open and every outbox event is synced; the audit's
     unsynced count at the end (0 when settled)."""
     services = open_services(settings)
+    plain = aioredis.Redis(port=dep.redis_port)
     deadline = time.monotonic() + timeout
     try:
         while True:
             report = await audit(services)
-            pipe = services.redis.pipeline(transaction=False)
-            for name in keys.all_deadlines():
-                pipe.zcard(name)
-            open_holds = sum(await pipe.execute())
+            open_holds = sum([await plain.zcard(name) for name in keys.all_deadlines()])
             if (not report.unsynced_events and not open_holds) or time.monotonic() > deadline:
                 dep.note(f"settled: {open_holds} open holds, {report.unsynced_events} unsynced")
                 return int(report.unsynced_events) + int(open_holds)
             await asyncio.sleep(0.5)
     finally:
+        await plain.aclose()
         await services.close()
 
 
@@ -333,7 +332,7 @@ async def judge(dep: Deployment, settings: Settings, load: Load, backend: Backen
                 )
             )
         ]
-        balances = {
+        balances: dict[str, tuple[int | None, int | None]] = {
             row[0]: (None, int(row[1]))
             for row in connection.execute(
                 text("SELECT id, plan_credits + bonus_credits FROM accounts")

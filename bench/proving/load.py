@@ -214,15 +214,14 @@ class Load:
         while not self.stopping:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * every)
             account = self.rng.choice(self.accounts)
-            op, body = self.rng.choice(
-                [
-                    ("grant", {"credits": self.rng.randint(1, 20), "reason": "proof"}),
-                    ("grant", {"credits": self.rng.randint(1, 5), "reason": "proof"}),
-                    ("upgrade", {"tier": self.rng.choice(["pro", "enterprise"]), "months": 1}),
-                    ("downgrade", {"reason": "proof"}),
-                    ("renew", {"months": 1}),
-                ]
-            )
+            choices: list[tuple[str, dict[str, object]]] = [
+                ("grant", {"credits": self.rng.randint(1, 20), "reason": "proof"}),
+                ("grant", {"credits": self.rng.randint(1, 5), "reason": "proof"}),
+                ("upgrade", {"tier": self.rng.choice(["pro", "enterprise"]), "months": 1}),
+                ("downgrade", {"reason": "proof"}),
+                ("renew", {"months": 1}),
+            ]
+            op, body = self.rng.choice(choices)
             admin = AdminOp(account.account_id, op, dict(body), f"proof-op-{uuid.uuid4().hex}")
             self.admin_ops.append(admin)
             asyncio.get_running_loop().create_task(self.settle_admin(session, admin))
