@@ -107,3 +107,11 @@ def test_a_grant_answered_2xx_must_be_in_the_ledger() -> None:
     assert judge([], {}, [row("grant", "op_k")], admin=[grant]).differences
     granted = [dict(row("grant", "op_k"), bonus_delta=7)]
     assert judge([], {}, granted, admin=[grant]).clean
+
+
+def test_a_charge_no_client_saw_is_explained_by_a_call_without_an_answer() -> None:
+    """A client that left before the status line never learnt the request id."""
+    ledger = [row("hold", "a", -1), row("charge", "a")]
+    assert judge([call(None, None, None, abandoned=True)], ok("a"), ledger).clean
+    verdict = judge([], ok("a"), ledger)
+    assert any("no client saw" in d for d in verdict.differences)

@@ -73,8 +73,17 @@ class Backend:
             cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
             with contextlib.suppress(TimeoutError):
                 cleanup.result(10)
+            # Handlers still waiting (``hang``) end here, not as tasks destroyed pending.
+            asyncio.run_coroutine_threadsafe(self._cancel_rest(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    @staticmethod
+    async def _cancel_rest() -> None:
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def records(self) -> dict[str, list[Served]]:
         with self._lock:

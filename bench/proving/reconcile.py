@@ -158,7 +158,9 @@ def reconcile(
             for c in sure
             if c.status is not None and 200 <= c.status < 300 and c.charged and not c.replayed
         )
-        loose = len(attempts) - len(sure)
+        # No client saw this id: its attempts are among those that got no answer (counted
+        # against the ledger's unexplained ids below), each uncertain.
+        loose = len(attempts) - len(sure) if attempts else trail.holds
         if not told_charged <= trail.charges <= told_charged + loose:
             verdict.unaccounted.append(
                 Problem(
