@@ -460,12 +460,14 @@ async def run(args: argparse.Namespace) -> Verdict:
         await dep.terminate(list(dep.workers))
         return await judge(dep, settings, load, backend)
     finally:
+        # Each step whatever became of the one before: no process, database or server left.
         await dep.terminate([*dep.replicas, *dep.workers])
         await dep.terminate([dep.redis])
-        backend.stop()
         await forwarder.close()
         with contextlib.suppress(Exception):
             drop_database(db_name)
+        with contextlib.suppress(Exception):
+            backend.stop()
         if args.keep:
             print(f"logs kept in {workdir}")
         else:
