@@ -40,7 +40,10 @@ The figures (``bench/proving/reconcile.py`` defines the rules request id by requ
   account by account), grants answered 2xx vs the ledger's grants per account, admin writes
   without a definite answer, ledger request ids no client call can explain.
 
-Run: ``python bench/proof.py [--duration 180] [--short] [--seed N]``.
+Run: ``python bench/proof.py [--duration 180] [--short] [--seed N] [--keep]``. It needs
+``redis-server`` on the PATH and a PostgreSQL server where ``postgres`` may create databases
+(``CREDITGATE_BENCH_PG_SERVER``, default ``postgresql+psycopg://postgres@127.0.0.1:5432``):
+``.ci/services`` provides both.
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ from tests.support.forwarder import Forwarder
 from tests.support.gateways import free_port
 from tests.support.processes import CREDITGATE, creditgate_env
 
-PG_SERVER = os.environ.get("CREDITGATE_PROOF_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PG_SERVER = os.environ.get(
+    "CREDITGATE_BENCH_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
 ADMIN_TOKEN = "proof-admin-token-" + "a" * 16
 SIGNING_SECRET = "proof-signing-secret-" + "s" * 16
 TIERS = {"free": 6, "pro": 10, "enterprise": 4}
