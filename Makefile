@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN := $(VENV)/.installed-run
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench install services clean
+.PHONY: demo test lint bench proof install services clean
 
 # What the product needs to run (make demo), and that plus the test and lint tools.
 $(RUN): pyproject.toml
@@ -40,6 +40,12 @@ bench: $(DEV)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/proxy.py --rounds 3
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/memory.py
+
+# Load and faults on a whole deployment, then an exact reconciliation (README, "Correctness").
+# ARGS=--short is the CI configuration; --duration S and --seed N are the other options.
+proof: $(DEV) services
+	$(BIN)/python bench/proof.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache creditgate.db

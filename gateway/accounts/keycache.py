@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,7 +32,7 @@ from gateway.accounts.apikeys import hash_key, well_formed
 from gateway.accounts.stored import in_store
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
-from gateway.errors import Unauthorized, Unavailable
+from gateway.errors import InvalidRequest, Unauthorized, Unavailable
 from store import repository
 
 log = logging.getLogger("creditgate.auth")
@@ -74,6 +74,22 @@ async def announce_revocation(redis: RedisClient, key_hash: str) -> None:
         await redis.publish(keys.KEYS_CHANNEL, key_hash)
     except RedisError as exc:
         raise Unavailable(f"redis: {exc}") from exc
+
+
+def authorization_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The request's ``Authorization`` header (raw ASGI headers), None if absent.
+
+    Every authenticated endpoint (proxy, user, admin) reads it here. More than one is
+    ``InvalidRequest`` (400): the gateway and a backend or cache in between could each pick
+    a different one (the first or the last), so none is trusted.
+    """
+    found: str | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise InvalidRequest("the request has more than one Authorization header")
+            found = value.decode("latin-1")
+    return found
 
 
 def bearer_key(authorization: str | None) -> str | None:

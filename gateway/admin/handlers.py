@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.accounts import validation
+from gateway.accounts.keycache import authorization_of
 from gateway.admin.operations import API, Call, Operation
 from gateway.errors import (
     AdminDisabled,
@@ -61,7 +62,7 @@ def check_admin(request: Request) -> None:
     token = services_of(request).settings.admin_token
     if not token:
         raise AdminDisabled("the admin API is disabled: set CREDITGATE_ADMIN_TOKEN to enable it")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    scheme, _, given = (authorization_of(request.scope["headers"]) or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode(), token.encode()
     ):

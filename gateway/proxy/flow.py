@@ -39,7 +39,7 @@ import aiohttp
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from gateway.accounts.keycache import KeyCache
+from gateway.accounts.keycache import KeyCache, authorization_of
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Reservation
 from gateway.errors import IdempotencyMismatch, InvalidRequest, Unauthorized, Unavailable
@@ -70,8 +70,6 @@ log = logging.getLogger("creditgate.proxy")
 
 BUFFER_LIMIT = 1_048_576
 """Request bodies up to this size (with a Content-Length) are read before reserving."""
-
-AUTHORIZATION_TWICE = InvalidRequest("the request has more than one Authorization header")
 
 
 class Proxy:
@@ -112,15 +110,9 @@ class Proxy:
     # -- admission -------------------------------------------------------------------------
 
     async def handle(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        authorization = idem_key = content_length = None
-        auth_twice = False
+        idem_key = content_length = None
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                # Two of them are refused: the gateway and the backend (or a cache between)
-                # could each pick a different one (the first or the last).
-                auth_twice = authorization is not None
-                authorization = value.decode("latin-1")
-            elif name == b"idempotency-key":
+            if name == b"idempotency-key":
                 idem_key = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = value
@@ -136,12 +128,10 @@ class Proxy:
                 scope,
                 receive,
                 send,
-                None if auth_twice else authorization,
                 idem_key,
                 content_length,
                 request_id,
                 trail,
-                auth_twice,
             )
         finally:
             # Every proxied request ends here, whatever became of it.
@@ -155,20 +145,18 @@ class Proxy:
         scope: Scope,
         receive: Receive,
         send: Send,
-        authorization: str | None,
         idem_key: str | None,
         content_length: bytes | None,
         request_id: str,
         trail: Trail | None,
-        auth_twice: bool = False,
     ) -> Outcome:
         rid_header = [(b"x-request-id", request_id.encode())]
         style = route.errors
-        if auth_twice:
-            await send_error(send, AUTHORIZATION_TWICE, rid_header, style=style)
-            return "invalid"
         try:
-            caller = await self.keys.authenticate(authorization)
+            caller = await self.keys.authenticate(authorization_of(scope["headers"]))
+        except InvalidRequest as exc:
+            await send_error(send, exc, rid_header, style=style)
+            return "invalid"
         except Unauthorized as exc:
             await send_error(send, exc, rid_header, style=style)
             return "unauthorized"

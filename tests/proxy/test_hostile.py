@@ -355,3 +355,27 @@ async def test_an_admin_body_past_its_limit_is_413_without_reading_the_rest(
             response = await client.post("/admin/accounts", headers=auth, json={"tier": "pro"})
             assert response.status_code == 201
     services.db.dispose()
+
+
+async def test_a_second_authorization_header_is_400_on_usage_and_admin_too(
+    two_routes: Settings, real_redis: aioredis.Redis
+) -> None:
+    """``/api/user/usage`` took the first of two keys while the proxy refused them."""
+    admin = two_routes.model_copy(update={"admin_token": "admin-secret"})
+    services = open_services(admin, redis=real_redis)
+    app = create_app(admin, services=services)
+    async with app.router.lifespan_context(app):
+        one = await create_account(services, tier="pro", months=1)
+        other = await create_account(services, tier="free")
+        twice = [bearer(one), bearer(other)]
+        answer = await call(app, "GET", b"/api/user/usage", twice)
+        assert answer.status == 400, answer.body
+        assert b'"invalid_request"' in answer.body
+        assert (await call(app, "GET", b"/api/user/usage", [bearer(one)])).status == 200
+        token = (b"authorization", b"Bearer admin-secret")
+        path = f"/admin/accounts/{one.account_id}".encode()
+        answer = await call(app, "GET", path, [token, token])
+        assert answer.status == 400, answer.body
+        assert b'"invalid_request"' in answer.body
+        assert (await call(app, "GET", path, [token])).status == 200
+    services.db.dispose()

@@ -1,0 +1,1 @@
+"""The parts of ``bench/proof.py``: the misbehaving backend, the load, the reconciliation."""

@@ -1,0 +1,307 @@
+"""The proof's judgement: what the clients saw, what the backend served, and what the ledger
+recorded, reconciled request id by request id and account by account. Pure: records in,
+a ``Verdict`` out.
+
+What a served request is (CONTRACT.md: "only a 2xx answer from the backend is charged; any
+other status, a timeout or a connection error refunds the reservation in full"): a request is
+charged when the gateway received a 2xx answer from the backend and relayed it. So:
+
+- every hold is closed exactly once, by a charge or a refund (the reaper's included);
+- a charge needs a 2xx the backend's own log shows it began to send for that request id;
+- a client that received a whole 2xx answer with ``X-Credits-Charged`` > 0 was charged exactly
+  once for it; a client that received anything else (non-2xx, ``X-Credits-Charged: 0``) was not;
+- a request the backend saw had a hold first; a 429 never reached the backend.
+
+Some attempts have no certain outcome from the client's side, and for them both closes are
+allowed (but still exactly one, and a charge still needs the backend's 2xx): a call the client
+abandoned (before the answer: refunded; during a 2xx stream: charged, the backend did the
+work), a call whose connection failed or was cut, and a call on a replica SIGKILLed while it
+ran or within ``KILL_WINDOW`` after it ended (the answer goes out before the settle, so a kill
+in that gap leaves the hold to the reaper: a refund, the operator's loss, never the client's).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.proving.backend import Served
+from bench.proving.load import AdminOp, Call
+
+KILL_WINDOW = 0.5
+"""Seconds before a replica's SIGKILL within which a finished call's settle may be lost."""
+
+REQUEST_KINDS = ("hold", "charge", "refund")
+
+
+@dataclass
+class Problem:
+    what: str
+    where: str
+    credits: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}" + (f" ({self.credits} credits)" if self.credits else "")
+
+
+@dataclass
+class Verdict:
+    figures: dict[str, Any] = field(default_factory=dict)
+    overspend: list[Problem] = field(default_factory=list)
+    unaccounted: list[Problem] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.overspend or self.unaccounted or self.differences)
+
+
+@dataclass
+class RequestTrail:
+    holds: int = 0
+    charges: int = 0
+    refunds: int = 0
+    reaped: int = 0
+    held: int = 0
+    """Credits one hold took (the route's cost)."""
+    account: str = ""
+    reasons: list[str] = field(default_factory=list)
+    """The refunds' reasons, in the ledger's order."""
+
+
+def ledger_trails(rows: Iterable[dict[str, Any]]) -> dict[str, RequestTrail]:
+    trails: dict[str, RequestTrail] = defaultdict(RequestTrail)
+    for row in rows:
+        if row["kind"] not in REQUEST_KINDS or not row["request_id"]:
+            continue
+        trail = trails[row["request_id"]]
+        trail.account = row["account_id"]
+        if row["kind"] == "hold":
+            trail.holds += 1
+            trail.held = -(row["plan_delta"] + row["bonus_delta"])
+        elif row["kind"] == "charge":
+            trail.charges += 1
+        else:
+            trail.refunds += 1
+            trail.reaped += row["reason"] == "expired"
+            trail.reasons.append(str(row["reason"]))
+    return trails
+
+
+def describe(trail: RequestTrail, attempts: Sequence[Call], served: list[Served] | None) -> str:
+    """What each source holds of one request id, for a report a person can follow."""
+    tried = [
+        f"{c.kind}@replica{c.replica} {c.status} charged={c.charged} complete={c.complete}"
+        f"{' replayed' if c.replayed else ''}{' abandoned' if c.abandoned else ''}"
+        f" {c.failure or ''} [{c.started:.2f}-{c.ended:.2f}]"
+        for c in attempts
+    ]
+    backend = [f"{s.status} done={s.done} [{s.at:.2f}]" for s in served or []]
+    return (
+        f"ledger holds={trail.holds} charges={trail.charges} refunds={trail.refunds} "
+        f"({', '.join(trail.reasons)}); clients: {tried}; backend: {backend}"
+    )
+
+
+def uncertain(call: Call, kills: Sequence[tuple[int, float]]) -> bool:
+    if call.abandoned or call.status is None or not call.complete:
+        return True
+    return any(
+        replica == call.replica and call.started <= at <= call.ended + KILL_WINDOW
+        for replica, at in kills
+    )
+
+
+def reconcile(
+    calls: Sequence[Call],
+    served: dict[str, list[Served]],
+    ledger: Sequence[dict[str, Any]],
+    admin_ops: Sequence[AdminOp],
+    kills: Sequence[tuple[int, float]],
+    audit_differences: Sequence[str],
+    balances: dict[str, tuple[int | None, int | None]],
+) -> Verdict:
+    """``balances``: account -> (Redis credits, store credits) after the run settled."""
+    verdict = Verdict(differences=list(audit_differences))
+    trails = ledger_trails(ledger)
+    by_rid: dict[str, list[Call]] = defaultdict(list)
+    for call in calls:
+        if call.request_id is not None:
+            by_rid[call.request_id].append(call)
+
+    for rid, trail in sorted(trails.items()):
+        where = f"request {rid} ({trail.account})"
+        if trail.holds != trail.charges + trail.refunds:
+            verdict.unaccounted.append(
+                Problem(
+                    f"{trail.holds} holds closed by {trail.charges} charges and "
+                    f"{trail.refunds} refunds",
+                    where,
+                    trail.held * abs(trail.holds - trail.charges - trail.refunds),
+                )
+            )
+        backend_2xx = sum(200 <= s.status < 300 for s in served.get(rid, []))
+        if trail.charges > backend_2xx:
+            verdict.unaccounted.append(
+                Problem(
+                    f"charged {trail.charges}x, the backend began {backend_2xx} 2xx answers",
+                    where,
+                    trail.held * (trail.charges - backend_2xx),
+                )
+            )
+        attempts = by_rid.get(rid, [])
+        sure = [c for c in attempts if not uncertain(c, kills)]
+        told_charged = sum(
+            1
+            for c in sure
+            if c.status is not None and 200 <= c.status < 300 and c.charged and not c.replayed
+        )
+        # No client saw this id: its attempts are among those that got no answer (counted
+        # against the ledger's unexplained ids below), each uncertain.
+        loose = len(attempts) - len(sure) if attempts else trail.holds
+        if not told_charged <= trail.charges <= told_charged + loose:
+            verdict.unaccounted.append(
+                Problem(
+                    f"clients were told of {told_charged} charges ({loose} uncertain attempts), "
+                    f"the ledger has {trail.charges}; {describe(trail, attempts, served.get(rid))}",
+                    where,
+                    trail.held * abs(trail.charges - told_charged),
+                )
+            )
+
+    for rid, seen in served.items():
+        if trails.get(rid, RequestTrail()).holds == 0:
+            verdict.unaccounted.append(
+                Problem(f"reached the backend {len(seen)}x without a hold", f"request {rid}")
+            )
+    for call in calls:
+        # (An Idempotency-Key's attempts share one request id: an earlier attempt may have
+        # been served and refunded before a retry met the 429.)
+        if call.status == 429 and call.idem_key is None and call.request_id in served:
+            verdict.unaccounted.append(
+                Problem("a 429 reached the backend", f"request {call.request_id}")
+            )
+
+    unexplained = [rid for rid in trails if rid not in by_rid]
+    without_rid = sum(1 for c in calls if c.request_id is None and c.kind != "usage")
+    if len(unexplained) > without_rid:
+        verdict.differences.append(
+            f"{len(unexplained)} ledger request ids no client saw, only {without_rid} calls "
+            f"without an answer could explain them: {unexplained[:10]}"
+        )
+
+    _accounts(verdict, trails, calls, ledger, admin_ops, kills, balances)
+    _figures(verdict, trails, calls, served, ledger, kills)
+    return verdict
+
+
+def _accounts(
+    verdict: Verdict,
+    trails: dict[str, RequestTrail],
+    calls: Sequence[Call],
+    ledger: Sequence[dict[str, Any]],
+    admin_ops: Sequence[AdminOp],
+    kills: Sequence[tuple[int, float]],
+    balances: dict[str, tuple[int | None, int | None]],
+) -> None:
+    """Overspend, grants and balances, account by account."""
+    available: dict[str, int] = defaultdict(int)
+    granted: dict[str, int] = defaultdict(int)
+    for row in ledger:
+        if row["kind"] in REQUEST_KINDS:
+            continue
+        delta = row["plan_delta"] + row["bonus_delta"]
+        available[row["account_id"]] += max(0, delta)
+        if row["kind"] == "grant":
+            granted[row["account_id"]] += row["bonus_delta"]
+    charged: dict[str, int] = defaultdict(int)
+    for trail in trails.values():
+        charged[trail.account] += trail.charges * trail.held
+    told: dict[str, int] = defaultdict(int)
+    for call in calls:
+        if (
+            call.status
+            and 200 <= call.status < 300
+            and not call.replayed
+            and not uncertain(call, kills)
+        ):
+            told[call.account] += call.charged or 0
+    for account in sorted(set(available) | set(charged) | set(told)):
+        most = max(charged[account], told[account])
+        if most > available[account]:
+            verdict.overspend.append(
+                Problem(
+                    f"charged {most} credits, had {available[account]} (opening, grants, resets)",
+                    f"account {account}",
+                    most - available[account],
+                )
+            )
+    asked: dict[str, int] = defaultdict(int)
+    for op in admin_ops:
+        if op.status is None:
+            verdict.differences.append(f"admin {op.op} on {op.account}: no definite answer")
+        elif op.op == "grant" and 200 <= op.status < 300:
+            asked[op.account] += int(str(op.body["credits"]))
+    for account in sorted(set(asked) | set(granted)):
+        if asked[account] != granted[account]:
+            verdict.differences.append(
+                f"account {account}: grants answered 2xx {asked[account]}, "
+                f"ledger grants {granted[account]}"
+            )
+    for account, (in_redis, in_store) in sorted(balances.items()):
+        if in_redis is not None and in_redis < 0 or in_store is not None and in_store < 0:
+            verdict.overspend.append(
+                Problem(f"negative balance: Redis {in_redis}, store {in_store}", account)
+            )
+
+
+def _figures(
+    verdict: Verdict,
+    trails: dict[str, RequestTrail],
+    calls: Sequence[Call],
+    served: dict[str, list[Served]],
+    ledger: Sequence[dict[str, Any]],
+    kills: Sequence[tuple[int, float]],
+) -> None:
+    proxied = [c for c in calls if c.kind != "usage"]
+    statuses: dict[str, int] = defaultdict(int)
+    for call in proxied:
+        if call.status is None:
+            statuses["abandoned" if call.abandoned else "no answer"] += 1
+        elif call.status == 429:
+            statuses[f"429 {call.error}"] += 1
+        elif call.status >= 500:
+            statuses[f"{call.status}"] += 1
+        elif call.status >= 400:
+            statuses["4xx"] += 1
+        elif call.status >= 300:
+            statuses["3xx"] += 1
+    answered = sorted(c.ended - c.started for c in proxied if c.status is not None)
+    fast = sorted(c.ended - c.started for c in proxied if c.kind == "json" and c.status is not None)
+    verdict.figures = {
+        "requests": len(proxied),
+        "2xx": sum(1 for c in proxied if c.status is not None and 200 <= c.status < 300),
+        "statuses": dict(sorted(statuses.items())),
+        "uncertain": sum(1 for c in proxied if uncertain(c, kills)),
+        "backend requests": sum(len(v) for v in served.values()),
+        "backend 2xx": sum(1 for v in served.values() for s in v if 200 <= s.status < 300),
+        "holds": sum(t.holds for t in trails.values()),
+        "charges": sum(t.charges for t in trails.values()),
+        "refunds": sum(t.refunds for t in trails.values()),
+        "reaped": sum(t.reaped for t in trails.values()),
+        "credits charged": sum(t.charges * t.held for t in trails.values()),
+        "grants": sum(1 for r in ledger if r["kind"] == "grant"),
+        "tier changes": sum(
+            1 for r in ledger if r["kind"] in ("upgrade", "renew", "downgrade", "expire")
+        ),
+        "latency": (_quantile(answered, 0.5), _quantile(answered, 0.99)),
+        "latency json": (_quantile(fast, 0.5), _quantile(fast, 0.99)),
+    }
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(q * len(values)))]
