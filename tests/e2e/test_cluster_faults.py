@@ -28,7 +28,7 @@ from tests.support.servers import PG_URL
 
 TIER_MIX = ["bulk"] * 8 + ["small"] * 4
 WARM_S = 2.0
-"""Load before the fault, and after the cluster is healthy again."""
+"""Load kept up after the cluster is healthy again."""
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ async def run_fault(deployment: Deployment, cluster: RedisClusterNodes, fault: s
         credits = {a.account_id: TIERS[t] for a, t in zip(accounts, TIER_MIX, strict=True)}
         load = Load(deployment.urls, accounts, clients=30)
         load.start()
-        await asyncio.sleep(WARM_S)
+        await load.warm()
         faulted = time.monotonic()
         if fault == "failover":
             slot = cluster_slot_of(keys.account_keys(accounts[0].account_id).state)

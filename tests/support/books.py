@@ -71,6 +71,14 @@ class Load:
                 if status != 200:
                     await asyncio.sleep(0.01)  # a refused client backs off a little
 
+    async def warm(self, served: int = 100, *, within: float = 30.0) -> None:
+        """Wait until ``served`` requests were answered 2xx: the replicas' first requests
+        (connections, key lookups) are slow, and a fault must hit a load in full swing."""
+        deadline = time.monotonic() + within
+        while sum(1 for a in self.answers if a.status in SERVED) < served:
+            assert time.monotonic() < deadline, f"no load within {within} s: {self.statuses()}"
+            await asyncio.sleep(0.05)
+
     def statuses(self) -> Counter[int]:
         return Counter(answer.status for answer in self.answers)
 
