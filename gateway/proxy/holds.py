@@ -164,21 +164,24 @@ class Holds:
         give_up = deadline - DEADLINE_MARGIN_S
         pause = RETRY_FIRST_S
         tries = 0
-        while loop.time() + pause < give_up:
-            await asyncio.sleep(pause * random.uniform(0.8, 1.0))
-            pause = min(pause * 2, RETRY_MAX_S)
-            tries += 1
-            try:
-                if await attempt():
-                    if tries > 1:
-                        log.info("%s landed after %d retries", what, tries, extra=_rid(request_id))
-                    return True
-            except Unavailable as exc:
-                if tries == 1:  # one line per retried call, not one per attempt
-                    log.warning("%s failed, retrying: %s", what, exc, extra=_rid(request_id))
-            except asyncio.CancelledError:
-                log.error("%s abandoned at shutdown", what, extra=_rid(request_id))
-                raise
+        try:
+            while loop.time() + pause < give_up:
+                await asyncio.sleep(pause * random.uniform(0.8, 1.0))
+                pause = min(pause * 2, RETRY_MAX_S)
+                tries += 1
+                try:
+                    if await attempt():
+                        if tries > 1:
+                            log.info(
+                                "%s landed after %d retries", what, tries, extra=_rid(request_id)
+                            )
+                        return True
+                except Unavailable as exc:
+                    if tries == 1:  # one line per retried call, not one per attempt
+                        log.warning("%s failed, retrying: %s", what, exc, extra=_rid(request_id))
+        except asyncio.CancelledError:
+            log.error("%s abandoned at shutdown", what, extra=_rid(request_id))
+            raise
         log.error(
             "%s failed %d times until its reservation's deadline; the reaper will refund it",
             what,
@@ -189,7 +192,7 @@ class Holds:
 
     async def refund(self, account: str, request_id: str, reason: str) -> AccountState | None:
         """Give the hold back; the account as the refund left it, None if Redis failed (the
-        reaper refunds it at its deadline) or no longer knows it. The metric's reason is the
+        refund is retried in the background) or no longer knows it. The metric's reason is the
         first word of ``reason``."""
         return await self.inflight.run(self._refund(account, request_id, reason))
 

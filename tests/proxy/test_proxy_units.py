@@ -433,6 +433,22 @@ async def test_retries_stop_short_of_the_reservation_deadline(
     assert 3 < len(engine.calls) < 100
 
 
+async def test_shutdown_bounds_the_retries_and_names_what_it_leaves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("gateway.proxy.holds.RETRY_FIRST_S", 0.001)
+    monkeypatch.setattr("gateway.proxy.holds.RETRY_MAX_S", 0.005)
+    holds = holds_on(Outage(failures=1_000_000), Metrics())
+    holds.opened("rid-1")
+    holds.settle("acct_1", "rid-1", 10)
+    await asyncio.sleep(0.05)  # retrying by now
+    await holds.inflight.drain(timeout=0.1)
+    assert len(holds.inflight) == 0
+    abandoned = [r for r in caplog.records if "abandoned at shutdown" in r.getMessage()]
+    assert [r.__dict__["request_id"] for r in abandoned] == ["rid-1"]
+    assert "1 settle(s) or refund(s) still waiting on Redis" in caplog.text
+
+
 async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
     """The upstream wait is cancelled by the disconnect watcher (ClientGone) or by the server
     stopping: the latter must stay a cancellation."""
