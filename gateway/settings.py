@@ -206,11 +206,20 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: object) -> object:
         if value == "":
             return None  # an empty variable means unset
-        if (
-            isinstance(value, str)
-            and value != EMBEDDED
-            and not value.startswith(("redis://", "rediss://", "unix://"))
-        ):
+        if not isinstance(value, str) or value == EMBEDDED:
+            return value
+        urls = [url.strip() for url in value.split(",")]
+        if len(urls) > 1:
+            for url in urls:
+                if not url.startswith(("redis://", "rediss://")):
+                    raise ValueError(
+                        f"a list of seed nodes takes redis:// or rediss:// URLs only, "
+                        f"separated by commas; {url or 'an empty entry'!r} is not one"
+                    )
+            if len({url.split("://", 1)[0] for url in urls}) > 1:
+                raise ValueError("the seed nodes must all be redis:// or all rediss://")
+            return ",".join(urls)
+        if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, or {EMBEDDED!r}")
         return value
 
@@ -251,6 +260,11 @@ class Settings(BaseSettings):
             ]
         if self.redis_cluster and (not self.redis_url or self.embedded_redis):
             raise ValueError("CREDITGATE_REDIS_CLUSTER=1 needs CREDITGATE_REDIS_URL (the seeds)")
+        if len(self.redis_urls) > 1 and not self.redis_cluster:
+            raise ValueError(
+                "CREDITGATE_REDIS_URL lists several seed nodes: that is a Redis Cluster, "
+                "set CREDITGATE_REDIS_CLUSTER=1 (a single Redis takes one URL)"
+            )
         object.__setattr__(self, "tiers", tiers)
         object.__setattr__(self, "routes", routes)
         return self
@@ -272,6 +286,14 @@ class Settings(BaseSettings):
     def embedded_redis(self) -> bool:
         """True when the in-process fakeredis was chosen: one process, dev and demo only."""
         return self.redis_url == EMBEDDED
+
+    @property
+    def redis_urls(self) -> list[str]:
+        """The seed nodes of a cluster (``CREDITGATE_REDIS_URL`` separated by commas); the one
+        URL of a single Redis; none when unset or embedded."""
+        if self.redis_url is None or self.embedded_redis:
+            return []
+        return self.redis_url.split(",")
 
     def require_redis(self, command: str) -> None:
         """Refuse to run ``command`` when no Redis was chosen: never a silent embedded one."""

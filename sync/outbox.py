@@ -21,10 +21,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from gateway.credits import keys
 from gateway.credits.client import RedisClient, StreamFields
+from gateway.credits.failures import unavailable
 from gateway.credits.results import snapshot_fields
 from gateway.errors import Unavailable
 from store.records import Movement
@@ -103,8 +104,8 @@ class OutboxReader:
             pipe.xgroup_create(keys.outbox(bucket), self.group, id="0", mkstream=True)
         try:
             answers = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
         for answer in answers:
             if isinstance(answer, Exception) and not str(answer).startswith("BUSYGROUP"):
                 raise Unavailable(f"redis: {answer}") from answer
@@ -120,13 +121,13 @@ class OutboxReader:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise Unavailable(f"redis: {exc}") from exc
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
         await self.ensure_groups()
         try:
             return await self._read(count)
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
 
     async def _read(self, count: int) -> list[OutboxEntry]:
         pipe = self.redis.pipeline(transaction=False)
@@ -163,8 +164,8 @@ class OutboxReader:
         }
         try:
             await self.redis.xadd(keys.outbox_rejected(entry.bucket), fields)
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
 
     async def ack(self, entries: Iterable[OutboxEntry]) -> None:
         """Delete then acknowledge entries the store has committed.
@@ -184,8 +185,8 @@ class OutboxReader:
             pipe.xack(stream, self.group, *ids)
         try:
             await pipe.execute()
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
 
     async def prune_consumers(self, idle_ms: int) -> int:
         """Forget consumers with nothing pending, idle longer than ``idle_ms`` (dead workers
@@ -208,8 +209,8 @@ class OutboxReader:
                         removed += 1
             if removed:
                 await pipe.execute()
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
         return removed
 
     async def lag_ms(self) -> int:
@@ -220,8 +221,8 @@ class OutboxReader:
         try:
             firsts = await pipe.execute()
             seconds, micros = await self.redis.time()
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
         oldest = [stream_ms(first[0][0]) for first in firsts if first]
         if not oldest:
             return 0

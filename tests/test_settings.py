@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,29 @@ def test_every_known_variable_and_the_tests_own_are_accepted(
 def test_cluster_needs_a_url() -> None:
     with pytest.raises(ConfigError, match="CLUSTER"):
         Settings.load(redis_cluster=True)
+
+
+def test_a_cluster_takes_several_seed_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", "redis://a:7000, redis://b:7001,redis://c:7002")
+    monkeypatch.setenv("CREDITGATE_REDIS_CLUSTER", "1")
+    settings = Settings.load()
+    assert settings.redis_urls == ["redis://a:7000", "redis://b:7001", "redis://c:7002"]
+
+
+@pytest.mark.parametrize(
+    ("value", "cluster", "message"),
+    [
+        ("redis://a:7000,redis://b:7001", "0", "set CREDITGATE_REDIS_CLUSTER=1"),
+        ("redis://a:7000,,redis://b:7001", "1", "an empty entry"),
+        ("redis://a:7000,b:7001", "1", "'b:7001' is not one"),
+        ("redis://a:7000,unix:///tmp/r.sock", "1", "redis:// or rediss:// URLs only"),
+        ("redis://a:7000,rediss://b:7001", "1", "must all be redis:// or all rediss://"),
+    ],
+)
+def test_a_bad_list_of_seed_nodes_is_named(
+    monkeypatch: pytest.MonkeyPatch, value: str, cluster: str, message: str
+) -> None:
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", value)
+    monkeypatch.setenv("CREDITGATE_REDIS_CLUSTER", cluster)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.load()

@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from gateway.accounts.apikeys import hash_key, well_formed
 from gateway.accounts.stored import in_store
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
-from gateway.errors import InvalidRequest, Unauthorized, Unavailable
+from gateway.credits.failures import unavailable
+from gateway.errors import InvalidRequest, Unauthorized
 from store import repository
 
 log = logging.getLogger("creditgate.auth")
@@ -72,8 +72,8 @@ async def announce_revocation(redis: RedisClient, key_hash: str) -> None:
     try:
         await redis.incr(keys.KEYS_VERSION)
         await redis.publish(keys.KEYS_CHANNEL, key_hash)
-    except RedisError as exc:
-        raise Unavailable(f"redis: {exc}") from exc
+    except Exception as exc:
+        raise unavailable(exc) from exc
 
 
 def authorization_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -183,7 +183,7 @@ class KeyCache:
         """Drop the cache if a revocation was announced (or Redis cannot say)."""
         try:
             version = await self._redis.get(keys.KEYS_VERSION)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:
             log.warning("cannot read the key version, dropping the key cache: %s", exc)
             self.forget_all()
             self._version = None

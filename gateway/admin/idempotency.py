@@ -35,11 +35,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
-
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS
+from gateway.credits.failures import unavailable
 from gateway.errors import Conflict, IdempotencyMismatch, Unavailable
 
 log = logging.getLogger("creditgate.admin")
@@ -146,5 +145,5 @@ async def _release(redis: RedisClient, name: str) -> None:
 async def _redis(call: Awaitable[T]) -> T:
     try:
         return await call
-    except (RedisError, OSError) as exc:
-        raise Unavailable(f"redis: {exc}") from exc
+    except Exception as exc:
+        raise unavailable(exc) from exc

@@ -144,9 +144,7 @@ def connect(settings: Settings) -> RedisClient:
         )
         return fakeredis.FakeAsyncRedis(decode_responses=True)
     if settings.redis_cluster:
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url(settings.redis_url, decode_responses=True)
+        return _cluster(settings.redis_urls)
     from redis.asyncio import ConnectionPool, Redis
 
     # The credit engine pipelines the calls of one loop turn, so few connections are busy at
@@ -160,3 +158,29 @@ def connect(settings: Settings) -> RedisClient:
         max_connections=POOL_SIZE,
     )
     return Redis.from_pool(pool)
+
+
+CLUSTER_SOCKET_TIMEOUT_S = 5.0
+"""A cluster node that stops answering fails a call after this long (answered 503), rather
+than holding it until the kernel gives up on the connection."""
+
+
+def _cluster(urls: list[str]) -> RedisClient:
+    """A cluster client that knows every seed node: it starts, and finds the slots again
+    after a failover, while any one of them answers. Credentials and TLS come from the first
+    URL (a cluster has one set for all its nodes)."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.connection import SSLConnection, parse_url
+
+    options: dict[str, Any] = {}
+    seeds = []
+    for url in urls:
+        parsed: dict[str, Any] = dict(parse_url(url))
+        seeds.append(ClusterNode(parsed.pop("host", "127.0.0.1"), int(parsed.pop("port", 6379))))
+        parsed.pop("db", None)  # a cluster has database 0 only
+        options = options or parsed
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    options.setdefault("socket_timeout", CLUSTER_SOCKET_TIMEOUT_S)
+    options.setdefault("socket_connect_timeout", CLUSTER_SOCKET_TIMEOUT_S)
+    return RedisCluster(startup_nodes=seeds, decode_responses=True, **options)

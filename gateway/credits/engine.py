@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
-from redis.exceptions import RedisError
-
 from gateway.credits import keys
 from gateway.credits.batching import ScriptBatcher
 from gateway.credits.client import RedisClient, ScriptArg
+from gateway.credits.failures import unavailable
 from gateway.credits.results import (
     AccountState,
     Reservation,
@@ -35,7 +34,6 @@ from gateway.credits.results import (
 )
 from gateway.credits.scripts import ScriptName, Scripts
 from gateway.credits.wire import Wire
-from gateway.errors import Unavailable
 from gateway.settings import Tier
 
 Clock = Callable[[], int]
@@ -118,15 +116,11 @@ class CreditEngine:
                 reply = await script(keys=keys_, args=args)
             answered = True
             return reply
-        except (RedisError, OSError) as exc:
-            answered = False
-            raise Unavailable(f"redis: {exc}") from exc
         except Exception as exc:
-            # The client's own failures (redis-py's cluster client has raised AttributeError
-            # and RuntimeError on MOVED): the script may or may not have run, as for a lost
-            # connection, and the caller must see the same Unavailable.
+            # Whatever failed, Redis or the client (``failures``): the script may or may not
+            # have run, and the caller must see the same Unavailable.
             answered = False
-            raise Unavailable(f"redis client: {exc!r}") from exc
+            raise unavailable(exc) from exc
         finally:
             if answered is not None and self.observer is not None:
                 self.observer(name, time.perf_counter() - started, answered)
@@ -367,8 +361,8 @@ class CreditEngine:
             return self._clock()
         try:
             seconds, micros = await self.redis.time()
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def overdue(self, bucket: int, *, limit: int = 100) -> list[tuple[str, str]]:
@@ -381,8 +375,8 @@ class CreditEngine:
             members = await self.redis.zrangebyscore(
                 keys.deadlines(bucket), "-inf", now, start=0, num=limit
             )
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}") from exc
+        except Exception as exc:
+            raise unavailable(exc) from exc
         found = []
         for member in members:
             account, _, request_id = _text(member).partition("|")
@@ -421,10 +415,7 @@ def _settled(account: str, settled: asyncio.Future[Settlement], raw: asyncio.Fut
             return
         except (ValueError, IndexError, TypeError) as exc:  # not a reply the script gives
             error = exc
-    if isinstance(error, RedisError | OSError):
-        settled.set_exception(Unavailable(f"redis: {error}"))
-    else:
-        settled.set_exception(error)
+    settled.set_exception(unavailable(error))
 
 
 def _report(

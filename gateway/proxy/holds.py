@@ -4,20 +4,25 @@ The request flow (``gateway.proxy.flow``) decides *what* becomes of a request's 
 module owns *how*, with Redis failing now and then. The policy:
 
 - refund (the backend failed or answered other than 2xx, the client left before the answer,
-  a gateway error): one attempt, awaited by the request (a 502 / 504 or a non-2xx answer
-  shows its figures) but shielded, so a cancelled request still refunds. If Redis fails, it
-  is logged and left to the reaper, which refunds the hold at its deadline.
+  a gateway error): one attempt awaited by the request (a 502 / 504 or a non-2xx answer
+  shows its figures), shielded so a cancelled request still refunds. If Redis fails, a task
+  retries it (``_retry``), so the credits are back as soon as Redis answers again.
 - settle (a 2xx answer, once it has gone out): not awaited. The engine's batcher sends it
   with the next reserve's round trip. A failed attempt, or a ``missing`` answer (Redis lost
-  the account), is retried by a task after each pause of ``SETTLE_RETRIES``: four attempts
-  in all, the account restored from the store before any attempt that follows a
-  ``missing``. Settles are idempotent, so a retry of one that had landed changes nothing.
-  After the last failure, logged: the reaper refunds the hold at its deadline.
+  the account), is retried by a task, the account restored from the store before any attempt
+  that follows a ``missing``.
+- retries (``_retry``): with a growing pause (``RETRY_FIRST_S`` doubling up to
+  ``RETRY_MAX_S``, jittered) until ``DEADLINE_MARGIN_S`` before the reservation's deadline:
+  the reaper cannot refund the hold earlier, and settle and refund scripts are idempotent, so
+  a retry of one that had landed changes nothing. A served request is charged, a failed one
+  refunded, within ``RETRY_MAX_S`` of Redis answering again (a failover, a reshard, a
+  restart). The deadline is followed here: the reserve's plus the hold, moved by every
+  keep-alive that landed. Only past it, logged, is the hold left to the reaper.
 - keep alive: a request alive longer than its hold pushes the deadline out every third of
   the hold (``engine.extend``), so the reaper refunds only the holds of replicas that are
   gone. A failed extend is logged and the beats go on; they stop once the hold is gone.
 - release: a reserve interrupted (Redis failed or the request was cancelled) may or may not
-  have held; it is refunded quietly in the background, else by the reaper.
+  have held; it is refunded in the background, retried as a refund is.
 
 ``InFlight`` tracks every refund, release, settle and retry: they finish even if their
 request is cancelled, and the app's shutdown waits for them (``drain``).
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,8 +54,14 @@ log = logging.getLogger("creditgate.proxy")
 
 DRAIN_TIMEOUT_S = 20.0
 """The longest shutdown waits for settles and refunds in flight (uvicorn allows 30 s)."""
-SETTLE_RETRIES = (0.05, 0.25, 1.0)
-"""Pauses between the attempts of a settle whose Redis call failed."""
+RETRY_FIRST_S = 0.05
+"""The pause before the first retry of a settle or refund whose Redis call failed."""
+RETRY_MAX_S = 0.5
+"""The longest pause between retries: how late a settle or refund may land after Redis
+answers again."""
+DEADLINE_MARGIN_S = 2.0
+"""Retries stop this long before the reservation's deadline (as this process saw it: after
+the reserve's answer), for the clocks of Redis and this host to differ a little."""
 
 T = TypeVar("T")
 Restore = Callable[[str], Awaitable[AccountState | None]]
@@ -79,11 +91,12 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """Wait for every settle still running (lifespan shutdown), at most ``timeout``
         seconds: a Redis that never answers must not keep the process from exiting. What is
         left then is logged and cancelled; the reaper refunds those holds at their deadline."""
         loop = asyncio.get_running_loop()
+        timeout = DRAIN_TIMEOUT_S if timeout is None else timeout
         deadline = loop.time() + timeout
         while self._tasks and (left := deadline - loop.time()) > 0:
             await asyncio.wait(list(self._tasks), timeout=left)  # wait() cancels nothing
@@ -120,22 +133,66 @@ class Holds:
         self.restore = restore
         self.inflight = inflight
         self.tracing = tracing
-        self._open: set[str] = set()
-        """Request ids of the reservations ``opened`` whose settle or refund has not ended."""
+        self._open: dict[str, float] = {}
+        """The reservations ``opened`` whose settle or refund has not ended: request id to
+        deadline (event loop time)."""
 
     def opened(self, request_id: str) -> None:
         """A request of this replica holds a reservation now: count it open."""
-        self._open.add(request_id)
+        self._open[request_id] = self._hold_end()
         self.metrics.open_reservations.inc()
 
-    def _closed(self, request_id: str) -> None:
+    def _hold_end(self) -> float:
+        return asyncio.get_running_loop().time() + self.engine.hold_ms / 1000
+
+    def _extended(self, request_id: str) -> None:
         if request_id in self._open:
-            self._open.remove(request_id)
+            self._open[request_id] = self._hold_end()
+
+    def _closed(self, request_id: str) -> None:
+        if self._open.pop(request_id, None) is not None:
             self.metrics.open_reservations.dec()
+
+    async def _retry(
+        self, what: str, request_id: str, attempt: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Call ``attempt`` after growing pauses until it answers True, or until shortly
+        before the reservation's deadline (False, logged: the reaper takes the hold). An
+        ``Unavailable`` is one more failed attempt."""
+        loop = asyncio.get_running_loop()
+        deadline = self._open.get(request_id) or self._hold_end()
+        give_up = deadline - DEADLINE_MARGIN_S
+        pause = RETRY_FIRST_S
+        tries = 0
+        try:
+            while loop.time() + pause < give_up:
+                await asyncio.sleep(pause * random.uniform(0.8, 1.0))
+                pause = min(pause * 2, RETRY_MAX_S)
+                tries += 1
+                try:
+                    if await attempt():
+                        if tries > 1:
+                            log.info(
+                                "%s landed after %d retries", what, tries, extra=_rid(request_id)
+                            )
+                        return True
+                except Unavailable as exc:
+                    if tries == 1:  # one line per retried call, not one per attempt
+                        log.warning("%s failed, retrying: %s", what, exc, extra=_rid(request_id))
+        except asyncio.CancelledError:
+            log.error("%s abandoned at shutdown", what, extra=_rid(request_id))
+            raise
+        log.error(
+            "%s failed %d times until its reservation's deadline; the reaper will refund it",
+            what,
+            tries + 1,
+            extra=_rid(request_id),
+        )
+        return False
 
     async def refund(self, account: str, request_id: str, reason: str) -> AccountState | None:
         """Give the hold back; the account as the refund left it, None if Redis failed (the
-        reaper refunds it at its deadline) or no longer knows it. The metric's reason is the
+        refund is retried in the background) or no longer knows it. The metric's reason is the
         first word of ``reason``."""
         return await self.inflight.run(self._refund(account, request_id, reason))
 
@@ -146,14 +203,28 @@ class Holds:
         try:
             settlement = await work
         except Unavailable as exc:
-            log.error("refund failed: %s", exc, extra={"request_id": request_id})
+            log.warning("refund failed, retrying: %s", exc, extra=_rid(request_id))
+            self.inflight.spawn(self._refund_later(account, request_id, reason))
             return None
+        self._closed(request_id)
+        self._count_refund(settlement, reason)
+        return settlement.account
+
+    async def _refund_later(self, account: str, request_id: str, reason: str) -> None:
+        async def attempt() -> bool:
+            settlement = await self.engine.refund(account, request_id, reason=reason)
+            self._count_refund(settlement, reason)
+            return True
+
+        try:
+            await self._retry("refund", request_id, attempt)
         finally:
             self._closed(request_id)
+
+    def _count_refund(self, settlement: Settlement, reason: str) -> None:
         if settlement.status == "refunded":
             self.metrics.refunds(reason.split(" ")[0]).inc()
             self.metrics.credits_refunded.inc(settlement.credits)
-        return settlement.account
 
     def keep_alive(self, account: str, request_id: str) -> Callable[[], None]:
         """While the request is alive, push its reservation's deadline out every third of the
@@ -174,6 +245,8 @@ class Holds:
                 # The answer goes on; at worst the reaper refunds it at the old deadline.
                 log.warning("extending the reservation failed: %s", exc)
                 alive = True
+            else:
+                self._extended(request_id)
             if alive:
                 beat = loop.call_later(every, start)
 
@@ -189,13 +262,18 @@ class Holds:
         return stop
 
     def release(self, account: str, request_id: str) -> None:
-        """Refund a reservation that may or may not exist, in the background, quietly."""
+        """Refund a reservation that may or may not exist, in the background, retried while
+        Redis fails (a reserve that failed may have held all the same)."""
+
+        async def attempt() -> bool:
+            await self.engine.refund(account, request_id, reason="reserve interrupted")
+            return True
 
         async def release() -> None:
             try:
-                await self.engine.refund(account, request_id, reason="reserve interrupted")
+                await attempt()
             except Unavailable:
-                pass  # the reaper refunds it at its deadline
+                await self._retry("release", request_id, attempt)
 
         self.inflight.spawn(release())
 
@@ -240,27 +318,24 @@ class Holds:
         *,
         restore_first: bool,
     ) -> None:
-        """Settle again after a failed attempt: one lost round trip must not turn a success
-        into the reaper's refund (settles are idempotent). An account Redis lost meanwhile
-        is restored from the store first (``restore_first``: the last answer was missing)."""
-        for pause in SETTLE_RETRIES:
-            await asyncio.sleep(pause)
-            try:
-                if restore_first:
-                    await self.restore(account)
-                settled = await self.engine.settle(account, request_id, tokens, charge=charge)
-            except Unavailable as exc:
-                log.warning("settle retry failed: %s", exc, extra={"request_id": request_id})
-                continue
-            if settled.status != "missing":
-                self._count(request_id, settled)
-                return
-            restore_first = True
-        log.error(
-            "settle failed %d times; the reaper will refund the reservation",
-            len(SETTLE_RETRIES) + 1,
-            extra={"request_id": request_id},
-        )
+        """Settle again after a failed attempt (``_retry``): one lost round trip, or a Redis
+        failing over, must not turn a success into the reaper's refund. An account Redis lost
+        meanwhile is restored from the store first (``restore_first``: the last answer was
+        ``missing``)."""
+        must_restore = restore_first
+
+        async def attempt() -> bool:
+            nonlocal must_restore
+            if must_restore:
+                await self.restore(account)
+            settled = await self.engine.settle(account, request_id, tokens, charge=charge)
+            if settled.status == "missing":
+                must_restore = True
+                return False
+            self._count(request_id, settled)
+            return True
+
+        await self._retry("settle", request_id, attempt)
 
     def _count(self, request_id: str, settled: Settlement) -> None:
         self._closed(request_id)
@@ -268,3 +343,7 @@ class Holds:
             self.metrics.credits_charged.inc(settled.credits)
             if settled.returned:
                 self.metrics.credits_refunded.inc(settled.returned)
+
+
+def _rid(request_id: str) -> dict[str, str]:
+    return {"request_id": request_id}
