@@ -8,13 +8,14 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.errors import Unavailable
 from gateway.services import check_store, open_services
 from sync.audit import audit, render
 from sync.metrics import serve_metrics
 from sync.outbox import DEFAULT_CLAIM_IDLE_MS
+from sync.relayout import OutboxNotDrained, RelayoutRedis, relayout
 from sync.worker import DEFAULT_BATCH_SIZE, SyncWorker
 
 if TYPE_CHECKING:
@@ -60,6 +61,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "audit", help="compare Redis, the store and the ledger; exit 1 on any difference"
     )
     check.set_defaults(run=run_audit)
+    move = sub.add_parser(
+        "relayout",
+        help="move Redis's keys from layout 1 to the current layout, "
+        "once, with the gateways stopped and layout 1's outboxes synced",
+    )
+    move.set_defaults(run=run_relayout)
 
 
 def run_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,3 +131,24 @@ async def _audit(settings: Settings) -> int:
     for line in render(report):
         print(line)
     return 0 if report.clean else 1
+
+
+def run_relayout(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_relayout(settings))
+
+
+async def _relayout(settings: Settings) -> int:
+    settings.require_redis("creditgate relayout")
+    services = open_services(settings)
+    try:
+        report = await relayout(cast(RelayoutRedis, services.redis))
+    except (Unavailable, OutboxNotDrained) as exc:
+        print(f"creditgate relayout: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await services.close()
+    print(
+        f"moved {report.moved} key(s), re-indexed {report.deadlines} open reservation(s), "
+        f"kept {len(report.kept)} key(s) the new layout had already"
+    )
+    return 0
