@@ -19,8 +19,9 @@ class AccountSnapshot:
 
     The one list of them on the store's side: a movement carries them as they are after its
     event, an account record is the latest synced, and ``store.snapshots`` maps them to the
-    accounts table's columns. ``version`` is the account's Redis version (+1 per event; 0
-    before the first sync).
+    accounts table's columns. ``version`` is the account's Redis version (per event
+    ``max(v + 1, Redis TIME in us)``: strictly increasing, even after a failover that lost
+    writes; 0 before the first sync).
     """
 
     plan_credits: int

@@ -6,7 +6,9 @@
 --   se     subscription end, ms since the epoch, 0: none
 --   pe     end of the current monthly period, ms
 --   tt     lifetime tokens       mt     tokens of the current period
---   v      version: +1 with every event, so the store can tell newer from older
+--   v      version: with every event max(v + 1, now in us), so the store can tell newer from
+--          older even after a failover lost the last writes (which sets v back): the next
+--          event's version is above any it may have seen, on the clock of Redis TIME
 --   rl rn rr  the rate limiter's theoretical arrival time (GCRA), exactly rl + rn/rr ms:
 --          integers, because a fractional ms in a float drifts and a burst of rpm calls would
 --          lose its last call (rr is the rpm the fraction counts in)
@@ -14,11 +16,16 @@
 
 local MONTH_MS = 2592000000  -- one monthly period and one subscription month: 30 days
 
+-- The script's clock in us, set by now_ms: what versions are made of.
+local now_us = 0
+
 local function now_ms(override)
   if override ~= nil and override ~= '' then
+    now_us = tonumber(override) * 1000
     return tonumber(override)
   end
   local t = redis.call('TIME')
+  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -75,7 +82,7 @@ end
 -- Append one ledger event, carrying the account's state after it, to the bucket's outbox.
 -- (`+ 0` turns a -0, the negation of a zero hold, into 0.)
 local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note)
-  a.v = a.v + 1
+  a.v = math.max(a.v + 1, now_us)
   redis.call('XADD', outbox, '*', 'acct', account, 'kind', kind,
     'dp', dplan + 0, 'db', dbonus + 0, 'tok', tokens, 'rid', rid, 'note', note,
     'ts', now, 'v', a.v, 'plan', a.plan, 'bonus', a.bonus,

@@ -137,7 +137,7 @@ class CreditModel:
         self, acct: str, a: Account, now: int, kind: str, dp: int, db: int = 0,
         tok: int = 0, rid: str = "", note: str = "",
     ) -> None:  # fmt: skip
-        a.v += 1
+        a.v = max(a.v + 1, now * 1000)  # the scripts' clock in us
         self.events.setdefault(acct, []).append(
             Event(
                 kind,
