@@ -57,6 +57,9 @@ class Movement(AccountSnapshot):
     request_id: str | None
     reason: str | None
     occurred_ms: int
+    held_plan: int = 0
+    """What the settled or refunded request held (0 for other movements)."""
+    held_bonus: int = 0
 
     @property
     def credits_delta(self) -> int:
@@ -125,6 +128,13 @@ class LedgerRecord:
     occurred_at: datetime
     version: int
     recorded_at: datetime
+    held_plan: int = 0
+    held_bonus: int = 0
+
+    @property
+    def held_credits(self) -> int:
+        """What the settled or refunded request held."""
+        return self.held_plan + self.held_bonus
 
     @property
     def occurred_ms(self) -> int:

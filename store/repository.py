@@ -298,6 +298,8 @@ def _ledger(row: LedgerEntry) -> LedgerRecord:
         occurred_at=as_utc(row.occurred_at),
         version=row.version,
         recorded_at=as_utc(row.recorded_at),
+        held_plan=row.held_plan,
+        held_bonus=row.held_bonus,
     )
 
 

@@ -2,7 +2,10 @@
 
 After a sync pass the three agree: the store's snapshot equals the account's hash in Redis
 field by field (version included), and the ledger's plan and bonus deltas add up to the
-snapshot's plan and bonus credits. Every disagreement is reported.
+snapshot's plan and bonus credits. Credits held by open reservations are still the account's
+for the store and the ledger (a reserve emits nothing; its settle or refund does), so Redis's
+side is its available credits plus its held ones (``hp``, ``hb``). Every disagreement is
+reported.
 
 Redis is read from the account hash directly, not through the ``status`` script: the audit
 must not change what it audits (``status`` would apply a due rollover and emit events the
@@ -63,11 +66,20 @@ class AuditReport:
         return not self.differences
 
 
+REDIS_FIELDS: tuple[str, ...] = (*HASH_FIELDS, "hp", "hb")
+"""What the audit reads of an account hash: the snapshot's fields, then the held credits."""
+
+
 def redis_view(raw: list[Any]) -> dict[str, object] | None:
-    """An account hash's ``HASH_FIELDS`` by snapshot field name, None when Redis lacks it."""
+    """An account hash's ``REDIS_FIELDS`` by snapshot field name, None when Redis lacks it;
+    plan and bonus credits as the store counts them (held ones included)."""
     if raw[0] is None:
         return None
-    return dict(zip(SNAPSHOT_FIELDS, snapshot_values(raw), strict=True))
+    view = dict(zip(SNAPSHOT_FIELDS, snapshot_values(raw[: len(HASH_FIELDS)]), strict=True))
+    held_plan, held_bonus = (int(n or 0) for n in raw[len(HASH_FIELDS) :])
+    view["plan_credits"] = int(str(view["plan_credits"])) + held_plan
+    view["bonus_credits"] = int(str(view["bonus_credits"])) + held_bonus
+    return view
 
 
 def store_view(record: AccountRecord) -> dict[str, object]:
@@ -139,7 +151,7 @@ async def audit(services: Services) -> AuditReport:
         accounts = sorted(set(records) | in_redis | set(totals))
         pipe = services.redis.pipeline(transaction=False)
         for account in accounts:
-            pipe.hmget(keys.account_keys(account).state, list(HASH_FIELDS))
+            pipe.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
         for bucket in range(keys.BUCKETS):
             pipe.xlen(keys.outbox(bucket))
         answers = await pipe.execute()

@@ -1,5 +1,7 @@
 -- settle: charge a held reservation (the backend answered 2xx) and count its tokens.
 -- A due expiry and rollover apply first, so the tokens count in the period now running.
+-- Emits the request's one event, 'charge': the credits it held, by plan and bonus, as the
+-- deltas (and as rp / rb), its tokens and its request id.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
@@ -10,7 +12,8 @@
 local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local r = redis.call('HMGET', KEYS[2], 'st', 'cost', 'ret')
+-- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
+local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost')
 local a = load(KEYS[1])
 if not r[1] then
   return { 'unknown' }
@@ -18,18 +21,25 @@ end
 if not a then
   return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
+local pp, bp = tonumber(r[2]), tonumber(r[3])
 local status = r[1] .. '_before'
 if r[1] == 'held' then
   status = 'charged'
   apply_due(KEYS[4], account, a, now, tiers)
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
-  redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', tokens)
-  redis.call('PEXPIRE', KEYS[2], tonumber(r[3] or ARGV[6]))
+  redis.call('HSET', KEYS[2], 'st', 'charged')
+  redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
-  emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
+  if r[5] then
+    emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
+  else
+    a.hp = a.hp - pp
+    a.hb = a.hb - bp
+    emit(KEYS[4], account, a, now, 'charge', -pp, -bp, tokens, rid, '', pp, bp)
+  end
   save(KEYS[1], a)
 end
 local out = describe(status, a, now, tiers)
-out[14] = tonumber(r[2])
+out[14] = pp + bp
 return out

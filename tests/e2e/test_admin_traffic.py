@@ -115,9 +115,9 @@ async def test_admin_changes_during_proxied_traffic_keep_the_ledger_exact(
             1,
             1,
         )
-        holds = sorted(e["requestId"] for e in ledger if e["kind"] == "hold")
-        closed = sorted(e["requestId"] for e in ledger if e["kind"] in ("charge", "refund"))
-        assert holds == closed and len(set(holds)) == len(holds) == statuses[200]
+        closed = [e for e in ledger if e["kind"] in ("charge", "refund")]
+        assert len({e["requestId"] for e in closed}) == len(closed)  # one row per request
+        assert all(e["heldCredits"] > 0 for e in closed) and kinds["hold"] == 0
         assert shown["totalTokensUsed"] == sum(e["tokens"] for e in ledger)
     finally:
         await asyncio.gather(admin.aclose(), *(c.aclose() for c in clients))

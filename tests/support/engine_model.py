@@ -32,6 +32,10 @@ class Account:
     tt: int = 0
     mt: int = 0
     v: int = 0
+    hp: int = 0
+    """Plan credits held by open reservations (out of ``plan``, still the account's in the
+    ledger: events count them in)."""
+    hb: int = 0
     tat: Fraction = Fraction(0)
     """GCRA theoretical arrival time, ms."""
     tat_rpm: int = 0
@@ -40,7 +44,9 @@ class Account:
 
 @dataclass(frozen=True)
 class Event:
-    """One outbox event: what moved, and the account's state after it."""
+    """One outbox event: what moved, and the account's state after it (its plan and bonus
+    credits as the ledger counts them: held ones included); ``rp`` / ``rb``: what the settled
+    or refunded request held."""
 
     kind: str
     dp: int
@@ -58,6 +64,8 @@ class Event:
     pe: int
     tt: int
     mt: int
+    rp: int = 0
+    rb: int = 0
 
 
 @dataclass
@@ -135,7 +143,7 @@ class CreditModel:
 
     def _emit(
         self, acct: str, a: Account, now: int, kind: str, dp: int, db: int = 0,
-        tok: int = 0, rid: str = "", note: str = "",
+        tok: int = 0, rid: str = "", note: str = "", rp: int = 0, rb: int = 0,
     ) -> None:  # fmt: skip
         a.v = max(a.v + 1, now * 1000)  # the scripts' clock in us
         self.events.setdefault(acct, []).append(
@@ -148,14 +156,16 @@ class CreditModel:
                 note,
                 now,
                 a.v,
-                a.plan,
-                a.bonus,
+                a.plan + a.hp,
+                a.bonus + a.hb,
                 a.tier,
                 a.sub,
                 a.se,
                 a.pe,
                 a.tt,
                 a.mt,
+                rp,
+                rb,
             )  # fmt: skip
         )
 
@@ -234,9 +244,10 @@ class CreditModel:
         if rpm:
             debt += interval
             a.tat, a.tat_rpm = now + debt, rpm
+        a.hp += from_plan
+        a.hb += from_bonus
         self.held[(acct, rid)] = Held("held", cost, from_plan, from_bonus, now + self.hold_ms)
-        self._emit(acct, a, now, "hold", -from_plan, -from_bonus, rid=rid)
-        return answer("ok", left(debt), debt, "held")
+        return answer("ok", left(debt), debt, "held")  # no event: the settle or refund has it
 
     def settle(self, acct: str, rid: str, tokens: int, now: int) -> SettleAnswer:
         a = self.accounts.get(acct)
@@ -249,7 +260,12 @@ class CreditModel:
         h.state = "charged"
         a.tt += tokens
         a.mt += tokens
-        self._emit(acct, a, now, "charge", 0, 0, tokens, rid)
+        a.hp -= h.from_plan
+        a.hb -= h.from_bonus
+        self._emit(
+            acct, a, now, "charge", -h.from_plan, -h.from_bonus, tokens, rid,
+            rp=h.from_plan, rb=h.from_bonus,
+        )  # fmt: skip
         return SettleAnswer("charged", self._view(a, now), h.cost)
 
     def refund(self, acct: str, rid: str, reason: str, now: int) -> SettleAnswer:
@@ -264,7 +280,12 @@ class CreditModel:
         to_plan = min(h.from_plan, max(0, self._rules(a.tier).credits - a.plan))
         a.plan += to_plan
         a.bonus += h.from_bonus
-        self._emit(acct, a, now, "refund", to_plan, h.from_bonus, rid=rid, note=reason)
+        a.hp -= h.from_plan
+        a.hb -= h.from_bonus
+        self._emit(
+            acct, a, now, "refund", to_plan - h.from_plan, 0, rid=rid, note=reason,
+            rp=h.from_plan, rb=h.from_bonus,
+        )  # fmt: skip
         return SettleAnswer("refunded", self._view(a, now), to_plan + h.from_bonus)
 
     def grant(self, acct: str, credits: int, reason: str, rid: str, now: int) -> ChangeAnswer:
@@ -356,6 +377,7 @@ def event_of(f: Mapping[str, str]) -> Event:
     return Event(
         f["kind"], n["dp"], n["db"], n["tok"], f["rid"], f["note"], n["ts"], n["v"],
         s["plan"], s["bonus"], f["tier"], s["sub"], s["se"], s["pe"], s["tt"], s["mt"],
+        int(f.get("rp") or 0), int(f.get("rb") or 0),
     )  # fmt: skip
 
 

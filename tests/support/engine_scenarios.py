@@ -18,14 +18,16 @@ async def kinds(engine: CreditEngine, account: str) -> list[str]:
 
 async def assert_ledger_whole(engine: CreditEngine, account: str) -> list[Event]:
     """Versions strictly increasing up to the account's, and the deltas add up to the
-    balance."""
+    balance with the credits its open reservations hold."""
     events = await outbox_events(engine.redis, account)
     state = await engine.status(account)
     assert state is not None
+    held = await engine.redis.hmget(keys.account_keys(account).state, ["hp", "hb"])
+    hp, hb = (int(value or 0) for value in held)
     versions = [e.v for e in events]
     assert versions == sorted(set(versions)) and versions[-1] == state.version
-    assert sum(e.dp for e in events) == state.plan_credits
-    assert sum(e.db for e in events) == state.bonus_credits
+    assert sum(e.dp for e in events) == state.plan_credits + hp
+    assert sum(e.db for e in events) == state.bonus_credits + hb
     return events
 
 
@@ -48,12 +50,12 @@ async def scenario_outbox_exact(engine: CreditEngine, clock: MovableClock) -> No
     assert events == [
         Event("open", 5, 0, 0, "", "signup", t0, v0, 5, 0, "free", 0, 0, pe, 0, 0),
         Event("grant", 0, 3, 0, "g1", "welcome", t0, v0 + 1, 5, 3, "free", 0, 0, pe, 0, 0),
-        Event("hold", -2, 0, 0, "r1", "", t0, v0 + 2, 3, 3, "free", 0, 0, pe, 0, 0),
-        Event("charge", 0, 0, 3100, "r1", "", t0 + 10, v1, 3, 3, "free", 0, 0, pe, 3100, 3100),
-        Event("hold", -3, -2, 0, "r2", "", t0 + 10, v1 + 1, 0, 1, "free", 0, 0, pe, 3100, 3100),
-        Event("refund", 3, 2, 0, "r2", "upstream 502", t0 + 10, v1 + 2, 3, 3, "free", 0, 0, pe,
-              3100, 3100),
-        Event("upgrade", 97, 0, 0, "", "", t0 + 10, v1 + 3, 100, 3, "pro", 1, se, pe, 3100, 3100),
+        # a reserve emits nothing: its settle or refund is the request's one event
+        Event("charge", -2, 0, 3100, "r1", "", t0 + 10, v1, 3, 3, "free", 0, 0, pe, 3100, 3100,
+              2, 0),
+        Event("refund", 0, 0, 0, "r2", "upstream 502", t0 + 10, v1 + 1, 3, 3, "free", 0, 0, pe,
+              3100, 3100, 3, 2),
+        Event("upgrade", 97, 0, 0, "", "", t0 + 10, v1 + 2, 100, 3, "pro", 1, se, pe, 3100, 3100),
     ]  # fmt: skip
 
 
@@ -73,7 +75,7 @@ async def scenario_rate_limit(engine: CreditEngine, clock: MovableClock) -> None
     clock.advance(1)
     again = await engine.reserve("bob", "r20", 1)
     assert (again.status, again.rate_remaining, again.rate_wait_ms) == ("ok", 0, 60000)
-    assert await kinds(engine, "bob") == ["open", "grant"] + ["hold"] * 21
+    assert await kinds(engine, "bob") == ["open", "grant"]  # reserves emit nothing
 
 
 async def scenario_expiry_then_rollovers(engine: CreditEngine, clock: MovableClock) -> None:
@@ -125,12 +127,44 @@ async def scenario_restore(engine: CreditEngine, clock: MovableClock) -> None:
     assert await kinds(engine, "eve") == ["restore"]
 
 
+async def scenario_restore_with_open_holds(engine: CreditEngine, clock: MovableClock) -> None:
+    """The store counts held credits as the account's; restored while two reservations are
+    still held, the account holds them again, and their settle and refund close them once."""
+    await engine.open("gus", tier="free")
+    await engine.grant("gus", 2, reason="welcome")
+    assert (await engine.reserve("gus", "r1", 4)).held
+    assert (await engine.reserve("gus", "r2", 2)).held  # 1 plan, 1 bonus
+    events = await assert_ledger_whole(engine, "gus")
+    await engine.redis.delete(keys.account_keys("gus").state)  # Redis lost it
+    last = events[-1]
+    snap = Snapshot(last.plan, last.bonus, "free", False, None, last.pe, 0, 0, last.v)
+    assert (snap.plan_credits, snap.bonus_credits) == (5, 2)  # what the store has
+
+    restored = await engine.restore("gus", snap)
+
+    assert restored.account is not None
+    assert (restored.account.plan_credits, restored.account.bonus_credits) == (0, 1)
+    assert (await engine.settle("gus", "r1", 100)).status == "charged"
+    refunded = await engine.refund("gus", "r2", reason="upstream 502")
+    assert refunded.account is not None and refunded.credits == 2
+    assert (refunded.account.plan_credits, refunded.account.bonus_credits) == (1, 2)
+    events = await assert_ledger_whole(engine, "gus")
+    assert [(e.kind, e.dp, e.db, e.rp, e.rb) for e in events] == [
+        ("open", 5, 0, 0, 0),
+        ("grant", 0, 2, 0, 0),
+        ("restore", 0, 0, 0, 0),
+        ("charge", -4, 0, 4, 0),
+        ("refund", 0, 0, 1, 1),
+    ]
+
+
 SCENARIOS = [
     scenario_outbox_exact,
     scenario_rate_limit,
     scenario_expiry_then_rollovers,
     scenario_overdue,
     scenario_restore,
+    scenario_restore_with_open_holds,
 ]
 
 

@@ -9,13 +9,12 @@ from typing import Any
 
 from gateway.credits import keys
 from gateway.credits.engine import Clock
-from gateway.credits.results import HASH_FIELDS
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from store import repository
 from store.database import session
 from store.records import AccountRecord, LedgerRecord
-from sync.audit import audit, compare, redis_view
+from sync.audit import REDIS_FIELDS, audit, compare, redis_view
 
 
 def make_settings(redis_url: str, store_url: str, **overrides: Any) -> Settings:
@@ -111,7 +110,7 @@ async def assert_accounts_in_sync(
     records = await view.accounts()
     totals = await view.totals()
     for account in accounts:
-        raw = await services.redis.hmget(keys.account_keys(account).state, list(HASH_FIELDS))
+        raw = await services.redis.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
         record = records.get(account)
         assert record is not None, account
         assert compare(account, redis_view(raw), record, totals.get(account)) == []

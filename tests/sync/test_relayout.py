@@ -25,7 +25,7 @@ async def layout_1(redis: aioredis.Redis, *, now_ms: int) -> None:
             "tt": 4000, "mt": 4000, "v": 7, "rl": 0, "rn": 0, "rr": 0,
         },
     )  # fmt: skip
-    await redis.hset(
+    await redis.hset(  # its hold is in the ledger already (layout 1's scripts emitted it)
         f"{OLD}:r:held-1",
         mapping={"st": "held", "cost": 1, "pp": 1, "bp": 0, "dl": now_ms + 60_000},
     )
@@ -58,6 +58,9 @@ async def test_layout_1_moves_and_the_engine_carries_on(real_redis: aioredis.Red
     assert state.total_tokens == 4000
     assert (await engine.reserve("acme", "done-1", 1)).status == "duplicate"
     assert (await engine.settle("acme", "held-1", 10)).status == "charged"
+    (_, charge), *_ = await real_redis.xrevrange(keys.account_keys("acme").outbox, count=1)
+    # layout 1 emitted the hold already: its charge moves no credits, as it did then
+    assert (charge["kind"], charge["dp"], charge["rp"], charge["plan"]) == ("charge", "0", "0", "3")
     bucket = keys.bucket_of("acme")
     assert await real_redis.zcard(keys.deadlines(bucket)) == 0  # the settle found its entry
 
