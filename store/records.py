@@ -113,6 +113,17 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerFact:
+    """What the audit checks of one ledger row."""
+
+    event_id: str
+    version: int
+    plan_delta: int
+    bonus_delta: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerRecord:
     """One credit movement as recorded; ``reason`` is the event's note."""
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from gateway.errors import Unavailable
 from gateway.services import check_store, open_services
-from sync.audit import audit, render
+from sync.audit import DEFAULT_GRACE_MS, audit, render
 from sync.metrics import serve_metrics
 from sync.outbox import DEFAULT_CLAIM_IDLE_MS
 from sync.relayout import OutboxNotDrained, RelayoutRedis, relayout
@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.set_defaults(run=run_sync)
     check = sub.add_parser(
         "audit", help="compare Redis, the store and the ledger; exit 1 on any difference"
+    )
+    check.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_MS / 1000,
+        help="seconds past its deadline an open reservation may wait for the reaper before it "
+        f"is reported (default {DEFAULT_GRACE_MS / 1000:g})",
     )
     check.set_defaults(run=run_audit)
     move = sub.add_parser(
@@ -115,14 +122,14 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_audit(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_audit(settings))
+    return asyncio.run(_audit(settings, grace_ms=int(args.grace * 1000)))
 
 
-async def _audit(settings: Settings) -> int:
+async def _audit(settings: Settings, *, grace_ms: int) -> int:
     settings.require_redis("creditgate audit")
     services = open_services(settings)
     try:
-        report = await audit(services)
+        report = await audit(services, grace_ms=grace_ms)
     except Unavailable as exc:
         print(f"creditgate audit: {exc.message}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from store import repository
 from store.database import session
 from store.records import AccountRecord, LedgerRecord
 from sync.audit import REDIS_FIELDS, audit, compare, redis_view
+from sync.checks import stream_order
 
 
 def make_settings(redis_url: str, store_url: str, **overrides: Any) -> Settings:
@@ -64,12 +65,6 @@ class StoreView:
         return await asyncio.to_thread(read)
 
 
-def stream_order(event_id: str) -> tuple[int, int]:
-    """Where an event was appended in its bucket's outbox: ``<bucket>-<ms>-<seq>``."""
-    _, ms, seq = event_id.split("-")
-    return int(ms), int(seq)
-
-
 def assert_versions(ledger: list[LedgerRecord], record: AccountRecord) -> None:
     """Versions strictly increase in the order the events were appended, end at the snapshot's,
     and no event id repeats."""
@@ -94,6 +89,7 @@ async def assert_in_sync(services: Services, view: StoreView) -> dict[str, Accou
     """
     report = await audit(services)
     assert report.differences == []
+    assert report.findings == []
     assert report.absent_in_redis == []
     assert report.unsynced_events == 0
     accounts = await view.accounts()

@@ -22,7 +22,7 @@ async def test_burst_from_processes_then_one_pass(
     services: Services, store_view: StoreView, traffic: Traffic
 ) -> None:
     events = await burst(services, traffic)
-    worker = SyncWorker(services, batch_size=50)
+    worker = SyncWorker(services, batch_size=20)
 
     assert await worker.run_once() == events
     accounts = await assert_in_sync(services, store_view)
