@@ -332,7 +332,8 @@ async def judge(dep: Deployment, settings: Settings, load: Load, backend: Backen
             dict(row._mapping)
             for row in connection.execute(
                 text(
-                    "SELECT account_id, kind, plan_delta, bonus_delta, request_id, reason "
+                    "SELECT account_id, kind, plan_delta, bonus_delta, held_plan, held_bonus, "
+                    "request_id, reason "
                     "FROM ledger_entries"
                 )
             )

@@ -98,6 +98,11 @@ class ApiKey(SQLModel, table=True):
 class LedgerEntry(SQLModel, table=True):
     """One credit movement, exactly once per event id; never updated after insert.
 
+    A proxied request has one row, when it is settled: ``charge`` (the deltas are the credits
+    it held) or ``refund`` (the deltas are what the refund could not give back: usually 0);
+    ``held_plan`` / ``held_bonus`` say what it held. Ledgers written before that also hold a
+    ``hold`` row per request, and their charge and refund rows hold 0.
+
     No foreign key to ``accounts``: the ledger is the raw record of what Redis did, written in
     the same transaction as the snapshot that creates any missing account.
     """
@@ -114,6 +119,12 @@ class LedgerEntry(SQLModel, table=True):
     bonus_delta: int = _count()
     credits_delta: int = _count()
     tokens: int = _count()
+    held_plan: int = Field(
+        default=0, sa_type=BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
+    held_bonus: int = Field(
+        default=0, sa_type=BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
     request_id: str | None = Field(default=None, nullable=True)
     reason: str | None = Field(default=None, nullable=True)
     occurred_at: datetime = Field(sa_type=UTCDateTime, nullable=False)

@@ -141,6 +141,8 @@ def _ledger_row(m: Movement, now: datetime) -> dict[str, Any]:
         "bonus_delta": m.bonus_delta,
         "credits_delta": m.credits_delta,
         "tokens": m.tokens,
+        "held_plan": m.held_plan,
+        "held_bonus": m.held_bonus,
         "request_id": m.request_id or None,
         "reason": m.reason or None,
         "occurred_at": to_datetime(m.occurred_ms),

@@ -19,8 +19,9 @@ class AccountSnapshot:
 
     The one list of them on the store's side: a movement carries them as they are after its
     event, an account record is the latest synced, and ``store.snapshots`` maps them to the
-    accounts table's columns. ``version`` is the account's Redis version (+1 per event; 0
-    before the first sync).
+    accounts table's columns. ``version`` is the account's Redis version (per event
+    ``max(v + 1, Redis TIME in us)``: strictly increasing, even after a failover that lost
+    writes; 0 before the first sync).
     """
 
     plan_credits: int
@@ -56,6 +57,9 @@ class Movement(AccountSnapshot):
     request_id: str | None
     reason: str | None
     occurred_ms: int
+    held_plan: int = 0
+    """What the settled or refunded request held (0 for other movements)."""
+    held_bonus: int = 0
 
     @property
     def credits_delta(self) -> int:
@@ -109,6 +113,17 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerFact:
+    """What the audit checks of one ledger row."""
+
+    event_id: str
+    version: int
+    plan_delta: int
+    bonus_delta: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerRecord:
     """One credit movement as recorded; ``reason`` is the event's note."""
 
@@ -124,6 +139,13 @@ class LedgerRecord:
     occurred_at: datetime
     version: int
     recorded_at: datetime
+    held_plan: int = 0
+    held_bonus: int = 0
+
+    @property
+    def held_credits(self) -> int:
+        """What the settled or refunded request held."""
+        return self.held_plan + self.held_bonus
 
     @property
     def occurred_ms(self) -> int:

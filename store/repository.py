@@ -11,14 +11,15 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from store.database import boundary
 from store.errors import DuplicateAccount, DuplicateApiKey, InvalidCursor, UnknownAccount
-from store.models import API_KEYS, Account, ApiKey, LedgerEntry, UTCDateTime
+from store.models import API_KEYS, LEDGER, Account, ApiKey, LedgerEntry, UTCDateTime
 from store.movements import apply_movements
-from store.records import AccountRecord, AccountSnapshot, ApiKeyRecord, LedgerRecord
+from store.records import AccountRecord, AccountSnapshot, ApiKeyRecord, LedgerFact, LedgerRecord
 from store.snapshots import columns_of, snapshot_fields
 from store.timefmt import as_utc, to_datetime, utc_now
 
@@ -29,6 +30,7 @@ __all__ = [
     "create_api_key",
     "find_api_key",
     "get_account",
+    "ledger_facts",
     "ledger_page",
     "ledger_totals",
     "list_accounts",
@@ -284,6 +286,18 @@ def ledger_totals(session: Session, *, account_id: str | None = None) -> dict[st
     return {acct: (int(plan), int(bonus)) for acct, plan, bonus in session.exec(stmt)}
 
 
+@boundary
+def ledger_facts(session: Session) -> dict[str, list[LedgerFact]]:
+    """Per account, every ledger row's event id, version, deltas and tokens (for the audit's
+    per-event checks), in no particular order."""
+    c = LEDGER.c
+    stmt = core_select(c.account_id, c.event_id, c.version, c.plan_delta, c.bonus_delta, c.tokens)
+    facts: dict[str, list[LedgerFact]] = {}
+    for account, *values in session.connection().execute(stmt):
+        facts.setdefault(account, []).append(LedgerFact(*values))
+    return facts
+
+
 def _ledger(row: LedgerEntry) -> LedgerRecord:
     return LedgerRecord(
         event_id=row.event_id,
@@ -298,6 +312,8 @@ def _ledger(row: LedgerEntry) -> LedgerRecord:
         occurred_at=as_utc(row.occurred_at),
         version=row.version,
         recorded_at=as_utc(row.recorded_at),
+        held_plan=row.held_plan,
+        held_bonus=row.held_bonus,
     )
 
 

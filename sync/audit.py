@@ -2,7 +2,10 @@
 
 After a sync pass the three agree: the store's snapshot equals the account's hash in Redis
 field by field (version included), and the ledger's plan and bonus deltas add up to the
-snapshot's plan and bonus credits. Every disagreement is reported.
+snapshot's plan and bonus credits. Credits held by open reservations are still the account's
+for the store and the ledger (a reserve emits nothing; its settle or refund does), so Redis's
+side is its available credits plus its held ones (``hp``, ``hb``). Every disagreement is
+reported.
 
 Redis is read from the account hash directly, not through the ``status`` script: the audit
 must not change what it audits (``status`` would apply a due rollover and emit events the
@@ -10,6 +13,11 @@ store has not seen yet). An account the store has and Redis lacks is not a disag
 lost it; it is restored on next touch) and is listed apart. Events still in the outbox make
 Redis legitimately ahead of the store, so the report says how many there are: audit after a
 sync pass, with the gateway quiet, for a clean answer.
+
+Beyond equal fields, each account is checked (``sync.checks``): its ledger's versions strictly
+increase in stream order up to the snapshot's, its rows' tokens add up to its lifetime tokens,
+no balance is negative (Redis, the store, the ledger's running sums), no reservation is open
+past its deadline, and its open reservations hold what its hash says it holds.
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ from gateway.credits.results import HASH_FIELDS, SNAPSHOT_FIELDS, snapshot_value
 from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository
-from store.records import AccountRecord
+from store.records import AccountRecord, LedgerFact
+from sync.checks import Finding, OpenHold, hold_findings, ledger_findings, redis_findings
 
 PAGE = 1000
+HOLDS_PER_BUCKET = 1_000_000
+DEFAULT_GRACE_MS = 10_000
+"""How long past its deadline an open reservation may wait for the reaper (which runs every
+sync pass) before the audit reports it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +70,28 @@ class AuditReport:
     absent_in_redis: list[str] = field(default_factory=list)
     """In the store, not in Redis: restored from the store on next touch."""
     unsynced_events: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    """What the per-account checks found (``sync.checks``)."""
 
     @property
     def clean(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.findings
+
+
+REDIS_FIELDS: tuple[str, ...] = (*HASH_FIELDS, "hp", "hb")
+"""What the audit reads of an account hash: the snapshot's fields, then the held credits."""
 
 
 def redis_view(raw: list[Any]) -> dict[str, object] | None:
-    """An account hash's ``HASH_FIELDS`` by snapshot field name, None when Redis lacks it."""
+    """An account hash's ``REDIS_FIELDS`` by snapshot field name, None when Redis lacks it;
+    plan and bonus credits as the store counts them (held ones included)."""
     if raw[0] is None:
         return None
-    return dict(zip(SNAPSHOT_FIELDS, snapshot_values(raw), strict=True))
+    view = dict(zip(SNAPSHOT_FIELDS, snapshot_values(raw[: len(HASH_FIELDS)]), strict=True))
+    held_plan, held_bonus = (int(n or 0) for n in raw[len(HASH_FIELDS) :])
+    view["plan_credits"] = int(str(view["plan_credits"])) + held_plan
+    view["bonus_credits"] = int(str(view["bonus_credits"])) + held_bonus
+    return view
 
 
 def store_view(record: AccountRecord) -> dict[str, object]:
@@ -105,7 +129,9 @@ def compare(
     return found
 
 
-def _read_store(db: Session) -> tuple[dict[str, AccountRecord], dict[str, tuple[int, int]]]:
+def _read_store(
+    db: Session,
+) -> tuple[dict[str, AccountRecord], dict[str, tuple[int, int]], dict[str, list[LedgerFact]]]:
     records: dict[str, AccountRecord] = {}
     after: str | None = None
     while True:
@@ -114,7 +140,7 @@ def _read_store(db: Session) -> tuple[dict[str, AccountRecord], dict[str, tuple[
         if len(page) < PAGE:
             break
         after = page[-1].account_id
-    return records, repository.ledger_totals(db)
+    return records, repository.ledger_totals(db), repository.ledger_facts(db)
 
 
 async def redis_accounts(redis: RedisClient) -> set[str]:
@@ -131,20 +157,56 @@ async def redis_accounts(redis: RedisClient) -> set[str]:
     return {account for (account, _), ok in zip(candidates, present, strict=True) if ok}
 
 
-async def audit(services: Services) -> AuditReport:
-    """Compare every account Redis or the store knows; see the module docstring."""
-    records, totals = await in_store(services.db, _read_store)
+async def open_holds(redis: RedisClient) -> dict[str, list[OpenHold]]:
+    """Every reservation in the buckets' deadline indexes, by account, with its state and its
+    deadline (the reservation's own ``dl``, which the index mirrors)."""
+    indexed: list[str] = []
+    for bucket in range(keys.BUCKETS):
+        members = await redis.zrangebyscore(
+            keys.deadlines(bucket), "-inf", "+inf", start=0, num=HOLDS_PER_BUCKET
+        )
+        indexed.extend(str(member) for member in members)
+    pipe = redis.pipeline(transaction=False)
+    for member in indexed:
+        account, _, request_id = member.partition("|")
+        reservation = keys.account_keys(account).reservation(request_id)
+        pipe.hmget(reservation, ["st", "pp", "bp", "cost", "dl"])
+    states = await pipe.execute() if indexed else []
+    holds: dict[str, list[OpenHold]] = {}
+    for member, (state, plan, bonus, cost, deadline) in zip(indexed, states, strict=True):
+        account, _, request_id = member.partition("|")
+        hold = OpenHold(
+            account,
+            request_id,
+            int(deadline or 0),
+            state,
+            int(plan or 0),
+            int(bonus or 0),
+            counted=cost is None,
+        )
+        holds.setdefault(account, []).append(hold)
+    return holds
+
+
+async def audit(services: Services, *, grace_ms: int = DEFAULT_GRACE_MS) -> AuditReport:
+    """Compare every account Redis or the store knows, and check each one; see the module
+    docstring and ``sync.checks``. ``grace_ms``: how long past its deadline an open
+    reservation may wait for the reaper before it is a finding."""
+    records, totals, facts = await in_store(services.db, _read_store)
     try:
         in_redis = await redis_accounts(services.redis)
-        accounts = sorted(set(records) | in_redis | set(totals))
+        holds = await open_holds(services.redis)
+        accounts = sorted(set(records) | in_redis | set(totals) | set(holds))
         pipe = services.redis.pipeline(transaction=False)
         for account in accounts:
-            pipe.hmget(keys.account_keys(account).state, list(HASH_FIELDS))
+            pipe.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
         for bucket in range(keys.BUCKETS):
             pipe.xlen(keys.outbox(bucket))
         answers = await pipe.execute()
+        seconds, micros = await services.redis.time()
     except RedisError as exc:
         raise Unavailable(f"redis: {exc}") from exc
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
     report = AuditReport(accounts=len(accounts), unsynced_events=sum(answers[len(accounts) :]))
     for account, raw in zip(accounts, answers, strict=False):
         state = redis_view(raw)
@@ -152,12 +214,27 @@ async def audit(services: Services) -> AuditReport:
         if state is None and record is not None:
             report.absent_in_redis.append(account)
         report.differences.extend(compare(account, state, record, totals.get(account)))
+        report.findings.extend(ledger_findings(account, facts.get(account, ()), record))
+        held: tuple[int, int] | None = None
+        if state is not None:
+            own = dict(zip(("plan", "bonus", "hp", "hb"), _credits(raw), strict=True))
+            report.findings.extend(redis_findings(account, own))
+            held = (own["hp"], own["hb"])
+        report.findings.extend(
+            hold_findings(account, holds.get(account, ()), held, now_ms=now_ms, grace_ms=grace_ms)
+        )
     return report
+
+
+def _credits(raw: list[Any]) -> list[int]:
+    """plan, bonus, hp, hb of an account hash read as ``REDIS_FIELDS``."""
+    at = {name: i for i, name in enumerate(REDIS_FIELDS)}
+    return [int(raw[at[name]] or 0) for name in ("plan", "bonus", "hp", "hb")]
 
 
 def render(report: AuditReport) -> list[str]:
     """The report as lines for a terminal."""
-    lines = [str(d) for d in report.differences]
+    lines = [str(d) for d in report.differences] + [str(f) for f in report.findings]
     if report.absent_in_redis:
         lines.append(
             f"{len(report.absent_in_redis)} account(s) not in Redis (restored on next touch): "
@@ -165,6 +242,8 @@ def render(report: AuditReport) -> list[str]:
         )
     if report.unsynced_events:
         lines.append(f"{report.unsynced_events} event(s) not yet synced: run a sync pass first")
-    verdict = "clean" if report.clean else f"{len(report.differences)} difference(s)"
+    verdict = "clean"
+    if not report.clean:
+        verdict = f"{len(report.differences)} difference(s), {len(report.findings)} finding(s)"
     lines.append(f"audited {report.accounts} account(s): {verdict}")
     return lines

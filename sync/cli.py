@@ -8,13 +8,14 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.errors import Unavailable
 from gateway.services import check_store, open_services
-from sync.audit import audit, render
+from sync.audit import DEFAULT_GRACE_MS, audit, render
 from sync.metrics import serve_metrics
 from sync.outbox import DEFAULT_CLAIM_IDLE_MS
+from sync.relayout import OutboxNotDrained, RelayoutRedis, relayout
 from sync.worker import DEFAULT_BATCH_SIZE, SyncWorker
 
 if TYPE_CHECKING:
@@ -59,7 +60,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
         "audit", help="compare Redis, the store and the ledger; exit 1 on any difference"
     )
+    check.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_MS / 1000,
+        help="seconds past its deadline an open reservation may wait for the reaper before it "
+        f"is reported (default {DEFAULT_GRACE_MS / 1000:g})",
+    )
     check.set_defaults(run=run_audit)
+    move = sub.add_parser(
+        "relayout",
+        help="move Redis's keys from layout 1 to the current layout, "
+        "once, with the gateways stopped and layout 1's outboxes synced",
+    )
+    move.set_defaults(run=run_relayout)
 
 
 def run_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,14 +122,14 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_audit(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_audit(settings))
+    return asyncio.run(_audit(settings, grace_ms=int(args.grace * 1000)))
 
 
-async def _audit(settings: Settings) -> int:
+async def _audit(settings: Settings, *, grace_ms: int) -> int:
     settings.require_redis("creditgate audit")
     services = open_services(settings)
     try:
-        report = await audit(services)
+        report = await audit(services, grace_ms=grace_ms)
     except Unavailable as exc:
         print(f"creditgate audit: {exc.message}", file=sys.stderr)
         return 2
@@ -124,3 +138,24 @@ async def _audit(settings: Settings) -> int:
     for line in render(report):
         print(line)
     return 0 if report.clean else 1
+
+
+def run_relayout(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_relayout(settings))
+
+
+async def _relayout(settings: Settings) -> int:
+    settings.require_redis("creditgate relayout")
+    services = open_services(settings)
+    try:
+        report = await relayout(cast(RelayoutRedis, services.redis))
+    except (Unavailable, OutboxNotDrained) as exc:
+        print(f"creditgate relayout: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await services.close()
+    print(
+        f"moved {report.moved} key(s), re-indexed {report.deadlines} open reservation(s), "
+        f"kept {len(report.kept)} key(s) the new layout had already"
+    )
+    return 0

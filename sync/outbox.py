@@ -75,6 +75,8 @@ def parse_movement(bucket: int, stream_id: str, fields: Mapping[str, str]) -> Mo
         request_id=fields.get("rid") or None,
         reason=fields.get("note") or None,
         occurred_ms=int(fields["ts"]),
+        held_plan=int(fields.get("rp") or 0),
+        held_bonus=int(fields.get("rb") or 0),
         **snapshot_fields(fields),
     )
 

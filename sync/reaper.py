@@ -29,8 +29,8 @@ MAX_ROUNDS = 10
 async def reap(engine: CreditEngine, *, batch: int = BATCH, restore: Restore | None = None) -> int:
     """Refund every overdue reservation of every bucket; the number actually refunded.
 
-    A reservation whose account Redis lost is refunded after ``restore`` (the store's
-    snapshot counts the hold as spent, so the refund gives it back).
+    A reservation whose account Redis lost is refunded after ``restore`` (which holds its
+    credits again: the store counts them as the account's until settled), in one event.
     """
     refunded = 0
     for bucket in range(keys.BUCKETS):

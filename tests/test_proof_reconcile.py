@@ -56,6 +56,21 @@ def test_a_charged_answer_and_a_refunded_failure_are_clean() -> None:
     assert verdict.figures["charges"] == 1 and verdict.figures["refunds"] == 1
 
 
+def one_row(kind: str, rid: str, delta: int, reason: str | None = None) -> dict[str, Any]:
+    """A request's one ledger row (its charge or refund), saying what it held."""
+    return row(kind, rid, delta, reason) | {"held_plan": 1, "held_bonus": 0}
+
+
+def test_one_row_per_request_reconciles_as_a_hold_and_its_close() -> None:
+    served = ok("a") | {"b": [Served("b", ACCOUNT, "/api/projects/fail", 500, True)]}
+    ledger = [one_row("charge", "a", -1), one_row("refund", "b", 0, "upstream 500")]
+    verdict = judge([call("a", 200, 1), call("b", 500, 0)], served, ledger)
+    assert verdict.clean, verdict
+    assert (verdict.figures["holds"], verdict.figures["credits charged"]) == (2, 1)
+    reaped = judge([call("a", 200, 1)], ok("a"), [one_row("refund", "a", 0, "expired")])
+    assert [p.credits for p in reaped.unaccounted] == [1]
+
+
 def test_a_served_answer_the_reaper_refunded_is_unaccounted() -> None:
     """The client was told of a charge; the settle was lost and the hold reaped."""
     ledger = [row("hold", "a", -1), row("refund", "a", 1, "expired")]

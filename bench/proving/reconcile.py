@@ -78,7 +78,11 @@ def ledger_trails(rows: Iterable[dict[str, Any]]) -> dict[str, RequestTrail]:
             continue
         trail = trails[row["request_id"]]
         trail.account = row["account_id"]
-        if row["kind"] == "hold":
+        held = row.get("held_plan", 0) + row.get("held_bonus", 0)
+        if held:  # one row per request: its charge or refund says what it held
+            trail.holds += 1
+            trail.held = held
+        if row["kind"] == "hold":  # the ledger's rows from before that
             trail.holds += 1
             trail.held = -(row["plan_delta"] + row["bonus_delta"])
         elif row["kind"] == "charge":

@@ -65,6 +65,7 @@ def ledger_view(entry: LedgerRecord) -> dict[str, Any]:
         "planCredits": entry.plan_delta,
         "bonusCredits": entry.bonus_delta,
         "tokens": entry.tokens,
+        "heldCredits": entry.held_credits,
         "requestId": entry.request_id or None,
         "reason": entry.reason,
         "version": entry.version,

@@ -6,7 +6,11 @@
 --   se     subscription end, ms since the epoch, 0: none
 --   pe     end of the current monthly period, ms
 --   tt     lifetime tokens       mt     tokens of the current period
---   v      version: +1 with every event, so the store can tell newer from older
+--   v      version: with every event max(v + 1, now in us), so the store can tell newer from
+--          older even after a failover lost the last writes (which sets v back): the next
+--          event's version is above any it may have seen, on the clock of Redis TIME
+--   hp hb  plan and bonus credits held by open reservations (taken from plan and bonus, not
+--          yet charged or refunded: the store still counts them as the account's)
 --   rl rn rr  the rate limiter's theoretical arrival time (GCRA), exactly rl + rn/rr ms:
 --          integers, because a fractional ms in a float drifts and a burst of rpm calls would
 --          lose its last call (rr is the rpm the fraction counts in)
@@ -14,11 +18,16 @@
 
 local MONTH_MS = 2592000000  -- one monthly period and one subscription month: 30 days
 
+-- The script's clock in us, set by now_ms: what versions are made of.
+local now_us = 0
+
 local function now_ms(override)
   if override ~= nil and override ~= '' then
+    now_us = tonumber(override) * 1000
     return tonumber(override)
   end
   local t = redis.call('TIME')
+  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -53,7 +62,7 @@ end
 
 local function load(key)
   local f = redis.call('HMGET', key, 'plan', 'bonus', 'tier', 'sub', 'se', 'pe', 'tt', 'mt', 'v',
-    'rl', 'rn', 'rr')
+    'rl', 'rn', 'rr', 'hp', 'hb')
   if not f[1] then
     return nil
   end
@@ -61,7 +70,7 @@ local function load(key)
     plan = tonumber(f[1]), bonus = tonumber(f[2]), tier = f[3], sub = tonumber(f[4]),
     se = tonumber(f[5]), pe = tonumber(f[6]), tt = tonumber(f[7]), mt = tonumber(f[8]),
     v = tonumber(f[9]), rl = math.floor(tonumber(f[10] or '0')), rn = tonumber(f[11] or '0'),
-    rr = tonumber(f[12] or '0'),
+    rr = tonumber(f[12] or '0'), hp = tonumber(f[13] or '0'), hb = tonumber(f[14] or '0'),
   }
 end
 
@@ -69,17 +78,21 @@ end
 -- with all its digits (%.17g), which formatting each one here cost a fifth of a script.
 local function save(key, a)
   redis.call('HSET', key, 'plan', a.plan, 'bonus', a.bonus, 'tier', a.tier, 'sub', a.sub,
-    'se', a.se, 'pe', a.pe, 'tt', a.tt, 'mt', a.mt, 'v', a.v, 'rl', a.rl, 'rn', a.rn, 'rr', a.rr)
+    'se', a.se, 'pe', a.pe, 'tt', a.tt, 'mt', a.mt, 'v', a.v, 'rl', a.rl, 'rn', a.rn, 'rr', a.rr,
+    'hp', a.hp, 'hb', a.hb)
 end
 
 -- Append one ledger event, carrying the account's state after it, to the bucket's outbox.
--- (`+ 0` turns a -0, the negation of a zero hold, into 0.)
-local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note)
-  a.v = a.v + 1
+-- The state's plan and bonus credits are the ledger's: held credits count as the account's
+-- until a settle charges them (a reserve emits nothing; its settle or refund says what the
+-- request held, `rp` / `rb`, and what moved). (`+ 0` turns a -0 into 0.)
+local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note, rp, rb)
+  a.v = math.max(a.v + 1, now_us)
   redis.call('XADD', outbox, '*', 'acct', account, 'kind', kind,
     'dp', dplan + 0, 'db', dbonus + 0, 'tok', tokens, 'rid', rid, 'note', note,
-    'ts', now, 'v', a.v, 'plan', a.plan, 'bonus', a.bonus,
-    'tier', a.tier, 'sub', a.sub, 'se', a.se, 'pe', a.pe, 'tt', a.tt, 'mt', a.mt)
+    'rp', rp or 0, 'rb', rb or 0, 'ts', now, 'v', a.v, 'plan', a.plan + a.hp,
+    'bonus', a.bonus + a.hb, 'tier', a.tier, 'sub', a.sub, 'se', a.se, 'pe', a.pe, 'tt', a.tt,
+    'mt', a.mt)
 end
 
 local function expire(outbox, account, a, now, tiers)

@@ -2,10 +2,10 @@
 
 Every function is one atomic script run on the keys of one account (one Redis Cluster slot).
 Every change of balance or tier appends an event to the account's bucket outbox in the same
-script, for the sync worker to copy to the store of record. Time is the scripts' clock: Redis
-``TIME``, unless the engine was given a ``clock`` (tests move it). Each call is timed for
-the ``observer``, when one was handed in (the app hands its metrics'), so this package needs
-no metrics of its own.
+script, for the sync worker to copy to the store of record; but a reserve, whose settle or
+refund emits the request's one event. Time is the scripts' clock: Redis ``TIME``, unless the
+engine was given a ``clock`` (tests move it). Each call is timed for the ``observer``, when one
+was handed in (the app hands its metrics'), so this package needs no metrics of its own.
 """
 
 from __future__ import annotations
@@ -346,12 +346,15 @@ class CreditEngine:
         return None if _text(raw[0]) == "missing" else _account(account, raw)
 
     async def restore(self, account: str, snapshot: Snapshot) -> TierChange:
-        """Load an account from the store, only if Redis lacks it (``restored`` or ``exists``)."""
+        """Load an account from the store, only if Redis lacks it (``restored`` or ``exists``).
+
+        The store counts credits held by open reservations as the account's: those still held
+        in Redis are taken out of the snapshot's balance again."""
         k = keys.account_keys(account)
         raw = await self._run(
             "restore",
-            (k.state, k.outbox),
-            (account, self._now(), self._spec, *snapshot_args(snapshot)),
+            (k.state, k.outbox, k.deadlines),
+            (account, self._now(), self._spec, *snapshot_args(snapshot), k.reservation("")),
         )
         return _change(account, raw)
 

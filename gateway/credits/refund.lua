@@ -1,6 +1,8 @@
 -- refund: give a held reservation's credits back (the backend failed, or the reservation
 -- passed its deadline). Plan credits return up to the tier's allowance; bonus credits in full.
 -- A due expiry and rollover apply first, so the allowance is the one of the tier now in force.
+-- Emits the request's one event, 'refund': what it held (rp / rb) and, as the deltas, what the
+-- account lost by it (held plan credits above the allowance: usually nothing).
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] reason  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
@@ -11,7 +13,8 @@
 local account, rid = ARGV[1], ARGV[2]
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret')
+-- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
+local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost')
 local a = load(KEYS[1])
 if not r[1] then
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
@@ -19,7 +22,7 @@ if not r[1] then
 end
 if not a then
   -- Redis lost the account: the reservation stays held and indexed, for a refund after the
-  -- account is restored (the store's snapshot still counts the hold as spent).
+  -- account is restored (restore takes the open holds out of the store's balance again).
   return { 'missing' }
 end
 local status = r[1] .. '_before'
@@ -27,15 +30,21 @@ local back = 0
 if r[1] == 'held' then
   status = 'refunded'
   apply_due(KEYS[4], account, a, now, tiers)
-  local to_plan = math.min(tonumber(r[2]), math.max(0, rules(tiers, a.tier).credits - a.plan))
-  local to_bonus = tonumber(r[3])
+  local pp, bp = tonumber(r[2]), tonumber(r[3])
+  local to_plan = math.min(pp, math.max(0, rules(tiers, a.tier).credits - a.plan))
   a.plan = a.plan + to_plan
-  a.bonus = a.bonus + to_bonus
-  back = to_plan + to_bonus
+  a.bonus = a.bonus + bp
+  back = to_plan + bp
   redis.call('HSET', KEYS[2], 'st', 'refunded')
   redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
-  emit(KEYS[4], account, a, now, 'refund', to_plan, to_bonus, 0, rid, ARGV[3])
+  if r[5] then
+    emit(KEYS[4], account, a, now, 'refund', to_plan, bp, 0, rid, ARGV[3])
+  else
+    a.hp = a.hp - pp
+    a.hb = a.hb - bp
+    emit(KEYS[4], account, a, now, 'refund', to_plan - pp, 0, 0, rid, ARGV[3], pp, bp)
+  end
   save(KEYS[1], a)
 end
 local out = describe(status, a, now, tiers)

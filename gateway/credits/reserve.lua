@@ -1,4 +1,6 @@
 -- reserve: hold `cost` credits for one request, deciding credits and rate together.
+-- Appends nothing to the outbox: the held credits move from plan / bonus to hp / hb, and the
+-- settle or refund that closes the reservation emits the one event saying what it held.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms until the reservation's deadline (it lives until settled, refunded or reaped)
@@ -91,16 +93,24 @@ if rpm > 0 then
   a.rn = debt % rpm
   a.rr = rpm
 end
+a.hp = a.hp + from_plan
+a.hb = a.hb + from_bonus
 local deadline = now + tonumber(ARGV[6])
-redis.call('HSET', KEYS[2], 'st', 'held', 'cost', cost, 'pp', from_plan, 'bp', from_bonus,
-  'dl', deadline)
 if ARGV[7] ~= nil and ARGV[7] ~= '' then
   -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
   -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
-  redis.call('HSET', KEYS[2], 'ret', ARGV[7])
+  redis.call('HSET', KEYS[2], 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline,
+    'ret', ARGV[7])
+else
+  redis.call('HSET', KEYS[2], 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline)
 end
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
-emit(KEYS[4], account, a, now, 'hold', -from_plan, -from_bonus, 0, rid, '')
-changed = true
+if changed then
+  save(KEYS[1], a)
+  changed = false
+else
+  redis.call('HSET', KEYS[1], 'plan', a.plan, 'bonus', a.bonus, 'hp', a.hp, 'hb', a.hb,
+    'rl', a.rl, 'rn', a.rn, 'rr', a.rr)
+end
 held = cost
 return answer('ok', quota_left(debt), ms_of(debt), 'held')

@@ -1,8 +1,11 @@
 -- settle: charge a held reservation (the backend answered 2xx) and count its tokens.
 -- A due expiry and rollover apply first, so the tokens count in the period now running.
 -- A metered request charges part of its hold (ARGV[7]) and gets the rest back in the same
--- call, as a 'refund' event before the 'charge': bonus credits first (the hold took plan
--- credits first), plan credits up to the tier's allowance, as a refund does.
+-- call: bonus credits first (the hold took plan credits first), plan credits up to the
+-- tier's allowance, as a refund does.
+-- Emits the request's one event, 'charge': the credits it held by plan and bonus (rp / rb),
+-- what the account lost by it as the deltas (the hold, less what came back), its tokens and
+-- its request id.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
@@ -15,7 +18,8 @@
 local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local r = redis.call('HMGET', KEYS[2], 'st', 'cost', 'ret', 'pp', 'bp', 'chg')
+-- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
+local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost', 'chg')
 local a = load(KEYS[1])
 if not r[1] then
   return { 'unknown' }
@@ -23,33 +27,48 @@ end
 if not a then
   return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
+local pp, bp = tonumber(r[2]), tonumber(r[3])
+local cost = tonumber(r[5] or '') or pp + bp
 local status = r[1] .. '_before'
-local charged = tonumber(r[6] or r[2])
+local charged = tonumber(r[6] or '') or cost
 local back = 0
 if r[1] == 'held' then
   status = 'charged'
-  apply_due(KEYS[4], account, a, now, tiers)
-  local cost = tonumber(r[2])
-  charged = cost
-  if ARGV[7] ~= nil and ARGV[7] ~= '' then
-    charged = math.max(0, math.min(cost, tonumber(ARGV[7])))
-  end
-  if charged < cost then
-    local to_bonus = math.min(tonumber(r[5]), cost - charged)
-    local to_plan = math.min(cost - charged - to_bonus,
-      math.max(0, rules(tiers, a.tier).credits - a.plan))
-    a.plan = a.plan + to_plan
-    a.bonus = a.bonus + to_bonus
-    back = to_plan + to_bonus
-    emit(KEYS[4], account, a, now, 'refund', to_plan, to_bonus, 0, rid, 'metered: unused hold')
-  end
+  local due = apply_due(KEYS[4], account, a, now, tiers)
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
-  redis.call('HSET', KEYS[2], 'st', 'charged', 'tok', tokens, 'chg', charged)
-  redis.call('PEXPIRE', KEYS[2], tonumber(r[3] or ARGV[6]))
+  if r[5] then  -- layout 1: the hold is in the ledger already, charged whole
+    charged = cost
+    emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
+  else
+    if ARGV[7] ~= nil and ARGV[7] ~= '' then
+      charged = math.max(0, math.min(cost, tonumber(ARGV[7])))
+    end
+    local to_bonus = math.min(bp, cost - charged)
+    local to_plan = math.min(cost - charged - to_bonus,
+      math.max(0, rules(tiers, a.tier).credits - a.plan))
+    back = to_plan + to_bonus
+    if back > 0 then
+      a.plan = a.plan + to_plan
+      a.bonus = a.bonus + to_bonus
+      due = true
+    end
+    a.hp = a.hp - pp
+    a.hb = a.hb - bp
+    emit(KEYS[4], account, a, now, 'charge', to_plan - pp, to_bonus - bp, tokens, rid, '', pp, bp)
+  end
+  if charged == cost then
+    redis.call('HSET', KEYS[2], 'st', 'charged')
+  else
+    redis.call('HSET', KEYS[2], 'st', 'charged', 'chg', charged)
+  end
+  redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
-  emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
-  save(KEYS[1], a)
+  if due then
+    save(KEYS[1], a)
+  else  -- only these moved: a smaller write on the hot path
+    redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'hb', a.hb, 'v', a.v)
+  end
 end
 local out = describe(status, a, now, tiers)
 out[14] = charged

@@ -155,6 +155,11 @@ def _schemas(tiers: list[str]) -> dict[str, Schema]:
                 "planCredits": {"type": "integer"},
                 "bonusCredits": {"type": "integer"},
                 "tokens": {"type": "integer"},
+                "heldCredits": {
+                    "type": "integer",
+                    "description": "charge and refund: the credits the request held (a "
+                    "request has one row, when settled; older ledgers also have a 'hold' row)",
+                },
                 "requestId": {"type": ["string", "null"]},
                 "reason": {"type": ["string", "null"]},
                 "version": {"type": "integer"},

@@ -107,7 +107,7 @@ def run_workers(url: str, account: str, mode: str) -> Outcome:
 
 
 def assert_never_negative_and_whole(events: list[Event]) -> None:
-    assert [e.v for e in events] == list(range(1, len(events) + 1))
+    assert [e.v for e in events] == sorted({e.v for e in events})  # strictly increasing
     assert all(e.plan >= 0 and e.bonus >= 0 for e in events)
     last = events[-1]
     assert sum(e.dp for e in events) == last.plan
@@ -125,10 +125,10 @@ async def test_exactly_n_of_many_concurrent_reserves_pass(real_redis: Any, redis
     assert state is not None and (state.plan_credits, state.bonus_credits) == (0, 0)
 
     events = await outbox_events(real_redis, "shared")
-    assert [e.kind for e in events] == ["open"] + ["hold"] * CREDITS
-    assert_never_negative_and_whole(events)
+    assert [e.kind for e in events] == ["open"]  # reserves emit nothing
+    state_key = keys.account_keys("shared").state
+    assert [int(n) for n in await real_redis.hmget(state_key, ["hp", "hb"])] == [CREDITS, 0]
     held = sorted(rid for status, rid, _ in outcome if status == "ok")
-    assert sorted(e.rid for e in events[1:]) == held
     assert len(set(held)) == CREDITS
     bucket = keys.bucket_of("shared")
     assert await real_redis.zcard(keys.deadlines(bucket)) == CREDITS
@@ -146,7 +146,7 @@ async def test_concurrent_mixed_calls_keep_the_ledger_whole(
     state = await engine.status("mixed")
     assert state is not None
     assert (state.plan_credits, state.bonus_credits, state.version) == (
-        events[-1].plan, events[-1].bonus, len(events),
+        events[-1].plan, events[-1].bonus, events[-1].v,
     )  # fmt: skip
 
     # every call that changed something left exactly one event, and nothing else did
@@ -155,12 +155,12 @@ async def test_concurrent_mixed_calls_keep_the_ledger_whole(
     assert kinds == Counter(
         {
             "open": 1,
-            "hold": changed["ok"],
             "charge": changed["charged"],
             "refund": changed["refunded"],
             "grant": changed["granted"],
         }
     )
+    assert changed["ok"] == changed["charged"] + changed["refunded"]  # each held, closed once
     assert changed["ok"] > CREDITS // 2 and changed["charged_before"] + changed["refunded_before"]
     assert state.total_tokens == sum(n for status, _, n in outcome if status == "charged")
     for rid, count in Counter(e.rid for e in events if e.kind in ("charge", "refund")).items():

@@ -47,7 +47,8 @@ async def test_open_free_holds_the_free_allowance(
     assert change.status == "opened" and change.account is not None
     a = change.account
     assert (a.plan_credits, a.bonus_credits, a.tier, a.subscribed) == (5, 0, "free", False)
-    assert (a.subscription_ends_ms, a.period_end_ms, a.version) == (None, clock() + MONTH_MS, 1)
+    assert (a.subscription_ends_ms, a.period_end_ms) == (None, clock() + MONTH_MS)
+    assert a.version == clock() * 1000  # the scripts' clock in us
     assert (a.allowance, a.requests_per_minute, a.now_ms) == (5, 20, clock())
 
 
@@ -117,7 +118,7 @@ async def test_reserve_duplicate_holds_nothing(make_engine: MakeEngine) -> None:
     await engine.settle("a1", "r1", 5)
     after = await engine.reserve("a1", "r1", 1)
     assert (after.status, after.state) == ("duplicate", "charged")
-    assert await kinds(engine, "a1") == ["open", "hold", "charge"]
+    assert await kinds(engine, "a1") == ["open", "charge"]  # one event per request
 
 
 async def test_reserve_spends_plan_before_bonus(make_engine: MakeEngine) -> None:
@@ -127,8 +128,13 @@ async def test_reserve_spends_plan_before_bonus(make_engine: MakeEngine) -> None
     r = await engine.reserve("a1", "r1", 7)
     assert r.account is not None
     assert (r.account.plan_credits, r.account.bonus_credits) == (0, 1)
-    hold = (await outbox_events(engine.redis, "a1"))[-1]
-    assert (hold.kind, hold.dp, hold.db) == ("hold", -5, -2)
+    assert await kinds(engine, "a1") == ["open", "grant"]  # a reserve emits nothing
+    held = await engine.redis.hmget(keys.account_keys("a1").state, ["hp", "hb"])
+    assert [int(n) for n in held] == [5, 2]  # the ledger still counts them the account's
+    await engine.settle("a1", "r1", 1)
+    charge = (await outbox_events(engine.redis, "a1"))[-1]
+    assert (charge.kind, charge.dp, charge.db, charge.rp, charge.rb) == ("charge", -5, -2, 5, 2)
+    assert (charge.plan, charge.bonus) == (0, 1)
 
 
 async def test_insufficient_changes_neither_credits_nor_rate(make_engine: MakeEngine) -> None:
@@ -138,7 +144,7 @@ async def test_insufficient_changes_neither_credits_nor_rate(make_engine: MakeEn
     assert (refused.status, refused.held, refused.rate_remaining) == ("insufficient", False, 20)
     assert refused.account is not None and refused.account.plan_credits == 5
     assert (await engine.reserve("a1", "ok", 5)).rate_remaining == 19
-    assert await kinds(engine, "a1") == ["open", "hold"]
+    assert await kinds(engine, "a1") == ["open"]
     # the duplicate check knows nothing of a refused request id: it may try again
     await engine.grant("a1", 6, reason="top-up")
     assert (await engine.reserve("a1", "big", 6)).status == "ok"
@@ -197,7 +203,7 @@ async def test_settle_charges_tokens_once(make_engine: MakeEngine, soon: bool) -
     assert (again.status, again.credits, again.account) == ("charged_before", 2, s.account)
     refund = await engine.refund("a1", "r1", reason="late")
     assert (refund.status, refund.credits) == ("charged_before", 0)
-    assert await kinds(engine, "a1") == ["open", "hold", "charge"]
+    assert await kinds(engine, "a1") == ["open", "charge"]
     with pytest.raises(ValueError):
         await engine.settle("a1", "r1", -1)
 
@@ -224,7 +230,7 @@ async def test_refund_gives_back_once(make_engine: MakeEngine) -> None:
     settle = await engine.settle("a1", "r1", 10)
     assert (settle.status, settle.credits) == ("refunded_before", 3)
     assert settle.account is not None and settle.account.total_tokens == 0
-    assert await kinds(engine, "a1") == ["open", "hold", "refund"]
+    assert await kinds(engine, "a1") == ["open", "refund"]
 
 
 async def test_settle_and_refund_of_unknown(make_engine: MakeEngine) -> None:
@@ -250,7 +256,11 @@ async def test_refund_plan_up_to_allowance_bonus_in_full(
     assert (r.status, r.credits) == ("refunded", 2)
     assert r.account is not None
     assert (r.account.plan_credits, r.account.bonus_credits) == (5, 2)
-    assert await kinds(engine, "a1") == ["open", "grant", "hold", "reset", "refund"]
+    assert await kinds(engine, "a1") == ["open", "grant", "reset", "refund"]
+    refund = (await outbox_events(engine.redis, "a1"))[-1]
+    # what it held, and what the refund could not give back: the 5 plan credits, over the
+    # allowance the reset refilled
+    assert (refund.rp, refund.rb, refund.dp, refund.db) == (5, 2, -5, 0)
     await assert_ledger_whole(engine, "a1")
 
 
@@ -266,7 +276,7 @@ async def test_settle_after_period_end_counts_tokens_in_the_new_period(
     assert (s.account.monthly_tokens, s.account.total_tokens, s.account.plan_credits) == (
         700, 700, 5,
     )  # fmt: skip
-    assert await kinds(engine, "a1") == ["open", "hold", "reset", "charge"]
+    assert await kinds(engine, "a1") == ["open", "reset", "charge"]
 
 
 # -- grant ---------------------------------------------------------------------------------------
@@ -440,7 +450,7 @@ async def test_rollover_refills_and_advances_whole_periods(
     clock.advance(int(2.5 * MONTH_MS))
     later = await engine.status("a1")
     assert later is not None and later.period_end_ms == t0 + 4 * MONTH_MS
-    assert await kinds(engine, "a1") == ["open", "hold", "charge", "reset", "reset"]
+    assert await kinds(engine, "a1") == ["open", "charge", "reset", "reset"]
     await assert_ledger_whole(engine, "a1")
 
 
@@ -457,7 +467,7 @@ async def test_expiry_downgrades_on_next_touch(
     assert r.status == "ok" and r.account is not None
     a = r.account
     assert (a.tier, a.subscribed, a.plan_credits, a.bonus_credits) == ("free", False, 4, 1)
-    assert await kinds(engine, "a1") == ["open", "upgrade", "grant", "reset", "expire", "hold"]
+    assert await kinds(engine, "a1") == ["open", "upgrade", "grant", "reset", "expire"]
 
 
 async def test_expiry_and_period_end_at_the_same_ms(

@@ -69,5 +69,5 @@ async def test_gateway_burst_then_one_pass_store_equals_redis(
     for a in ids:
         kinds.update(e.kind for e in await view.ledger(a))
     assert kinds["charge"] > 0 and kinds["refund"] > 0 and kinds["grant"] > 0
-    assert kinds["hold"] == kinds["charge"] + kinds["refund"]
+    assert kinds["hold"] == 0  # a request's one row is its charge or refund
     assert sum(r.total_tokens for r in records.values()) > 0

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from gateway.cli import main
-from store.database import alembic_config, create_db_engine, current_revision, upgrade
+from store import repository
+from store.database import alembic_config, create_db_engine, current_revision, session, upgrade
 from tests.support.samples import HEAD
 
 
@@ -17,7 +20,7 @@ def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None
     try:
         assert current_revision(engine) is None
         upgrade(empty_db_url)
-        assert current_revision(engine) == HEAD == "0001"
+        assert current_revision(engine) == HEAD == "0002"
         upgrade(empty_db_url)
         assert current_revision(engine) == HEAD
         tables = set(inspect(engine).get_table_names())
@@ -68,5 +71,31 @@ def test_downgrade_to_nothing_and_back(db_url: str) -> None:
         assert current_revision(engine) is None
         upgrade(db_url)
         assert current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
+
+
+def test_a_ledger_of_0001_keeps_its_rows_holding_nothing(db_url: str) -> None:
+    """0002 adds what a settled request held; rows written before (with their own ``hold``
+    rows) read 0 there."""
+    config = alembic_config()
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO ledger_entries (event_id, account_id, kind, plan_delta, "
+                    "bonus_delta, credits_delta, tokens, occurred_at, version, recorded_at) "
+                    "VALUES ('3-1-0', 'old', 'hold', -1, 0, -1, 0, :at, 1, :at)"
+                ),
+                {"at": datetime(2026, 11, 1, tzinfo=UTC)},
+            )
+        upgrade(db_url)
+        with session(engine) as s:
+            (row,) = repository.ledger_page(s, account_id="old")
+        assert (row.kind, row.credits_delta, row.held_plan, row.held_bonus) == ("hold", -1, 0, 0)
     finally:
         engine.dispose()

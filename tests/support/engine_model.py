@@ -21,7 +21,6 @@ from gateway.settings import Tier
 MONTH_MS = 30 * 24 * 3600 * 1000
 
 
-METERED_NOTE = "metered: unused hold"
 """The reason of the refund event a metered settle gives the unused hold back with."""
 
 
@@ -36,6 +35,10 @@ class Account:
     tt: int = 0
     mt: int = 0
     v: int = 0
+    hp: int = 0
+    """Plan credits held by open reservations (out of ``plan``, still the account's in the
+    ledger: events count them in)."""
+    hb: int = 0
     tat: Fraction = Fraction(0)
     """GCRA theoretical arrival time, ms."""
     tat_rpm: int = 0
@@ -44,7 +47,9 @@ class Account:
 
 @dataclass(frozen=True)
 class Event:
-    """One outbox event: what moved, and the account's state after it."""
+    """One outbox event: what moved, and the account's state after it (its plan and bonus
+    credits as the ledger counts them: held ones included); ``rp`` / ``rb``: what the settled
+    or refunded request held."""
 
     kind: str
     dp: int
@@ -62,6 +67,8 @@ class Event:
     pe: int
     tt: int
     mt: int
+    rp: int = 0
+    rb: int = 0
 
 
 @dataclass
@@ -142,9 +149,9 @@ class CreditModel:
 
     def _emit(
         self, acct: str, a: Account, now: int, kind: str, dp: int, db: int = 0,
-        tok: int = 0, rid: str = "", note: str = "",
+        tok: int = 0, rid: str = "", note: str = "", rp: int = 0, rb: int = 0,
     ) -> None:  # fmt: skip
-        a.v += 1
+        a.v = max(a.v + 1, now * 1000)  # the scripts' clock in us
         self.events.setdefault(acct, []).append(
             Event(
                 kind,
@@ -155,14 +162,16 @@ class CreditModel:
                 note,
                 now,
                 a.v,
-                a.plan,
-                a.bonus,
+                a.plan + a.hp,
+                a.bonus + a.hb,
                 a.tier,
                 a.sub,
                 a.se,
                 a.pe,
                 a.tt,
                 a.mt,
+                rp,
+                rb,
             )  # fmt: skip
         )
 
@@ -250,15 +259,16 @@ class CreditModel:
         if rpm:
             debt += interval
             a.tat, a.tat_rpm = now + debt, rpm
+        a.hp += from_plan
+        a.hb += from_bonus
         self.held[(acct, rid)] = Held("held", cost, from_plan, from_bonus, now + self.hold_ms)
-        self._emit(acct, a, now, "hold", -from_plan, -from_bonus, rid=rid)
-        return answer("ok", left(debt), debt, "held", cost)
+        return answer("ok", left(debt), debt, "held", cost)  # no event: the settle has it
 
     def settle(
         self, acct: str, rid: str, tokens: int, now: int, charge: int | None = None
     ) -> SettleAnswer:
-        """``charge`` (metered): that much of the hold, the rest given back first (bonus
-        credits first, plan credits up to the allowance), as a refund event."""
+        """``charge`` (metered): that much of the hold, the rest given back in the same event
+        (bonus credits first, plan credits up to the allowance)."""
         a = self.accounts.get(acct)
         h = self.held.get((acct, rid))
         if a is None or h is None:
@@ -269,19 +279,20 @@ class CreditModel:
         self._due(acct, a, now)
         h.state = "charged"
         h.charged = h.cost if charge is None else max(0, min(h.cost, charge))
-        back = 0
-        if h.charged < h.cost:
-            to_bonus = min(h.from_bonus, h.cost - h.charged)
-            room = max(0, self._rules(a.tier).credits - a.plan)
-            to_plan = min(h.cost - h.charged - to_bonus, room)
-            a.plan += to_plan
-            a.bonus += to_bonus
-            back = to_plan + to_bonus
-            self._emit(acct, a, now, "refund", to_plan, to_bonus, rid=rid, note=METERED_NOTE)
+        to_bonus = min(h.from_bonus, h.cost - h.charged)
+        room = max(0, self._rules(a.tier).credits - a.plan)
+        to_plan = min(h.cost - h.charged - to_bonus, room)
+        a.plan += to_plan
+        a.bonus += to_bonus
         a.tt += tokens
         a.mt += tokens
-        self._emit(acct, a, now, "charge", 0, 0, tokens, rid)
-        return SettleAnswer("charged", self._view(a, now), h.charged, back)
+        a.hp -= h.from_plan
+        a.hb -= h.from_bonus
+        self._emit(
+            acct, a, now, "charge", to_plan - h.from_plan, to_bonus - h.from_bonus, tokens, rid,
+            rp=h.from_plan, rb=h.from_bonus,
+        )  # fmt: skip
+        return SettleAnswer("charged", self._view(a, now), h.charged, to_plan + to_bonus)
 
     def refund(self, acct: str, rid: str, reason: str, now: int) -> SettleAnswer:
         a = self.accounts.get(acct)
@@ -295,7 +306,12 @@ class CreditModel:
         to_plan = min(h.from_plan, max(0, self._rules(a.tier).credits - a.plan))
         a.plan += to_plan
         a.bonus += h.from_bonus
-        self._emit(acct, a, now, "refund", to_plan, h.from_bonus, rid=rid, note=reason)
+        a.hp -= h.from_plan
+        a.hb -= h.from_bonus
+        self._emit(
+            acct, a, now, "refund", to_plan - h.from_plan, 0, rid=rid, note=reason,
+            rp=h.from_plan, rb=h.from_bonus,
+        )  # fmt: skip
         return SettleAnswer("refunded", self._view(a, now), to_plan + h.from_bonus)
 
     def grant(self, acct: str, credits: int, reason: str, rid: str, now: int) -> ChangeAnswer:
@@ -387,6 +403,7 @@ def event_of(f: Mapping[str, str]) -> Event:
     return Event(
         f["kind"], n["dp"], n["db"], n["tok"], f["rid"], f["note"], n["ts"], n["v"],
         s["plan"], s["bonus"], f["tier"], s["sub"], s["se"], s["pe"], s["tt"], s["mt"],
+        int(f.get("rp") or 0), int(f.get("rb") or 0),
     )  # fmt: skip
 
 

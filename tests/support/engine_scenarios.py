@@ -17,13 +17,17 @@ async def kinds(engine: CreditEngine, account: str) -> list[str]:
 
 
 async def assert_ledger_whole(engine: CreditEngine, account: str) -> list[Event]:
-    """Versions 1..V without gaps, and the deltas add up to the balance."""
+    """Versions strictly increasing up to the account's, and the deltas add up to the
+    balance with the credits its open reservations hold."""
     events = await outbox_events(engine.redis, account)
     state = await engine.status(account)
     assert state is not None
-    assert [e.v for e in events] == list(range(1, state.version + 1))
-    assert sum(e.dp for e in events) == state.plan_credits
-    assert sum(e.db for e in events) == state.bonus_credits
+    held = await engine.redis.hmget(keys.account_keys(account).state, ["hp", "hb"])
+    hp, hb = (int(value or 0) for value in held)
+    versions = [e.v for e in events]
+    assert versions == sorted(set(versions)) and versions[-1] == state.version
+    assert sum(e.dp for e in events) == state.plan_credits + hp
+    assert sum(e.db for e in events) == state.bonus_credits + hb
     return events
 
 
@@ -42,15 +46,16 @@ async def scenario_outbox_exact(engine: CreditEngine, clock: MovableClock) -> No
     assert (await engine.set_tier("ann", "upgrade", tier="pro", months=1)).status == "upgraded"
     events = await assert_ledger_whole(engine, "ann")
     pe, se = t0 + MONTH_MS, t0 + 10 + MONTH_MS
+    v0, v1 = t0 * 1000, (t0 + 10) * 1000  # versions: max(v + 1, the clock in us)
     assert events == [
-        Event("open", 5, 0, 0, "", "signup", t0, 1, 5, 0, "free", 0, 0, pe, 0, 0),
-        Event("grant", 0, 3, 0, "g1", "welcome", t0, 2, 5, 3, "free", 0, 0, pe, 0, 0),
-        Event("hold", -2, 0, 0, "r1", "", t0, 3, 3, 3, "free", 0, 0, pe, 0, 0),
-        Event("charge", 0, 0, 3100, "r1", "", t0 + 10, 4, 3, 3, "free", 0, 0, pe, 3100, 3100),
-        Event("hold", -3, -2, 0, "r2", "", t0 + 10, 5, 0, 1, "free", 0, 0, pe, 3100, 3100),
-        Event("refund", 3, 2, 0, "r2", "upstream 502", t0 + 10, 6, 3, 3, "free", 0, 0, pe,
-              3100, 3100),
-        Event("upgrade", 97, 0, 0, "", "", t0 + 10, 7, 100, 3, "pro", 1, se, pe, 3100, 3100),
+        Event("open", 5, 0, 0, "", "signup", t0, v0, 5, 0, "free", 0, 0, pe, 0, 0),
+        Event("grant", 0, 3, 0, "g1", "welcome", t0, v0 + 1, 5, 3, "free", 0, 0, pe, 0, 0),
+        # a reserve emits nothing: its settle or refund is the request's one event
+        Event("charge", -2, 0, 3100, "r1", "", t0 + 10, v1, 3, 3, "free", 0, 0, pe, 3100, 3100,
+              2, 0),
+        Event("refund", 0, 0, 0, "r2", "upstream 502", t0 + 10, v1 + 1, 3, 3, "free", 0, 0, pe,
+              3100, 3100, 3, 2),
+        Event("upgrade", 97, 0, 0, "", "", t0 + 10, v1 + 2, 100, 3, "pro", 1, se, pe, 3100, 3100),
     ]  # fmt: skip
 
 
@@ -70,7 +75,7 @@ async def scenario_rate_limit(engine: CreditEngine, clock: MovableClock) -> None
     clock.advance(1)
     again = await engine.reserve("bob", "r20", 1)
     assert (again.status, again.rate_remaining, again.rate_wait_ms) == ("ok", 0, 60000)
-    assert await kinds(engine, "bob") == ["open", "grant"] + ["hold"] * 21
+    assert await kinds(engine, "bob") == ["open", "grant"]  # reserves emit nothing
 
 
 async def scenario_expiry_then_rollovers(engine: CreditEngine, clock: MovableClock) -> None:
@@ -114,7 +119,7 @@ async def scenario_restore(engine: CreditEngine, clock: MovableClock) -> None:
     got = (a.plan_credits, a.bonus_credits, a.tier, a.subscribed, a.subscription_ends_ms)
     assert got == (7, 2, "pro", True, clock.now_ms + 5)
     assert (a.period_end_ms, a.total_tokens, a.monthly_tokens, a.version) == (
-        clock.now_ms + 9, 400, 300, 42,
+        clock.now_ms + 9, 400, 300, clock.now_ms * 1000,
     )  # fmt: skip
     other = Snapshot(1, 1, "free", False, None, clock.now_ms, 0, 0, 99)
     again = await engine.restore("eve", other)
@@ -144,16 +149,44 @@ async def scenario_metered(engine: CreditEngine, clock: MovableClock) -> None:
     refused = await engine.reserve("mia", "m3", 9, least=1)
     assert (refused.status, refused.hold) == ("insufficient", 0)
     events = await assert_ledger_whole(engine, "mia")
-    assert [(e.kind, e.dp, e.db, e.tok, e.rid, e.note) for e in events] == [
-        ("open", 5, 0, 0, "", "signup"),
-        ("grant", 0, 2, 0, "g1", "gift"),
-        ("hold", -5, -1, 0, "m1", ""),
-        ("refund", 3, 1, 0, "m1", "metered: unused hold"),
-        ("charge", 0, 0, 2500, "m1", ""),
-        ("hold", -3, -2, 0, "m2", ""),
-        ("charge", 0, 0, 60_000, "m2", ""),
+    assert [(e.kind, e.dp, e.db, e.tok, e.rid, e.rp, e.rb) for e in events] == [
+        ("open", 5, 0, 0, "", 0, 0),
+        ("grant", 0, 2, 0, "g1", 0, 0),
+        ("charge", -2, 0, 2500, "m1", 5, 1),  # held 6, charged 2: 1 bonus and 3 plan back
+        ("charge", -3, -2, 60_000, "m2", 3, 2),
     ]
     assert events[-1].tt == 62_500 and events[-1].pe == pe
+
+
+async def scenario_restore_with_open_holds(engine: CreditEngine, clock: MovableClock) -> None:
+    """The store counts held credits as the account's; restored while two reservations are
+    still held, the account holds them again, and their settle and refund close them once."""
+    await engine.open("gus", tier="free")
+    await engine.grant("gus", 2, reason="welcome")
+    assert (await engine.reserve("gus", "r1", 4)).held
+    assert (await engine.reserve("gus", "r2", 2)).held  # 1 plan, 1 bonus
+    events = await assert_ledger_whole(engine, "gus")
+    await engine.redis.delete(keys.account_keys("gus").state)  # Redis lost it
+    last = events[-1]
+    snap = Snapshot(last.plan, last.bonus, "free", False, None, last.pe, 0, 0, last.v)
+    assert (snap.plan_credits, snap.bonus_credits) == (5, 2)  # what the store has
+
+    restored = await engine.restore("gus", snap)
+
+    assert restored.account is not None
+    assert (restored.account.plan_credits, restored.account.bonus_credits) == (0, 1)
+    assert (await engine.settle("gus", "r1", 100)).status == "charged"
+    refunded = await engine.refund("gus", "r2", reason="upstream 502")
+    assert refunded.account is not None and refunded.credits == 2
+    assert (refunded.account.plan_credits, refunded.account.bonus_credits) == (1, 2)
+    events = await assert_ledger_whole(engine, "gus")
+    assert [(e.kind, e.dp, e.db, e.rp, e.rb) for e in events] == [
+        ("open", 5, 0, 0, 0),
+        ("grant", 0, 2, 0, 0),
+        ("restore", 0, 0, 0, 0),
+        ("charge", -4, 0, 4, 0),
+        ("refund", 0, 0, 1, 1),
+    ]
 
 
 SCENARIOS = [
@@ -163,6 +196,7 @@ SCENARIOS = [
     scenario_expiry_then_rollovers,
     scenario_overdue,
     scenario_restore,
+    scenario_restore_with_open_holds,
 ]
 
 

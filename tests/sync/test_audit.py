@@ -10,9 +10,11 @@ from sqlalchemy import text
 from gateway.credits import keys
 from gateway.credits.results import Snapshot
 from gateway.services import Services
+from store import repository
 from store.database import session
 from store.records import AccountSnapshot
-from sync.audit import audit, render
+from sync.audit import AuditReport, audit, render
+from sync.checks import stream_order
 from sync.worker import SyncWorker
 
 
@@ -76,3 +78,107 @@ async def test_an_account_redis_lost_is_listed_not_a_difference(services: Servic
 
     assert report.clean
     assert report.absent_in_redis == ["aud-2"]
+
+
+# -- the per-account checks ----------------------------------------------------------------------
+
+
+async def charged(services: Services, account: str, *requests: int) -> None:
+    """Open ``account`` and charge one request per number (its tokens), then sync."""
+    await services.credits.open(account, tier="pro", months=1)
+    for i, tokens in enumerate(requests):
+        assert (await services.credits.reserve(account, f"{account}-r{i}", 1)).held
+        await services.credits.settle(account, f"{account}-r{i}", tokens)
+    await SyncWorker(services).run_once()
+
+
+def findings(report: AuditReport) -> set[tuple[str, str]]:
+    return {(f.account, f.what) for f in report.findings}
+
+
+async def test_clean_with_holds_open(services: Services) -> None:
+    """Held credits are the account's in the store until settled: open holds reconcile."""
+    await charged(services, "aud-h", 100)
+    assert (await services.credits.reserve("aud-h", "open-1", 3)).held
+
+    report = await audit(services)
+
+    assert report.clean, render(report)
+
+
+async def test_a_repeated_or_backward_version_is_found(services: Services) -> None:
+    await charged(services, "aud-v", 10, 20)
+    with session(services.db) as db:
+        first, *_ = sorted(
+            repository.ledger_facts(db)["aud-v"], key=lambda f: stream_order(f.event_id)
+        )
+    # an event appended after the others, with a version the ledger has: a lost write replayed
+    await asyncio.to_thread(
+        execute,
+        services,
+        "INSERT INTO ledger_entries (event_id, account_id, kind, plan_delta, bonus_delta, "
+        "credits_delta, tokens, held_plan, held_bonus, occurred_at, version, recorded_at) "
+        "SELECT :eid, account_id, 'grant', 0, 0, 0, 0, 0, 0, occurred_at, version, recorded_at "
+        "FROM ledger_entries WHERE event_id = :first",
+        eid=f"{keys.bucket_of('aud-v')}-9999999999999-0",
+        first=first.event_id,
+    )
+
+    report = await audit(services)
+
+    assert ("aud-v", "versions") in findings(report)
+    assert any("not above" in str(f) for f in report.findings)
+
+
+async def test_tokens_that_do_not_add_up_are_found(services: Services) -> None:
+    await charged(services, "aud-t", 100, 250)
+    await asyncio.to_thread(
+        execute,
+        services,
+        "UPDATE ledger_entries SET tokens = 1 WHERE account_id = 'aud-t' AND tokens = 250",
+    )
+
+    report = await audit(services)
+
+    assert findings(report) == {("aud-t", "tokens")}
+    assert "the ledger's rows add up to 101 tokens, the store's total is 350" in str(
+        report.findings[0]
+    )
+
+
+async def test_a_hold_past_its_deadline_is_found(services: Services) -> None:
+    await charged(services, "aud-d")
+    assert (await services.credits.reserve("aud-d", "stuck", 2)).held
+    now = await services.credits.now_ms()
+    reservation = keys.account_keys("aud-d").reservation("stuck")
+    await services.redis.hset(reservation, mapping={"dl": now - 60_000})  # no reaper ran
+
+    report = await audit(services)
+    assert findings(report) == {("aud-d", "hold past its deadline")}
+    assert "request stuck holds 2 credit(s)" in str(report.findings[0])
+    assert (await audit(services, grace_ms=120_000)).clean
+
+
+async def test_held_credits_the_reservations_do_not_hold_are_found(services: Services) -> None:
+    await charged(services, "aud-x")
+    assert (await services.credits.reserve("aud-x", "open-1", 2)).held
+    await services.redis.hset(keys.account_keys("aud-x").state, "hp", 5)
+    await services.redis.hset(keys.account_keys("aud-x").state, "plan", 95)  # same total
+
+    report = await audit(services)
+
+    assert findings(report) == {("aud-x", "held credits")}
+
+
+async def test_a_negative_balance_is_found(services: Services) -> None:
+    await charged(services, "aud-n", 10)
+    await asyncio.to_thread(
+        execute, services, "UPDATE ledger_entries SET plan_delta = -200 WHERE kind = 'charge'"
+    )
+    await services.redis.hset(keys.account_keys("aud-n").state, "bonus", -1)
+
+    report = await audit(services)
+
+    negative = [str(f) for f in report.findings if f.what == "negative balance"]
+    assert any("the ledger's sums after" in text for text in negative)
+    assert any("Redis: bonus -1" in text for text in negative)
