@@ -276,8 +276,9 @@ def _figures(
             statuses["abandoned" if call.abandoned else "no answer"] += 1
         elif call.status == 429:
             statuses[f"429 {call.error}"] += 1
-        elif call.status >= 500:
-            statuses[f"{call.status}"] += 1
+        elif call.status >= 500:  # the backend's own (asked for by the load) or the gateway's
+            code = "backend's" if call.error in (None, "as asked") else call.error
+            statuses[f"{call.status} {code}"] += 1
         elif call.status >= 400:
             statuses["4xx"] += 1
         elif call.status >= 300:

@@ -179,16 +179,25 @@ class RedisClusterNodes:
         return next(node for node in self.masters() if node.holds(slot))
 
     def wait_healthy(self, *, within: float = STARTUP_S) -> None:
-        """Every live node says ``cluster_state:ok``, and every master has a replica in sync."""
+        """Every live node says ``cluster_state:ok``, the slots are on live masters only, and
+        every other live node is a replica in sync.
+
+        A node killed a moment ago still looks like a master holding slots, and the replicas
+        of a cluster just created still look like masters without slots: neither is healthy
+        (a test that kills a master then would kill one without a replica)."""
 
         def ok() -> bool:
-            if not all("cluster_state:ok" in cli(p, "CLUSTER", "INFO") for p in self.alive()):
+            alive = set(self.alive())
+            if not all("cluster_state:ok" in cli(p, "CLUSTER", "INFO") for p in alive):
                 return False
-            masters = [node for node in self.nodes() if node.master and node.slots]
-            return len(masters) == CLUSTER_MASTERS and all(
-                "master_link_status:up" in cli(node.port, "INFO", "replication")
-                for node in self.nodes()
-                if not node.master
+            nodes = self.nodes()
+            masters = [node for node in nodes if node.master and node.slots]
+            if len(masters) != CLUSTER_MASTERS or any(m.port not in alive for m in masters):
+                return False
+            return all(
+                not node.master and "master_link_status:up" in cli(node.port, "INFO", "replication")
+                for node in nodes
+                if node.port in alive and node not in masters
             )
 
         wait_until("a healthy cluster", ok, within=within)
