@@ -162,31 +162,7 @@ class Holds:
         A timer rather than a task: most requests end long before the first beat, and then
         cancelling a timer is all this costs them.
         """
-        loop = asyncio.get_running_loop()
-        every = self.engine.hold_ms / 3000
-        beat: asyncio.TimerHandle | asyncio.Future[None] | None = None
-
-        async def extend() -> None:
-            nonlocal beat
-            try:
-                alive = await self.engine.extend(account, request_id)
-            except Unavailable as exc:
-                # The answer goes on; at worst the reaper refunds it at the old deadline.
-                log.warning("extending the reservation failed: %s", exc)
-                alive = True
-            if alive:
-                beat = loop.call_later(every, start)
-
-        def start() -> None:
-            nonlocal beat
-            beat = asyncio.ensure_future(extend())
-
-        def stop() -> None:
-            if beat is not None:
-                beat.cancel()
-
-        beat = loop.call_later(every, start)
-        return stop
+        return _KeepAlive(self.engine, account, request_id).stop
 
     def release(self, account: str, request_id: str) -> None:
         """Refund a reservation that may or may not exist, in the background, quietly."""
@@ -254,3 +230,43 @@ class Holds:
         self._closed(request_id)
         if settled.status == "charged":  # not a repeat of a settle that had landed
             self.metrics.credits_charged.inc(settled.credits)
+
+
+class _KeepAlive:
+    """The beats of one request's ``Holds.keep_alive``: a timer, then an extend, then a timer...
+
+    An object rather than closures that call each other: those form a reference cycle (each
+    closure's cell holds the other) that outlives the request until the cycle collector runs,
+    about fifteen objects a request, and a server then pays for it in long collections. Here
+    the only cycle is the pending beat holding ``self``, and ``stop`` breaks it.
+    """
+
+    __slots__ = ("_account", "_beat", "_engine", "_every", "_loop", "_request_id")
+
+    def __init__(self, engine: CreditEngine, account: str, request_id: str) -> None:
+        self._engine = engine
+        self._account = account
+        self._request_id = request_id
+        self._loop = asyncio.get_running_loop()
+        self._every = engine.hold_ms / 3000
+        self._beat: asyncio.TimerHandle | asyncio.Future[None] | None = self._loop.call_later(
+            self._every, self._start
+        )
+
+    def _start(self) -> None:
+        self._beat = asyncio.ensure_future(self._extend())
+
+    async def _extend(self) -> None:
+        try:
+            alive = await self._engine.extend(self._account, self._request_id)
+        except Unavailable as exc:
+            # The answer goes on; at worst the reaper refunds it at the old deadline.
+            log.warning("extending the reservation failed: %s", exc)
+            alive = True
+        if alive and self._beat is not None:
+            self._beat = self._loop.call_later(self._every, self._start)
+
+    def stop(self) -> None:
+        beat, self._beat = self._beat, None
+        if beat is not None:
+            beat.cancel()
