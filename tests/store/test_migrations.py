@@ -70,3 +70,23 @@ def test_downgrade_to_nothing_and_back(db_url: str) -> None:
         assert current_revision(engine) == HEAD
     finally:
         engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics_and_the_database_agrees(
+    empty_db_url: str,
+) -> None:
+    """``head_revision`` and ``current_revision`` skip Alembic (a serving process never loads
+    it): they must say what Alembic says."""
+    from alembic.script import ScriptDirectory
+
+    from store.database import head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    upgrade(empty_db_url)
+    engine = create_db_engine(empty_db_url)
+    try:
+        with engine.connect() as connection:
+            alembics = MigrationContext.configure(connection).get_current_revision()
+        assert current_revision(engine) == alembics == head_revision()
+    finally:
+        engine.dispose()
