@@ -135,6 +135,7 @@ def create_app(
         app.state.services = svc
         app.state.keys = keys
         app.state.proxy = proxy
+        flushing = asyncio.ensure_future(metrics.flushing())
         if server:
             tune_gc()
         try:
@@ -142,6 +143,8 @@ def create_app(
         finally:
             app.proxy = None
             await inflight.drain()
+            flushing.cancel()  # its last flush counts the drained settles
+            await asyncio.gather(flushing, return_exceptions=True)
             await keys.stop()
             await session.close()
             if services is None:
