@@ -1,4 +1,5 @@
-"""What a serving process loads: not Alembic, which only migrates (``creditgate db upgrade``).
+"""What a serving process loads: not Alembic, which only migrates (``creditgate db upgrade``),
+nor the other commands' code (the sync worker's HTTP client, httpx, and its console libraries).
 
 Checked in a fresh interpreter, as ``creditgate serve`` runs: the command line parsed, the
 store's schema checked, the app built. (SQLAlchemy is still loaded: every worker looks API
@@ -15,20 +16,22 @@ from store.database import upgrade
 
 STARTS = """
 import sys
-from gateway.cli import build_parser
+from gateway.cli import SERVE_MODULE, build_parser, serving
 from gateway.app import create_app
 from gateway.services import check_store
 from gateway.settings import Settings
 
-build_parser()
+argv = ["--log-level", "WARNING", "serve", "--port", "8081"]
+assert serving(argv)
+build_parser(SERVE_MODULE).parse_args(argv)
 settings = Settings.load(database_url=sys.argv[1])
 check_store(settings, "creditgate serve")
 create_app(settings, server=True)
-print(",".join(sorted(m for m in ("alembic", "sqlalchemy") if m in sys.modules)))
+print(",".join(sorted(m for m in ("alembic", "httpx", "sqlalchemy", "sync") if m in sys.modules)))
 """
 
 
-def test_a_serving_process_does_not_import_alembic(tmp_path: Path) -> None:
+def test_a_serving_process_does_not_import_alembic_nor_other_commands(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade(url)
     root = Path(__file__).resolve().parent.parent
@@ -42,3 +45,11 @@ def test_a_serving_process_does_not_import_alembic(tmp_path: Path) -> None:
         check=True,
     )
     assert done.stdout.split() == ["sqlalchemy"], done.stdout + done.stderr
+
+
+def test_only_serve_narrows_the_parser() -> None:
+    from gateway.cli import serving
+
+    assert serving(["serve"]) and serving(["--log-level", "DEBUG", "serve", "--workers", "2"])
+    assert not serving(["sync"]) and not serving(["db", "upgrade"]) and not serving([])
+    assert not serving(["--help"]) and not serving(["demo", "--port", "8080"])
