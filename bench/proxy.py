@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,7 @@ class Target:
     single: list[Run] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     redis_us: list[float] = field(default_factory=list)
+    wrk_us: list[float] = field(default_factory=list)
 
     def worker_pids(self) -> list[int]:
         if self.pid is None:
@@ -131,18 +133,25 @@ def wrk_script(folder: Path, target: Target) -> Path:
     return script
 
 
+def children_cpu_s() -> float:
+    """CPU seconds used by this script's finished children: the ``wrk`` runs."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def measure(target: Target, seconds: float, single_seconds: float, folder: Path) -> None:
     """One round of ``target``: warm-up, the loaded run (with CPU), the single-connection run."""
     script = wrk_script(folder, target)
     wrk(target, CONNECTIONS, 1, script)
     pids = servers.tree(target.pid) if target.pid else []
-    before = servers.cpu_s(pids), servers.cpu_s(target.redis_pids)
+    before = servers.cpu_s(pids), servers.cpu_s(target.redis_pids), children_cpu_s()
     run = wrk(target, CONNECTIONS, seconds, script)
-    after = servers.cpu_s(pids), servers.cpu_s(target.redis_pids)
+    after = servers.cpu_s(pids), servers.cpu_s(target.redis_pids), children_cpu_s()
     target.loaded.append(run)
     per_request = 1e6 / max(1, run.requests)
     target.cpu_us.append((after[0] - before[0]) * per_request)
     target.redis_us.append((after[1] - before[1]) * per_request)
+    target.wrk_us.append((after[2] - before[2]) * per_request)
     if single_seconds > 0:
         target.single.append(wrk(target, 1, single_seconds, script))
 
@@ -265,7 +274,7 @@ def report(
     print(f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the end")
     head = (
         f"{'target':<34} {'req/s':>7} {'ratio':>6} {'p50':>6} {'p99':>6} {'max':>6} "
-        f"{'+p50':>6} {'max x':>6} {'cpu us':>7} {'redis':>6} {'MB/wkr':>7}"
+        f"{'+p50':>6} {'max x':>6} {'cpu us':>7} {'redis':>6} {'wrk':>5} {'MB/wkr':>7} {'bad':>4}"
     )
     print(head + "\n" + "-" * len(head))
     baseline = {t.workers: t for t in targets if t.name.startswith("minimal")}
@@ -293,18 +302,19 @@ def report(
             cells += [f"{'':>6}"] * 5
         cells.append(f"{median(t.cpu_us):>7.0f}")
         cells.append(f"{median(t.redis_us):>6.0f}" if t.redis_pids else f"{'-':>6}")
+        cells.append(f"{median(t.wrk_us):>5.0f}")
         mb = memory.get(t.name, [])
         cells.append(f"{max(mb):>7.0f}" if mb and not t.name.startswith("nginx") else f"{'-':>7}")
+        cells.append(f"{sum(r.bad for r in (*t.loaded, *t.single)):>4}")
         print(" ".join(cells))
     print(
-        "ratio: req/s over the minimal proxy's with as many workers; p50 / p99 / max: ms at one "
-        "connection;\n+p50: ms added to the minimal proxy's p50; max x: max over its max; "
-        "cpu us: CPU per request of the\nproxy's processes (supervisor included); redis: of "
-        "the Redis servers; MB/wkr: the largest peak RSS of a worker."
+        "ratio: req/s over the minimal proxy's with as many workers; p50 / p99 / max: ms at "
+        "one connection;\n+p50: ms added to the minimal proxy's p50; max x: max over its max; "
+        "cpu us: CPU per request\nof the proxy's processes (supervisor included); redis: of "
+        "the Redis servers; wrk: of the load\ngenerator (the three share the machine's cores); "
+        "MB/wkr: the largest peak RSS of a worker;\nbad: answers not 2xx or failed, all runs "
+        "(many: the figures are suspect)."
     )
-    bad = sum(r.bad for t in targets for r in (*t.loaded, *t.single))
-    if bad:
-        print(f"WARNING: {bad} answers were not 2xx or failed: the figures above are suspect")
     print_targets(targets, baseline, memory)
 
 
