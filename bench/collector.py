@@ -117,8 +117,8 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {s: [] for s in SETTINGS}
     with tempfile.TemporaryDirectory(prefix="creditgate-gc-") as tmp:
         folder = Path(tmp)
-        with servers.nginx(folder) as (backend, _), servers.redis(folder) as (redis_url, _):
-            env = proxy.gateway_env(folder, redis_url, False, backend)
+        with servers.nginx(folder) as (backend, _), servers.redis(folder) as redis:
+            env = proxy.gateway_env(folder, redis.url, False, backend)
             key = asyncio.run(proxy.open_account(env))
             for done in range(args.rounds):
                 for setting in SETTINGS:

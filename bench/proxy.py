@@ -73,13 +73,14 @@ class Target:
     headers: dict[str, str]
     pid: int | None = None
     """The process started (a supervisor when it has workers); None: not measured for CPU."""
-    redis_pids: list[int] = field(default_factory=list)
+    redis: servers.Redis | None = None
     workers: int = 1
     loaded: list[Run] = field(default_factory=list)
     single: list[Run] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     redis_us: list[float] = field(default_factory=list)
     wrk_us: list[float] = field(default_factory=list)
+    redis_reads: list[float] = field(default_factory=list)
 
     def worker_pids(self) -> list[int]:
         if self.pid is None:
@@ -144,14 +145,17 @@ def measure(target: Target, seconds: float, single_seconds: float, folder: Path)
     script = wrk_script(folder, target)
     wrk(target, CONNECTIONS, 1, script)
     pids = servers.tree(target.pid) if target.pid else []
-    before = servers.cpu_s(pids), servers.cpu_s(target.redis_pids), children_cpu_s()
+    redis_pids = target.redis.pids if target.redis else []
+    reads = target.redis.reads if target.redis else int
+    before = servers.cpu_s(pids), servers.cpu_s(redis_pids), children_cpu_s(), reads()
     run = wrk(target, CONNECTIONS, seconds, script)
-    after = servers.cpu_s(pids), servers.cpu_s(target.redis_pids), children_cpu_s()
+    after = servers.cpu_s(pids), servers.cpu_s(redis_pids), children_cpu_s(), reads()
     target.loaded.append(run)
     per_request = 1e6 / max(1, run.requests)
     target.cpu_us.append((after[0] - before[0]) * per_request)
     target.redis_us.append((after[1] - before[1]) * per_request)
     target.wrk_us.append((after[2] - before[2]) * per_request)
+    target.redis_reads.append((after[3] - before[3]) / max(1, run.requests))
     if single_seconds > 0:
         target.single.append(wrk(target, 1, single_seconds, script))
 
@@ -213,7 +217,7 @@ def minimal(backend: str, workers: int) -> Iterator[Target]:
 
 @contextmanager
 def gateway(
-    env: dict[str, str], api_key: str, workers: int, redis_pids: list[int], label: str
+    env: dict[str, str], api_key: str, workers: int, redis: servers.Redis, label: str
 ) -> Iterator[Target]:
     port = servers.free_port()
     argv = [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"]
@@ -221,7 +225,7 @@ def gateway(
     with servers.spawn("gateway", argv, port, env, cwd=ROOT) as proc:
         name = f"gateway, {workers} worker{'s' * (workers > 1)}{label}"
         auth = {"Authorization": f"Bearer {api_key}"}
-        yield Target(name, f"http://127.0.0.1:{port}", auth, proc.pid, redis_pids, workers)
+        yield Target(name, f"http://127.0.0.1:{port}", auth, proc.pid, redis, workers)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -232,19 +236,19 @@ def bench(rounds: int, seconds: float, single_seconds: float, workers: list[int]
     with tempfile.TemporaryDirectory(prefix="creditgate-bench-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
         backend, nginx_proc = stack.enter_context(servers.nginx(folder))
-        redis_url, redis_pids = stack.enter_context(servers.redis(folder))
-        cluster_url, cluster_pids = stack.enter_context(servers.redis_cluster(folder))
+        redis = stack.enter_context(servers.redis(folder))
+        cluster = stack.enter_context(servers.redis_cluster(folder))
         single_dir, cluster_dir = folder / "single", folder / "cluster"
         single_dir.mkdir()
         cluster_dir.mkdir()
-        env = gateway_env(single_dir, redis_url, False, backend)
-        cluster_env = gateway_env(cluster_dir, cluster_url, True, backend)
+        env = gateway_env(single_dir, redis.url, False, backend)
+        cluster_env = gateway_env(cluster_dir, cluster.url, True, backend)
         key, cluster_key = asyncio.run(open_account(env)), asyncio.run(open_account(cluster_env))
         targets = [Target("nginx, direct", backend, {}, nginx_proc.pid)]
         for n in workers:
             targets.append(stack.enter_context(minimal(backend, n)))
-            targets.append(stack.enter_context(gateway(env, key, n, redis_pids, "")))
-        on_cluster = gateway(cluster_env, cluster_key, 1, cluster_pids, ", Redis Cluster")
+            targets.append(stack.enter_context(gateway(env, key, n, redis, "")))
+        on_cluster = gateway(cluster_env, cluster_key, 1, cluster, ", Redis Cluster")
         targets.append(stack.enter_context(on_cluster))
         for done in range(rounds):
             for target in targets:
@@ -274,7 +278,8 @@ def report(
     print(f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the end")
     head = (
         f"{'target':<34} {'req/s':>7} {'ratio':>6} {'p50':>6} {'p99':>6} {'max':>6} "
-        f"{'+p50':>6} {'max x':>6} {'cpu us':>7} {'redis':>6} {'wrk':>5} {'MB/wkr':>7} {'bad':>4}"
+        f"{'+p50':>6} {'max x':>6} {'cpu us':>7} {'redis':>6} {'trips':>5} {'wrk':>5} "
+        f"{'MB/wkr':>7} {'bad':>4}"
     )
     print(head + "\n" + "-" * len(head))
     baseline = {t.workers: t for t in targets if t.name.startswith("minimal")}
@@ -301,7 +306,8 @@ def report(
         else:
             cells += [f"{'':>6}"] * 5
         cells.append(f"{median(t.cpu_us):>7.0f}")
-        cells.append(f"{median(t.redis_us):>6.0f}" if t.redis_pids else f"{'-':>6}")
+        cells.append(f"{median(t.redis_us):>6.0f}" if t.redis else f"{'-':>6}")
+        cells.append(f"{median(t.redis_reads):>5.2f}" if t.redis else f"{'-':>5}")
         cells.append(f"{median(t.wrk_us):>5.0f}")
         mb = memory.get(t.name, [])
         cells.append(f"{max(mb):>7.0f}" if mb and not t.name.startswith("nginx") else f"{'-':>7}")
@@ -311,9 +317,9 @@ def report(
         "ratio: req/s over the minimal proxy's with as many workers; p50 / p99 / max: ms at "
         "one connection;\n+p50: ms added to the minimal proxy's p50; max x: max over its max; "
         "cpu us: CPU per request\nof the proxy's processes (supervisor included); redis: of "
-        "the Redis servers; wrk: of the load\ngenerator (the three share the machine's cores); "
-        "MB/wkr: the largest peak RSS of a worker;\nbad: answers not 2xx or failed, all runs "
-        "(many: the figures are suspect)."
+        "the Redis servers; trips: socket reads Redis\nmade per request (one per pipeline "
+        "sent); wrk: CPU per request of the load generator (all share\nthe machine's cores); "
+        "MB/wkr: the largest peak RSS of a worker; bad: answers not 2xx or failed."
     )
     print_targets(targets, baseline, memory)
 

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_S = 30.0
@@ -119,15 +120,34 @@ def _redis_argv(port: int, folder: Path, *extra: str) -> list[str]:
     return [*argv, "--save", "", "--appendonly", "no", *extra]
 
 
+@dataclass(frozen=True, slots=True)
+class Redis:
+    """A Redis server or cluster the benchmark started: a URL (a seed), processes, ports."""
+
+    url: str
+    pids: list[int]
+    ports: list[int]
+
+    def reads(self) -> int:
+        """How many times the servers read from a client socket (``total_reads_processed``):
+        one per pipeline a client sends, so per request, the round trips it cost Redis."""
+        total = 0
+        for port in self.ports:
+            for line in _cli(port, "INFO", "stats").splitlines():
+                if line.startswith("total_reads_processed:"):
+                    total += int(line.split(":")[1])
+        return total
+
+
 @contextmanager
-def redis(tmp: Path) -> Iterator[tuple[str, list[int]]]:
-    """A Redis of its own (so its CPU is the gateway's alone): (URL, [server pid])."""
-    require("redis-server")
+def redis(tmp: Path) -> Iterator[Redis]:
+    """A Redis of its own (so its CPU is the gateway's alone)."""
+    require("redis-server", "redis-cli")
     port = free_port()
     folder = tmp / f"redis-{port}"
     folder.mkdir()
     with spawn("redis", _redis_argv(port, folder), port) as proc:
-        yield f"redis://127.0.0.1:{port}/0", [proc.pid]
+        yield Redis(f"redis://127.0.0.1:{port}/0", [proc.pid], [port])
 
 
 def _free_port_pair() -> int:
@@ -157,9 +177,9 @@ def _cli(port: int, *args: str) -> str:
 
 
 @contextmanager
-def redis_cluster(tmp: Path, masters: int = 3) -> Iterator[tuple[str, list[int]]]:
+def redis_cluster(tmp: Path, masters: int = 3) -> Iterator[Redis]:
     """A Redis Cluster of ``masters`` primaries and no replicas, started as
-    ``tests/support/cluster.py`` does: (a seed URL, the servers' pids)."""
+    ``tests/support/cluster.py`` does."""
     require("redis-server", "redis-cli")
     ports = [_free_port_pair() for _ in range(masters)]
     with ExitStack() as stack:
@@ -177,7 +197,7 @@ def redis_cluster(tmp: Path, masters: int = 3) -> Iterator[tuple[str, list[int]]
             if time.monotonic() > deadline:
                 raise SystemExit("bench: the Redis Cluster did not reach cluster_state:ok")
             time.sleep(0.1)
-        yield f"redis://127.0.0.1:{ports[0]}/0", pids
+        yield Redis(f"redis://127.0.0.1:{ports[0]}/0", pids, ports)
 
 
 # --- /proc ------------------------------------------------------------------------------
