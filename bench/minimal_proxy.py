@@ -9,13 +9,15 @@ the reserve script, signing, settling. Two of them:
 - ``--starlette``: a Starlette app with one catch-all route streaming the answer back, the
   pass-through proxy issue 4 measured its targets against.
 
-Run: ``python bench/minimal_proxy.py --port P --upstream URL [--starlette]``.
+Run: ``python bench/minimal_proxy.py --port P --upstream URL [--starlette] [--workers N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -156,13 +158,37 @@ def starlette_app(upstream: str) -> Any:
     return Starlette(routes=[Route("/{path:path}", forward, methods=methods)], lifespan=lifespan)
 
 
+def from_env() -> Any:
+    """uvicorn factory for ``--workers N``: each worker reads the upstream from the environment."""
+    upstream = os.environ["MINIMAL_PROXY_UPSTREAM"]
+    if os.environ.get("MINIMAL_PROXY_STARLETTE"):
+        return starlette_app(upstream)
+    return MinimalProxy(upstream)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--starlette", action="store_true", help="the Starlette variant")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     args = parser.parse_args()
+    if args.workers > 1:
+        os.environ["MINIMAL_PROXY_UPSTREAM"] = args.upstream
+        if args.starlette:
+            os.environ["MINIMAL_PROXY_STARLETTE"] = "1"
+        uvicorn.run(
+            "minimal_proxy:from_env",
+            factory=True,
+            workers=args.workers,
+            app_dir=str(Path(__file__).parent),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     uvicorn.run(
         starlette_app(args.upstream) if args.starlette else MinimalProxy(args.upstream),
         host=args.host,

@@ -1,290 +1,190 @@
-"""Proxy benchmark: what the gateway costs next to a bare proxy and the backend itself.
+"""Proxy benchmark: what the gateway costs next to a bare pass-through proxy, with nginx behind.
 
-Four targets in one run, each its own process on loopback, load from another process:
+Every process is started by this script on loopback, in one run (``bench/servers.py``):
 
-- ``backend``: the demo codegen backend called directly (signed headers made up front),
-- ``minimal proxy``: ``bench/minimal_proxy.py``, a pass-through proxy on the same stack
-  (uvicorn, plain ASGI, aiohttp), no auth, no credits: the strict baseline,
-- ``starlette proxy``: the same pass-through as a Starlette route (``--starlette``), the
-  baseline issue 4 set its goal against,
-- ``gateway``: creditgate, one worker, real Redis (db 15, or ``CREDITGATE_BENCH_REDIS_URL``),
-  an enterprise account with a billion credits and no rate limit: every call is charged.
+- ``nginx``: the backend, one worker answering a small JSON body with ``usage`` (measured
+  directly too, for scale);
+- ``minimal``: ``bench/minimal_proxy.py``, a pass-through on the gateway's stack (uvicorn
+  with uvloop and httptools, plain ASGI, aiohttp), no auth and no credits: the baseline;
+- ``gateway``: ``creditgate serve``, an account with a billion credits and no rate limit,
+  so every call is charged; on a Redis of its own (its CPU is the gateway's alone), and
+  once more on a Redis Cluster of 3 primaries.
 
-Load is ``wrk`` when installed (``apt-get install wrk``), else an aiohttp load loop in a
-subprocess (``python bench/proxy.py load ...``). Each target gets a 1 s warm-up, a
-``--seconds`` run at ``--connections`` connections and a run at one connection. Printed:
-req/s, p50 / p99, CPU per request of each process, the gateway's throughput against both
-baselines and its p50 overhead in ms. Nothing asserts a time: the figures are for people.
+The proxies run with 1 and 2 workers. Each round takes every target in turn (a machine that
+slows down during the run weighs on all alike): a 1 s warm-up, ``wrk -t1 -c50`` for
+``--seconds``, then ``wrk -t1 -c1`` for ``--single-seconds``, which records every request (its
+max is the worst request of the run, the stalls included). Printed, each figure the median of
+the rounds: req/s and its ratio to the minimal proxy with as many workers; p50 / p99 / max at
+one connection and what the gateway adds; CPU per request of the proxy's processes and of
+Redis, from ``/proc`` during the 50-connection run; peak memory (``VmHWM``) per worker. Then
+issue 16's targets, met or not. Nothing is asserted: the figures are for people, and on a
+shared machine the same-run ratios mean more than the absolute figures.
 
-Run: ``python bench/proxy.py [--seconds 5] [--connections 50] [--rounds 1]`` (``make bench``);
-with ``--rounds N`` every target is measured N times in turn and the median run is shown.
+Run: ``python bench/proxy.py [--rounds 3] [--seconds 5] [--single-seconds 3]`` (``make bench``).
+Needs ``nginx``, ``wrk`` and ``redis-server`` / ``redis-cli`` on PATH (it installs nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import re
-import shutil
-import socket
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import servers  # noqa: E402  (bench/servers.py, next to this script)
+
 SECRET = "bench-signing-secret-not-for-production"
 PATH = "/api/projects/start-workflow"
 BODY = json.dumps({"prompt": "write a function that adds two numbers"})
-DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
-START_TIMEOUT_S = 30.0
+CONNECTIONS = 50
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    requests: int
+class Run:
+    """One ``wrk`` run: throughput, latency (ms) and the answers that were not 2xx."""
+
     rps: float
     p50_ms: float
     p99_ms: float
+    max_ms: float
+    requests: int
     bad: int
-    """Non-2xx answers and socket errors: a run with many of these measured the wrong thing."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@dataclass(slots=True)
+class Target:
+    """A server under load and what was measured of it, round after round."""
 
+    name: str
+    url: str
+    headers: dict[str, str]
+    pid: int | None = None
+    """The process started (a supervisor when it has workers); None: not measured for CPU."""
+    redis: servers.Redis | None = None
+    workers: int = 1
+    loaded: list[Run] = field(default_factory=list)
+    single: list[Run] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    redis_us: list[float] = field(default_factory=list)
+    wrk_us: list[float] = field(default_factory=list)
+    redis_reads: list[float] = field(default_factory=list)
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], name: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench: the {name} exited with {proc.returncode} during start")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"bench: the {name} did not listen on {port} within {START_TIMEOUT_S} s")
-
-
-@contextmanager
-def spawn(
-    name: str, argv: list[str], port: int, env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT)
-    try:
-        wait_listening(port, proc, name)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def signed(method: str, path: str) -> dict[str, str]:
-    from gateway.signing import signed_headers
-
-    return signed_headers(
-        SECRET.encode(),
-        method=method,
-        path=path,
-        account="bench",
-        tier="enterprise",
-        request_id="bench-request",
-        credits_remaining=1,
-    )
+    def worker_pids(self) -> list[int]:
+        if self.pid is None:
+            return []
+        pids = servers.tree(self.pid)
+        return pids if len(pids) == 1 else [p for p in pids if p != self.pid]
 
 
 # --- load -------------------------------------------------------------------------------
 
 
-def _wrk_ms(text: str) -> float:
+def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
     if match is None:
         raise ValueError(f"wrk latency {text!r}")
-    value, unit = float(match[1]), match[2]
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+    return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[match[2]]
 
 
-def parse_wrk(output: str) -> Result:
-    def find(pattern: str) -> str | None:
+def parse_wrk(output: str) -> Run:
+    def find(pattern: str, default: str = "0") -> str:
         match = re.search(pattern, output)
-        return match[1] if match else None
+        return match[1] if match else default
 
-    requests = int(find(r"(\d+) requests in") or 0)
-    bad = int(find(r"Non-2xx or 3xx responses: (\d+)") or 0)
+    bad = int(find(r"Non-2xx or 3xx responses: (\d+)"))
     errors = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if errors:
         bad += sum(int(n) for n in errors.groups())
-    return Result(
-        requests=requests,
-        rps=float(find(r"Requests/sec:\s+([\d.]+)") or 0),
-        p50_ms=_wrk_ms(find(r"(?m)^\s*50%\s+(\S+)") or "0ms"),
-        p99_ms=_wrk_ms(find(r"(?m)^\s*99%\s+(\S+)") or "0ms"),
+    return Run(
+        rps=float(find(r"Requests/sec:\s+([\d.]+)")),
+        p50_ms=_ms(find(r"(?m)^\s*50%\s+(\S+)", "0ms")),
+        p99_ms=_ms(find(r"(?m)^\s*99%\s+(\S+)", "0ms")),
+        max_ms=_ms(find(r"(?m)^\s*Latency\s+\S+\s+\S+\s+(\S+)", "0ms")),
+        requests=int(find(r"(\d+) requests in")),
         bad=bad,
     )
 
 
-def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: float) -> Result:
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(BODY)}"]
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write("\n".join(lines) + "\n")
-    try:
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
-        done = subprocess.run(
-            [*argv, "-s", script.name, url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 30,
-        )
-    finally:
-        os.unlink(script.name)
+def wrk(target: Target, connections: int, seconds: float, script: Path) -> Run:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    argv += ["-s", str(script), target.url + PATH]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60)
     return parse_wrk(done.stdout)
 
 
-def run_load_script(url: str, headers: dict[str, str], connections: int, seconds: float) -> Result:
-    argv = [sys.executable, __file__, "load", url, "--connections", str(connections)]
-    argv += ["--seconds", str(seconds), "--headers", json.dumps(headers)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 30)
-    return Result(**json.loads(done.stdout))
+def wrk_script(folder: Path, target: Target) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(BODY)}"]
+    headers = {"Content-Type": "application/json", **target.headers}
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    script = folder / (re.sub(r"\W+", "-", target.name) + ".lua")
+    script.write_text("\n".join(lines) + "\n")
+    return script
 
 
-async def _load(url: str, headers: dict[str, str], connections: int, seconds: float) -> Result:
-    import aiohttp
-
-    latencies: list[float] = []
-    bad = 0
-    headers = {"Content-Type": "application/json", **headers}
-    deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client() -> None:
-            nonlocal bad
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                try:
-                    async with session.post(url, data=BODY, headers=headers) as response:
-                        await response.read()
-                        ok = response.status < 400
-                except aiohttp.ClientError:
-                    ok = False
-                latencies.append((time.perf_counter() - start) * 1000)
-                bad += not ok
-
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(connections)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0.0
-
-    return Result(len(latencies), len(latencies) / elapsed, pct(0.50), pct(0.99), bad)
+def children_cpu_s() -> float:
+    """CPU seconds used by this script's finished children: the ``wrk`` runs."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
-def measure(
-    url: str, headers: dict[str, str], connections: int, seconds: float, cpu: CpuMeter
-) -> tuple[Result, dict[str, float], int]:
-    """A warm-up second (pools, key cache, scripts loaded), then the run: (run, CPU µs per
-    request of each watched process during the run, all calls)."""
-    runner = run_wrk if shutil.which("wrk") else run_load_script
-    warm = runner(url, headers, connections, 1)
-    before = cpu()
-    result = runner(url, headers, connections, seconds)
-    after = cpu()
-    per_request = {
-        name: (after[name] - before[name]) * 1e6 / max(1, result.requests) for name in after
-    }
-    return result, per_request, warm.requests + result.requests
-
-
-CpuMeter = Callable[[], dict[str, float]]
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used, from ``/proc`` (Linux; else 0)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The most memory a process has held (``VmHWM`` in ``/proc``), in MB; 0 if unknown."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def redis_cpu_s(redis_url: str) -> float:
-    """CPU seconds the Redis server has used (``INFO cpu``), main thread and others."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        info = client.info("cpu")
-    finally:
-        client.close()
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def measure(target: Target, seconds: float, single_seconds: float, folder: Path) -> None:
+    """One round of ``target``: warm-up, the loaded run (with CPU), the single-connection run."""
+    script = wrk_script(folder, target)
+    wrk(target, CONNECTIONS, 1, script)
+    pids = servers.tree(target.pid) if target.pid else []
+    redis_pids = target.redis.pids if target.redis else []
+    reads = target.redis.reads if target.redis else int
+    before = servers.cpu_s(pids), servers.cpu_s(redis_pids), children_cpu_s(), reads()
+    run = wrk(target, CONNECTIONS, seconds, script)
+    after = servers.cpu_s(pids), servers.cpu_s(redis_pids), children_cpu_s(), reads()
+    target.loaded.append(run)
+    per_request = 1e6 / max(1, run.requests)
+    target.cpu_us.append((after[0] - before[0]) * per_request)
+    target.redis_us.append((after[1] - before[1]) * per_request)
+    target.wrk_us.append((after[2] - before[2]) * per_request)
+    target.redis_reads.append((after[3] - before[3]) / max(1, run.requests))
+    if single_seconds > 0:
+        target.single.append(wrk(target, 1, single_seconds, script))
 
 
 # --- the targets ------------------------------------------------------------------------
 
 
-def serve_backend(port: int) -> None:
-    import uvicorn
-
-    from gateway.demo.backends import codegen_app
-
-    uvicorn.run(
-        codegen_app(SECRET.encode()),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-    )
-
-
-def gateway_env(workdir: Path, redis_url: str, backend: str) -> dict[str, str]:
-    config = workdir / "bench.toml"
+def gateway_env(folder: Path, redis_url: str, cluster: bool, backend: str) -> dict[str, str]:
+    config = folder / "bench.toml"
     config.write_text(
-        "[tiers.enterprise]\ncredits = 1000000000\nrequests_per_minute = 0\n\n"
+        "[tiers.bench]\ncredits = 1000000000\nrequests_per_minute = 0\n\n"
         f'[[routes]]\nprefix = "/api/projects/"\nupstream = "{backend}"\ncost = 1\n',
         encoding="utf-8",
     )
-    return {
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    env |= {
         "CREDITGATE_REDIS_URL": redis_url,
-        "CREDITGATE_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "CREDITGATE_DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
         "CREDITGATE_CONFIG": str(config),
         "CREDITGATE_SIGNING_SECRET": SECRET,
+        "PYTHONPATH": str(ROOT),
     }
+    if cluster:
+        env["CREDITGATE_REDIS_CLUSTER"] = "1"
+    return env
 
 
-async def open_account(env: dict[str, str]) -> tuple[str, str, int]:
-    """Migrate the store, empty the bench Redis db, open the account: id, key, credits."""
+async def open_account(env: dict[str, str]) -> str:
+    """Migrate the store, open an account in the gateway's Redis: its API key."""
     from gateway.accounts.operations import create_account
     from gateway.services import open_services
     from gateway.settings import Settings
@@ -292,6 +192,7 @@ async def open_account(env: dict[str, str]) -> tuple[str, str, int]:
 
     settings = Settings.load(
         redis_url=env["CREDITGATE_REDIS_URL"],
+        redis_cluster=env.get("CREDITGATE_REDIS_CLUSTER") == "1",
         database_url=env["CREDITGATE_DATABASE_URL"],
         config=Path(env["CREDITGATE_CONFIG"]),
         signing_secret=SECRET,
@@ -299,203 +200,165 @@ async def open_account(env: dict[str, str]) -> tuple[str, str, int]:
     await asyncio.to_thread(upgrade, settings.database_url)
     services = open_services(settings)
     try:
-        await services.redis.flushdb()
-        created = await create_account(services, tier="enterprise", reason="bench")
-        return created.account_id, created.api_key, created.state.credits_remaining
+        return (await create_account(services, tier="bench", reason="bench")).api_key
     finally:
         await services.close()
 
 
-async def credits_left(env: dict[str, str], account_id: str) -> int:
-    from gateway.services import open_services
-    from gateway.settings import Settings
+@contextmanager
+def minimal(backend: str, workers: int) -> Iterator[Target]:
+    port = servers.free_port()
+    argv = [sys.executable, str(ROOT / "bench" / "minimal_proxy.py"), "--upstream", backend]
+    argv += ["--port", str(port), "--workers", str(workers)]
+    with servers.spawn("minimal proxy", argv, port) as proc:
+        name = f"minimal, {workers} worker{'s' * (workers > 1)}"
+        yield Target(name, f"http://127.0.0.1:{port}", {}, proc.pid, workers=workers)
 
-    settings = Settings.load(
-        redis_url=env["CREDITGATE_REDIS_URL"],
-        database_url=env["CREDITGATE_DATABASE_URL"],
-        config=Path(env["CREDITGATE_CONFIG"]),
-    )
-    services = open_services(settings)
-    try:
-        state = await services.credits.status(account_id)
-        return state.credits_remaining if state is not None else -1
-    finally:
-        await services.close()
+
+@contextmanager
+def gateway(
+    env: dict[str, str], api_key: str, workers: int, redis: servers.Redis, label: str
+) -> Iterator[Target]:
+    port = servers.free_port()
+    argv = [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"]
+    argv += ["--port", str(port), "--workers", str(workers)]
+    with servers.spawn("gateway", argv, port, env, cwd=ROOT) as proc:
+        name = f"gateway, {workers} worker{'s' * (workers > 1)}{label}"
+        auth = {"Authorization": f"Bearer {api_key}"}
+        yield Target(name, f"http://127.0.0.1:{port}", auth, proc.pid, redis, workers)
 
 
 # --- the run ----------------------------------------------------------------------------
 
 
-def median_run(
-    runs: list[tuple[Result, dict[str, float]]], key: Callable[[Result], float]
-) -> tuple[Result, dict[str, float]]:
-    """The run in the middle by ``key`` (the lower middle of an even number)."""
-    ordered = sorted(runs, key=lambda run: key(run[0]))
-    return ordered[(len(ordered) - 1) // 2]
+def bench(rounds: int, seconds: float, single_seconds: float, workers: list[int]) -> None:
+    servers.require("nginx", "wrk", "redis-server", "redis-cli")
+    with tempfile.TemporaryDirectory(prefix="creditgate-bench-") as tmp, ExitStack() as stack:
+        folder = Path(tmp)
+        backend, nginx_proc = stack.enter_context(servers.nginx(folder))
+        redis = stack.enter_context(servers.redis(folder))
+        cluster = stack.enter_context(servers.redis_cluster(folder))
+        single_dir, cluster_dir = folder / "single", folder / "cluster"
+        single_dir.mkdir()
+        cluster_dir.mkdir()
+        env = gateway_env(single_dir, redis.url, False, backend)
+        cluster_env = gateway_env(cluster_dir, cluster.url, True, backend)
+        key, cluster_key = asyncio.run(open_account(env)), asyncio.run(open_account(cluster_env))
+        targets = [Target("nginx, direct", backend, {}, nginx_proc.pid)]
+        for n in workers:
+            targets.append(stack.enter_context(minimal(backend, n)))
+            targets.append(stack.enter_context(gateway(env, key, n, redis, "")))
+        on_cluster = gateway(cluster_env, cluster_key, 1, cluster, ", Redis Cluster")
+        targets.append(stack.enter_context(on_cluster))
+        for done in range(rounds):
+            for target in targets:
+                direct = target.name.startswith("nginx")
+                measure(target, seconds, 0 if direct else single_seconds, folder)
+            print(f"round {done + 1} of {rounds} done", file=sys.stderr)
+        memory = {t.name: [servers.rss_mb(p, "VmHWM") for p in t.worker_pids()] for t in targets}
+    report(targets, memory, rounds, seconds, single_seconds)
 
 
-def bench(seconds: float, connections: int, redis_url: str, rounds: int) -> None:
-    python = sys.executable
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
-    ports = {name: free_port() for name in ("backend", "minimal", "starlette", "gateway")}
-    backend_url = f"http://127.0.0.1:{ports['backend']}"
-    with tempfile.TemporaryDirectory(prefix="creditgate-bench-") as tmp:
-        gw_env = gateway_env(Path(tmp), redis_url, backend_url)
-        account_id, api_key, credits_before = asyncio.run(open_account(gw_env))
-        backend_argv = [python, __file__, "serve-backend", str(ports["backend"])]
-        minimal_argv = [python, str(ROOT / "bench" / "minimal_proxy.py")]
-        minimal_argv += ["--upstream", backend_url]
-        starlette_argv = [*minimal_argv, "--starlette", "--port", str(ports["starlette"])]
-        minimal_argv += ["--port", str(ports["minimal"])]
-        gateway_argv = [python, "-m", "uvicorn", "gateway.app:app_from_env", "--factory"]
-        gateway_argv += ["--host", "127.0.0.1", "--port", str(ports["gateway"])]
-        gateway_argv += ["--log-level", "warning", "--no-access-log"]
-        with (
-            spawn("backend", backend_argv, ports["backend"], base_env) as backend,
-            spawn("minimal proxy", minimal_argv, ports["minimal"], base_env) as minimal,
-            spawn("starlette proxy", starlette_argv, ports["starlette"], base_env) as starlette,
-            spawn("gateway", gateway_argv, ports["gateway"], base_env | gw_env) as gateway,
-        ):
-            targets = {
-                "backend direct": (backend_url, signed("POST", PATH), None),
-                "minimal proxy": (
-                    f"http://127.0.0.1:{ports['minimal']}",
-                    signed("POST", PATH),
-                    minimal,
-                ),
-                "starlette proxy": (
-                    f"http://127.0.0.1:{ports['starlette']}",
-                    signed("POST", PATH),
-                    starlette,
-                ),
-                "gateway, charged": (
-                    f"http://127.0.0.1:{ports['gateway']}",
-                    {"Authorization": f"Bearer {api_key}"},
-                    gateway,
-                ),
-            }
-            runs: dict[str, list[tuple[Result, dict[str, float]]]] = {n: [] for n in targets}
-            single_runs: dict[str, list[tuple[Result, dict[str, float]]]] = {n: [] for n in targets}
-            calls = dict.fromkeys(targets, 0)
-            # Round after round, every target in turn: a machine that speeds up or slows down
-            # during the run then weighs on all of them alike.
-            for _ in range(rounds):
-                for name, (base, headers, proxy) in targets.items():
-
-                    def meter(proxy: subprocess.Popen[bytes] | None = proxy) -> dict[str, float]:
-                        seconds = {"backend": process_cpu_s(backend.pid)}
-                        if proxy is not None:
-                            seconds["proxy"] = process_cpu_s(proxy.pid)
-                        if proxy is gateway:
-                            seconds["redis"] = redis_cpu_s(redis_url)
-                        return seconds
-
-                    result, used, many = measure(base + PATH, headers, connections, seconds, meter)
-                    runs[name].append((result, used))
-                    result, used, one = measure(base + PATH, headers, 1, min(seconds, 3), meter)
-                    single_runs[name].append((result, used))
-                    calls[name] += many + one
-            loaded = {n: median_run(r, lambda x: x.rps)[0] for n, r in runs.items()}
-            cpu = {n: median_run(r, lambda x: x.rps)[1] for n, r in runs.items()}
-            single = {n: median_run(r, lambda x: -x.p50_ms)[0] for n, r in single_runs.items()}
-            cpu_single = {n: median_run(r, lambda x: -x.p50_ms)[1] for n, r in single_runs.items()}
-            peaks = {name: peak_rss_mb(t[2].pid) for name, t in targets.items() if t[2]}
-            credits_after = asyncio.run(credits_left(gw_env, account_id))
-    report(
-        loaded,
-        single,
-        {connections: cpu, 1: cpu_single},
-        peaks,
-        connections,
-        seconds,
-        rounds,
-        credits_before - credits_after,
-        calls["gateway, charged"],
-    )
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
 
 
 def report(
-    loaded: dict[str, Result],
-    single: dict[str, Result],
-    cpu: dict[int, dict[str, dict[str, float]]],
-    peaks: dict[str, float],
-    connections: int,
-    seconds: float,
+    targets: list[Target],
+    memory: dict[str, list[float]],
     rounds: int,
-    charged: int,
-    gateway_calls: int,
+    seconds: float,
+    single_seconds: float,
 ) -> None:
-    tool = "wrk -t1" if shutil.which("wrk") else "aiohttp load script"
-    print(f"\nproxy benchmark: POST {PATH}, {tool}, {seconds:g} s per run, loopback, 1 worker each")
-    if rounds > 1:
-        print(f"each figure: the median run of {rounds} rounds, the targets taken in turn")
     load1, _, _ = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the end (others share it)")
-    header = f"{'target':<18} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}"
-    print(header)
-    print("-" * len(header))
-    for runs, conns in ((loaded, connections), (single, 1)):
-        for name, r in runs.items():
-            print(
-                f"{name:<18} {conns:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.bad:>5}"
-            )
-    print("\nCPU per request in µs (from /proc and INFO cpu):")
-    print(f"{'target':<18} {'conns':>5} {'proxy':>7} {'redis':>7} {'backend':>8}")
-    for conns, runs_cpu in cpu.items():
-        for name, used in runs_cpu.items():
-            cells = [f"{used[k]:.0f}" if k in used else "-" for k in ("proxy", "redis", "backend")]
-            print(f"{name:<18} {conns:>5} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
-    gateway, one = loaded["gateway, charged"], single["gateway, charged"]
-    gw_cpu = cpu[connections]["gateway, charged"]
-    print()
-    for baseline in ("minimal proxy", "starlette proxy"):
-        base, base_one = loaded[baseline], single[baseline]
-        ratio = gateway.rps / base.rps if base.rps else 0.0
-        base_cpu = cpu[connections][baseline].get("proxy", 0.0)
-        cpu_ratio = f", CPU per request {gw_cpu['proxy'] / base_cpu:.2f}x" if base_cpu else ""
-        print(f"against the {baseline}:")
-        print(f"  throughput at {connections} connections: {ratio:.0%} (goal: at least 70%)")
-        print(
-            f"  p50 overhead at 1 connection: {one.p50_ms - base_one.p50_ms:+.2f} ms "
-            f"(goal: under 0.5 ms); at {connections}: {gateway.p50_ms - base.p50_ms:+.2f} ms"
-            f"{cpu_ratio}"
-        )
-    print(f"the gateway's Redis: {gw_cpu.get('redis', 0):.0f} µs of CPU per request")
-    print("peak memory: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()))
     print(
-        f"credits charged: {charged} for {gateway_calls} completed gateway calls "
-        "(warm-ups included; calls cut off at a run's end may differ)"
+        f"\nproxy benchmark: POST {PATH} to nginx through each proxy; wrk -t1 -c{CONNECTIONS} "
+        f"for {seconds:g} s, then -c1 for {single_seconds:g} s; median of {rounds} round(s)"
     )
-    if any(r.bad for r in (*loaded.values(), *single.values())):
-        print("WARNING: some answers were not 2xx or failed: the figures above are suspect")
+    print(f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the end")
+    head = (
+        f"{'target':<34} {'req/s':>7} {'ratio':>6} {'p50':>6} {'p99':>6} {'max':>6} "
+        f"{'+p50':>6} {'max x':>6} {'cpu us':>7} {'redis':>6} {'trips':>5} {'wrk':>5} "
+        f"{'MB/wkr':>7} {'bad':>4}"
+    )
+    print(head + "\n" + "-" * len(head))
+    baseline = {t.workers: t for t in targets if t.name.startswith("minimal")}
+    for t in targets:
+        rps = median([r.rps for r in t.loaded])
+        base = baseline.get(t.workers)
+        cells = [f"{t.name:<34}", f"{rps:>7.0f}"]
+        if base is not None and base is not t and t.name.startswith("gateway"):
+            base_rps = median([r.rps for r in base.loaded])
+            cells.append(f"{rps / base_rps:>6.2f}" if base_rps else f"{'-':>6}")
+        else:
+            cells.append(f"{'':>6}")
+        if t.single:
+            p50 = median([r.p50_ms for r in t.single])
+            p99 = median([r.p99_ms for r in t.single])
+            mx = median([r.max_ms for r in t.single])
+            cells += [f"{p50:>6.2f}", f"{p99:>6.2f}", f"{mx:>6.1f}"]
+            if base is not None and base is not t and base.single:
+                base_p50 = median([r.p50_ms for r in base.single])
+                base_max = median([r.max_ms for r in base.single])
+                cells += [f"{p50 - base_p50:>+6.2f}", f"{mx / base_max:>6.1f}" if base_max else "-"]
+            else:
+                cells += [f"{'':>6}", f"{'':>6}"]
+        else:
+            cells += [f"{'':>6}"] * 5
+        cells.append(f"{median(t.cpu_us):>7.0f}")
+        cells.append(f"{median(t.redis_us):>6.0f}" if t.redis else f"{'-':>6}")
+        cells.append(f"{median(t.redis_reads):>5.2f}" if t.redis else f"{'-':>5}")
+        cells.append(f"{median(t.wrk_us):>5.0f}")
+        mb = memory.get(t.name, [])
+        cells.append(f"{max(mb):>7.0f}" if mb and not t.name.startswith("nginx") else f"{'-':>7}")
+        cells.append(f"{sum(r.bad for r in (*t.loaded, *t.single)):>4}")
+        print(" ".join(cells))
+    print(
+        "ratio: req/s over the minimal proxy's with as many workers; p50 / p99 / max: ms at "
+        "one connection;\n+p50: ms added to the minimal proxy's p50; max x: max over its max; "
+        "cpu us: CPU per request\nof the proxy's processes (supervisor included); redis: of "
+        "the Redis servers; trips: socket reads Redis\nmade per request (one per pipeline "
+        "sent); wrk: CPU per request of the load generator (all share\nthe machine's cores); "
+        "MB/wkr: the largest peak RSS of a worker; bad: answers not 2xx or failed."
+    )
+    print_targets(targets, baseline, memory)
+
+
+def print_targets(
+    targets: list[Target], baseline: dict[int, Target], memory: dict[str, list[float]]
+) -> None:
+    """Issue 16's targets for the gateway on the single Redis, met or not."""
+    print("\nissue 16's targets (gateway on one Redis):")
+    for t in targets:
+        if not t.name.startswith("gateway") or "Cluster" in t.name:
+            continue
+        base = baseline[t.workers]
+        ratio = median([r.rps for r in t.loaded]) / max(1.0, median([r.rps for r in base.loaded]))
+        checks = [(f"throughput {ratio:.2f} of the minimal proxy's", ratio >= 0.80, ">= 0.80")]
+        if t.single and base.single:
+            added = median([r.p50_ms for r in t.single]) - median([r.p50_ms for r in base.single])
+            times = median([r.max_ms for r in t.single]) / max(
+                1e-9, median([r.max_ms for r in base.single])
+            )
+            checks.append((f"added p50 {added:.2f} ms", added < 0.3, "< 0.3 ms"))
+            checks.append((f"max {times:.1f}x the minimal proxy's", times < 3, "< 3x"))
+        mb = max(memory.get(t.name, [0.0]))
+        checks.append((f"{mb:.0f} MB per worker", mb <= 60, "<= 60 MB"))
+        for text, ok, goal in checks:
+            print(f"  {t.name}: {text} (target {goal}): {'met' if ok else 'NOT met'}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="mode")
-    load = sub.add_parser("load", help="internal: the aiohttp load generator")
-    load.add_argument("url")
-    load.add_argument("--connections", type=int, default=50)
-    load.add_argument("--seconds", type=float, default=5)
-    load.add_argument("--headers", default="{}")
-    backend = sub.add_parser("serve-backend", help="internal: the demo backend")
-    backend.add_argument("port", type=int)
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="every target this many times")
+    parser.add_argument("--seconds", type=float, default=5, help="the 50-connection run")
+    parser.add_argument("--single-seconds", type=float, default=3, help="the 1-connection run")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="measure every target this many times, in turn"
+        "--workers", default="1,2", help="the proxies' worker counts, comma-separated"
     )
     args = parser.parse_args(argv)
-    if args.mode == "load":
-        result = asyncio.run(
-            _load(args.url, json.loads(args.headers), args.connections, args.seconds)
-        )
-        print(json.dumps(dataclasses.asdict(result)))
-    elif args.mode == "serve-backend":
-        serve_backend(args.port)
-    else:
-        redis_url = os.environ.get("CREDITGATE_BENCH_REDIS_URL", DEFAULT_REDIS)
-        bench(args.seconds, args.connections, redis_url, max(1, args.rounds))
+    workers = [int(n) for n in args.workers.split(",")]
+    bench(max(1, args.rounds), args.seconds, args.single_seconds, workers)
 
 
 if __name__ == "__main__":

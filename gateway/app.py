@@ -75,14 +75,27 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 def tune_gc() -> None:
-    """Fewer and cheaper garbage collections for a long-running server process.
+    """Keep the garbage collector out of the requests' tail in a long-running server.
 
     What exists once the app has started (modules, settings, pools) is frozen out of every
     later collection, and the youngest generation is collected every ``GC_YOUNG_THRESHOLD``
-    allocations. A proxied request allocates hundreds of short-lived containers, almost all
-    freed by reference counting; with Python's defaults the collector still ran every few
-    requests and walked the whole heap now and then. Measured with ``bench/proxy.py``: about
-    50 µs less CPU per request (an eighth) and a p99 under half as long.
+    allocations. Since no proxied request leaves a reference cycle (``tests/proxy/
+    test_garbage.py``), reference counting frees nearly all a request allocates and the
+    collector's count hardly moves: it then almost never runs. Chosen by the longest
+    collection, not the mean (``bench/collector.py``, one worker, nginx behind, 3 rounds of
+    ``wrk -c50`` then ``-c1``, the machine shared and loaded, so its latencies are noisy;
+    the collections are timed inside the gateway with ``gc.callbacks``):
+
+    ====================  ==========================  ================  ===============
+    setting               collections / 1,000 req.    longest (ms)      time per req.
+    ====================  ==========================  ================  ===============
+    Python's (700)        43                          252 (full heap)   144 µs
+    frozen, 700           64                          16                27 µs
+    frozen, 50,000        0                           none              0
+    ====================  ==========================  ================  ===============
+
+    Unfrozen, the 50,000 threshold also collected nothing in those runs, but its first full
+    collection walks the whole heap of modules (the 252 ms above).
     """
     gc.collect()
     gc.freeze()
@@ -137,6 +150,7 @@ def create_app(
         app.state.services = svc
         app.state.keys = keys
         app.state.proxy = proxy
+        flushing = asyncio.ensure_future(metrics.flushing())
         if server:
             tune_gc()
         try:
@@ -144,6 +158,8 @@ def create_app(
         finally:
             app.proxy = None
             await inflight.drain()
+            flushing.cancel()  # its last flush counts the drained settles
+            await asyncio.gather(flushing, return_exceptions=True)
             await keys.stop()
             await session.close()
             if services is None:

@@ -23,17 +23,32 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+SERVE_MODULE = "gateway.server"
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; ``only``: just that command module's (see ``serving``)."""
     parser = argparse.ArgumentParser(prog="creditgate", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in (only,) if only else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def serving(argv: Sequence[str] | None) -> bool:
+    """Whether the command line runs ``serve``: the server then loads no other command's code
+    (the sync worker's and the demo's bring an HTTP client and its console libraries, some
+    10 MB of memory a server would carry for nothing)."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--log-level")
+    peek.add_argument("command", nargs="?")
+    known, _ = peek.parse_known_args(argv)
+    return bool(known.command == "serve")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(SERVE_MODULE if serving(argv) else None).parse_args(argv)
     try:
         settings = Settings.load()
         configure_logging(args.log_level, settings.log_format)

@@ -1,21 +1,20 @@
 """Engines, sessions and migrations for the store of record (SQLite by default, PostgreSQL).
 
 The store is synchronous SQLAlchemy; async callers run it with ``asyncio.to_thread``.
+Alembic is imported only to migrate (``upgrade``): a serving process checks the schema with
+one query and the migration files' headers (``head_revision``), and never loads it.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -23,6 +22,9 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from store.errors import SchemaOutdated, StoreUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,26 +121,51 @@ def boundary(fn: Callable[P, R]) -> Callable[P, R]:
 
 def alembic_config() -> Config:
     """Alembic's configuration, built in code: no ``alembic.ini`` is needed at runtime."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The migration the database is at; None for an empty database."""
+    """The migration the database is at (Alembic's ``alembic_version`` table, read as
+    Alembic does); None for an empty database."""
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            found = connection.execute(text("SELECT version_num FROM alembic_version"))
+            return found.scalar_one_or_none()
     except UNAVAILABLE as exc:
         raise unavailable(exc) from exc
 
 
 @functools.cache
 def head_revision() -> str:
-    """The newest migration: the schema this version of the code reads and writes."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "the store ships its migrations"
-    return head
+    """The newest migration: the schema this version of the code reads and writes.
+
+    Read from the ``revision`` / ``down_revision`` assignments of the migration files (the
+    one no other file revises), so that checking the schema does not load Alembic;
+    ``tests/store`` proves it is Alembic's own head.
+    """
+    revised: dict[str, str | None] = {}
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        names: dict[str, Any] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                    names[target.id] = ast.literal_eval(value)
+        revised[names["revision"]] = names.get("down_revision")
+    heads = set(revised) - set(revised.values())
+    assert len(heads) == 1, f"the store ships one line of migrations, found heads {heads}"
+    return heads.pop()
 
 
 def check_schema(engine: Engine) -> str:
@@ -165,6 +192,8 @@ def upgrade(url: str) -> None:
 
 def upgrade_engine(engine: Engine) -> None:
     """``upgrade`` on an engine the caller owns."""
+    from alembic import command
+
     config = alembic_config()
     try:
         with engine.begin() as connection:

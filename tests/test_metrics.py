@@ -3,9 +3,10 @@ names as Prometheus expects them (base units, ``_total`` counters)."""
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import Metrics
+from gateway.metrics import SCRIPT_BUCKETS, Metrics, Tally, Timings
 from tests.support.scrapes import series, total
 
 
@@ -68,3 +69,42 @@ def test_names_follow_the_prometheus_conventions() -> None:
         families
     )
     assert "process_start_time_seconds" in families
+
+
+def test_timings_flush_what_the_histogram_would_have_observed() -> None:
+    """A worker's buffered observations land in the buckets ``observe`` would have chosen,
+    bounds included, and a flush with nothing new writes nothing."""
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "d", registry=registry, buckets=SCRIPT_BUCKETS)
+    buffered = Histogram("buffered_seconds", "b", registry=registry, buckets=SCRIPT_BUCKETS)
+    timings = Timings(buffered)
+    values = [0.0, 0.0001, 0.00011, 0.0005, 0.003, 0.02, 1.0, 7.5, *SCRIPT_BUCKETS]
+    for value in values:
+        direct.observe(value)
+        timings.observe(value)
+    assert registry.get_sample_value("buffered_seconds_count") == 0  # not yet written
+    timings.flush()
+    timings.flush()
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        family = next(f for f in registry.collect() if f.name == name)
+        return [(s.name.removeprefix(name), s.labels, s.value) for s in family.samples]
+
+    assert samples("buffered_seconds") == samples("direct_seconds")
+
+
+def test_a_tally_adds_up_increments_and_a_gauge_goes_down() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("open", "o", registry=registry)
+    tally = Tally(gauge)
+    for _ in range(3):
+        tally.inc()
+    tally.dec()
+    tally.flush()
+    tally.dec(2)
+    tally.flush()
+    assert registry.get_sample_value("open") == 0
+    tally.inc(5)
+    assert registry.get_sample_value("open") == 0  # written at the next flush
+    tally.flush()
+    assert registry.get_sample_value("open") == 5

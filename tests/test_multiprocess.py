@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 metrics = Metrics()
 metrics.requests("/api/x/", "charged").inc(2)
 metrics.open_reservations.inc()
+metrics.flush()  # as the app's lifespan does every second
 print("ready", flush=True)
 sys.stdin.read()
 """

@@ -77,7 +77,9 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """This server's figures, every worker's (``gateway.metrics``); rendered off the event loop,
     as summing the workers' files reads the disk."""
-    body = await asyncio.to_thread(request.app.state.metrics.render)
+    metrics = request.app.state.metrics
+    metrics.flush()  # in the loop's thread, which counts; the files are read in another
+    body = await asyncio.to_thread(metrics.render)
     return Response(body, media_type=CONTENT_TYPE)
 
 

@@ -2,9 +2,10 @@
 and settings and services on the real Redis and a fresh SQLite store.
 
 The stub answers by the path's end: ``/slow-sse`` (twelve SSE events 0.25 s apart, then
-usage 321), ``/gzip-json`` (usage 7, compressed when asked), ``/chunked-json`` (usage 88,
-chunked), ``/status?code=`` (that status), ``/gated`` (waits for the ``gate`` event), anything
-else: the size and method of the request's body, as JSON without usage.
+usage 321), ``/quick-sse`` (one event, then usage 5, at once), ``/gzip-json`` (usage 7,
+compressed when asked), ``/chunked-json`` (usage 88, chunked), ``/status?code=`` (that
+status), ``/gated`` (waits for the ``gate`` event), anything else: the size and method of the
+request's body, as JSON without usage.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ async def stub(gate: asyncio.Event) -> AsyncIterator[str]:
                 await response.write(f'data: {{"index": {i}}}\n\n'.encode())
                 await asyncio.sleep(0.25)
             await response.write(b'data: {"usage": {"total_tokens": 321}}\n\ndata: [DONE]\n\n')
+            await response.write_eof()
+            return response
+        if request.path.endswith("/quick-sse"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b'data: {"index": 0}\n\n')
+            await response.write(b'data: {"usage": {"total_tokens": 5}}\n\ndata: [DONE]\n\n')
             await response.write_eof()
             return response
         if request.path.endswith("/gzip-json"):

@@ -99,3 +99,23 @@ def test_a_ledger_of_0001_keeps_its_rows_holding_nothing(db_url: str) -> None:
         assert (row.kind, row.credits_delta, row.held_plan, row.held_bonus) == ("hold", -1, 0, 0)
     finally:
         engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics_and_the_database_agrees(
+    empty_db_url: str,
+) -> None:
+    """``head_revision`` and ``current_revision`` skip Alembic (a serving process never loads
+    it): they must say what Alembic says."""
+    from alembic.script import ScriptDirectory
+
+    from store.database import head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    upgrade(empty_db_url)
+    engine = create_db_engine(empty_db_url)
+    try:
+        with engine.connect() as connection:
+            alembics = MigrationContext.configure(connection).get_current_revision()
+        assert current_revision(engine) == alembics == head_revision()
+    finally:
+        engine.dispose()
