@@ -40,6 +40,7 @@ from gateway.services import Services, open_services
 from gateway.settings import Settings
 from gateway.web.errors import EXCEPTION_HANDLERS
 from gateway.web.health import health_routes
+from gateway.web.history import history_routes
 from gateway.web.openapi import openapi_route
 from gateway.web.user import user_routes
 
@@ -153,6 +154,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *user_routes(),
+        *history_routes(),
         *health_routes(),
         Mount("/admin", routes=admin_routes()),
         openapi_route(admin_paths()),

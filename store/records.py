@@ -56,6 +56,10 @@ class Movement(AccountSnapshot):
     request_id: str | None
     reason: str | None
     occurred_ms: int
+    route: str | None = None
+    """The route prefix of the request that caused it, when the event says (else None)."""
+    key_id: str | None = None
+    """The API key of that request, when the event says (else None)."""
 
     @property
     def credits_delta(self) -> int:
@@ -124,6 +128,8 @@ class LedgerRecord:
     occurred_at: datetime
     version: int
     recorded_at: datetime
+    route: str | None = None
+    key_id: str | None = None
 
     @property
     def occurred_ms(self) -> int:

@@ -298,6 +298,8 @@ def _ledger(row: LedgerEntry) -> LedgerRecord:
         occurred_at=as_utc(row.occurred_at),
         version=row.version,
         recorded_at=as_utc(row.recorded_at),
+        route=row.route,
+        key_id=row.key_id,
     )
 
 
