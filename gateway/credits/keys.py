@@ -125,3 +125,14 @@ def outbox_rejected(bucket: int) -> str:
     """Outbox events the store refused or that did not parse, set aside by the sync worker
     (fields of the event plus ``event`` and ``error``) for people to look at."""
     return f"{_tag(bucket)}:outbox:rejected"
+
+
+def ui_session(token_digest: str) -> str:
+    """A signed-in page session (dashboard or console), under the hex SHA-256 of its cookie's
+    token: a Redis dump holds no cookie that would sign anyone in."""
+    return f"{PREFIX}:{LAYOUT}:ui:session:{token_digest}"
+
+
+def ui_signin(token_digest: str) -> str:
+    """A one-time sign-in token (``creditgate demo``'s link), under its hex SHA-256."""
+    return f"{PREFIX}:{LAYOUT}:ui:signin:{token_digest}"
