@@ -13,6 +13,8 @@ from html import escape
 from markupsafe import Markup
 
 WIDTH, HEIGHT, PAD = 600, 200, 28
+MAX_BAR = 48
+"""A bar's widest: one route alone is a bar, not a block."""
 BAR = "#1d4ed8"
 """Blue on white: a contrast ratio over 7:1."""
 
@@ -26,10 +28,11 @@ def bar_chart(title: str, points: Sequence[tuple[str, int]], *, unit: str) -> Ma
     bars = []
     for i, (label, value) in enumerate(points):
         height = (HEIGHT - 2 * PAD) * max(value, 0) / scale
-        x = PAD + i * slot + slot * 0.1
+        width = min(slot * 0.8, MAX_BAR)
+        x = PAD + i * slot + (slot - width) / 2
         y = HEIGHT - PAD - height
         bars.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.8:.1f}" height="{height:.1f}" '
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" '
             f'fill="{BAR}" data-label="{escape(label)}" data-value="{value}">'
             f"<title>{escape(label)}: {value} {escape(unit)}</title></rect>"
         )
