@@ -230,3 +230,15 @@ def test_every_known_variable_and_the_tests_own_are_accepted(
 def test_cluster_needs_a_url() -> None:
     with pytest.raises(ConfigError, match="CLUSTER"):
         Settings.load(redis_cluster=True)
+
+
+@pytest.mark.parametrize("value", ["10", "86401", "soon"])
+def test_a_bad_page_session_ttl_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CREDITGATE_UI_SESSION_TTL", value)
+    with pytest.raises(ConfigError, match="ui_session_ttl"):
+        Settings.load()
+
+
+def test_the_page_session_ttl_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_UI_SESSION_TTL", "600")
+    assert Settings.load().ui_session_ttl == 600
