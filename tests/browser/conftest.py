@@ -1,5 +1,11 @@
-"""Browser tests: Playwright (pytest-playwright) driving Debian's Chromium at
-``/usr/bin/chromium`` against a running ``creditgate demo`` (gateway, backends, sync worker).
+"""Browser tests: Playwright driving Debian's Chromium at ``/usr/bin/chromium`` (its
+``executable_path``: Playwright's own browser download is not used) against a running
+``creditgate demo`` (gateway, backends, sync worker).
+
+They use Playwright's async API in pytest-asyncio tests, not pytest-playwright's sync ``page``
+fixture: that one keeps an event loop running in the main thread for the whole session, and
+every async test collected after it would fail ("Runner.run() cannot be called from a running
+event loop").
 
 Screenshots go to ``artifacts/screenshots/`` (gitignored; CI keeps them as artifacts), at
 desktop and phone width. ``.ci/services`` installs chromium when it is missing; without it
@@ -10,12 +16,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from playwright.async_api import Page, async_playwright
 
 from tests.support.processes import CREDITGATE, creditgate_env
 
@@ -28,11 +34,18 @@ START_TIMEOUT_S = 60
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    """A fresh page in a fresh Chromium, closed after the test."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: run .ci/services (apt-get install chromium)")
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM)}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            yield await context.new_page()
+        finally:
+            await browser.close()
 
 
 @dataclass(frozen=True, slots=True)
