@@ -136,3 +136,9 @@ def ui_session(token_digest: str) -> str:
 def ui_signin(token_digest: str) -> str:
     """A one-time sign-in token (``creditgate demo``'s link), under its hex SHA-256."""
     return f"{PREFIX}:{LAYOUT}:ui:signin:{token_digest}"
+
+
+def ui_form(nonce_digest: str) -> str:
+    """A page form already sent (its one-time nonce's hex SHA-256): a resubmitted "create key"
+    form (a reload) is answered once, not with a second key."""
+    return f"{PREFIX}:{LAYOUT}:ui:form:{nonce_digest}"

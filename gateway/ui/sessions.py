@@ -96,3 +96,19 @@ class SignIns:
             return None
         found = json.loads(raw)
         return str(found["account_id"]), str(found["key_id"])
+
+
+FORM_TTL_MS = 86_400_000
+
+
+def form_nonce() -> str:
+    """A nonce for a form that must not act twice (``first_use``)."""
+    return secrets.token_urlsafe(16)
+
+
+async def first_use(redis: RedisClient, nonce: str) -> bool:
+    """True the first time ``nonce`` is sent (kept a day), False on every resend."""
+    if not nonce or len(nonce) > 64:
+        return False
+    claimed = await redis.set(keys.ui_form(digest(nonce)), "1", px=FORM_TTL_MS, nx=True)
+    return bool(claimed)

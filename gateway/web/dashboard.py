@@ -22,7 +22,7 @@ from gateway.accounts.keycache import KeyCache
 from gateway.errors import CreditgateError, Unauthorized
 from gateway.services import Services
 from gateway.ui import pages
-from gateway.ui.sessions import Session, Sessions, SignIns
+from gateway.ui.sessions import Session, Sessions, SignIns, first_use, form_nonce
 from gateway.ui.views import account_page
 
 COOKIE = "cg_dashboard"
@@ -80,6 +80,7 @@ async def dashboard(request: Request, *, notice: str | None = None, **more: Any)
         area="Dashboard",
         signout="/dashboard/signout",
         csrf=session.csrf,
+        nonce=form_nonce(),
         notice=notice,
         **context,
         **more,
@@ -135,6 +136,10 @@ async def create_key(request: Request) -> Response:
         name = validation.create_key({"name": fields.get("name") or None}).name
     except CreditgateError as exc:
         return await dashboard(request, error=exc.message)
+    if not await first_use(_services(request).redis, fields.get("nonce", "")):
+        return await dashboard(
+            request, error="That form was sent already (its key was shown once): not created again."
+        )
     key = await accounts.create_key(_services(request), session.account_id, name=name or "")
     return await dashboard(request, notice="Key created.", new_key={"name": name, **asdict(key)})
 

@@ -100,7 +100,8 @@ async def test_a_holder_signs_in_sees_usage_makes_a_call_manages_keys_and_signs_
     secret = await new_key.input_value()
     assert secret.startswith("cg_")
     await shoot(page, screenshots, "dashboard-new-key")
-    await page.goto(f"{demo.gateway}/dashboard")  # (a reload would post the form again)
+    await page.reload()  # posts the form again: refused, the secret is not shown again
+    await expect(page.get_by_role("alert")).to_contain_text("sent already")
     assert secret not in await page.content()
     page.once("dialog", accept)
     await page.get_by_role("button", name="Revoke browser-ci").click()

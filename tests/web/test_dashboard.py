@@ -123,7 +123,8 @@ async def test_writes_without_the_csrf_token_or_from_another_site_are_refused(
 ) -> None:
     async with visitor() as client:
         await sign_in(client, holder.api_key)
-        csrf = csrf_of((await client.get("/dashboard")).text)
+        page = await client.get("/dashboard")
+        csrf = csrf_of(page.text)
         missing = await client.post("/dashboard/keys", data={"name": "ci"})
         assert missing.status_code == 403
         wrong = await client.post("/dashboard/keys", data={"name": "ci", "csrf": csrf + "x"})
@@ -134,13 +135,19 @@ async def test_writes_without_the_csrf_token_or_from_another_site_are_refused(
             headers={"Origin": "https://evil.example"},
         )
         assert elsewhere.status_code == 403
-        made = await client.post("/dashboard/keys", data={"name": "ci", "csrf": csrf})
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+        assert nonce is not None
+        form = {"name": "ci", "csrf": csrf, "nonce": nonce.group(1)}
+        made = await client.post("/dashboard/keys", data=form)
         assert made.status_code == 200
         secret = re.search(r'id="new-key" readonly value="(cg_[^"]+)"', made.text)
         assert secret is not None
         again = await client.get("/dashboard")
         assert secret.group(1) not in again.text  # shown once
         assert again.text.count("data-key-id=") == 2
+        resent = await client.post("/dashboard/keys", data=form)  # a reload of that answer
+        assert "sent already" in resent.text and 'id="new-key"' not in resent.text
+        assert resent.text.count("data-key-id=") == 2
 
 
 async def test_a_revoked_keys_session_ends(
