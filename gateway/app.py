@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Mount
 
 from gateway.accounts.keycache import KeyCache, store_lookup, store_toucher
 from gateway.accounts.restore import restore_from_store
+from gateway.admin.console import console_routes
 from gateway.admin.openapi import admin_paths
 from gateway.admin.routes import admin_routes
 from gateway.logs import configure_logging
@@ -38,8 +39,10 @@ from gateway.proxy.router import GatewayApp
 from gateway.proxy.upstream import open_session
 from gateway.services import Services, open_services
 from gateway.settings import Settings
+from gateway.web.dashboard import dashboard_routes
 from gateway.web.errors import EXCEPTION_HANDLERS
 from gateway.web.health import health_routes
+from gateway.web.history import history_routes
 from gateway.web.openapi import openapi_route
 from gateway.web.user import user_routes
 
@@ -169,7 +172,10 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *user_routes(),
+        *history_routes(),
+        *dashboard_routes(),
         *health_routes(),
+        *console_routes(),
         Mount("/admin", routes=admin_routes()),
         openapi_route(admin_paths()),
     ]

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "gateway.server",
     "sync.cli",
     "gateway.admin.cli",
+    "gateway.admin.usage_cli",
 )
 
 

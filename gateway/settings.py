@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     tracing: TracingMode = "off"
     replay_max_bytes: int = Field(default=65_536, ge=0, le=8_388_608)
     """The largest JSON answer kept for the retries of its ``Idempotency-Key`` (0: none)."""
+    ui_session_ttl: int = Field(default=1800, ge=60, le=86_400)
+    """Seconds a dashboard or console session lasts after sign-in (it is not extended)."""
 
     # Request heads (gateway.heads): 414 / 431 beyond these, before any memory grows.
     max_request_line: int = Field(default=8192, ge=64, le=1_048_576)

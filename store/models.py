@@ -110,6 +110,19 @@ class LedgerEntry(SQLModel, table=True):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         Index("ix_ledger_entries_account_time", "account_id", "occurred_at", "version"),
+        Index(
+            "ix_ledger_entries_time",
+            "occurred_at",
+            postgresql_include=[
+                "kind",
+                "credits_delta",
+                "tokens",
+                "request_id",
+                "account_id",
+                "route",
+                "key_id",
+            ],
+        ),
     )
 
     event_id: str = Field(primary_key=True, max_length=96)
@@ -130,6 +143,11 @@ class LedgerEntry(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     version: int = _count()
     recorded_at: datetime = _time()
+    route: str | None = Field(default=None, nullable=True)
+    """The route prefix of the request that caused it; None for the rest (and, until the
+    engine's events carry it, for every movement)."""
+    key_id: str | None = Field(default=None, sa_type=String(64), nullable=True)
+    """The API key of that request; None as ``route``."""
 
 
 # The tables as Core objects, for bulk statements (SQLModel does not type ``__table__``).

@@ -148,4 +148,6 @@ def _ledger_row(m: Movement, now: datetime) -> dict[str, Any]:
         "occurred_at": to_datetime(m.occurred_ms),
         "version": m.version,
         "recorded_at": now,
+        "route": m.route or None,
+        "key_id": m.key_id or None,
     }

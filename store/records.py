@@ -60,6 +60,10 @@ class Movement(AccountSnapshot):
     held_plan: int = 0
     """What the settled or refunded request held (0 for other movements)."""
     held_bonus: int = 0
+    route: str | None = None
+    """The route prefix of the request that caused it, when the event says (else None)."""
+    key_id: str | None = None
+    """The API key of that request, when the event says (else None)."""
 
     @property
     def credits_delta(self) -> int:
@@ -141,6 +145,8 @@ class LedgerRecord:
     recorded_at: datetime
     held_plan: int = 0
     held_bonus: int = 0
+    route: str | None = None
+    key_id: str | None = None
 
     @property
     def held_credits(self) -> int:

@@ -314,6 +314,8 @@ def _ledger(row: LedgerEntry) -> LedgerRecord:
         recorded_at=as_utc(row.recorded_at),
         held_plan=row.held_plan,
         held_bonus=row.held_bonus,
+        route=row.route,
+        key_id=row.key_id,
     )
 
 

@@ -257,3 +257,15 @@ def test_a_bad_list_of_seed_nodes_is_named(
     monkeypatch.setenv("CREDITGATE_REDIS_CLUSTER", cluster)
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.load()
+
+
+@pytest.mark.parametrize("value", ["10", "86401", "soon"])
+def test_a_bad_page_session_ttl_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CREDITGATE_UI_SESSION_TTL", value)
+    with pytest.raises(ConfigError, match="ui_session_ttl"):
+        Settings.load()
+
+
+def test_the_page_session_ttl_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGATE_UI_SESSION_TTL", "600")
+    assert Settings.load().ui_session_ttl == 600

@@ -12,7 +12,15 @@ from __future__ import annotations
 from gateway.accounts import validation
 from gateway.admin.idempotency import KEPT_MS, SHOWN_ONCE
 from gateway.admin.operations import API
-from gateway.openapi import Schema, error_refs, json_body, ok, ref
+from gateway.openapi import (
+    Schema,
+    error_refs,
+    history_operation,
+    json_body,
+    ledger_range_operation,
+    ok,
+    ref,
+)
 
 ACCOUNT_ID: Schema = {
     "type": "string",
@@ -116,6 +124,9 @@ def query(name: str, schema: Schema, description: str) -> Schema:
 PAGE_SIZE = query(
     "limit", {"type": "integer", "minimum": 1, "maximum": API.page_limit}, "Page size."
 )
+
+
+ACCOUNT_FILTER = query("account", ACCOUNT_ID, "Only this account.")
 
 
 def admin_paths() -> dict[str, Schema]:
@@ -261,6 +272,31 @@ def admin_paths() -> dict[str, Schema]:
                 ),
                 params=acct,
                 writes=True,
+            )
+        },
+        "/admin/usage/history": {
+            "get": history_operation(
+                "Usage across accounts (or one: ?account=) per UTC day, route, key or account",
+                "adminToken",
+                ["day", "route", "key", "account"],
+                None,
+                ACCOUNT_FILTER,
+            )
+        },
+        "/admin/usage/top": {
+            "get": history_operation(
+                "The accounts that spent the most credits in a range",
+                "adminToken",
+                ["account"],
+                "accountId",
+                query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "How many."),
+            )
+        },
+        "/admin/usage/ledger": {
+            "get": ledger_range_operation(
+                "Credit movements of every account (or one) in a range",
+                "adminToken",
+                ACCOUNT_FILTER,
             )
         },
         "/admin/accounts/{id}/ledger": {

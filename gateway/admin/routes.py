@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Match, Route
 
 from gateway.admin.handlers import admin_endpoint, operation_endpoint
 from gateway.admin.operations import OPERATIONS
+from gateway.admin.usage import usage_routes
 from gateway.errors import MethodNotAllowed, NotFound
 
 
@@ -22,6 +23,7 @@ def admin_routes() -> list[BaseRoute]:
         Route(op.path, operation_endpoint(op), methods=[op.method], name=op.name)
         for op in OPERATIONS
     ]
+    routes.extend(usage_routes())
     known = list(routes)
 
     async def unmatched(request: Request) -> Response:

@@ -210,3 +210,20 @@ def relayout(legacy_key: str) -> str | None:
     if colon and not (suffix.startswith(("r:", "o:")) and len(suffix) > 2):
         return None
     return account_keys(account).state + colon + suffix
+
+
+def ui_session(token_digest: str) -> str:
+    """A signed-in page session (dashboard or console), under the hex SHA-256 of its cookie's
+    token: a Redis dump holds no cookie that would sign anyone in."""
+    return f"{PREFIX}:{LAYOUT}:ui:session:{token_digest}"
+
+
+def ui_signin(token_digest: str) -> str:
+    """A one-time sign-in token (``creditgate demo``'s link), under its hex SHA-256."""
+    return f"{PREFIX}:{LAYOUT}:ui:signin:{token_digest}"
+
+
+def ui_form(nonce_digest: str) -> str:
+    """A page form already sent (its one-time nonce's hex SHA-256): a resubmitted "create key"
+    form (a reload) is answered once, not with a second key."""
+    return f"{PREFIX}:{LAYOUT}:ui:form:{nonce_digest}"

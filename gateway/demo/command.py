@@ -39,6 +39,7 @@ from gateway.demo.backends import codegen_app, review_app
 from gateway.heads import bounded_http
 from gateway.services import open_services
 from gateway.settings import EMBEDDED, ConfigError, Route, Settings
+from gateway.ui.sessions import SIGNIN_TTL_MS, SignIns
 from store.database import upgrade
 from sync.worker import SyncWorker
 
@@ -255,6 +256,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
                     months=0 if args.tier == "free" else 1,
                     reason="demo: account created by creditgate demo",
                 )
+                signin = await SignIns(services.redis).mint(account.account_id, account.key_id)
                 app = create_app(run_settings, services=services)
                 gateway = await _start(
                     "gateway", app, gateway_sock, lifespan="on", http=bounded_http(run_settings)
@@ -265,7 +267,12 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
                     gateway,
                     SyncWorker(services),
                     announce=lambda: _announce(
-                        gateway.url, codegen.url, review.url, account, generated=generated
+                        gateway.url,
+                        codegen.url,
+                        review.url,
+                        account,
+                        generated=generated,
+                        signin=signin,
                     ),
                 )
             finally:
@@ -353,7 +360,13 @@ def openai_snippet(gateway: str, key: str) -> str:
 
 
 def _announce(
-    gateway: str, codegen: str, review: str, account: CreatedAccount, *, generated: bool
+    gateway: str,
+    codegen: str,
+    review: str,
+    account: CreatedAccount,
+    *,
+    generated: bool,
+    signin: str = "",
 ) -> None:
     key = account.api_key
     auth = shlex.quote(f"Authorization: Bearer {key}")
@@ -370,7 +383,13 @@ def _announce(
         f"  review    {review}",
         f"  account   {account.account_id}  tier {state.tier}, {state.credits_remaining} credits",
         f"  api key   {key}",
+        f"  dashboard {gateway}/dashboard   (sign in with the api key)",
     ]
+    if signin:
+        lines.append(
+            f"  one-click {gateway}/dashboard/signin?token={signin}   "
+            f"(works once, for {SIGNIN_TTL_MS // 60_000} minutes; the key is not in it)"
+        )
     if generated:
         lines.append("  signing   secret generated for this run (set CREDITGATE_SIGNING_SECRET)")
     lines += [

@@ -15,7 +15,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as WebRoute
 
 from gateway.errors import openai_names
-from gateway.openapi import TIME, Schema, error_refs, json_content, ok, ref
+from gateway.openapi import (
+    TIME,
+    Schema,
+    error_refs,
+    history_operation,
+    json_content,
+    ledger_range_operation,
+    ok,
+    ref,
+)
 from gateway.settings import ErrorStyle, Route, Settings
 
 ERROR_CODES = {
@@ -192,6 +201,17 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
                     **error_refs(401, 503),
                 },
             }
+        },
+        "/api/user/usage/history": {
+            "get": history_operation(
+                "The caller's usage per UTC day, route or key, from the store of record",
+                "apiKey",
+                ["day", "route", "key"],
+                None,
+            )
+        },
+        "/api/user/ledger": {
+            "get": ledger_range_operation("The caller's credit movements in a range", "apiKey")
         },
         "/healthz": {
             "get": {

@@ -46,7 +46,8 @@ def app_routes(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]
     for route in routes:
         if isinstance(route, Mount):
             found |= app_routes(list(route.routes), prefix + route.path)
-        elif isinstance(route, Route) and ":path}" not in route.path:
+        elif isinstance(route, Route) and ":path}" not in route.path and route.include_in_schema:
+            # (not in the schema: the HTML pages, /dashboard and /admin/ui)
             for method in (route.methods or set()) & METHODS:
                 found.add((method, shape(prefix + route.path)))
     return found

@@ -17,6 +17,7 @@ from gateway.admin.cli import call_of
 from gateway.admin.openapi import admin_paths
 from gateway.admin.operations import API, CLI, OPERATIONS, Call, FrontEnd
 from gateway.admin.routes import admin_routes
+from gateway.admin.usage import usage_routes
 from gateway.cli import build_parser
 from gateway.errors import InvalidRequest
 
@@ -38,14 +39,16 @@ def test_every_entry_is_served_at_its_route_and_nothing_else_is() -> None:
         if isinstance(route, Route) and ":path}" not in route.path
         for method in (route.methods or set()) - {"HEAD"}
     }
-    assert served == {(op.method, op.path) for op in OPERATIONS}
+    reads = {("GET", route.path) for route in usage_routes()}  # read-only, not in the table
+    assert served == {(op.method, op.path) for op in OPERATIONS} | reads
 
 
 def test_every_entry_is_documented_and_every_documented_operation_has_an_entry() -> None:
     documented = {
         (method.upper(), shape(path)) for path, item in admin_paths().items() for method in item
     }
-    assert documented == {(op.method, shape("/admin" + op.path)) for op in OPERATIONS}
+    reads = {("GET", "/admin" + route.path) for route in usage_routes()}
+    assert documented == {(op.method, shape("/admin" + op.path)) for op in OPERATIONS} | reads
 
 
 def test_every_admin_command_is_an_entry_of_the_table() -> None:

@@ -1,0 +1,286 @@
+"""The operators' console at ``/admin/ui``: sign in with the admin token, see the live
+overview, find accounts, open one (usage, ledger, keys) and act on it.
+
+Mounted by ``create_app`` ahead of the /admin API. The admin token is exchanged for a session
+cookie (``gateway.ui.sessions``), never kept in the browser. Each action is a form with a
+reason, confirmed in the browser, sent with the session's CSRF token and an Idempotency-Key
+minted with the page (a resubmitted form applies once), and run through the operations table
+(``gateway.admin.operations``) as the ``console`` front end: the ledger says
+``"console: <reason>"``. No admin token configured: the console is off (503), as the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from gateway.accounts import history as usage
+from gateway.accounts import operations as accounts
+from gateway.accounts import validation
+from gateway.admin.operations import OPERATIONS, Call, FrontEnd
+from gateway.errors import CreditgateError
+from gateway.services import Services
+from gateway.ui import pages
+from gateway.ui.overview import Rate, overview
+from gateway.ui.sessions import Session, Sessions
+from gateway.ui.views import account_page, chart_query
+from store import history
+from store.database import session as db_session
+from store.timefmt import utc_now
+
+COOKIE = "cg_console"
+PATH = "/admin/ui"
+SEARCH_SCAN = 1000
+"""Accounts a search looks through (by id order): a console, not a search engine."""
+
+CONSOLE = FrontEnd(
+    actor="console",
+    key_id_field="key",
+    page_limit=200,
+    page_error="page size out of bounds",
+    idempotency_field="the form",
+)
+
+ACTIONS = (
+    {"name": "grant", "title": "Grant credits", "confirm": "Grant these bonus credits?"},
+    {"name": "upgrade", "title": "Upgrade", "confirm": "Subscribe this account to the tier?"},
+    {"name": "renew", "title": "Renew", "confirm": "Extend the subscription?"},
+    {"name": "downgrade", "title": "Downgrade", "confirm": "Downgrade this account to free?"},
+)
+BY_NAME = {op.name: op for op in OPERATIONS}
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _sessions(request: Request) -> Sessions:
+    services = _services(request)
+    return Sessions(services.redis, ttl_s=services.settings.ui_session_ttl)
+
+
+def _signin_page(error: str | None = None, status: int = 200) -> Response:
+    return pages.render(
+        "signin.html",
+        status,
+        title="Operators' console",
+        area="Console",
+        action=f"{PATH}/signin",
+        label="Admin token",
+        hint="The token is exchanged for a short session of this browser and is not kept in it.",
+        error=error,
+    )
+
+
+async def _session(request: Request) -> Session | None:
+    return await _sessions(request).find(request.cookies.get(COOKIE), "operator")
+
+
+def _enabled(request: Request) -> bool:
+    return bool(_services(request).settings.admin_token)
+
+
+async def home(request: Request) -> Response:
+    if not _enabled(request):
+        return _signin_page("The console is off: set CREDITGATE_ADMIN_TOKEN to enable it.", 503)
+    session = await _session(request)
+    if session is None:
+        return _signin_page()
+    services = _services(request)
+    q = request.query_params.get("q", "").strip()[:100]
+    found = await accounts.list_accounts(services, limit=SEARCH_SCAN if q else 50, after=None)
+    if q:
+        found = [a for a in found if q in a.account_id or q in (a.email or "")][:50]
+    wanted = chart_query()
+    top = await usage.top_accounts(
+        services, usage.HistoryQuery(wanted.start, wanted.end, "account", "json", 10)
+    )
+    figures = overview(request.app.state.metrics.registry, _rate(request), await _lag(services))
+    return pages.render(
+        "console.html",
+        title="Console",
+        area="Console",
+        signout=f"{PATH}/signout",
+        csrf=session.csrf,
+        accounts=found,
+        q=q,
+        top=top,
+        overview=figures,
+    )
+
+
+def _rate(request: Request) -> Rate:
+    state = request.app.state
+    if not hasattr(state, "console_rate"):
+        state.console_rate = Rate()
+    rate: Rate = state.console_rate
+    return rate
+
+
+async def _lag(services: Services) -> str:
+    def read() -> Any:
+        with db_session(services.db) as db:
+            return history.last_recorded(db)
+
+    newest = await asyncio.to_thread(read)
+    if newest is None:
+        return "no movement synced yet"
+    return f"newest synced movement {int((utc_now() - newest).total_seconds())} s ago"
+
+
+async def signin(request: Request) -> Response:
+    token = _services(request).settings.admin_token
+    if not token:
+        return _signin_page("The console is off: set CREDITGATE_ADMIN_TOKEN to enable it.", 503)
+    if not pages.same_origin(request):
+        return _signin_page("Sign-in refused: the form came from another site.", 403)
+    given = (await pages.form(request)).get("secret", "").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return _signin_page("That is not the admin token.", 401)
+    sessions = _sessions(request)
+    await sessions.end(request.cookies.get(COOKIE))
+    cookie = await sessions.start("operator")
+    response = pages.redirect(PATH)
+    pages.set_session_cookie(response, request, COOKIE, cookie, path=PATH, ttl_s=sessions.ttl_s)
+    return response
+
+
+async def _write(request: Request) -> tuple[Session, dict[str, str]]:
+    session = await _session(request)
+    if session is None or not _enabled(request):
+        raise pages.CsrfRefused("sign in first")
+    fields = await pages.form(request)
+    if not pages.same_origin(request) or not session.csrf_ok(fields.get("csrf")):
+        raise pages.CsrfRefused("the form's CSRF token is missing or wrong: reload the page")
+    return session, fields
+
+
+async def account(
+    request: Request, *, notice: str | None = None, error: str | None = None
+) -> Response:
+    session = await _session(request)
+    if session is None or not _enabled(request):
+        return _signin_page()
+    account_id = validation.account_id(request.path_params["account_id"], field="account")
+    services = _services(request)
+    try:
+        context = await account_page(services, account_id)
+    except CreditgateError as exc:
+        return pages.render(
+            "signin.html",
+            exc.status,
+            title="Console",
+            area="Console",
+            error=exc.message,
+            action=f"{PATH}/signin",
+            label="Admin token",
+            hint="",
+        )
+    return pages.render(
+        "console_account.html",
+        title=f"Account {account_id}",
+        area="Console",
+        signout=f"{PATH}/signout",
+        csrf=session.csrf,
+        actions=ACTIONS,
+        tiers=sorted(t for t in services.settings.tiers if t != "free"),
+        idempotency=secrets.token_urlsafe(12),
+        notice=notice,
+        error=error,
+        **context,
+    )
+
+
+def _body(name: str, fields: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {"reason": fields.get("reason", "")}
+    for number in ("credits", "months"):
+        if number in fields:
+            text = fields[number].strip()
+            body[number] = int(text) if text.isascii() and text.lstrip("-").isdigit() else text
+    if name == "upgrade":
+        body["tier"] = fields.get("tier", "")
+    return body
+
+
+async def act(request: Request) -> Response:
+    try:
+        _, fields = await _write(request)
+    except CreditgateError as exc:
+        return _signin_page(exc.message, exc.status)
+    name = request.path_params["action"]
+    if name not in {a["name"] for a in ACTIONS}:
+        return await account(request, error=f"no action {name!r}")
+    body = _body(name, fields)
+
+    async def read_body() -> dict[str, Any]:
+        return body
+
+    call = Call(
+        CONSOLE,
+        path={"account_id": request.path_params["account_id"]},
+        query={},
+        body=read_body,
+        idempotency_key=fields.get("idempotency_key") or None,
+    )
+    try:
+        outcome = await BY_NAME[name].perform(_services(request), call)
+    except CreditgateError as exc:
+        return await account(request, error=exc.message)
+    said = "applied before (the same form sent again)" if outcome.replayed else "done"
+    return await account(request, notice=f"{name}: {said}.")
+
+
+async def revoke_key(request: Request) -> Response:
+    try:
+        await _write(request)
+    except CreditgateError as exc:
+        return _signin_page(exc.message, exc.status)
+    try:
+        account_id = validation.account_id(request.path_params["account_id"], field="account")
+        key_id = validation.key_id(request.path_params["key_id"], field="key")
+        await accounts.revoke_key(_services(request), account_id, key_id)
+    except CreditgateError as exc:
+        return await account(request, error=exc.message)
+    return await account(request, notice="Key revoked.")
+
+
+async def signout(request: Request) -> Response:
+    try:
+        await _write(request)
+    except CreditgateError as exc:
+        return _signin_page(exc.message, exc.status)
+    await _sessions(request).end(request.cookies.get(COOKIE))
+    response = pages.redirect(PATH)
+    pages.clear_session_cookie(response, request, COOKIE, path=PATH)
+    return response
+
+
+def console_routes() -> list[BaseRoute]:
+    """``/admin/ui`` and what is under it: placed ahead of the /admin API's mount."""
+    return [
+        Route(PATH, home, methods=["GET"], include_in_schema=False),
+        Mount(PATH, routes=_under()),
+    ]
+
+
+def _under() -> list[BaseRoute]:
+    return [
+        Route("/", home, methods=["GET"], include_in_schema=False),
+        Route("/signin", signin, methods=["POST"], include_in_schema=False),
+        Route("/signout", signout, methods=["POST"], include_in_schema=False),
+        Route("/accounts/{account_id}", account, methods=["GET"], include_in_schema=False),
+        Route(
+            "/accounts/{account_id}/keys/{key_id}/revoke",
+            revoke_key,
+            methods=["POST"],
+            include_in_schema=False,
+        ),
+        Route("/accounts/{account_id}/{action}", act, methods=["POST"], include_in_schema=False),
+    ]

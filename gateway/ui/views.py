@@ -1,0 +1,66 @@
+"""What a page shows of one account: its usage object, charts, recent ledger and keys.
+
+Built from the same functions the APIs answer with (``usage_body``, the history of
+``gateway.accounts.history``), so a chart's figures are the API's figures.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from gateway.accounts import history as usage
+from gateway.accounts import operations as accounts
+from gateway.accounts.restore import restore_from_store
+from gateway.accounts.usage import usage_body
+from gateway.errors import NotFound
+from gateway.services import Services
+from gateway.ui.charts import bar_chart
+from store.timefmt import utc_now
+
+CHART_DAYS = 30
+LEDGER_ROWS = 20
+
+
+def chart_query(days: int = CHART_DAYS) -> usage.HistoryQuery:
+    """The charts' range: the last ``days`` whole UTC days, today included."""
+    end = utc_now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return usage.HistoryQuery(end - timedelta(days=days), end, "day", "json")
+
+
+async def account_page(services: Services, account_id: str) -> dict[str, Any]:
+    """The context of an account's page (the dashboard, the console's account page)."""
+    state = await services.credits.status(account_id)
+    if state is None:
+        state = await restore_from_store(services, account_id)
+    if state is None:
+        raise NotFound(f"no account {account_id!r}")
+    wanted = chart_query()
+    per_day = await usage.usage_history(services, wanted, account_id=account_id)
+    by_route = await usage.usage_history(
+        services,
+        usage.HistoryQuery(wanted.start, wanted.end, "route", "json"),
+        account_id=account_id,
+    )
+    page = await accounts.ledger_page(services, account_id, limit=LEDGER_ROWS)
+    keys = await accounts.list_keys(services, account_id)
+    return {
+        "usage": usage_body(state),
+        "days": CHART_DAYS,
+        "per_day": per_day,
+        "credits_chart": bar_chart(
+            "Credits charged per day",
+            [(b.bucket or "", b.credits_charged) for b in per_day],
+            unit="credits",
+        ),
+        "tokens_chart": bar_chart(
+            "Tokens per day", [(b.bucket or "", b.tokens) for b in per_day], unit="tokens"
+        ),
+        "route_chart": bar_chart(
+            "Credits charged by route",
+            [(b.bucket or "(no route recorded)", b.credits_charged) for b in by_route],
+            unit="credits",
+        ),
+        "ledger": [usage.ledger_entry_view(e) for e in page.entries],
+        "keys": keys,
+    }

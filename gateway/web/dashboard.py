@@ -1,0 +1,191 @@
+"""The account holder's dashboard at ``/dashboard``: sign in with an API key, see credits,
+usage charts, the recent ledger and the keys; create (shown once) and revoke keys.
+
+Sign-in exchanges the key for a session cookie (``gateway.ui.sessions``): the key is checked
+like a proxied call's, then forgotten. A session ends at its TTL, at sign-out, and as soon as
+its key is revoked (checked on every page). Writes need the session's CSRF token.
+``GET /dashboard/signin?token=`` redeems a one-time sign-in token (``creditgate demo``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.accounts import operations as accounts
+from gateway.accounts import validation
+from gateway.accounts.keycache import KeyCache
+from gateway.errors import CreditgateError, Unauthorized
+from gateway.services import Services
+from gateway.ui import pages
+from gateway.ui.sessions import Session, Sessions, SignIns, first_use, form_nonce
+from gateway.ui.views import account_page
+
+COOKIE = "cg_dashboard"
+PATH = "/dashboard"
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _sessions(request: Request) -> Sessions:
+    services = _services(request)
+    return Sessions(services.redis, ttl_s=services.settings.ui_session_ttl)
+
+
+async def _session(request: Request) -> Session | None:
+    """The caller's live session whose key is still active; a revoked key's session ends."""
+    token = request.cookies.get(COOKIE)
+    sessions = _sessions(request)
+    session = await sessions.find(token, "holder")
+    if session is None or session.account_id is None:
+        return None
+    keys = await accounts.list_keys(_services(request), session.account_id)
+    if not any(k.key_id == session.key_id and not k.revoked for k in keys):
+        await sessions.end(token)
+        return None
+    return session
+
+
+def _signin_page(error: str | None = None, status: int = 200) -> Response:
+    return pages.render(
+        "signin.html",
+        status,
+        title="Sign in to your dashboard",
+        area="Dashboard",
+        action="/dashboard/signin",
+        label="API key",
+        hint="Your key is exchanged for a session of this browser and is not kept in it.",
+        error=error,
+    )
+
+
+async def dashboard(request: Request, *, notice: str | None = None, **more: Any) -> Response:
+    session = await _session(request)
+    if session is None or session.account_id is None:
+        response = _signin_page()
+        if COOKIE in request.cookies:
+            pages.clear_session_cookie(response, request, COOKIE, path=PATH)
+        return response
+    context = await account_page(_services(request), session.account_id)
+    return pages.render(
+        "dashboard.html",
+        title="Dashboard",
+        area="Dashboard",
+        signout="/dashboard/signout",
+        csrf=session.csrf,
+        nonce=form_nonce(),
+        notice=notice,
+        **context,
+        **more,
+    )
+
+
+async def _start(request: Request, account_id: str, key_id: str) -> Response:
+    sessions = _sessions(request)
+    await sessions.end(request.cookies.get(COOKIE))
+    token = await sessions.start("holder", account_id=account_id, key_id=key_id)
+    response = pages.redirect(PATH)
+    pages.set_session_cookie(response, request, COOKIE, token, path=PATH, ttl_s=sessions.ttl_s)
+    return response
+
+
+async def signin(request: Request) -> Response:
+    if request.method == "GET":
+        redeemed = await SignIns(_services(request).redis).redeem(
+            request.query_params.get("token", "")
+        )
+        if redeemed is None:
+            return _signin_page("That sign-in link is used or expired: sign in with your key.", 401)
+        return await _start(request, *redeemed)
+    if not pages.same_origin(request):
+        return _signin_page("Sign-in refused: the form came from another site.", 403)
+    secret = (await pages.form(request)).get("secret", "").strip()
+    keys: KeyCache = request.app.state.keys
+    try:
+        caller = await keys.authenticate(f"Bearer {secret}")
+    except Unauthorized:
+        return _signin_page("Unknown or revoked API key.", 401)
+    return await _start(request, caller.account_id, caller.key_id)
+
+
+async def _write(request: Request) -> tuple[Session, dict[str, str]]:
+    """The session of a write, its CSRF token checked; the form's fields."""
+    session = await _session(request)
+    if session is None:
+        raise Unauthorized("sign in first")
+    fields = await pages.form(request)
+    if not pages.same_origin(request) or not session.csrf_ok(fields.get("csrf")):
+        raise pages.CsrfRefused("the form's CSRF token is missing or wrong: reload the page")
+    return session, fields
+
+
+async def create_key(request: Request) -> Response:
+    try:
+        session, fields = await _write(request)
+    except CreditgateError as exc:
+        return _refused(exc)
+    assert session.account_id is not None
+    try:
+        name = validation.create_key({"name": fields.get("name") or None}).name
+    except CreditgateError as exc:
+        return await dashboard(request, error=exc.message)
+    if not await first_use(_services(request).redis, fields.get("nonce", "")):
+        return await dashboard(
+            request, error="That form was sent already (its key was shown once): not created again."
+        )
+    key = await accounts.create_key(_services(request), session.account_id, name=name or "")
+    return await dashboard(request, notice="Key created.", new_key={"name": name, **asdict(key)})
+
+
+async def revoke_key(request: Request) -> Response:
+    try:
+        session, _ = await _write(request)
+    except CreditgateError as exc:
+        return _refused(exc)
+    assert session.account_id is not None
+    key_id = validation.key_id(request.path_params["key_id"], field="key")
+    try:
+        await accounts.revoke_key(_services(request), session.account_id, key_id)
+    except CreditgateError as exc:
+        return await dashboard(request, error=exc.message)
+    if key_id == session.key_id:
+        await _sessions(request).end(request.cookies.get(COOKIE))
+        response = _signin_page("You revoked the key you signed in with: signed out.")
+        pages.clear_session_cookie(response, request, COOKIE, path=PATH)
+        return response
+    return pages.redirect(PATH)
+
+
+async def signout(request: Request) -> Response:
+    try:
+        await _write(request)
+    except CreditgateError as exc:
+        return _refused(exc)
+    await _sessions(request).end(request.cookies.get(COOKIE))
+    response = pages.redirect(PATH)
+    pages.clear_session_cookie(response, request, COOKIE, path=PATH)
+    return response
+
+
+def _refused(exc: CreditgateError) -> Response:
+    return _signin_page(exc.message, exc.status)
+
+
+def dashboard_routes() -> list[Route]:
+    return [
+        Route(PATH, dashboard, methods=["GET"], include_in_schema=False),
+        Route(f"{PATH}/signin", signin, methods=["GET", "POST"], include_in_schema=False),
+        Route(f"{PATH}/keys", create_key, methods=["POST"], include_in_schema=False),
+        Route(
+            f"{PATH}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"], include_in_schema=False
+        ),
+        Route(f"{PATH}/signout", signout, methods=["POST"], include_in_schema=False),
+        *pages.static_routes(),
+    ]

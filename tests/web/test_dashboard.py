@@ -1,0 +1,230 @@
+"""The dashboard and the console over HTTP, in-process: sessions (cookie flags, expiry, CSRF,
+a revoked key's session ends, one-time sign-in links), the pages' security headers and what
+they show, and the console's idempotent actions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from gateway.accounts.operations import CreatedAccount, create_account, revoke_key
+from gateway.app import create_app
+from gateway.credits import keys
+from gateway.services import Services, open_services
+from gateway.settings import Settings
+from gateway.ui.sessions import SignIns, digest
+from tests.support.admin import ADMIN_TOKEN
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def settings(redis_url: str, store_url: str) -> Settings:
+    return Settings(
+        redis_url=redis_url, database_url=store_url, admin_token=ADMIN_TOKEN, ui_session_ttl=120
+    )
+
+
+@pytest.fixture
+async def services(real_redis: aioredis.Redis, settings: Settings) -> AsyncIterator[Services]:
+    built = open_services(settings)
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def app(settings: Settings, services: Services) -> AsyncIterator[Starlette]:
+    built: Starlette = create_app(settings, services=services)
+    async with built.router.lifespan_context(built):
+        yield built
+
+
+@pytest.fixture
+def visitor(app: Starlette) -> Callable[..., httpx.AsyncClient]:
+    def make(base: str = "http://gw") -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+
+    return make
+
+
+@pytest.fixture
+async def holder(services: Services) -> CreatedAccount:
+    return await create_account(services, account_id="acme", tier="free")
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None, "the page has a CSRF field"
+    return found.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, secret: str) -> httpx.Response:
+    return await client.post("/dashboard/signin", data={"secret": secret})
+
+
+async def test_sign_in_gives_a_strict_httponly_cookie_and_never_keeps_the_key(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, real_redis: aioredis.Redis
+) -> None:
+    async with visitor() as client:
+        signed = await sign_in(client, holder.api_key)
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+        assert "Max-Age=120" in cookie and "Secure" not in cookie
+        assert holder.api_key not in cookie
+        token = client.cookies["cg_dashboard"]
+        stored = await real_redis.get(keys.ui_session(digest(token)))
+        assert stored is not None and holder.api_key not in stored and token not in stored
+        assert 0 < await real_redis.ttl(keys.ui_session(digest(token))) <= 120
+        page = await client.get("/dashboard")
+        assert page.status_code == 200
+        assert 'id="credits-left">5<' in page.text
+        assert holder.api_key not in page.text
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+        assert page.headers["cache-control"] == "no-store"
+        assert "<script>" not in page.text and "<svg" in page.text
+    async with visitor("https://gw") as secure:
+        assert "Secure" in (await sign_in(secure, holder.api_key)).headers["set-cookie"]
+
+
+async def test_a_wrong_key_is_refused_and_no_cookie_is_set(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount
+) -> None:
+    async with visitor() as client:
+        refused = await sign_in(client, "cg_" + "x" * 40)
+        assert refused.status_code == 401
+        assert "set-cookie" not in refused.headers
+        assert "Unknown or revoked API key" in refused.text
+
+
+async def test_an_expired_session_signs_out(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, real_redis: aioredis.Redis
+) -> None:
+    async with visitor() as client:
+        await sign_in(client, holder.api_key)
+        token = client.cookies["cg_dashboard"]
+        await real_redis.delete(keys.ui_session(digest(token)))  # what the TTL does
+        page = await client.get("/dashboard")
+        assert "Sign in to your dashboard" in page.text
+        assert 'id="credits-left"' not in page.text
+
+
+async def test_writes_without_the_csrf_token_or_from_another_site_are_refused(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount
+) -> None:
+    async with visitor() as client:
+        await sign_in(client, holder.api_key)
+        page = await client.get("/dashboard")
+        csrf = csrf_of(page.text)
+        missing = await client.post("/dashboard/keys", data={"name": "ci"})
+        assert missing.status_code == 403
+        wrong = await client.post("/dashboard/keys", data={"name": "ci", "csrf": csrf + "x"})
+        assert wrong.status_code == 403
+        elsewhere = await client.post(
+            "/dashboard/keys",
+            data={"name": "ci", "csrf": csrf},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert elsewhere.status_code == 403
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+        assert nonce is not None
+        form = {"name": "ci", "csrf": csrf, "nonce": nonce.group(1)}
+        made = await client.post("/dashboard/keys", data=form)
+        assert made.status_code == 200
+        secret = re.search(r'id="new-key" readonly value="(cg_[^"]+)"', made.text)
+        assert secret is not None
+        again = await client.get("/dashboard")
+        assert secret.group(1) not in again.text  # shown once
+        assert again.text.count("data-key-id=") == 2
+        resent = await client.post("/dashboard/keys", data=form)  # a reload of that answer
+        assert "sent already" in resent.text and 'id="new-key"' not in resent.text
+        assert resent.text.count("data-key-id=") == 2
+
+
+async def test_a_revoked_keys_session_ends(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, services: Services
+) -> None:
+    async with visitor() as client:
+        await sign_in(client, holder.api_key)
+        assert 'id="credits-left"' in (await client.get("/dashboard")).text
+        await revoke_key(services, holder.account_id, holder.key_id)
+        page = await client.get("/dashboard")
+        assert "Sign in to your dashboard" in page.text
+        # Signing in again with it (a replica may still hold it cached for a moment) leads
+        # to no page either.
+        await sign_in(client, holder.api_key)
+        assert "Sign in to your dashboard" in (await client.get("/dashboard")).text
+
+
+async def test_signing_out_ends_the_session(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount
+) -> None:
+    async with visitor() as client:
+        await sign_in(client, holder.api_key)
+        token = client.cookies["cg_dashboard"]
+        csrf = csrf_of((await client.get("/dashboard")).text)
+        out = await client.post("/dashboard/signout", data={"csrf": csrf})
+        assert out.status_code == 303
+        client.cookies.set("cg_dashboard", token, path="/dashboard")  # a stolen copy
+        assert "Sign in to your dashboard" in (await client.get("/dashboard")).text
+
+
+async def test_a_sign_in_link_works_once(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, services: Services
+) -> None:
+    token = await SignIns(services.redis).mint(holder.account_id, holder.key_id)
+    async with visitor() as client:
+        first = await client.get("/dashboard/signin", params={"token": token})
+        assert first.status_code == 303
+        assert 'id="credits-left"' in (await client.get("/dashboard")).text
+    async with visitor() as other:
+        second = await other.get("/dashboard/signin", params={"token": token})
+        assert second.status_code == 401
+
+
+async def test_the_console_needs_the_token_and_grants_once_per_form(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount
+) -> None:
+    async with visitor() as client:
+        assert "Admin token" in (await client.get("/admin/ui")).text
+        refused = await client.post("/admin/ui/signin", data={"secret": "wrong"})
+        assert refused.status_code == 401
+        blind = await client.post(
+            "/admin/ui/accounts/acme/grant", data={"credits": "5", "reason": "x"}
+        )
+        assert blind.status_code == 403
+        signed = await client.post("/admin/ui/signin", data={"secret": ADMIN_TOKEN})
+        assert signed.status_code == 303 and "Path=/admin/ui" in signed.headers["set-cookie"]
+        home = await client.get("/admin/ui", params={"q": "acm"})
+        assert ADMIN_TOKEN not in home.text
+        assert 'href="/admin/ui/accounts/acme"' in home.text
+        page = await client.get("/admin/ui/accounts/acme")
+        form = {
+            "csrf": csrf_of(page.text),
+            "idempotency_key": "form-1",
+            "credits": "40",
+            "reason": "goodwill",
+        }
+        done = await client.post("/admin/ui/accounts/acme/grant", data=form)
+        assert "grant: done" in done.text
+        assert 'id="credits-left">45<' in done.text
+        again = await client.post("/admin/ui/accounts/acme/grant", data=form)
+        assert "applied before" in again.text
+        assert 'id="credits-left">45<' in again.text
+        no_csrf = await client.post(
+            "/admin/ui/accounts/acme/grant", data={**form, "csrf": "", "idempotency_key": "f2"}
+        )
+        assert no_csrf.status_code == 403
+        bad = await client.post(
+            "/admin/ui/accounts/acme/grant", data={**form, "credits": "-3", "idempotency_key": "f3"}
+        )
+        assert 'role="alert"' in bad.text
