@@ -11,14 +11,13 @@ Reads only: no Idempotency-Key, nothing changes. Parameters as ``gateway.account
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.accounts import csvexport, validation
 from gateway.accounts import history as usage
+from gateway.accounts import validation
 from gateway.admin.handlers import admin_endpoint, services_of
-
-CSV_TYPE = "text/csv; charset=utf-8"
+from gateway.ui.exports import history_answer, ledger_answer
 
 
 def _account(request: Request) -> str | None:
@@ -26,53 +25,24 @@ def _account(request: Request) -> str | None:
     return None if given is None else validation.account_id(given, field="account")
 
 
-def _csv(body: str, name: str) -> Response:
-    headers = {"Content-Disposition": f'attachment; filename="{name}.csv"'}
-    return Response(body, media_type=CSV_TYPE, headers=headers)
-
-
 async def usage_history(request: Request) -> Response:
     wanted = usage.history_query(
         request.query_params, groupings=("day", "route", "key", "account"), extra=("account",)
     )
     buckets = await usage.usage_history(services_of(request), wanted, account_id=_account(request))
-    if wanted.format == "csv":
-        rows = map(usage.history_row, buckets)
-        return _csv(csvexport.document(usage.HISTORY_COLUMNS, rows), f"usage-{wanted.grouping}")
-    return JSONResponse({"success": True, **usage.history_view(wanted, buckets)})
+    return history_answer(wanted, buckets, name=f"usage-{wanted.grouping}")
 
 
 async def top_accounts(request: Request) -> Response:
     wanted = usage.history_query(request.query_params, groupings=("account",))
     top = await usage.top_accounts(services_of(request), wanted)
-    if wanted.format == "csv":
-        return _csv(csvexport.document(usage.HISTORY_COLUMNS, map(usage.history_row, top)), "top")
-    return JSONResponse({"success": True, **usage.history_view(wanted, top)})
+    return history_answer(wanted, top, name="top")
 
 
 async def ledger_export(request: Request) -> Response:
     wanted = usage.history_query(request.query_params, groupings=("day",), extra=("account",))
     rows = usage.ledger_rows(services_of(request), wanted, account_id=_account(request))
-    if wanted.format == "csv":
-        return StreamingResponse(
-            csvexport.stream(usage.LEDGER_COLUMNS, (usage.ledger_row(r) async for r in rows)),
-            media_type=CSV_TYPE,
-            headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
-        )
-    entries = []
-    async for record in rows:
-        entries.append(usage.ledger_entry_view(record))
-        if len(entries) == wanted.limit:
-            break
-    await rows.aclose()
-    return JSONResponse(
-        {
-            "success": True,
-            "from": usage.iso(wanted.start),
-            "to": usage.iso(wanted.end),
-            "entries": entries,
-        }
-    )
+    return await ledger_answer(wanted, rows)
 
 
 def usage_routes() -> list[Route]:

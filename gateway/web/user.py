@@ -10,18 +10,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.accounts.keycache import KeyCache, authorization_of
+from gateway.accounts.keycache import Caller, KeyCache, authorization_of
 from gateway.accounts.restore import restore_from_store
 from gateway.accounts.usage import usage_body
 from gateway.errors import Unauthorized
 from gateway.services import Services
 
 
+async def caller_of(request: Request) -> Caller:
+    """The caller of an account holder's endpoint, by the request's one ``Authorization``."""
+    keys: KeyCache = request.app.state.keys
+    return await keys.authenticate(authorization_of(request.scope["headers"]))
+
+
 async def user_usage(request: Request) -> Response:
     """``GET /api/user/usage``: the caller's account; costs nothing, touches no rate."""
     services: Services = request.app.state.services
-    keys: KeyCache = request.app.state.keys
-    caller = await keys.authenticate(authorization_of(request.scope["headers"]))
+    caller = await caller_of(request)
     state = await services.credits.status(caller.account_id)
     if state is None:
         state = await restore_from_store(services, caller.account_id)

@@ -368,10 +368,11 @@ async def test_a_second_authorization_header_is_400_on_usage_and_admin_too(
         one = await create_account(services, tier="pro", months=1)
         other = await create_account(services, tier="free")
         twice = [bearer(one), bearer(other)]
-        answer = await call(app, "GET", b"/api/user/usage", twice)
-        assert answer.status == 400, answer.body
-        assert b'"invalid_request"' in answer.body
-        assert (await call(app, "GET", b"/api/user/usage", [bearer(one)])).status == 200
+        for own in (b"/api/user/usage", b"/api/user/usage/history", b"/api/user/ledger"):
+            answer = await call(app, "GET", own, twice)
+            assert answer.status == 400, (own, answer.body)
+            assert b'"invalid_request"' in answer.body
+            assert (await call(app, "GET", own, [bearer(one)])).status == 200, own
         token = (b"authorization", b"Bearer admin-secret")
         path = f"/admin/accounts/{one.account_id}".encode()
         answer = await call(app, "GET", path, [token, token])
