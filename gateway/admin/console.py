@@ -28,7 +28,7 @@ from gateway.errors import CreditgateError
 from gateway.services import Services
 from gateway.ui import pages
 from gateway.ui.overview import Rate, overview
-from gateway.ui.sessions import Session, Sessions
+from gateway.ui.sessions import Session, sessions_of
 from gateway.ui.views import account_page, chart_query
 from store import history
 from store.database import session as db_session
@@ -61,11 +61,6 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _sessions(request: Request) -> Sessions:
-    services = _services(request)
-    return Sessions(services.redis, ttl_s=services.settings.ui_session_ttl)
-
-
 def _signin_page(error: str | None = None, status: int = 200) -> Response:
     return pages.render(
         "signin.html",
@@ -80,7 +75,7 @@ def _signin_page(error: str | None = None, status: int = 200) -> Response:
 
 
 async def _session(request: Request) -> Session | None:
-    return await _sessions(request).find(request.cookies.get(COOKIE), "operator")
+    return await sessions_of(_services(request)).find(request.cookies.get(COOKIE), "operator")
 
 
 def _enabled(request: Request) -> bool:
@@ -144,7 +139,7 @@ async def signin(request: Request) -> Response:
     given = (await pages.form(request)).get("secret", "").strip()
     if not hmac.compare_digest(given.encode(), token.encode()):
         return _signin_page("That is not the admin token.", 401)
-    sessions = _sessions(request)
+    sessions = sessions_of(_services(request))
     await sessions.end(request.cookies.get(COOKIE))
     cookie = await sessions.start("operator")
     response = pages.redirect(PATH)
@@ -256,7 +251,7 @@ async def signout(request: Request) -> Response:
         await _write(request)
     except CreditgateError as exc:
         return _signin_page(exc.message, exc.status)
-    await _sessions(request).end(request.cookies.get(COOKIE))
+    await sessions_of(_services(request)).end(request.cookies.get(COOKIE))
     response = pages.redirect(PATH)
     pages.clear_session_cookie(response, request, COOKIE, path=PATH)
     return response

@@ -18,6 +18,7 @@ from typing import Literal
 
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
+from gateway.services import Services
 
 Role = Literal["holder", "operator"]
 SIGNIN_TTL_MS = 300_000
@@ -112,3 +113,8 @@ async def first_use(redis: RedisClient, nonce: str) -> bool:
         return False
     claimed = await redis.set(keys.ui_form(digest(nonce)), "1", px=FORM_TTL_MS, nx=True)
     return bool(claimed)
+
+
+def sessions_of(services: Services) -> Sessions:
+    """The page sessions, kept as long as the settings say (``CREDITGATE_UI_SESSION_TTL``)."""
+    return Sessions(services.redis, ttl_s=services.settings.ui_session_ttl)

@@ -22,7 +22,7 @@ from gateway.accounts.keycache import KeyCache
 from gateway.errors import CreditgateError, Unauthorized
 from gateway.services import Services
 from gateway.ui import pages
-from gateway.ui.sessions import Session, Sessions, SignIns, first_use, form_nonce
+from gateway.ui.sessions import Session, SignIns, first_use, form_nonce, sessions_of
 from gateway.ui.views import account_page
 
 COOKIE = "cg_dashboard"
@@ -34,15 +34,10 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _sessions(request: Request) -> Sessions:
-    services = _services(request)
-    return Sessions(services.redis, ttl_s=services.settings.ui_session_ttl)
-
-
 async def _session(request: Request) -> Session | None:
     """The caller's live session whose key is still active; a revoked key's session ends."""
     token = request.cookies.get(COOKIE)
-    sessions = _sessions(request)
+    sessions = sessions_of(_services(request))
     session = await sessions.find(token, "holder")
     if session is None or session.account_id is None:
         return None
@@ -88,7 +83,7 @@ async def dashboard(request: Request, *, notice: str | None = None, **more: Any)
 
 
 async def _start(request: Request, account_id: str, key_id: str) -> Response:
-    sessions = _sessions(request)
+    sessions = sessions_of(_services(request))
     await sessions.end(request.cookies.get(COOKIE))
     token = await sessions.start("holder", account_id=account_id, key_id=key_id)
     response = pages.redirect(PATH)
@@ -156,7 +151,7 @@ async def revoke_key(request: Request) -> Response:
     except CreditgateError as exc:
         return await dashboard(request, error=exc.message)
     if key_id == session.key_id:
-        await _sessions(request).end(request.cookies.get(COOKIE))
+        await sessions_of(_services(request)).end(request.cookies.get(COOKIE))
         response = _signin_page("You revoked the key you signed in with: signed out.")
         pages.clear_session_cookie(response, request, COOKIE, path=PATH)
         return response
@@ -168,7 +163,7 @@ async def signout(request: Request) -> Response:
         await _write(request)
     except CreditgateError as exc:
         return _refused(exc)
-    await _sessions(request).end(request.cookies.get(COOKIE))
+    await sessions_of(_services(request)).end(request.cookies.get(COOKIE))
     response = pages.redirect(PATH)
     pages.clear_session_cookie(response, request, COOKIE, path=PATH)
     return response
