@@ -247,7 +247,7 @@ def ledger_row(record: LedgerRecord) -> tuple[object, ...]:
 
 
 def ledger_entry_view(record: LedgerRecord) -> dict[str, Any]:
-    """A movement in JSON answers (the admin ledger's shape, plus its route and key)."""
+    """A movement in every JSON answer that lists them (the admin ledger, the history's)."""
     return {
         "id": record.event_id,
         "accountId": record.account_id,
@@ -256,7 +256,8 @@ def ledger_entry_view(record: LedgerRecord) -> dict[str, Any]:
         "planCredits": record.plan_delta,
         "bonusCredits": record.bonus_delta,
         "tokens": record.tokens,
-        "requestId": record.request_id,
+        "heldCredits": record.held_credits,
+        "requestId": record.request_id or None,
         "route": record.route,
         "keyId": record.key_id,
         "reason": record.reason,

@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from gateway.accounts import operations as accounts
 from gateway.accounts import validation
+from gateway.accounts.history import ledger_entry_view
 from gateway.admin import idempotency
 from gateway.admin.idempotency import Answer, Outcome
-from gateway.admin.views import account_view, key_view, ledger_view, record_view
+from gateway.admin.views import account_view, key_view, record_view
 from gateway.credits.engine import TierAction
 from gateway.credits.results import AccountState
 from gateway.errors import InvalidRequest
@@ -322,7 +323,7 @@ async def ledger(services: Services, call: Call) -> Answer:
     account_id = call.account_id()
     limit, before = call.page("before", validation.ledger_cursor, default=50)
     page = await accounts.ledger_page(services, account_id, limit=limit, before=before)
-    return {"entries": [ledger_view(e) for e in page.entries], "next": page.next}
+    return {"entries": [ledger_entry_view(e) for e in page.entries], "next": page.next}
 
 
 # -- the table ---------------------------------------------------------------------------------

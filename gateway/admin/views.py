@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.accounts.usage import usage_body
 from gateway.credits.results import AccountState
-from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
+from store.records import AccountRecord, ApiKeyRecord
 from store.timefmt import as_utc
 
 
@@ -54,20 +54,4 @@ def record_view(record: AccountRecord) -> dict[str, Any]:
         "email": record.email,
         "tier": record.tier,
         "createdAt": iso(record.created_at),
-    }
-
-
-def ledger_view(entry: LedgerRecord) -> dict[str, Any]:
-    return {
-        "id": entry.event_id,
-        "kind": entry.kind,
-        "credits": entry.credits_delta,
-        "planCredits": entry.plan_delta,
-        "bonusCredits": entry.bonus_delta,
-        "tokens": entry.tokens,
-        "heldCredits": entry.held_credits,
-        "requestId": entry.request_id or None,
-        "reason": entry.reason,
-        "version": entry.version,
-        "at": iso(entry.occurred_at),
     }

@@ -169,7 +169,16 @@ def _schemas(tiers: list[str]) -> dict[str, Schema]:
                     "description": "charge and refund: the credits the request held (a "
                     "request has one row, when settled; older ledgers also have a 'hold' row)",
                 },
+                "accountId": {"type": "string"},
                 "requestId": {"type": ["string", "null"]},
+                "route": {
+                    "type": ["string", "null"],
+                    "description": "The route prefix of the request that caused it, if any",
+                },
+                "keyId": {
+                    "type": ["string", "null"],
+                    "description": "The API key of the request that caused it, if any",
+                },
                 "reason": {"type": ["string", "null"]},
                 "version": {"type": "integer"},
                 "at": {"type": "string", "format": "date-time"},
