@@ -20,5 +20,5 @@ def unavailable(exc: BaseException) -> Unavailable:
     if isinstance(exc, Unavailable):
         return exc
     if isinstance(exc, RedisError | OSError):
-        return Unavailable(f"redis: {exc}")
+        return Unavailable(f"redis: {str(exc) or type(exc).__name__}")  # some say nothing at all
     return Unavailable(f"redis client: {exc!r}")

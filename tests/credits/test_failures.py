@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from redis.exceptions import MaxConnectionsError
 
 from gateway.accounts.keycache import KeyCache, announce_revocation
 from gateway.admin.idempotency import run_once
@@ -101,3 +102,9 @@ def test_unavailable_says_whether_the_client_failed() -> None:
     assert unavailable(RuntimeError("closed")).message == "redis client: RuntimeError('closed')"
     same = Unavailable("x")
     assert unavailable(same) is same
+
+
+def test_an_error_without_words_is_named_by_its_class() -> None:
+    """redis-py's cluster client raised ``MaxConnectionsError()`` under load: the log said
+    only "reserve failed: redis: "."""
+    assert unavailable(MaxConnectionsError()).message == "redis: MaxConnectionsError"
