@@ -193,5 +193,5 @@ def create_app(
 def app_from_env() -> GatewayApp:
     """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
     settings = Settings.load()
-    configure_logging(log_format=settings.log_format)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings, server=True)

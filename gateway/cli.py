@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from gateway.logs import configure_logging
+from gateway.logs import LOG_LEVELS, configure_logging
 from gateway.settings import ConfigError, Settings
 
 COMMAND_MODULES = (
@@ -30,7 +30,12 @@ SERVE_MODULE = "gateway.server"
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Every command's parser; ``only``: just that command module's (see ``serving``)."""
     parser = argparse.ArgumentParser(prog="creditgate", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO, WARNING or ERROR (default: CREDITGATE_LOG_LEVEL, else INFO)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in (only,) if only else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -52,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(SERVE_MODULE if serving(argv) else None).parse_args(argv)
     try:
         settings = Settings.load()
-        configure_logging(args.log_level, settings.log_format)
+        if args.log_level:  # the flag wins, for this process and those it starts
+            settings = settings.model_copy(update={"log_level": args.log_level})
+        configure_logging(settings.log_level, settings.log_format)
         code: int = args.run(args, settings)
     except ConfigError as exc:
         print(f"creditgate: configuration error: {exc}", file=sys.stderr)

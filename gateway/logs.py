@@ -19,6 +19,8 @@ from typing import Literal
 from pythonjsonlogger.json import JsonFormatter
 
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"

@@ -60,7 +60,7 @@ def uvicorn_options(args: argparse.Namespace, settings: Settings) -> dict[str, A
         "proxy_headers": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 30,
-        "log_level": args.log_level.lower(),
+        "log_level": settings.log_level.lower(),
     }
 
 
@@ -84,7 +84,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     options = uvicorn_options(args, settings)
     if args.workers > 1:
-        if args.access_log:  # the workers build their settings from the environment
+        # The workers build their settings from the environment.
+        export_setting("log_level", settings.log_level)
+        if args.access_log:
             export_setting("access_log", "1")
         with multiprocess.shared_directory(args.metrics_dir, args.port):
             uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)

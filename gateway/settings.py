@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.logs import LogFormat
+from gateway.logs import LogFormat, LogLevel
 
 TOKENS_PER_CREDIT = 2000
 ENV_PREFIX = "CREDITGATE_"
@@ -188,6 +188,8 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     log_format: LogFormat = "text"
+    log_level: LogLevel = "INFO"
+    """The root logger's level; ``--log-level`` overrides it (and hands it to ``--workers``)."""
     access_log: bool = False
     tracing: TracingMode = "off"
     replay_max_bytes: int = Field(default=65_536, ge=0, le=8_388_608)
@@ -224,6 +226,11 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, or {EMBEDDED!r}")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value  # debug, as logging says
 
     @field_validator("tracing")
     @classmethod

@@ -83,3 +83,27 @@ def test_the_access_line_is_a_setting_and_its_own_switch(monkeypatch: pytest.Mon
     finally:
         root.setLevel(saved[0])
         access.setLevel(saved[1])
+
+
+def test_the_level_is_a_setting_that_reaches_the_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--log-level`` did not reach ``serve --workers N``: each worker built its settings
+    from the environment and logged at INFO. The level is a setting now, exported for them."""
+    from gateway.app import app_from_env
+
+    monkeypatch.setenv("CREDITGATE_LOG_LEVEL", "debug")
+    assert Settings.load().log_level == "DEBUG"
+    monkeypatch.setenv("CREDITGATE_LOG_LEVEL", "loud")
+    with pytest.raises(ConfigError, match="log_level"):
+        Settings.load()
+    monkeypatch.setenv("CREDITGATE_REDIS_URL", "embedded")
+    monkeypatch.setenv("CREDITGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    root = logging.getLogger()
+    saved = root.level
+    try:
+        export_setting("log_level", "ERROR")  # what `serve --log-level error --workers 2` does
+        app_from_env()
+        assert root.level == logging.ERROR
+    finally:
+        root.setLevel(saved)
