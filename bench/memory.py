@@ -14,7 +14,7 @@ front of an in-process aiohttp backend. Its memory is read from ``/proc/<pid>/st
 
 The gateway answers 431 at its header limits and then reads (and discards) what still arrives
 for a short while before it closes (``gateway.heads``), so the attacker gets to send it all.
-A chunked JSON answer is buffered up to ``gateway.proxy.relay.JSON_LIMIT`` (8 MiB) to add
+A chunked JSON answer is buffered up to ``gateway.proxy.relay.JSON_LIMIT`` (1 MiB) to add
 ``creditInfo``, then streams: its peak is bounded by that limit, not by the answer's size.
 
 Printed: each figure and its increase over idle, and how many bytes each attack got to send.

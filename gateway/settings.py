@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     """The root logger's level; ``--log-level`` overrides it (and hands it to ``--workers``)."""
     access_log: bool = False
     tracing: TracingMode = "off"
-    replay_max_bytes: int = Field(default=65_536, ge=0, le=8_388_608)
+    replay_max_bytes: int = Field(default=65_536, ge=0, le=1_048_576)
     """The largest JSON answer kept for the retries of its ``Idempotency-Key`` (0: none)."""
     ui_session_ttl: int = Field(default=1800, ge=60, le=86_400)
     """Seconds a dashboard or console session lasts after sign-in (it is not extended)."""

@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import aiohttp
@@ -43,8 +44,11 @@ from gateway.proxy.replays import FirstAnswer
 
 log = logging.getLogger("creditgate.proxy")
 
-JSON_LIMIT = 8_388_608
-"""2xx JSON bodies up to this size gain ``creditInfo``; larger ones stream untouched."""
+JSON_LIMIT = 1_048_576
+"""2xx JSON bodies up to this size gain ``creditInfo``; larger ones stream untouched. A
+completion's JSON is far smaller (1 MiB is some 250,000 tokens of text); the buffer is what a
+gateway's memory grows by, per answer in flight, whatever the answer's size (was 8 MiB: +22 MB
+of RSS at the peak of one 50 MB chunked answer)."""
 
 ANSWER_FACTS = frozenset({b"x-tokens-used", b"content-length", b"content-encoding"})
 """The backend's response headers that decide how its answer is read and charged."""
@@ -108,7 +112,7 @@ async def _stream(
     send: Send,
     watch: asyncio.Future[Any] | None,
     header_tokens: int | None,
-    first: bytes = b"",
+    first: Sequence[bytes] = (),
 ) -> Outcome:
     """A 2xx answer streamed as it arrives (``first``: what was read of it already), charged
     after its last byte with the reservation's figures in its headers."""
@@ -126,8 +130,8 @@ async def _stream(
     )
     await send({"type": "http.response.start", "status": status, "headers": fields})
     usage = tok.SseUsage() if sse else None
-    if first:
-        await send({"type": "http.response.body", "body": first, "more_body": True})
+    for part in first:
+        await send({"type": "http.response.body", "body": part, "more_body": True})
     end = await _pipe(response, send, watch, usage)
     if end == "broken":
         await holds.refund(ex.caller.account_id, ex.request_id, "upstream broke mid-stream")
@@ -146,18 +150,19 @@ def _settle(holds: Holds, ex: Exchange, tokens: int, charge: int) -> None:
     holds.settle(ex.caller.account_id, ex.request_id, tokens, charge if metered else None)
 
 
-async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[list[bytes], bool]:
     """The body of an answer without a ``Content-Length`` (chunked, or to the close), read up
-    to just past ``JSON_LIMIT``: ``(body, True)`` when that is all of it, else what was read
-    and False. Never more than ``JSON_LIMIT`` plus one chunk in memory, whatever the framing."""
+    to just past ``JSON_LIMIT``: ``(parts, True)`` when that is all of it, else the parts read
+    and False (sent on as they are, never joined). Never more than ``JSON_LIMIT`` plus one
+    chunk in memory, whatever the framing."""
     parts: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
         parts.append(chunk)
         size += len(chunk)
         if size > JSON_LIMIT:
-            return b"".join(parts), False
-    return b"".join(parts), True
+            return parts, False
+    return parts, True
 
 
 async def _respond_json(
@@ -173,9 +178,10 @@ async def _respond_json(
         if length is not None:
             body = await response.content.read()  # bounded by the Content-Length check
         else:
-            body, whole = await _read_bounded(response)
+            parts, whole = await _read_bounded(response)
             if not whole:  # too large to buffer: on untouched, as any other streamed answer
-                return await _stream(holds, ex, response, send, watch, header_tokens, body)
+                return await _stream(holds, ex, response, send, watch, header_tokens, parts)
+            body = b"".join(parts)
     except (aiohttp.ClientError, OSError, TimeoutError):
         return await fail(holds, ex, send, "bad_gateway", "the backend's answer broke off")
     document: object = None
