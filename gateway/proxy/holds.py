@@ -61,7 +61,9 @@ RETRY_MAX_S = 0.5
 answers again."""
 DEADLINE_MARGIN_S = 2.0
 """Retries stop this long before the reservation's deadline (as this process saw it: after
-the reserve's answer), for the clocks of Redis and this host to differ a little."""
+the reserve's answer), for the clocks of Redis and this host to differ a little; at most a
+tenth of the hold, so a short hold (a short upstream timeout and grace) keeps most of its
+time for retries."""
 
 T = TypeVar("T")
 Restore = Callable[[str], Awaitable[AccountState | None]]
@@ -161,7 +163,7 @@ class Holds:
         ``Unavailable`` is one more failed attempt."""
         loop = asyncio.get_running_loop()
         deadline = self._open.get(request_id) or self._hold_end()
-        give_up = deadline - DEADLINE_MARGIN_S
+        give_up = deadline - min(DEADLINE_MARGIN_S, self.engine.hold_ms / 10_000)
         pause = RETRY_FIRST_S
         tries = 0
         try:

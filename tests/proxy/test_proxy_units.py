@@ -444,6 +444,25 @@ async def test_retries_stop_short_of_the_reservation_deadline(
     assert 3 < len(engine.calls) < 100
 
 
+async def test_a_short_hold_keeps_most_of_its_time_for_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proof's 5 s holds with a 2 s margin left a settle 1.3 s to outlast a Redis restart
+    that came as the answer went out: the reaper refunded a served request. The margin is at
+    most a tenth of the hold."""
+    monkeypatch.setattr("gateway.proxy.holds.RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr("gateway.proxy.holds.RETRY_MAX_S", 0.02)
+    engine = Outage(failures=1_000_000, hold_ms=1_000)  # the 2 s margin would be all of it
+    holds = holds_on(engine, Metrics())
+    loop = asyncio.get_running_loop()
+    holds.opened("rid-1")
+    started = loop.time()
+    holds.settle("acct_1", "rid-1", 10)
+    await holds.inflight.drain(timeout=30)
+    assert "until its reservation's deadline; the reaper will refund it" in caplog.text
+    assert loop.time() - started > 0.8  # retried until 0.1 s before the deadline
+
+
 async def test_shutdown_bounds_the_retries_and_names_what_it_leaves(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
