@@ -43,7 +43,8 @@ def json_body(
     return {"required": not optional, "content": {"application/json": {"schema": schema}}}
 
 
-def _query(name: str, schema: Schema, description: str) -> Schema:
+def query(name: str, schema: Schema, description: str) -> Schema:
+    """An optional query parameter."""
     return {
         "name": name,
         "in": "query",
@@ -54,17 +55,17 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
 
 
 RANGE_PARAMS: list[Schema] = [
-    _query(
+    query(
         "from",
         {"type": "string"},
         "ISO 8601 date or date-time, UTC (default: 30 days before 'to').",
     ),
-    _query(
+    query(
         "to",
         {"type": "string"},
         "ISO 8601, excluded (default: now); at most 366 days after 'from'.",
     ),
-    _query("format", {"enum": ["json", "csv"]}, "csv: an attachment, formula-safe cells."),
+    query("format", {"enum": ["json", "csv"]}, "csv: an attachment, formula-safe cells."),
 ]
 
 CSV_CONTENT: Schema = {"text/csv": {"schema": {"type": "string"}}}
@@ -98,7 +99,7 @@ def history_operation(
     }
     params = [*RANGE_PARAMS, *extra]
     if len(groupings) > 1:
-        params.append(_query("group", {"enum": groupings}, "The buckets (default: the first)."))
+        params.append(query("group", {"enum": groupings}, "The buckets (default: the first)."))
     answer = json_content(schema, "The buckets, and their totals.")
     answer["content"].update(CSV_CONTENT)
     return {
@@ -124,7 +125,7 @@ def ledger_range_operation(summary: str, security: str, *extra: Schema) -> Schem
     }
     answer = json_content(entries, "The movements, oldest first.")
     answer["content"].update(CSV_CONTENT)
-    limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "JSON rows.")
+    limit = query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "JSON rows.")
     return {
         "tags": ["admin" if security == "adminToken" else "user"],
         "summary": summary,

@@ -19,6 +19,7 @@ from gateway.openapi import (
     json_body,
     ledger_range_operation,
     ok,
+    query,
     ref,
 )
 
@@ -109,16 +110,6 @@ def shown_once(responses: dict[str, Schema]) -> dict[str, Schema]:
 
 def path_param(name: str, schema: Schema) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-def query(name: str, schema: Schema, description: str) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
 
 
 PAGE_SIZE = query(
