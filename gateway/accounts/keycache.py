@@ -32,6 +32,7 @@ from gateway.accounts.stored import in_store
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.failures import unavailable
+from gateway.credits.scopes import KeyRules
 from gateway.errors import InvalidRequest, Unauthorized
 from store import repository
 
@@ -50,6 +51,8 @@ class KeyEntry:
     account_id: str
     key_id: str
     revoked: bool
+    rules: KeyRules | None = None
+    """The key's own limits; None: none (``KeyRules(key_id)``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class Caller:
 
     account_id: str
     key_id: str
+    rules: KeyRules | None = None
+    """The key's own limits, for the reserve script; None: the key has none."""
 
 
 KeyLookup = Callable[[str], Awaitable[KeyEntry | None]]
@@ -146,7 +151,7 @@ class KeyCache:
         if entry is None or entry.revoked:
             raise Unauthorized("unknown or revoked API key")
         self._touched[entry.key_id] = time.time()
-        return Caller(entry.account_id, entry.key_id)
+        return Caller(entry.account_id, entry.key_id, entry.rules)
 
     async def _look_up_once(self, key_hash: str) -> KeyEntry | None:
         """One store lookup per hash however many requests miss at once (a cold replica under
