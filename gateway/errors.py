@@ -3,6 +3,8 @@
     CreditgateError                 code, status, message
     ├── InvalidRequest              400 invalid_request: bad JSON or fields, says which
     ├── Unauthorized                401 unauthorized: no, unknown or revoked key / token
+    │   └── KeyExpired              401 key_expired: a key past its own ``expiresAt``
+    ├── Forbidden                   403 forbidden: the key may not do this (its own limits)
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
@@ -64,6 +66,14 @@ class InvalidRequest(CreditgateError):
 
 class Unauthorized(CreditgateError):
     code, status = "unauthorized", 401
+
+
+class KeyExpired(Unauthorized):
+    code = "key_expired"
+
+
+class Forbidden(CreditgateError):
+    code, status = "forbidden", 403
 
 
 class NotFound(CreditgateError):
