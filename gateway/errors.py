@@ -28,6 +28,8 @@ SDKs show the message and read the code; status and headers stay as they are.
     unauthorized (401)          invalid_request_error   invalid_api_key
     insufficient_credits (429)  insufficient_quota      insufficient_quota
     rate_limited (429)          requests                rate_limit_exceeded
+    key_credit_limit (429)      insufficient_quota      key_credit_limit
+    key_rate_limited (429)      requests                key_rate_limited
     any other, 403              permission_error        the gateway's code
     any other, 5xx              server_error            the gateway's code
     any other 4xx               invalid_request_error   the gateway's code
@@ -113,6 +115,8 @@ _OPENAI_NAMES: dict[str, tuple[str, str]] = {
     "unauthorized": ("invalid_request_error", "invalid_api_key"),
     "insufficient_credits": ("insufficient_quota", "insufficient_quota"),
     "rate_limited": ("requests", "rate_limit_exceeded"),
+    "key_credit_limit": ("insufficient_quota", "key_credit_limit"),
+    "key_rate_limited": ("requests", "key_rate_limited"),
 }
 
 

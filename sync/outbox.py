@@ -77,6 +77,8 @@ def parse_movement(bucket: int, stream_id: str, fields: Mapping[str, str]) -> Mo
         occurred_ms=int(fields["ts"]),
         held_plan=int(fields.get("rp") or 0),
         held_bonus=int(fields.get("rb") or 0),
+        route=fields.get("route") or None,
+        key_id=fields.get("key") or None,
         **snapshot_fields(fields),
     )
 

@@ -14,6 +14,9 @@
 --   rl rn rr  the rate limiter's theoretical arrival time (GCRA), exactly rl + rn/rr ms:
 --          integers, because a fractional ms in a float drifts and a burst of rpm calls would
 --          lose its last call (rr is the rpm the fraction counts in)
+-- A key's own limits keep their state in the account's key hash (``<account>:k``), in fields
+-- named by the key id: <id>|s credits the key has held or been charged in the period ending
+-- at <id>|p (an older <id>|p: nothing yet), and its own GCRA <id>|l <id>|n <id>|r.
 -- Tiers arrive in ARGV as "name=credits/rpm;name=credits/rpm".
 
 local MONTH_MS = 2592000000  -- one monthly period and one subscription month: 30 days
@@ -86,13 +89,75 @@ end
 -- The state's plan and bonus credits are the ledger's: held credits count as the account's
 -- until a settle charges them (a reserve emits nothing; its settle or refund says what the
 -- request held, `rp` / `rb`, and what moved). (`+ 0` turns a -0 into 0.)
-local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note, rp, rb)
+-- A proxied request's event also names its API key and route prefix (`key`, `route`).
+local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note, rp, rb,
+                    key, route)
   a.v = math.max(a.v + 1, now_us)
   redis.call('XADD', outbox, '*', 'acct', account, 'kind', kind,
     'dp', dplan + 0, 'db', dbonus + 0, 'tok', tokens, 'rid', rid, 'note', note,
     'rp', rp or 0, 'rb', rb or 0, 'ts', now, 'v', a.v, 'plan', a.plan + a.hp,
     'bonus', a.bonus + a.hb, 'tier', a.tier, 'sub', a.sub, 'se', a.se, 'pe', a.pe, 'tt', a.tt,
-    'mt', a.mt)
+    'mt', a.mt, 'key', key or '', 'route', route or '')
+end
+
+-- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms, counted exactly in
+-- integer units of 1/rpm ms. A limiter's state is its theoretical arrival time tms + tn/rr ms;
+-- `debt` is how far it is ahead of now. A fraction kept under another rpm (the rpm changed)
+-- rounds up to the next whole ms.
+local function gcra_debt(tms, tn, rr, rpm, now)
+  if rpm <= 0 then
+    return 0
+  end
+  if rr ~= rpm then
+    if tn > 0 then
+      tms = tms + 1
+    end
+    tn = 0
+  end
+  if tms >= now then
+    return (tms - now) * rpm + tn
+  end
+  return 0
+end
+
+-- Would one more call pass? (A limiter with rpm 0 has no limit.)
+local function gcra_admits(debt, rpm)
+  return rpm <= 0 or debt + 60000 <= 60000 * rpm
+end
+
+-- The limiter's state after one more call: tms, tn (count it in `rpm`).
+local function gcra_take(debt, rpm, now)
+  debt = debt + 60000
+  return now + math.floor(debt / rpm), debt % rpm
+end
+
+-- Calls left in the quota at `debt` (-1: no limit).
+local function gcra_left(debt, rpm)
+  if rpm <= 0 then
+    return -1
+  end
+  return math.max(0, math.floor((60000 * rpm - debt) / 60000))
+end
+
+-- Ms until `debt` is paid off (0 with no limit).
+local function gcra_ms(debt, rpm)
+  if rpm <= 0 then
+    return 0
+  end
+  return math.ceil(debt / rpm)
+end
+
+-- Give `credits` of a closed reservation back to its key's spend, when the reservation counted
+-- against a key's credit limit (r_kc credits, in the period ending at r_kp) and that period is
+-- still the key's: a new period's spend starts from nothing.
+local function unspend(key_hash, kid, r_kp, credits)
+  if kid == nil or kid == '' or credits <= 0 then
+    return
+  end
+  local f = redis.call('HMGET', key_hash, kid .. '|s', kid .. '|p')
+  if f[2] and tonumber(f[2]) == tonumber(r_kp) then
+    redis.call('HSET', key_hash, kid .. '|s', math.max(0, tonumber(f[1]) - credits))
+  end
 end
 
 local function expire(outbox, account, a, now, tiers)

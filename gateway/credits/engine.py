@@ -32,6 +32,7 @@ from gateway.credits.results import (
     snapshot_args,
     snapshot_values,
 )
+from gateway.credits.scopes import KeyRules
 from gateway.credits.scripts import ScriptName, Scripts
 from gateway.credits.wire import Wire
 from gateway.settings import Tier
@@ -133,11 +134,19 @@ class CreditEngine:
         *,
         retain_ms: int | None = None,
         least: int | None = None,
+        key_id: str = "",
+        rules: KeyRules | None = None,
+        route: str = "",
+        path: str = "",
     ) -> Reservation:
         """Hold ``cost`` credits for one request, or refuse for credits or rate, all or nothing.
 
         ``least`` (a metered request): ``cost`` is an upper bound, and an account holding
         less but at least ``least`` credits has all it holds held instead (``hold``).
+
+        ``key_id`` and ``route`` (its prefix) are kept with the reservation for the ledger
+        event of its settle or refund. ``rules``: the key's own limits, checked with the
+        account's (``path`` against its routes), all or nothing.
 
         Applies a due expiry and monthly rollover first. Idempotent per request id: a repeat
         answers ``duplicate`` with the first reservation's state and holds nothing more, for
@@ -149,7 +158,7 @@ class CreditEngine:
         k = keys.account_keys(account)
         raw = await self._run(
             "reserve",
-            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
             (
                 account,
                 request_id,
@@ -159,19 +168,26 @@ class CreditEngine:
                 self.hold_ms,
                 retain_ms or "",
                 "" if least is None else least,
+                key_id,
+                route,
+                *_rules_args(rules, path),
             ),
         )
         status = cast(ReserveStatus, _text(raw[0]))
         if status == "missing":
             return Reservation("missing", None, None, 0, "")
-        remaining = int(raw[13])
         return Reservation(
             status=status,
             account=_account(account, raw),
-            rate_remaining=None if remaining < 0 else remaining,
+            rate_remaining=_limit(raw[13]),
             rate_wait_ms=int(raw[14]),
             state=cast(ReservationState, _text(raw[15])),
             hold=int(raw[16]),
+            key_credit_limit=None if rules is None else rules.credit_limit,
+            key_requests_per_minute=None if rules is None else rules.requests_per_minute,
+            key_credits_left=_limit(raw[17]),
+            key_rate_remaining=_limit(raw[18]),
+            key_rate_wait_ms=int(raw[19]),
         )
 
     async def settle(
@@ -198,7 +214,7 @@ class CreditEngine:
         k = keys.account_keys(account)
         raw = await self._run(
             "settle",
-            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
             (
                 account,
                 request_id,
@@ -228,7 +244,7 @@ class CreditEngine:
         k = keys.account_keys(account)
         raw = self._batcher.call(
             self._scripts.settle,
-            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
             (
                 account,
                 request_id,
@@ -258,7 +274,7 @@ class CreditEngine:
         k = keys.account_keys(account)
         raw = await self._run(
             "refund",
-            (k.state, k.reservation(request_id), k.deadlines, k.outbox),
+            (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
             (account, request_id, reason, self._now(), self._spec, retain_ms or self.retain_ms),
         )
         return _settlement(account, raw)
@@ -389,6 +405,26 @@ class CreditEngine:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _limit(value: object) -> int | None:
+    """A script's figure of a limit, where -1 says there is no such limit."""
+    number = int(cast(int, value))
+    return None if number < 0 else number
+
+
+def _rules_args(rules: KeyRules | None, path: str) -> tuple[ScriptArg, ...]:
+    """A key's own limits as the reserve script reads them (ARGV[11] to ARGV[15])."""
+    if rules is None:
+        return ("", "", "", "", "")
+    return (
+        "" if rules.credit_limit is None else rules.credit_limit,
+        rules.requests_per_minute or "",
+        "" if rules.expires_at_ms is None else rules.expires_at_ms,
+        path if rules.routes is not None else "",
+        # no prefix at all allows nothing: a lone newline holds none
+        ("\n".join(rules.routes) or "\n") if rules.routes is not None else "",
+    )
 
 
 def _account(account: str, raw: list[Any]) -> AccountState:

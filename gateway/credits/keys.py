@@ -91,6 +91,8 @@ class AccountKeys:
     state: str
     deadlines: str
     outbox: str
+    key_limits: str
+    """The account's API keys' own spend and rate (``scopes.KeyRules``), one hash."""
 
     def reservation(self, request_id: str) -> str:
         return f"{self.state}:r:{request_id}"
@@ -122,6 +124,7 @@ def account_keys(account: str) -> AccountKeys:
         state=f"{tag}:a:{account}",
         deadlines=f"{tag}:deadlines",
         outbox=f"{tag}:outbox",
+        key_limits=f"{tag}:a:{account}:k",
     )
 
 
@@ -131,7 +134,8 @@ STATE_PATTERN = f"{PREFIX}:{LAYOUT}:{{b*}}:a:*"
 
 
 def account_of(key: str) -> str | None:
-    """The account whose state hash ``key`` is; None for a reservation or any other key."""
+    """The account whose state hash ``key`` is; None for a reservation, its key hash or any
+    other key."""
     _, found, account = key.partition(":a:")
     if not found or not account or not _FORBIDDEN.isdisjoint(account):
         return None

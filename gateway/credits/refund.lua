@@ -3,7 +3,10 @@
 -- A due expiry and rollover apply first, so the allowance is the one of the tier now in force.
 -- Emits the request's one event, 'refund': what it held (rp / rb) and, as the deltas, what the
 -- account lost by it (held plan credits above the allowance: usually nothing).
+-- A hold that counted against its key's credit limit gives it back to the key's spend too. The
+-- event names the request's key and route prefix, as its reserve kept them.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
+-- KEYS[5] the account's key hash
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] reason  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
 -- Returns {'unknown'} when there is no such reservation, {'missing'} when the account is not
@@ -14,7 +17,7 @@ local account, rid = ARGV[1], ARGV[2]
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 -- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
-local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost')
+local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost', 'k', 'rt', 'kc', 'kp')
 local a = load(KEYS[1])
 if not r[1] then
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
@@ -43,7 +46,10 @@ if r[1] == 'held' then
   else
     a.hp = a.hp - pp
     a.hb = a.hb - bp
-    emit(KEYS[4], account, a, now, 'refund', to_plan - pp, 0, 0, rid, ARGV[3], pp, bp)
+    emit(KEYS[4], account, a, now, 'refund', to_plan - pp, 0, 0, rid, ARGV[3], pp, bp, r[6], r[7])
+    if r[8] then
+      unspend(KEYS[5], r[6], r[9], tonumber(r[8]))
+    end
   end
   save(KEYS[1], a)
 end

@@ -1,18 +1,30 @@
--- reserve: hold `cost` credits for one request, deciding credits and rate together.
+-- reserve: hold `cost` credits for one request, deciding credits and rate together, the
+-- account's and its API key's own limits alike: all or nothing, in the account's slot.
 -- Appends nothing to the outbox: the held credits move from plan / bonus to hp / hb, and the
 -- settle or refund that closes the reservation emits the one event saying what it held.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
+-- KEYS[5] the account's key hash (the keys' own spend and rate; common.lua)
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms until the reservation's deadline (it lives until settled, refunded or reaped)
 -- ARGV[7] ms the request id is remembered once settled ('': the settle's or refund's own)
 -- ARGV[8] the least credits to hold ('': exactly `cost`): a metered request holds `cost`, its
---   upper bound, or all the account has when that is less but at least ARGV[8]
+--   upper bound, or all the account (and its key's limit) allows when that is less but at
+--   least ARGV[8]
+-- ARGV[9] the API key's id ('': none)   ARGV[10] the route prefix (both for the ledger)
+-- ARGV[11] the key's credit limit per period ('': none)   ARGV[12] its requests per minute ('')
+-- ARGV[13] when the key expires, ms ('': never)
+-- ARGV[14] the request's path   ARGV[15] the path prefixes the key may call, one per line
+--   ('': every path)
 -- Returns {'missing'} when the account is not in Redis, else describe() followed by
 --   [14] rate remaining  [15] ms until the rate quota is full again, or until a call would pass
 --   [16] reservation state ('held', 'charged', 'refunded'; '' when nothing was held)
 --   [17] the credits held (0 when nothing was held)
+--   [18] the key's credits left in the period (-1: no limit)
+--   [19] the key's rate remaining (-1: no limit)  [20] ms until the key's quota is full again,
+--   or until its next call would pass
 -- with status 'ok', 'duplicate' (the request id was seen: nothing new is held),
--- 'insufficient' or 'rate_limited' (nothing held, no rate used).
+-- 'insufficient' or 'rate_limited' (the account's), 'key_credit_limit' or 'key_rate_limited'
+-- (the key's), 'key_expired' or 'route_not_allowed' (nothing held, no rate used by any).
 local account, rid, cost = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
@@ -22,65 +34,85 @@ if not a then
 end
 local changed = apply_due(KEYS[4], account, a, now, tiers)
 local rpm = rules(tiers, a.tier).rpm
+local kid = ARGV[9] or ''
+local klimit, krpm = tonumber(ARGV[11] or ''), tonumber(ARGV[12] or '') or 0
 
-local held = 0
-local function answer(status, remaining, wait, state)
+local held, debt, kdebt, kspent = 0, 0, 0, 0
+local wait, kwait = nil, nil  -- a refusal for rate: ms until a call would pass
+local function answer(status, state)
   if changed then
     save(KEYS[1], a)
   end
   local out = describe(status, a, now, tiers)
-  out[14] = remaining
-  out[15] = math.ceil(wait)
+  out[14] = wait and 0 or gcra_left(debt, rpm)
+  out[15] = wait or gcra_ms(debt, rpm)
   out[16] = state
   out[17] = held
+  out[18] = klimit and math.max(0, klimit - kspent) or -1
+  out[19] = kwait and 0 or gcra_left(kdebt, krpm)
+  out[20] = kwait or gcra_ms(kdebt, krpm)
   return out
 end
 
--- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms. Counted exactly in
--- integer units of 1/rpm ms: `debt` is how far the theoretical arrival time is ahead of now.
--- A fraction kept under another rpm (the tier changed) rounds up to the next whole ms.
-local window = 60000 * rpm
-local debt = 0
-if rpm > 0 then
-  local tms, tn = a.rl, a.rn
-  if a.rr ~= rpm then
-    if tn > 0 then
-      tms = tms + 1
+debt = gcra_debt(a.rl, a.rn, a.rr, rpm, now)
+local k = nil  -- the key's fields, when it has a limit to count against
+if kid ~= '' and (klimit or krpm > 0) then
+  local f = redis.call('HMGET', KEYS[5], kid .. '|s', kid .. '|p', kid .. '|l', kid .. '|n',
+    kid .. '|r')
+  k = { p = tonumber(f[2] or ''), l = tonumber(f[3] or '0'), n = tonumber(f[4] or '0'),
+        r = tonumber(f[5] or '0') }
+  if k.p == a.pe then
+    kspent = tonumber(f[1])
+  end
+  kdebt = gcra_debt(k.l, k.n, k.r, krpm, now)
+end
+
+-- The key's standing rules first: an expired key or a path it may not call holds nothing.
+local expires = tonumber(ARGV[13] or '')
+if expires and now >= expires then
+  return answer('key_expired', '')
+end
+if ARGV[15] ~= nil and ARGV[15] ~= '' then
+  local path, allowed = ARGV[14], false
+  for prefix in string.gmatch(ARGV[15], '[^\n]+') do
+    local n = #prefix
+    if prefix == '/' or path == prefix or (string.sub(path, 1, n) == prefix
+        and string.sub(path, n + 1, n + 1) == '/') then
+      allowed = true
+      break
     end
-    tn = 0
   end
-  if tms >= now then
-    debt = (tms - now) * rpm + tn
+  if not allowed then
+    return answer('route_not_allowed', '')
   end
-end
-local function quota_left(d)
-  if rpm == 0 then
-    return -1
-  end
-  return math.max(0, math.floor((window - d) / 60000))
-end
-local function ms_of(d)
-  if rpm == 0 then
-    return 0
-  end
-  return math.ceil(d / rpm)
 end
 
 local prior = redis.call('HGET', KEYS[2], 'st')
 if prior then
-  return answer('duplicate', quota_left(debt), ms_of(debt), prior)
+  return answer('duplicate', prior)
 end
 
+local can = a.plan + a.bonus
+if klimit then
+  can = math.min(can, math.max(0, klimit - kspent))
+end
 local least = tonumber(ARGV[8] or '')
-if least and a.plan + a.bonus < cost and a.plan + a.bonus >= least then
-  cost = a.plan + a.bonus  -- metered: hold what the account has; the charge cannot pass it
+if least and can < cost and can >= least then
+  cost = can  -- metered: hold what the account and key allow; the charge cannot pass it
 end
 if a.plan + a.bonus < cost then
-  return answer('insufficient', quota_left(debt), ms_of(debt), '')
+  return answer('insufficient', '')
 end
-
-if rpm > 0 and debt + 60000 > window then
-  return answer('rate_limited', 0, ms_of(debt + 60000 - window), '')
+if klimit and klimit - kspent < cost then
+  return answer('key_credit_limit', '')
+end
+if not gcra_admits(debt, rpm) then
+  wait = gcra_ms(debt + 60000 - 60000 * rpm, rpm)
+  return answer('rate_limited', '')
+end
+if not gcra_admits(kdebt, krpm) then
+  kwait = gcra_ms(kdebt + 60000 - 60000 * krpm, krpm)
+  return answer('key_rate_limited', '')
 end
 
 local from_plan = math.min(a.plan, cost)
@@ -88,22 +120,49 @@ local from_bonus = cost - from_plan
 a.plan = a.plan - from_plan
 a.bonus = a.bonus - from_bonus
 if rpm > 0 then
-  debt = debt + 60000
-  a.rl = now + math.floor(debt / rpm)
-  a.rn = debt % rpm
+  a.rl, a.rn = gcra_take(debt, rpm, now)
   a.rr = rpm
+  debt = debt + 60000
 end
 a.hp = a.hp + from_plan
 a.hb = a.hb + from_bonus
 local deadline = now + tonumber(ARGV[6])
+local function put(t, name, value)
+  t[#t + 1] = name
+  t[#t + 1] = value
+end
+local r = { 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline }
 if ARGV[7] ~= nil and ARGV[7] ~= '' then
   -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
   -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
-  redis.call('HSET', KEYS[2], 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline,
-    'ret', ARGV[7])
-else
-  redis.call('HSET', KEYS[2], 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline)
+  put(r, 'ret', ARGV[7])
 end
+if kid ~= '' then
+  put(r, 'k', kid)
+end
+if ARGV[10] ~= nil and ARGV[10] ~= '' then
+  put(r, 'rt', ARGV[10])
+end
+if k then
+  local kf = {}
+  if klimit then
+    kspent = kspent + cost
+    put(kf, kid .. '|s', kspent)
+    put(kf, kid .. '|p', a.pe)
+    -- what the settle or refund gives back to the key's spend, in that period only
+    put(r, 'kc', cost)
+    put(r, 'kp', a.pe)
+  end
+  if krpm > 0 then
+    local l, n = gcra_take(kdebt, krpm, now)
+    kdebt = kdebt + 60000
+    put(kf, kid .. '|l', l)
+    put(kf, kid .. '|n', n)
+    put(kf, kid .. '|r', krpm)
+  end
+  redis.call('HSET', KEYS[5], unpack(kf))
+end
+redis.call('HSET', KEYS[2], unpack(r))
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
 if changed then
   save(KEYS[1], a)
@@ -113,4 +172,4 @@ else
     'rl', a.rl, 'rn', a.rn, 'rr', a.rr)
 end
 held = cost
-return answer('ok', quota_left(debt), ms_of(debt), 'held')
+return answer('ok', 'held')

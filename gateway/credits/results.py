@@ -8,7 +8,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-ReserveStatus = Literal["ok", "duplicate", "insufficient", "rate_limited", "missing"]
+ReserveStatus = Literal[
+    "ok",
+    "duplicate",
+    "insufficient",
+    "rate_limited",
+    "missing",
+    "key_credit_limit",
+    "key_rate_limited",
+    "key_expired",
+    "route_not_allowed",
+]
 SettleStatus = Literal[
     "charged", "refunded", "charged_before", "refunded_before", "unknown", "missing"
 ]
@@ -75,7 +85,19 @@ class Reservation:
     """For ``duplicate``: what became of the first reservation of this request id."""
     hold: int = 0
     """The credits held (``ok``): the cost, or for a metered request its upper bound or,
-    when the account had less, all it had (at least the request's least)."""
+    when the account (or its key's limit) allowed less, all it allowed (at least the request's
+    least)."""
+    key_credit_limit: int | None = None
+    """The key's own credit limit per period (``KeyRules``); None: none."""
+    key_requests_per_minute: int | None = None
+    """The key's own rate limit; None: none."""
+    key_credits_left: int | None = None
+    """Credits the key may still spend this period (after this hold); None: no key limit."""
+    key_rate_remaining: int | None = None
+    """Calls left in the key's own rate quota; None when the key has no rate limit."""
+    key_rate_wait_ms: int = 0
+    """key_rate_limited: ms until the key's next call would pass; otherwise until its quota is
+    full again."""
 
     @property
     def held(self) -> bool:

@@ -6,7 +6,10 @@
 -- Emits the request's one event, 'charge': the credits it held by plan and bonus (rp / rb),
 -- what the account lost by it as the deltas (the hold, less what came back), its tokens and
 -- its request id.
+-- A hold that counted against its key's credit limit gives what was not charged back to the
+-- key's spend too. The event names the request's key and route prefix, as its reserve kept them.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
+-- KEYS[5] the account's key hash
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
 -- ARGV[7] the credits to charge, at most the hold ('': the whole hold)
@@ -19,7 +22,8 @@ local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 -- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
-local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost', 'chg')
+local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost', 'chg', 'k', 'rt', 'kc',
+  'kp')
 local a = load(KEYS[1])
 if not r[1] then
   return { 'unknown' }
@@ -55,7 +59,11 @@ if r[1] == 'held' then
     end
     a.hp = a.hp - pp
     a.hb = a.hb - bp
-    emit(KEYS[4], account, a, now, 'charge', to_plan - pp, to_bonus - bp, tokens, rid, '', pp, bp)
+    emit(KEYS[4], account, a, now, 'charge', to_plan - pp, to_bonus - bp, tokens, rid, '', pp, bp,
+      r[7], r[8])
+    if r[9] then
+      unspend(KEYS[5], r[7], r[10], cost - charged)
+    end
   end
   if charged == cost then
     redis.call('HSET', KEYS[2], 'st', 'charged')

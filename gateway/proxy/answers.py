@@ -4,7 +4,9 @@
   as every 401 and 503), 400 for a malformed ``Idempotency-Key``, 429 ``insufficient_credits``
   (``creditInfo``, ``Retry-After`` = seconds to the period end, ``X-Should-Retry: false``),
   429 ``rate_limited`` (``Retry-After`` = seconds until a call would pass, at least 1,
-  ``X-Should-Retry: true``) and 409 ``conflict`` for an ``Idempotency-Key`` seen before;
+  ``X-Should-Retry: true``), the key's own limits (401 ``key_expired``, 403
+  ``route_not_allowed``, 429 ``key_credit_limit`` and ``key_rate_limited`` as the account's)
+  and 409 ``conflict`` for an ``Idempotency-Key`` seen before;
 - failures of the backend, after the refund: 502 ``bad_gateway``, 504 ``gateway_timeout``;
 - ``credit_headers``: ``X-Credits-*``, ``X-Tokens-Used``, ``X-Request-Id`` and the IETF
   RateLimit fields, after the backend's own headers on a forwarded answer.
@@ -22,7 +24,7 @@ from starlette.types import Send
 
 from gateway.accounts.usage import credit_info
 from gateway.credits.results import AccountState, Reservation
-from gateway.errors import Unauthorized, error_body
+from gateway.errors import KeyExpired, Unauthorized, error_body
 from gateway.proxy import headers as hdr
 from gateway.proxy.bodies import send_error, send_json
 from gateway.proxy.exchange import Failure, Refusal
@@ -48,7 +50,9 @@ def credit_headers(
         *hdr.credit_fields(
             remaining=state.credits_remaining, charged=charged, tokens=tokens, request_id=request_id
         ),
-        *hdr.ratelimit_fields(state, reservation.rate_remaining, reservation.rate_wait_ms),
+        *hdr.ratelimit_fields(
+            state, reservation.rate_remaining, reservation.rate_wait_ms, reservation
+        ),
     ]
 
 
@@ -71,7 +75,9 @@ async def refuse(
         return "unauthorized"
     fields = [
         *rid_header,
-        *hdr.ratelimit_fields(state, reservation.rate_remaining, reservation.rate_wait_ms),
+        *hdr.ratelimit_fields(
+            state, reservation.rate_remaining, reservation.rate_wait_ms, reservation
+        ),
     ]
     if reservation.status == "insufficient":
         body = error_body(
@@ -92,6 +98,8 @@ async def refuse(
         fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
         await send_json(send, 429, body, fields, style=style)
         return "rate_limited"
+    if reservation.status in _KEY_REFUSALS:
+        return await _refuse_for_key(send, reservation, fields, style)
     # duplicate: an Idempotency-Key seen before.
     fields.append((b"x-credits-charged", b"0"))
     if reservation.state == "held":
@@ -103,6 +111,48 @@ async def refuse(
         message = "this Idempotency-Key failed too many times; use a new key"
     await send_json(send, 409, error_body("conflict", message), fields, style=style)
     return "conflict"
+
+
+_KEY_REFUSALS = frozenset(
+    ("key_credit_limit", "key_rate_limited", "key_expired", "route_not_allowed")
+)
+
+
+async def _refuse_for_key(
+    send: Send, reservation: Reservation, fields: hdr.RawHeaders, style: ErrorStyle
+) -> Refusal:
+    """The refusals of the key's own limits (``scopes.KeyRules``), checked by the same reserve
+    script as the account's: nothing was held, no rate used."""
+    state = reservation.account
+    assert state is not None
+    status = reservation.status
+    if status == "key_expired":
+        await send_error(send, KeyExpired("this API key has expired"), fields, style=style)
+        return "key_expired"
+    if status == "route_not_allowed":
+        body = error_body("route_not_allowed", "this API key may not call this route")
+        await send_json(send, 403, body, fields, style=style)
+        return "route_not_allowed"
+    if status == "key_credit_limit":
+        left = reservation.key_credits_left or 0
+        body = error_body(
+            "key_credit_limit",
+            f"this request costs more than the {left} credits this API key may still spend "
+            f"this period (its limit: {reservation.key_credit_limit})",
+            creditInfo=credit_info(state, 0),
+        )
+        retry = max(1, math.ceil(state.ms_to_period_end / 1000))
+        fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"false")]
+        await send_json(send, 429, body, fields, style=style)
+        return "key_credit_limit"
+    retry = max(1, math.ceil(reservation.key_rate_wait_ms / 1000))
+    body = error_body(
+        "key_rate_limited",
+        f"over this API key's {reservation.key_requests_per_minute} requests per minute",
+    )
+    fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
+    await send_json(send, 429, body, fields, style=style)
+    return "key_rate_limited"
 
 
 async def upstream_failed(

@@ -17,6 +17,10 @@ client_gone            the client left before the backend answered: refunded (or
 unauthorized           401: no, unknown or revoked key, or an account Redis and the store lack
 insufficient           429 ``insufficient_credits``: nothing held
 rate_limited           429 ``rate_limited``: nothing held
+key_expired            401 ``key_expired``: the key is past its own expiry
+route_not_allowed      403 ``route_not_allowed``: the path is outside the key's own routes
+key_credit_limit       429 ``key_credit_limit``: the key's own credit limit: nothing held
+key_rate_limited       429 ``key_rate_limited``: the key's own requests per minute: nothing held
 conflict               409: an ``Idempotency-Key`` in flight, already charged (its answer not
                        kept), or spent
 replayed               an ``Idempotency-Key`` already charged: its kept first answer, again
@@ -40,7 +44,16 @@ from gateway.settings import Route
 if TYPE_CHECKING:
     from gateway.proxy.replays import FirstAnswer
 
-Refusal = Literal["unauthorized", "insufficient", "rate_limited", "conflict"]
+Refusal = Literal[
+    "unauthorized",
+    "insufficient",
+    "rate_limited",
+    "conflict",
+    "key_expired",
+    "route_not_allowed",
+    "key_credit_limit",
+    "key_rate_limited",
+]
 """The answers to a reservation the scripts refused (or an account the store lost)."""
 Failure = Literal["bad_gateway", "gateway_timeout"]
 """The gateway's answers when the backend failed; also the error code of the body."""

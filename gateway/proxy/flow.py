@@ -42,6 +42,7 @@ from yarl import URL
 from gateway.accounts.keycache import KeyCache, authorization_of
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Reservation
+from gateway.credits.scopes import KeyRules
 from gateway.errors import IdempotencyMismatch, InvalidRequest, Unauthorized, Unavailable
 from gateway.metrics import Metrics
 from gateway.proxy import answers, pricing, relay
@@ -57,7 +58,7 @@ from gateway.proxy.bodies import (
 )
 from gateway.proxy.exchange import Exchange, Keep, Outcome
 from gateway.proxy.holds import Holds, Restore
-from gateway.proxy.idempotency import base_request_id, reserve_idempotent, valid_key
+from gateway.proxy.idempotency import Reserve, base_request_id, reserve_idempotent, valid_key
 from gateway.proxy.replays import FirstAnswer, Replays, fingerprint
 from gateway.proxy.trail import Trail
 from gateway.settings import Route
@@ -200,8 +201,19 @@ class Proxy:
 
         hold = pricing.hold_of(route, body)
         least = route.cost if pricing.metered(route) else None
+        rules = caller.rules
+        ask: Reserve = functools.partial(
+            self._ask,
+            caller.account_id,
+            hold,
+            least,
+            caller.key_id,
+            rules,
+            route.prefix,
+            scope["path"],
+        )
         reserve: Awaitable[tuple[Reservation, str]] = self._reserve(
-            caller.account_id, request_id, idem_key, hold, least
+            caller.account_id, request_id, idem_key, ask, hold
         )
         if self.tracing is not None:
             reserve = self.tracing.run("redis reserve", reserve, {"creditgate.cost": hold})
@@ -255,16 +267,39 @@ class Proxy:
         await send({"type": "http.response.body", "body": first.body, "more_body": False})
         return True
 
+    def _ask(
+        self,
+        account: str,
+        cost: int,
+        least: int | None,
+        key_id: str,
+        rules: KeyRules | None,
+        prefix: str,
+        path: str,
+        request_id: str,
+        retain_ms: int | None,
+    ) -> Awaitable[Reservation]:
+        """The engine's reserve of one request (``idempotency.Reserve``)."""
+        return self.engine.reserve(
+            account,
+            request_id,
+            cost,
+            retain_ms=retain_ms,
+            least=least,
+            key_id=key_id,
+            rules=rules,
+            route=prefix,
+            path=path,
+        )
+
     async def _reserve(
-        self, account: str, request_id: str, idem_key: str | None, cost: int, least: int | None
+        self, account: str, request_id: str, idem_key: str | None, ask: Reserve, cost: int
     ) -> tuple[Reservation, str]:
         for attempt in range(2):
             if idem_key is not None:
-                reservation, request_id = await reserve_idempotent(
-                    self.engine, account, idem_key, cost, least
-                )
+                reservation, request_id = await reserve_idempotent(ask, account, idem_key)
             else:
-                reservation = await self.engine.reserve(account, request_id, cost, least=least)
+                reservation = await ask(request_id, None)
                 if reservation.status == "duplicate" and reservation.state == "held":
                     # This id is ours alone: a client that retried the script after a lost
                     # reply (redis-py's cluster client does) finds our own hold. It is held.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from gateway.credits.results import AccountState
+from gateway.credits.results import AccountState, Reservation
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -140,20 +140,35 @@ def pick(headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]) -> dic
 
 
 def ratelimit_fields(
-    state: AccountState, rate_remaining: int | None, rate_wait_ms: int
+    state: AccountState,
+    rate_remaining: int | None,
+    rate_wait_ms: int,
+    key: Reservation | None = None,
 ) -> RawHeaders:
     """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers).
 
     Two policies: ``credits`` (quota: the tier's monthly allowance, remaining: credits left,
     reset: seconds to the period end) and ``minute`` (the tier's requests per minute; left out
-    when the tier has no rate limit).
+    when the tier has no rate limit). A key with its own limits (``key``'s reservation says)
+    adds ``key-credits`` (its credit limit per period, what it may still spend) and
+    ``key-minute`` (its own requests per minute).
     """
+    reset = math.ceil(state.ms_to_period_end / 1000)
     policy = f'"credits";q={state.allowance};w={CREDITS_WINDOW_S};qu="credits"'
-    current = f'"credits";r={state.credits_remaining};t={math.ceil(state.ms_to_period_end / 1000)}'
+    current = f'"credits";r={state.credits_remaining};t={reset}'
     if state.requests_per_minute > 0:
         left = state.requests_per_minute if rate_remaining is None else rate_remaining
         policy += f', "minute";q={state.requests_per_minute};w=60'
         current += f', "minute";r={left};t={math.ceil(rate_wait_ms / 1000)}'
+    if key is not None and key.key_credit_limit is not None:
+        spendable = key.key_credit_limit if key.key_credits_left is None else key.key_credits_left
+        policy += f', "key-credits";q={key.key_credit_limit};w={CREDITS_WINDOW_S};qu="credits"'
+        current += f', "key-credits";r={spendable};t={reset}'
+    if key is not None and key.key_requests_per_minute:
+        rpm = key.key_requests_per_minute
+        left = rpm if key.key_rate_remaining is None else key.key_rate_remaining
+        policy += f', "key-minute";q={rpm};w=60'
+        current += f', "key-minute";r={left};t={math.ceil(key.key_rate_wait_ms / 1000)}'
     return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", current.encode())]
 
 

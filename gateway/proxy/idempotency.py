@@ -21,9 +21,14 @@ A key is 1 to 255 printable ASCII characters.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 
-from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS, CreditEngine
+from gateway.credits.engine import IDEMPOTENCY_RETAIN_MS
 from gateway.credits.results import Reservation
+
+Reserve = Callable[[str, int | None], Awaitable[Reservation]]
+"""``CreditEngine.reserve`` of one request's account, cost and key, given a request id and
+how long it is remembered once settled (None: the engine's default)."""
 
 MAX_KEY_LENGTH = 255
 MAX_ATTEMPTS = 8
@@ -38,9 +43,7 @@ def base_request_id(account: str, key: str) -> str:
     return f"idem-{digest[:40]}"
 
 
-async def reserve_idempotent(
-    engine: CreditEngine, account: str, key: str, cost: int, least: int | None = None
-) -> tuple[Reservation, str]:
+async def reserve_idempotent(reserve: Reserve, account: str, key: str) -> tuple[Reservation, str]:
     """Reserve for an idempotent request; skips attempts that were refunded.
 
     Returns the reservation and the request id it was made under. A ``duplicate`` answer says
@@ -49,9 +52,7 @@ async def reserve_idempotent(
     """
     base = base_request_id(account, key)
     request_id = base
-    reservation = await engine.reserve(
-        account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS, least=least
-    )
+    reservation = await reserve(request_id, IDEMPOTENCY_RETAIN_MS)
     attempt = 0
     while (
         reservation.status == "duplicate"
@@ -60,7 +61,5 @@ async def reserve_idempotent(
     ):
         attempt += 1
         request_id = f"{base}.{attempt}"
-        reservation = await engine.reserve(
-            account, request_id, cost, retain_ms=IDEMPOTENCY_RETAIN_MS, least=least
-        )
+        reservation = await reserve(request_id, IDEMPOTENCY_RETAIN_MS)
     return reservation, request_id

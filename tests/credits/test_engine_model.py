@@ -2,7 +2,9 @@
 
 Hypothesis drives a state machine over two accounts with small tiers, so credits run out, the
 rate limit bites (free: 4 a minute; pro: 7 a minute, 60000/7 not a whole ms) and a paid tier
-holds fewer credits than free. The clock jumps a few seconds, weeks, or exactly onto a period
+holds fewer credits than free. Requests come through API keys with their own limits (a credit
+limit per period below the account's balance, which changes as the run goes, a rate, allowed
+routes, an expiry) or none. The clock jumps a few seconds, weeks, or exactly onto a period
 end or a subscription end. Every answer must equal the model's, and after every step each
 account's outbox events and the overdue reservations must too. Runs on a real Redis and on
 fakeredis (the embedded mode).
@@ -31,6 +33,7 @@ from hypothesis.stateful import (
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Reservation, Settlement, TierChange
+from gateway.credits.scopes import KeyRules
 from gateway.settings import Tier
 from tests.support.engine_model import (
     ChangeAnswer,
@@ -67,6 +70,8 @@ request_ids = st.sampled_from([f"req-{i}" for i in range(6)])
 picks = st.integers(0, 1000)
 tiers = st.sampled_from([*TIERS, "gold"])
 months = st.integers(min_value=1, max_value=2)
+paths = st.sampled_from(["/api/review/x", "/api/projects", "/api/projectsX", "/v1/chat"])
+key_ids = st.sampled_from(["k-limit", "k-all", "k-limit", "k-plain", "k-rate", "k-narrow", "k-old"])
 operation_ids = st.sampled_from(["", "op-1", "op-2", "op-3"])
 """Grants and renewals: few ids, so replays of one happen ('' never replays)."""
 
@@ -81,7 +86,22 @@ class Clock:
 
 def _reserve(r: Reservation) -> ReserveAnswer:
     view = None if r.account is None else view_of(r.account)
-    return ReserveAnswer(r.status, view, r.rate_remaining, r.rate_wait_ms, r.state, r.hold)
+    return ReserveAnswer(
+        r.status, view, r.rate_remaining, r.rate_wait_ms, r.state, r.hold,
+        r.key_credits_left, r.key_rate_remaining, r.key_rate_wait_ms,
+    )  # fmt: skip
+
+
+def _key_rules(limit: int | None) -> dict[str, KeyRules | None]:
+    """The keys of a run, by id: ``k-limit``'s credit limit moves as the run goes."""
+    return {
+        "k-plain": None,
+        "k-limit": KeyRules("k-limit", credit_limit=limit),
+        "k-rate": KeyRules("k-rate", requests_per_minute=2),
+        "k-narrow": KeyRules("k-narrow", credit_limit=3, routes=("/api/projects", "/v1")),
+        "k-old": KeyRules("k-old", expires_at_ms=START_MS + 5 * DAY_MS),
+        "k-all": KeyRules("k-all", credit_limit=4, requests_per_minute=5, routes=("/",)),
+    }
 
 
 def _settle(s: Settlement) -> SettleAnswer:
@@ -114,6 +134,7 @@ class EngineMachine(RuleBasedStateMachine):
         )
         self.model = CreditModel(TIERS, hold_ms=HOLD_MS)
         self.fresh = 0
+        self.key_rules = _key_rules(2)
 
     def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -154,6 +175,29 @@ class EngineMachine(RuleBasedStateMachine):
         least = min(least, bound)
         got = _reserve(self.run(self.engine.reserve(acct, rid, bound, least=least)))
         assert got == self.model.reserve(acct, rid, bound, self.now, least)
+
+    @rule(
+        acct=accounts, rid=request_ids, cost=st.integers(1, 3), kid=key_ids, path=paths,
+        least=st.none() | st.integers(1, 3),
+    )  # fmt: skip
+    def reserve_by_key(
+        self, acct: str, rid: str, cost: int, kid: str, path: str, least: int | None
+    ) -> None:
+        """Through an API key with its own limits (or none), flat or metered."""
+        rules = self.key_rules[kid]
+        least = None if least is None else min(least, cost)
+        route = "/" + path.split("/")[1]
+        reserved = self.engine.reserve(
+            acct, rid, cost, least=least, key_id=kid, rules=rules, route=route, path=path
+        )
+        got = _reserve(self.run(reserved))
+        want = self.model.reserve(acct, rid, cost, self.now, least, rules, route, path, kid)
+        assert got == want
+
+    @rule(limit=st.none() | st.integers(0, 7))
+    def change_key_limit(self, limit: int | None) -> None:
+        """An operator changes ``k-limit``'s credit limit (or takes it away) mid-period."""
+        self.key_rules = _key_rules(limit)
 
     @rule(acct=accounts, calls=st.integers(2, 9))
     def reserve_burst(self, acct: str, calls: int) -> None:
@@ -239,6 +283,23 @@ class EngineMachine(RuleBasedStateMachine):
         for acct in ACCOUNTS:
             events = self.run(outbox_events(self.redis, acct))
             assert events == self.model.events.get(acct, [])
+
+    @invariant()
+    def key_spend_matches(self) -> None:
+        """Each key's spend and the period it counts in, as Redis keeps them for the script."""
+        for acct in ACCOUNTS:
+            fields = self.run(self.redis.hgetall(keys.account_keys(acct).key_limits))
+            found = {
+                name[:-2]: (int(value), int(fields[name[:-2] + "|p"]))
+                for name, value in fields.items()
+                if name.endswith("|s")
+            }
+            want = {
+                kid: (ks.spent, ks.period)
+                for (a, kid), ks in self.model.keys.items()
+                if a == acct and ks.period
+            }
+            assert found == want
 
     @invariant()
     def overdue_matches(self) -> None:

@@ -296,17 +296,14 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
     """A Redis client that re-sent the reserve after a lost reply gets 'duplicate'/'held' for
     the gateway's own request id: that hold is the request's, not another's."""
 
-    class Replaying:
-        async def reserve(
-            self, account: str, request_id: str, cost: int, least: int | None = None
-        ) -> Reservation:
-            return Reservation("duplicate", state(), 5, 0, "held")
+    async def replaying(request_id: str, retain_ms: int | None) -> Reservation:
+        return Reservation("duplicate", state(), 5, 0, "held")
 
     async def no_restore(account: str) -> None:
         return None
 
     proxy = Proxy(
-        engine=Replaying(),  # type: ignore[arg-type]
+        engine=None,  # type: ignore[arg-type]
         keys=None,  # type: ignore[arg-type]
         session=None,  # type: ignore[arg-type]
         metrics=Metrics(),
@@ -314,7 +311,7 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
         restore=no_restore,
         holds=None,  # type: ignore[arg-type]
     )
-    reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, 1, None)
+    reservation, request_id = await proxy._reserve("acct_1", "rid-1", None, replaying, 1)
     assert (reservation.status, reservation.held, request_id) == ("ok", True, "rid-1")
     assert reservation.hold == 1
 

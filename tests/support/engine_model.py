@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from gateway.credits import keys
 from gateway.credits.results import AccountState
+from gateway.credits.scopes import KeyRules
 from gateway.settings import Tier
 
 MONTH_MS = 30 * 24 * 3600 * 1000
@@ -69,6 +70,8 @@ class Event:
     mt: int
     rp: int = 0
     rb: int = 0
+    key: str = ""
+    route: str = ""
 
 
 @dataclass
@@ -79,6 +82,23 @@ class Held:
     from_bonus: int
     deadline: int
     charged: int = 0
+    key: str = ""
+    route: str = ""
+    counted: int = 0
+    """Credits counted against the key's credit limit (0: the key had none)."""
+    period: int = 0
+    """The period end they counted in."""
+
+
+@dataclass
+class KeyState:
+    """A key's own spend and rate, kept next to its account's."""
+
+    spent: int = 0
+    period: int = 0
+    """The account's period end the spend counts in (another: nothing spent yet)."""
+    tat: Fraction = Fraction(0)
+    tat_rpm: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,9 @@ class ReserveAnswer:
     rate_wait_ms: int
     state: str
     hold: int = 0
+    key_left: int | None = None
+    key_rate_remaining: int | None = None
+    key_rate_wait_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,8 @@ class CreditModel:
     operations: set[tuple[str, str]] = field(default_factory=set)
     """(account, request id) of the grants and tier changes applied: a replay is a no-op."""
     events: dict[str, list[Event]] = field(default_factory=dict)
+    keys: dict[tuple[str, str], KeyState] = field(default_factory=dict)
+    """(account, key id) -> the key's own spend and rate, for keys with limits."""
 
     # -- the rules' building blocks -----------------------------------------------------------
 
@@ -150,6 +175,7 @@ class CreditModel:
     def _emit(
         self, acct: str, a: Account, now: int, kind: str, dp: int, db: int = 0,
         tok: int = 0, rid: str = "", note: str = "", rp: int = 0, rb: int = 0,
+        key: str = "", route: str = "",
     ) -> None:  # fmt: skip
         a.v = max(a.v + 1, now * 1000)  # the scripts' clock in us
         self.events.setdefault(acct, []).append(
@@ -172,6 +198,8 @@ class CreditModel:
                 a.mt,
                 rp,
                 rb,
+                key,
+                route,
             )  # fmt: skip
         )
 
@@ -199,8 +227,10 @@ class CreditModel:
         if now >= a.pe:
             self._reset(acct, a, now, now)
 
-    def _debt(self, a: Account, rpm: int, now: int) -> Fraction:
+    def _debt(self, a: Account | KeyState, rpm: int, now: int) -> Fraction:
         """How far (ms) the theoretical arrival time is ahead of now."""
+        if not rpm:
+            return Fraction(0)
         tat = a.tat if a.tat_rpm == rpm else Fraction(math.ceil(a.tat))
         return max(Fraction(0), tat - now)
 
@@ -222,36 +252,75 @@ class CreditModel:
         return ChangeAnswer("opened", self._view(a, now))
 
     def reserve(
-        self, acct: str, rid: str, cost: int, now: int, least: int | None = None
+        self,
+        acct: str,
+        rid: str,
+        cost: int,
+        now: int,
+        least: int | None = None,
+        key: KeyRules | None = None,
+        route: str = "",
+        path: str = "",
+        key_id: str = "",
     ) -> ReserveAnswer:
         """``least`` (metered): ``cost`` is an upper bound; an account with less, but at least
-        ``least``, has all it holds held."""
+        ``least``, has all it holds held (or all its key may still spend, when less). ``key``:
+        the key's own limits, checked with the account's, all or nothing."""
         a = self.accounts.get(acct)
         if a is None:
             return ReserveAnswer("missing", None, None, 0, "")
         self._due(acct, a, now)
         rpm = self._rules(a.tier).requests_per_minute
-        debt = self._debt(a, rpm, now) if rpm else Fraction(0)
+        debt = self._debt(a, rpm, now)
+        kid = key_id
+        limit = None if key is None else key.credit_limit
+        krpm = (key.requests_per_minute or 0) if key is not None else 0
+        ks = KeyState()
+        if key is not None and key.counted:
+            ks = self.keys.setdefault((acct, kid), KeyState())
+        spent = ks.spent if ks.period == a.pe else 0
+        kdebt = self._debt(ks, krpm, now)
 
-        def left(d: Fraction) -> int | None:
-            return None if rpm == 0 else max(0, math.floor((60000 - d) * rpm / 60000))
+        def left(d: Fraction, per_minute: int) -> int | None:
+            if not per_minute:
+                return None
+            return max(0, math.floor((60000 - d) * per_minute / 60000))
 
         def answer(
-            status: str, remaining: int | None, wait: Fraction, state: str, hold: int = 0
-        ) -> ReserveAnswer:
-            view = self._view(a, now)
-            return ReserveAnswer(status, view, remaining, math.ceil(wait), state, hold)
+            status: str, state: str, hold: int = 0, wait: Fraction | None = None,
+            kwait: Fraction | None = None,
+        ) -> ReserveAnswer:  # fmt: skip
+            return ReserveAnswer(
+                status, self._view(a, now),
+                0 if wait is not None else left(debt, rpm),
+                math.ceil(debt if wait is None else wait), state, hold,
+                None if limit is None else max(0, limit - spent),
+                0 if kwait is not None else left(kdebt, krpm),
+                math.ceil(kdebt if kwait is None else kwait),
+            )  # fmt: skip
 
+        if key is not None and key.expires_at_ms is not None and now >= key.expires_at_ms:
+            return answer("key_expired", "")
+        if key is not None and key.routes is not None and not _allowed(path, key.routes):
+            return answer("route_not_allowed", "")
         prior = self.held.get((acct, rid))
         if prior is not None:
-            return answer("duplicate", left(debt), debt, prior.state)
-        if least is not None and least <= a.plan + a.bonus < cost:
-            cost = a.plan + a.bonus
+            return answer("duplicate", prior.state)
+        can = a.plan + a.bonus
+        if limit is not None:
+            can = min(can, max(0, limit - spent))
+        if least is not None and least <= can < cost:
+            cost = can
         if a.plan + a.bonus < cost:
-            return answer("insufficient", left(debt), debt, "")
+            return answer("insufficient", "")
+        if limit is not None and limit - spent < cost:
+            return answer("key_credit_limit", "")
         interval = Fraction(60000, rpm) if rpm else Fraction(0)
         if rpm and debt + interval > 60000:
-            return answer("rate_limited", 0, debt + interval - 60000, "")
+            return answer("rate_limited", "", wait=debt + interval - 60000)
+        kinterval = Fraction(60000, krpm) if krpm else Fraction(0)
+        if krpm and kdebt + kinterval > 60000:
+            return answer("key_rate_limited", "", kwait=kdebt + kinterval - 60000)
         from_plan = min(a.plan, cost)
         from_bonus = cost - from_plan
         a.plan -= from_plan
@@ -261,8 +330,22 @@ class CreditModel:
             a.tat, a.tat_rpm = now + debt, rpm
         a.hp += from_plan
         a.hb += from_bonus
-        self.held[(acct, rid)] = Held("held", cost, from_plan, from_bonus, now + self.hold_ms)
-        return answer("ok", left(debt), debt, "held", cost)  # no event: the settle has it
+        held = Held("held", cost, from_plan, from_bonus, now + self.hold_ms, key=kid, route=route)
+        if limit is not None:
+            spent += cost
+            ks.spent, ks.period = spent, a.pe
+            held.counted, held.period = cost, a.pe
+        if krpm:
+            kdebt += kinterval
+            ks.tat, ks.tat_rpm = now + kdebt, krpm
+        self.held[(acct, rid)] = held
+        return answer("ok", "held", cost)  # no event: the settle has it
+
+    def _unspend(self, acct: str, h: Held, credits: int) -> None:
+        """Give credits of a closed hold back to its key's spend, in the period it counted."""
+        ks = self.keys.get((acct, h.key))
+        if h.counted and ks is not None and ks.period == h.period and credits > 0:
+            ks.spent = max(0, ks.spent - credits)
 
     def settle(
         self, acct: str, rid: str, tokens: int, now: int, charge: int | None = None
@@ -290,8 +373,9 @@ class CreditModel:
         a.hb -= h.from_bonus
         self._emit(
             acct, a, now, "charge", to_plan - h.from_plan, to_bonus - h.from_bonus, tokens, rid,
-            rp=h.from_plan, rb=h.from_bonus,
+            rp=h.from_plan, rb=h.from_bonus, key=h.key, route=h.route,
         )  # fmt: skip
+        self._unspend(acct, h, h.cost - h.charged)
         return SettleAnswer("charged", self._view(a, now), h.charged, to_plan + to_bonus)
 
     def refund(self, acct: str, rid: str, reason: str, now: int) -> SettleAnswer:
@@ -310,8 +394,9 @@ class CreditModel:
         a.hb -= h.from_bonus
         self._emit(
             acct, a, now, "refund", to_plan - h.from_plan, 0, rid=rid, note=reason,
-            rp=h.from_plan, rb=h.from_bonus,
+            rp=h.from_plan, rb=h.from_bonus, key=h.key, route=h.route,
         )  # fmt: skip
+        self._unspend(acct, h, h.counted)
         return SettleAnswer("refunded", self._view(a, now), to_plan + h.from_bonus)
 
     def grant(self, acct: str, credits: int, reason: str, rid: str, now: int) -> ChangeAnswer:
@@ -382,6 +467,11 @@ class CreditModel:
         return replace(self.accounts[acct])
 
 
+def _allowed(path: str, prefixes: tuple[str, ...]) -> bool:
+    """A path under one of a key's route prefixes (``/`` allows every path)."""
+    return any(p == "/" or path == p or path.startswith(p + "/") for p in prefixes)
+
+
 def view_of(s: AccountState) -> View:
     """The engine's answer in the model's terms."""
     return View(
@@ -403,7 +493,7 @@ def event_of(f: Mapping[str, str]) -> Event:
     return Event(
         f["kind"], n["dp"], n["db"], n["tok"], f["rid"], f["note"], n["ts"], n["v"],
         s["plan"], s["bonus"], f["tier"], s["sub"], s["se"], s["pe"], s["tt"], s["mt"],
-        int(f.get("rp") or 0), int(f.get("rb") or 0),
+        int(f.get("rp") or 0), int(f.get("rb") or 0), f.get("key", ""), f.get("route", ""),
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Snapshot
+from gateway.credits.scopes import KeyRules
 from tests.support.engine_model import MONTH_MS, Event, MovableClock, outbox_events
 
 
@@ -189,7 +190,67 @@ async def scenario_restore_with_open_holds(engine: CreditEngine, clock: MovableC
     ]
 
 
+async def scenario_key_limits(engine: CreditEngine, clock: MovableClock) -> None:
+    """A key's own credit limit, rate, routes and expiry, checked with the account's in the
+    reserve; what a metered settle or a refund does not charge goes back to the key's spend;
+    the spend starts again with the account's period; every event names key and route."""
+    t0 = clock.now_ms
+    await engine.open("kim", tier="free")  # 5 plan credits, 20 a minute
+    await engine.grant("kim", 20, reason="gift", request_id="g1")
+    capped = KeyRules("key_c", credit_limit=4)
+
+    async def through(rid: str, cost: int, rules: KeyRules, path: str = "/api/projects/x",
+                      least: int | None = None):  # fmt: skip
+        return await engine.reserve(
+            "kim", rid, cost, least=least, key_id=rules.key_id, rules=rules,
+            route="/api/projects", path=path,
+        )  # fmt: skip
+
+    first = await through("c1", 3, capped)
+    assert (first.status, first.key_credits_left, first.key_credit_limit) == ("ok", 1, 4)
+    over = await through("c2", 2, capped)  # the account has 22, the key 1
+    assert (over.status, over.hold, over.key_credits_left) == ("key_credit_limit", 0, 1)
+    assert over.account is not None and over.account.credits_remaining == 22
+    metered = await through("c3", 5, capped, least=1)  # an upper bound: the key's 1 is held
+    assert (metered.status, metered.hold, metered.key_credits_left) == ("ok", 1, 0)
+    assert (await engine.refund("kim", "c1", reason="upstream 500")).credits == 3
+    again = await through("c4", 3, capped)  # the refund gave 3 back
+    assert (again.status, again.key_credits_left) == ("ok", 0)
+    assert (await engine.settle("kim", "c4", 100, charge=1)).returned == 2
+    after = await through("c5", 2, capped)  # 2 of c4 came back
+    assert (after.status, after.key_credits_left) == ("ok", 0)
+
+    paced = KeyRules("key_r", requests_per_minute=2)
+    assert [(await through(f"r{i}", 1, paced)).status for i in range(3)] == [
+        "ok", "ok", "key_rate_limited",
+    ]  # fmt: skip
+    slow = await through("r3", 1, paced)
+    assert (slow.key_rate_remaining, slow.key_rate_wait_ms) == (0, 30_000)
+    clock.advance(30_000)
+    assert (await through("r3", 1, paced)).status == "ok"
+
+    narrow = KeyRules("key_n", routes=("/api/review", "/v1"))
+    assert (await through("n1", 1, narrow)).status == "route_not_allowed"
+    assert (await through("n2", 1, narrow, path="/v1")).status == "ok"
+    assert (await through("n3", 1, narrow, path="/api/reviewer")).status == "route_not_allowed"
+    old = KeyRules("key_o", expires_at_ms=clock.now_ms)
+    assert (await through("o1", 1, old)).status == "key_expired"
+
+    clock.advance(MONTH_MS)  # a new period: the key's spend starts again
+    fresh = await through("c6", 4, capped)
+    assert (fresh.status, fresh.key_credits_left) == ("ok", 0)
+    await engine.settle("kim", "c3", 10)
+    await engine.refund("kim", "c5", reason="timeout")  # counted last period: not given back now
+    assert (await through("c7", 1, capped)).status == "key_credit_limit"
+    events = await assert_ledger_whole(engine, "kim")
+    closing = [e for e in events if e.kind in ("charge", "refund")]
+    assert {(e.key, e.route) for e in closing} >= {("key_c", "/api/projects")}
+    assert all(e.key and e.route == "/api/projects" for e in closing)
+    assert events[0].ts == t0
+
+
 SCENARIOS = [
+    scenario_key_limits,
     scenario_outbox_exact,
     scenario_metered,
     scenario_rate_limit,
