@@ -128,7 +128,8 @@ async def create_key(request: Request) -> Response:
         return _refused(exc)
     assert session.account_id is not None
     try:
-        name = validation.create_key({"name": fields.get("name") or None}).name
+        given = fields.get("name")
+        name = validation.key_name(given) if given else ""
     except CreditgateError as exc:
         return await dashboard(request, error=exc.message)
     if not await first_use(_services(request).redis, fields.get("nonce", "")):
