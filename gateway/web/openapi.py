@@ -294,6 +294,7 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
         "/api/user/ledger": {
             "get": ledger_range_operation("The caller's credit movements in a range", "apiKey")
         },
+        **_user_key_paths(),
         "/healthz": {
             "get": {
                 "tags": ["operations"],
@@ -334,6 +335,82 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
     for route in settings.routes:
         paths[route.prefix.rstrip("/") + "/{path}"] = _proxied(route)
     return paths
+
+
+def _user_key_paths() -> dict[str, Schema]:
+    """The account holder's own keys (gateway.web.keys)."""
+    key_id = {
+        "name": "keyId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": validation.KEY_ID.pattern},
+    }
+
+    def operation(
+        summary: str, responses: Schema, *statuses: int, body: str | None = None, keyed: bool
+    ) -> Schema:
+        op: Schema = {
+            "tags": ["user"],
+            "summary": summary,
+            "security": [{"apiKey": []}],
+            "responses": {**responses, **error_refs(*statuses, 401, 503)},
+        }
+        if body is not None:
+            content = {"application/json": {"schema": ref(body)}}
+            op["requestBody"] = {"required": body == "KeyChanges", "content": content}
+        if keyed:
+            op["parameters"] = [key_id]
+        return op
+
+    one_key = ok("key", {"key": ref("Key")})
+    new_key = {
+        "apiKey": {"type": "string", "pattern": "^cg_", "description": "Shown this once."},
+        "keyId": {"type": "string"},
+        "prefix": {"type": "string"},
+        "key": ref("Key"),
+    }
+    limited = "; not for a key with limits of its own (403)"
+    return {
+        "/api/user/keys": {
+            "get": operation(
+                "The caller's account's keys, revoked ones included (no secrets)",
+                ok("keys", {"keys": {"type": "array", "items": ref("Key")}}),
+                keyed=False,
+            ),
+            "post": operation(
+                f"A new key of the caller's account, its secret shown once{limited}",
+                ok("created", new_key, 201, "Created; apiKey is shown this once."),
+                400,
+                403,
+                404,
+                413,
+                body="NewKey",
+                keyed=False,
+            ),
+        },
+        "/api/user/keys/{keyId}": {
+            "patch": operation(
+                "Change a key's name or limits (null removes one; on every replica within "
+                f"1 s){limited}",
+                one_key,
+                400,
+                403,
+                404,
+                409,
+                413,
+                body="KeyChanges",
+                keyed=True,
+            ),
+            "delete": operation(
+                f"Revoke a key, the caller's own too (on every replica within 1 s){limited}",
+                one_key,
+                400,
+                403,
+                404,
+                keyed=True,
+            ),
+        },
+    }
 
 
 HEADERS: dict[str, Schema] = {

@@ -20,7 +20,7 @@ from tests.support.admin import assert_error
 
 JSON = dict[str, Any]
 LATER = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
-LIMITS = {
+LIMITS: JSON = {
     "name": "ci",
     "expiresAt": LATER.isoformat().replace("+00:00", "Z"),
     "creditLimit": 40,
