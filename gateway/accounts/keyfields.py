@@ -112,7 +112,10 @@ def expires_at(value: object, *, now: datetime, field: str = "expiresAt") -> dat
         raise InvalidRequest(
             f"field '{field}' needs a time zone (e.g. 2027-01-31T00:00:00Z): {value[:40]!r}"
         )
-    moment = as_utc(moment)
+    try:
+        moment = as_utc(moment)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise InvalidRequest(f"field '{field}' is out of range: {value[:40]!r}") from exc
     if moment <= now:
         raise InvalidRequest(f"field '{field}' must be in the future")
     return moment

@@ -57,6 +57,8 @@ def test_no_field_is_no_limit_and_every_field_is_read() -> None:
         ("expiresAt", 1_900_000_000, "'expiresAt' must be an ISO 8601 date-time string"),
         ("expiresAt", "2026-12-01T11:00:00Z", "'expiresAt' must be in the future"),
         ("expiresAt", "2026-12-01T12:00:00Z", "'expiresAt' must be in the future"),
+        ("expiresAt", "9999-12-31T23:59:59-01:00", "'expiresAt' is out of range"),
+        ("expiresAt", "0001-01-01T00:00:00+01:00", "'expiresAt' is out of range"),
         ("creditLimit", -1, "'creditLimit' must be between 0 and 1000000000000"),
         ("creditLimit", 10**12 + 1, "'creditLimit' must be between"),
         ("creditLimit", True, "'creditLimit' must be an integer"),
