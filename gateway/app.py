@@ -43,6 +43,7 @@ from gateway.web.dashboard import dashboard_routes
 from gateway.web.errors import EXCEPTION_HANDLERS
 from gateway.web.health import health_routes
 from gateway.web.history import history_routes
+from gateway.web.keys import key_routes
 from gateway.web.openapi import openapi_route
 from gateway.web.user import user_routes
 
@@ -173,6 +174,7 @@ def create_app(
     routes: list[BaseRoute] = [
         *user_routes(),
         *history_routes(),
+        *key_routes(),
         *dashboard_routes(),
         *health_routes(),
         *console_routes(),

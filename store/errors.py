@@ -7,6 +7,7 @@
     ├── SchemaOutdated     the database is not at this version's schema (run `db upgrade`)
     ├── DuplicateAccount   create_account with an id that exists
     ├── DuplicateApiKey    create_api_key with a key id or key hash that exists
+    ├── RevokedApiKey      update_api_key on a revoked key (a revocation is final)
     ├── UnknownAccount     an API key for an account the store does not have
     └── InvalidCursor      ledger_page with a cursor that is not an event of that account
 """
@@ -46,6 +47,14 @@ class DuplicateAccount(StoreError):
 
 class DuplicateApiKey(StoreError):
     """An API key with that id or hash exists already."""
+
+
+class RevokedApiKey(StoreError):
+    """A revoked key cannot be changed: its revocation is final."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id!r} is revoked and cannot be changed")
+        self.key_id = key_id
 
 
 class UnknownAccount(StoreError):

@@ -16,8 +16,10 @@ from sqlalchemy import (
     Dialect,
     ForeignKeyConstraint,
     Index,
+    Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
@@ -74,7 +76,10 @@ class Account(SQLModel, table=True):
 
 
 class ApiKey(SQLModel, table=True):
-    """An API key: only its sha256 hex is kept; ``display_prefix`` lets people recognise it."""
+    """An API key: only its sha256 hex is kept; ``display_prefix`` lets people recognise it.
+
+    Its own limits are null when it has none: ``routes`` is a JSON array of path prefixes.
+    """
 
     __tablename__ = "api_keys"
     __table_args__ = (
@@ -93,6 +98,10 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _time()
     revoked_at: datetime | None = _time(nullable=True)
     last_used_at: datetime | None = _time(nullable=True)
+    expires_at: datetime | None = _time(nullable=True)
+    credit_limit: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
+    requests_per_minute: int | None = Field(default=None, sa_type=Integer, nullable=True)
+    routes: str | None = Field(default=None, sa_type=Text, nullable=True)
 
 
 class LedgerEntry(SQLModel, table=True):

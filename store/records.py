@@ -96,7 +96,10 @@ class AccountRecord(AccountSnapshot):
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
-    """An API key without its secret: the store keeps only the sha256 hex of the key."""
+    """An API key without its secret: the store keeps only the sha256 hex of the key.
+
+    Its own limits (``expires_at`` to ``routes``) are None where it has none.
+    """
 
     key_id: str
     account_id: str
@@ -106,6 +109,12 @@ class ApiKeyRecord:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    expires_at: datetime | None = None
+    credit_limit: int | None = None
+    """Credits the key may spend in one monthly period of its account."""
+    requests_per_minute: int | None = None
+    routes: tuple[str, ...] | None = None
+    """Path prefixes the key may call; None: every route."""
 
     @property
     def id(self) -> str:
@@ -114,6 +123,18 @@ class ApiKeyRecord:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def limited(self) -> bool:
+        """True when the key carries any limit of its own."""
+        return any(
+            value is not None
+            for value in (self.expires_at, self.credit_limit, self.requests_per_minute, self.routes)
+        )
+
+
+KEY_CHANGES = frozenset({"name", "expires_at", "credit_limit", "requests_per_minute", "routes"})
+"""The fields of a key ``repository.update_api_key`` may change (None clears a limit)."""
 
 
 @dataclass(frozen=True, slots=True)

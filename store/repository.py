@@ -7,8 +7,10 @@ about the connection become ``StoreUnavailable`` here, once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import and_, bindparam, func, or_, update
 from sqlalchemy import select as core_select
@@ -16,10 +18,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from store.database import boundary
-from store.errors import DuplicateAccount, DuplicateApiKey, InvalidCursor, UnknownAccount
+from store.errors import (
+    DuplicateAccount,
+    DuplicateApiKey,
+    InvalidCursor,
+    RevokedApiKey,
+    UnknownAccount,
+)
 from store.models import API_KEYS, LEDGER, Account, ApiKey, LedgerEntry, UTCDateTime
 from store.movements import apply_movements
-from store.records import AccountRecord, AccountSnapshot, ApiKeyRecord, LedgerFact, LedgerRecord
+from store.records import (
+    KEY_CHANGES,
+    AccountRecord,
+    AccountSnapshot,
+    ApiKeyRecord,
+    LedgerFact,
+    LedgerRecord,
+)
 from store.snapshots import columns_of, snapshot_fields
 from store.timefmt import as_utc, to_datetime, utc_now
 
@@ -37,6 +52,7 @@ __all__ = [
     "list_api_keys",
     "revoke_api_key",
     "touch_api_keys",
+    "update_api_key",
 ]
 
 # -- accounts ----------------------------------------------------------------------------------
@@ -145,8 +161,15 @@ def create_api_key(
     key_hash: str,
     display_prefix: str,
     name: str | None = None,
+    expires_at: datetime | None = None,
+    credit_limit: int | None = None,
+    requests_per_minute: int | None = None,
+    routes: Sequence[str] | None = None,
 ) -> ApiKeyRecord:
-    """Add a key (its hash only). ``UnknownAccount`` / ``DuplicateApiKey`` when they apply."""
+    """Add a key (its hash only), with its own limits (None: no limit).
+
+    ``UnknownAccount`` / ``DuplicateApiKey`` when they apply.
+    """
     if session.get(Account, account_id) is None:
         raise UnknownAccount(account_id)
     row = ApiKey(
@@ -156,6 +179,10 @@ def create_api_key(
         display_prefix=display_prefix,
         name=name,
         created_at=utc_now(),
+        expires_at=expires_at,
+        credit_limit=credit_limit,
+        requests_per_minute=requests_per_minute,
+        routes=_routes_text(routes),
     )
     session.add(row)
     try:
@@ -197,6 +224,31 @@ def revoke_api_key(session: Session, *, account_id: str, key_id: str) -> ApiKeyR
 
 
 @boundary
+def update_api_key(
+    session: Session, *, account_id: str, key_id: str, changes: Mapping[str, object]
+) -> ApiKeyRecord | None:
+    """Change a key's name or limits: only the fields in ``changes`` (``KEY_CHANGES``), an
+    explicit None clearing a limit. None: the account has no such key; ``RevokedApiKey`` when
+    it is revoked. The values are the caller's to check (gateway.accounts.keyfields).
+    """
+    unknown = sorted(set(changes) - KEY_CHANGES)
+    if unknown:
+        raise ValueError(f"not a changeable field of an API key: {', '.join(unknown)}")
+    row = session.get(ApiKey, key_id)
+    if row is None or row.account_id != account_id:
+        return None
+    if row.revoked_at is not None:
+        raise RevokedApiKey(key_id)
+    for name, value in changes.items():
+        if name == "routes" and value is not None:
+            value = _routes_text(cast(Sequence[str], value))
+        setattr(row, name, value)
+    session.add(row)
+    session.flush()
+    return _api_key(row)
+
+
+@boundary
 def touch_api_keys(session: Session, *, used: Mapping[str, datetime]) -> None:
     """Record when keys were last used (key id -> time), in one batched UPDATE.
 
@@ -228,7 +280,16 @@ def _api_key(row: ApiKey) -> ApiKeyRecord:
         created_at=as_utc(row.created_at),
         revoked_at=_aware(row.revoked_at),
         last_used_at=_aware(row.last_used_at),
+        expires_at=_aware(row.expires_at),
+        credit_limit=row.credit_limit,
+        requests_per_minute=row.requests_per_minute,
+        routes=None if row.routes is None else tuple(json.loads(row.routes)),
     )
+
+
+def _routes_text(routes: Sequence[str] | None) -> str | None:
+    """A key's route prefixes as the column keeps them: a JSON array (None: every route)."""
+    return None if routes is None else json.dumps(list(routes))
 
 
 # -- the ledger --------------------------------------------------------------------------------

@@ -1,15 +1,19 @@
-"""API key authentication with an in-process cache, and revocation across replicas.
+"""API key authentication with an in-process cache, and key changes across replicas.
 
 The hot path never goes to SQL for a key it has seen: ``KeyCache`` maps the key's SHA-256 to
-(account, key id, revoked), positive and negative answers alike, bounded in size. A
-revocation is announced in Redis (``announce_revocation``): it bumps ``keys.KEYS_VERSION``
-and publishes the hash on ``keys.KEYS_CHANNEL``. Every replica's ``KeyCache`` polls the
-version every ``poll_interval`` (250 ms) and drops its whole cache when it moved, so a revoked
-key stops working everywhere within 1 s. The announcement is two plain commands, not a
+(account, key id, revoked, its own limits), positive and negative answers alike, bounded in
+size. A change of a key in the store (a revocation, new limits) is announced in Redis
+(``announce_key_change``): it bumps ``keys.KEYS_VERSION`` and publishes the hash on
+``keys.KEYS_CHANNEL``. Every replica's ``KeyCache`` polls the version every ``poll_interval``
+(250 ms) and drops its whole cache when it moved, so a revoked key stops working, and a
+changed limit applies, everywhere within 1 s. The announcement is two plain commands, not a
 pipeline (a Redis Cluster refuses PUBLISH in one). If Redis cannot be read the cache is
 dropped too (fail closed: keys are looked up in the store again), and every entry is looked up
 again after ``entry_ttl`` (60 s) whatever happens, so even an announcement that never arrived
 (Redis lost the version) bounds how long a revoked key works.
+
+A key past its own expiry is refused here (``KeyExpired``, by this host's clock) for every
+endpoint; for proxied calls the reserve script checks it again by Redis's clock.
 
 ``last_used_at`` is batched: the cache notes when each key was last used (the time of the use,
 not of the write) and ``flush_touched`` writes them to the store off the hot path, about every
@@ -33,8 +37,10 @@ from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.failures import unavailable
 from gateway.credits.scopes import KeyRules
-from gateway.errors import InvalidRequest, Unauthorized
+from gateway.errors import InvalidRequest, KeyExpired, Unauthorized
 from store import repository
+from store.records import ApiKeyRecord
+from store.timefmt import to_datetime, to_ms
 
 log = logging.getLogger("creditgate.auth")
 
@@ -72,8 +78,9 @@ Toucher = Callable[[dict[str, datetime]], Awaitable[None]]
 """Record when these key ids were last used (``last_used_at``)."""
 
 
-async def announce_revocation(redis: RedisClient, key_hash: str) -> None:
-    """Tell every replica that ``key_hash`` was revoked in the store: call after the commit."""
+async def announce_key_change(redis: RedisClient, key_hash: str) -> None:
+    """Tell every replica that the key ``key_hash`` changed in the store (revoked, or its
+    limits): call after the commit. Every cache drops what it holds and reads again."""
     try:
         await redis.incr(keys.KEYS_VERSION)
         await redis.publish(keys.KEYS_CHANNEL, key_hash)
@@ -150,6 +157,10 @@ class KeyCache:
             entry = await self._look_up_once(key_hash)
         if entry is None or entry.revoked:
             raise Unauthorized("unknown or revoked API key")
+        expires = None if entry.rules is None else entry.rules.expires_at_ms
+        if expires is not None and time.time() * 1000 >= expires:
+            when = to_datetime(expires).isoformat(timespec="seconds").replace("+00:00", "Z")
+            raise KeyExpired(f"API key {entry.key_id} expired at {when}")
         self._touched[entry.key_id] = time.time()
         return Caller(entry.account_id, entry.key_id, entry.rules)
 
@@ -196,7 +207,7 @@ class KeyCache:
         version = str(version or "0")
         if version != self._version:
             if self._version is not None:
-                log.info("API key revoked somewhere: key cache dropped")
+                log.info("an API key changed somewhere: key cache dropped")
             self.forget_all()
             self._version = version
 
@@ -241,9 +252,23 @@ def store_lookup(db: Engine) -> KeyLookup:
         record = await in_store(db, lambda s: repository.find_api_key(s, key_hash=key_hash))
         if record is None:
             return None
-        return KeyEntry(record.account_id, record.key_id, record.revoked_at is not None)
+        return KeyEntry(record.account_id, record.key_id, record.revoked, rules_of(record))
 
     return lookup
+
+
+def rules_of(record: ApiKeyRecord) -> KeyRules | None:
+    """The key's own limits for the reserve script; None when it has none at all."""
+    if not record.limited:
+        return None
+    expires = record.expires_at
+    return KeyRules(
+        record.key_id,
+        credit_limit=record.credit_limit,
+        requests_per_minute=record.requests_per_minute,
+        expires_at_ms=None if expires is None else to_ms(expires),
+        routes=record.routes,
+    )
 
 
 def store_toucher(db: Engine) -> Toucher:

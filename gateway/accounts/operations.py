@@ -19,7 +19,8 @@ from sqlmodel import Session
 
 from gateway.accounts import validation
 from gateway.accounts.apikeys import new_key
-from gateway.accounts.keycache import announce_revocation
+from gateway.accounts.keycache import announce_key_change
+from gateway.accounts.keyfields import KeyChanges, KeyLimits
 from gateway.accounts.restore import load_record, restore_from_store
 from gateway.accounts.stored import in_store
 from gateway.credits.engine import TierAction
@@ -27,7 +28,7 @@ from gateway.credits.results import AccountState, TierChange
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.services import Services
 from store import repository
-from store.errors import DuplicateAccount, InvalidCursor
+from store.errors import DuplicateAccount, InvalidCursor, RevokedApiKey
 from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
 
 log = logging.getLogger("creditgate.accounts")
@@ -51,10 +52,13 @@ class CreatedAccount:
 
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
+    """A new key: ``api_key`` is the secret, shown to the caller once and never stored."""
+
     account_id: str
     api_key: str
     key_id: str
     display_prefix: str
+    record: ApiKeyRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +228,37 @@ async def change_tier(
     return _state(account_id, change)
 
 
-async def create_key(services: Services, account_id: str, *, name: str = "") -> CreatedKey:
+async def create_key(
+    services: Services, account_id: str, *, name: str = "", limits: KeyLimits | None = None
+) -> CreatedKey:
+    """A new key of the account, with its own limits (checked: gateway.accounts.keyfields)."""
     await _record(services, account_id)
-    return await _new_key(services, account_id, name=name)
+    return await _new_key(services, account_id, name=name, limits=limits or KeyLimits())
+
+
+async def update_key(
+    services: Services, account_id: str, key_id: str, *, changes: KeyChanges
+) -> ApiKeyRecord:
+    """Change a key's name or limits (PATCH: only ``changes``; None clears), then tell every
+    replica, as a revocation does, so the new limits apply everywhere within 1 s.
+
+    ``NotFound``: the account has no such key; ``Conflict``: the key is revoked.
+    """
+    try:
+        changed = await in_store(
+            services.db,
+            lambda s: repository.update_api_key(
+                s, account_id=account_id, key_id=key_id, changes=changes
+            ),
+            passing=(RevokedApiKey,),
+        )
+    except RevokedApiKey as exc:
+        raise Conflict(f"key {key_id!r} is revoked: a revoked key cannot be changed") from exc
+    if changed is None:
+        raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
+    await announce_key_change(services.redis, changed.key_hash)
+    log.info("key %s of account %s changed: %s", key_id, account_id, ", ".join(sorted(changes)))
+    return changed
 
 
 async def list_keys(services: Services, account_id: str) -> list[ApiKeyRecord]:
@@ -247,7 +279,7 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
     )
     if revoked is None:
         raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
-    await announce_revocation(services.redis, revoked.key_hash)
+    await announce_key_change(services.redis, revoked.key_hash)
     log.info("key %s of account %s revoked", key_id, account_id)
     return revoked
 
@@ -270,9 +302,11 @@ async def ledger_page(
     return LedgerPage(page, following)
 
 
-async def _new_key(services: Services, account_id: str, *, name: str) -> CreatedKey:
+async def _new_key(
+    services: Services, account_id: str, *, name: str, limits: KeyLimits
+) -> CreatedKey:
     key = new_key()
-    await in_store(
+    record = await in_store(
         services.db,
         lambda s: repository.create_api_key(
             s,
@@ -281,9 +315,13 @@ async def _new_key(services: Services, account_id: str, *, name: str) -> Created
             key_hash=key.key_hash,
             display_prefix=key.display_prefix,
             name=name,
+            expires_at=limits.expires_at,
+            credit_limit=limits.credit_limit,
+            requests_per_minute=limits.requests_per_minute,
+            routes=limits.routes,
         ),
     )
-    return CreatedKey(account_id, key.secret, key.key_id, key.display_prefix)
+    return CreatedKey(account_id, key.secret, key.key_id, key.display_prefix, record)
 
 
 async def _record(services: Services, account_id: str) -> AccountRecord:

@@ -67,11 +67,6 @@ class Grant:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class CreateKey:
-    name: str
-
-
 def json_object(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object; an empty body is an empty object. Nesting deeper
     than ``MAX_JSON_DEPTH`` is refused (no operation takes more than a flat object)."""
@@ -260,11 +255,6 @@ def grant(body: Mapping[str, Any]) -> Grant:
     only_fields(body, ("credits", "reason"))
     _require(body, "credits", "reason")
     return Grant(credits=credits(body["credits"]), reason=reason(body["reason"], required=True))
-
-
-def create_key(body: Mapping[str, Any]) -> CreateKey:
-    only_fields(body, ("name",))
-    return CreateKey(name="" if body.get("name") is None else key_name(body["name"]))
 
 
 def _require(body: Mapping[str, Any], *names: str) -> None:

@@ -26,14 +26,14 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.admin.idempotency import Outcome
-from gateway.admin.operations import CLI, OPERATIONS, Call, Command, Operation, Part
+from gateway.admin.operations import CLI, OPERATIONS, Call, Command, Flag, Operation, Part
 from gateway.errors import CreditgateError, Unavailable
 from gateway.services import open_services
 from gateway.settings import Settings
 
 GROUPS = {
     "accounts": "create, show and change accounts",
-    "keys": "create, list and revoke API keys",
+    "keys": "create, list, limit and revoke API keys",
 }
 
 
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
             continue
         p = actions[command.group].add_parser(command.action, parents=[common], help=command.help)
         for flag in command.flags:
-            p.add_argument(flag.name if flag.positional else f"--{flag.name}", **flag.options)
+            _add(p, flag)
         if operation.writes:
             p.add_argument(
                 "--idempotency-key",
@@ -58,6 +58,28 @@ def register(sub: Any) -> None:
                 help="retry a command with the same KEY within 24 h: applied once (default: new)",
             )
         _bind(p, operation, command)
+
+
+CLEAR = object()
+"""The value of a ``--no-...`` flag: the field is sent as null (no limit)."""
+
+
+def _add(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    if flag.positional:
+        parser.add_argument(flag.name, **flag.options)
+        return
+    if flag.clears is None:
+        parser.add_argument(flag.flag, dest=flag.name, **flag.options)
+        return
+    either = parser.add_mutually_exclusive_group()
+    either.add_argument(flag.flag, dest=flag.name, **flag.options)
+    either.add_argument(
+        f"--{flag.clears}",
+        dest=flag.name,
+        action="store_const",
+        const=CLEAR,
+        help=f"remove the limit {flag.flag} sets",
+    )
 
 
 def _bind(parser: argparse.ArgumentParser, operation: Operation, command: Command) -> None:
@@ -81,7 +103,9 @@ def call_of(command: Command, args: argparse.Namespace) -> Call:
     parts: dict[Part, dict[str, Any]] = {"path": {}, "query": {}, "body": {}}
     for flag in command.flags:
         value = getattr(args, flag.name)
-        if value is not None:
+        if value is CLEAR:
+            parts[flag.part][flag.name] = None
+        elif value is not None:
             parts[flag.part][flag.name] = value
 
     async def body() -> dict[str, Any]:
@@ -133,7 +157,7 @@ def _next_page(command: Command, args: argparse.Namespace, following: str) -> st
     for flag in command.flags:
         value = following if flag.pages else getattr(args, flag.name)
         if value is not None:
-            words += [str(value)] if flag.positional else [f"--{flag.name}", str(value)]
+            words += [str(value)] if flag.positional else [flag.flag, str(value)]
     return shlex.join(words)
 
 
@@ -170,6 +194,8 @@ def _text(value: object) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(_text(item) for item in value) or "-"
     return str(value)
 
 

@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse, Response
 from gateway.accounts import validation
 from gateway.accounts.keycache import authorization_of
 from gateway.admin.operations import API, Call, Operation
+from gateway.bodies import BODY_LIMIT, read_body
 from gateway.errors import (
     AdminDisabled,
     CreditgateError,
-    PayloadTooLarge,
     Unauthorized,
     error_response,
 )
@@ -32,25 +32,8 @@ from gateway.services import Services
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-ADMIN_BODY_LIMIT = 65_536
-"""The largest admin request body read (an account, a key, a grant: well under 1 KiB). Past
-it the answer is 413 at once and the rest is never read: a huge body cannot grow memory."""
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, read up to ``ADMIN_BODY_LIMIT``: ``PayloadTooLarge`` as soon as a
-    ``Content-Length`` or the bytes received pass it (whatever the framing)."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > ADMIN_BODY_LIMIT:
-        raise PayloadTooLarge(f"the body is over {ADMIN_BODY_LIMIT} bytes")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > ADMIN_BODY_LIMIT:
-            raise PayloadTooLarge(f"the body is over {ADMIN_BODY_LIMIT} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+ADMIN_BODY_LIMIT = BODY_LIMIT
+"""The largest admin request body read (gateway.bodies): past it, 413 and the rest unread."""
 
 
 def services_of(request: Request) -> Services:

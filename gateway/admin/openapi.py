@@ -179,19 +179,20 @@ def admin_paths() -> dict[str, Schema]:
         },
         "/admin/accounts/{id}/keys": {
             "post": admin_operation(
-                "A new API key (shown once)",
-                shown_once(ok("key", {**new_key, "prefix": {"type": "string"}}, 201, "Created.")),
-                404,
-                body=json_body(
-                    {
-                        "name": {
-                            "type": "string",
-                            "maxLength": validation.MAX_KEY_NAME,
-                            "pattern": TEXT_LINE,
-                        }
-                    },
-                    optional=True,
+                "A new API key (shown once), with its own limits",
+                shown_once(
+                    ok(
+                        "key",
+                        {**new_key, "prefix": {"type": "string"}, "key": ref("Key")},
+                        201,
+                        "Created.",
+                    )
                 ),
+                404,
+                body={
+                    "required": False,
+                    "content": {"application/json": {"schema": ref("NewKey")}},
+                },
                 params=acct,
                 writes=True,
             ),
@@ -203,13 +204,26 @@ def admin_paths() -> dict[str, Schema]:
             ),
         },
         "/admin/accounts/{id}/keys/{keyId}": {
+            "patch": admin_operation(
+                "Change a key's name or limits: only the fields given, null removes a limit; "
+                "on every replica within 1 s (a revoked key: 409)",
+                ok("changed", {"key": ref("Key")}),
+                404,
+                409,
+                body={
+                    "required": True,
+                    "content": {"application/json": {"schema": ref("KeyChanges")}},
+                },
+                params=[*acct, path_param("keyId", KEY_ID)],
+                writes=True,
+            ),
             "delete": admin_operation(
                 "Revoke a key: it stops working on every replica within 1 s (idempotent)",
                 ok("revoked", {"key": ref("Key")}),
                 404,
                 params=[*acct, path_param("keyId", KEY_ID)],
                 writes=True,
-            )
+            ),
         },
         "/admin/accounts/{id}/upgrade": {
             "post": admin_operation(

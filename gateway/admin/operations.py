@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.accounts import keyfields, validation
 from gateway.accounts import operations as accounts
-from gateway.accounts import validation
 from gateway.accounts.history import ledger_entry_view
 from gateway.admin import idempotency
 from gateway.admin.idempotency import Answer, Outcome
@@ -132,9 +133,11 @@ Run = Callable[[Services, Call], Awaitable[Answer]]
 class Flag:
     """A command-line argument, and the field of the API's request its value fills.
 
-    The argument is ``--<name>``, or ``<name>`` when positional, so that argparse keeps its
-    value under the field's name; ``options`` are argparse's keywords (help, type, ...).
-    ``pages``: it takes a list's ``next``, to ask for the following page.
+    The argument is ``--<spelling>`` (default: the name), or ``<name>`` when positional;
+    argparse keeps its value under the field's name. ``options`` are argparse's keywords
+    (help, type, ...). ``pages``: it takes a list's ``next``, to ask for the following page.
+    ``clears``: a second flag, ``--<clears>``, that sends the field as null (a PATCH's
+    "no limit").
     """
 
     part: Part
@@ -142,14 +145,23 @@ class Flag:
     positional: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     pages: bool = False
+    spelling: str | None = None
+    clears: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """How the command line writes it."""
+        return self.name if self.positional else f"--{self.spelling or self.name}"
 
 
 def argument(part: Part, name: str, **options: Any) -> Flag:
     return Flag(part, name, positional=True, options=options)
 
 
-def option(part: Part, name: str, **options: Any) -> Flag:
-    return Flag(part, name, options=options)
+def option(
+    part: Part, name: str, *, spelling: str | None = None, clears: str | None = None, **options: Any
+) -> Flag:
+    return Flag(part, name, options=options, spelling=spelling, clears=clears)
 
 
 def cursor(name: str, **options: Any) -> Flag:
@@ -303,9 +315,25 @@ def _changed(state: AccountState) -> Answer:
 
 async def create_key(services: Services, call: Call) -> Answer:
     account_id = call.account_id()
-    wanted = validation.create_key(await call.body())
-    key = await accounts.create_key(services, account_id, name=wanted.name)
-    return {"apiKey": key.api_key, "keyId": key.key_id, "prefix": key.display_prefix}
+    wanted = keyfields.create_key(
+        await call.body(), keyfields.configured_routes(services.settings), now=datetime.now(UTC)
+    )
+    key = await accounts.create_key(services, account_id, name=wanted.name, limits=wanted.limits)
+    answer: Answer = {"apiKey": key.api_key, "keyId": key.key_id, "prefix": key.display_prefix}
+    if key.record is not None:
+        answer["key"] = key_view(key.record)
+    return answer
+
+
+async def update_key(services: Services, call: Call) -> Answer:
+    account_id = call.account_id()
+    key_id = call.key_id()
+    changes = keyfields.key_changes(
+        await call.body(), keyfields.configured_routes(services.settings), now=datetime.now(UTC)
+    )
+    return {
+        "key": key_view(await accounts.update_key(services, account_id, key_id, changes=changes))
+    }
 
 
 async def list_keys(services: Services, call: Call) -> Answer:
@@ -340,6 +368,36 @@ CREDITS = argument("body", "credits", type=int)
 REASON = option("body", "reason")
 STATED_REASON = option("body", "reason", required=True)
 KEY_NAME = option("body", "name")
+EXPIRES = option(
+    "body", "expiresAt", spelling="expires-at", metavar="ISO", help="e.g. 2027-01-31T00:00:00Z"
+)
+CREDIT_LIMIT = option(
+    "body",
+    "creditLimit",
+    spelling="credit-limit",
+    type=int,
+    metavar="N",
+    help="credits the key may spend per monthly period",
+)
+RPM = option(
+    "body", "requestsPerMinute", spelling="rpm", type=int, metavar="N", help="requests per minute"
+)
+ROUTE = option(
+    "body",
+    "routes",
+    spelling="route",
+    action="append",
+    metavar="PREFIX",
+    help="a path prefix the key may call (repeatable; default: every route)",
+)
+KEY_LIMITS = (EXPIRES, CREDIT_LIMIT, RPM, ROUTE)
+KEY_CHANGES = (
+    KEY_NAME,
+    replace(EXPIRES, clears="no-expiry"),
+    replace(CREDIT_LIMIT, clears="no-credit-limit"),
+    replace(RPM, clears="no-rpm"),
+    replace(ROUTE, clears="all-routes"),
+)
 LIMIT = option("query", "limit", type=int, default=100)
 AFTER = cursor("after", help="list ids after this one")
 
@@ -368,9 +426,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "accounts renew", "extend the subscription", ID, MONTHS, REASON
     ),
     Operation("POST", f"{ACCOUNT}/keys", create_key, 201).cli(
-        "keys create", "a new API key (shown once)", ID, KEY_NAME
+        "keys create", "a new API key (shown once), with its own limits", ID, KEY_NAME, *KEY_LIMITS
     ),
     Operation("GET", f"{ACCOUNT}/keys", list_keys).cli("keys list", "an account's keys", ID),
+    Operation("PATCH", f"{ACCOUNT}/keys/{{key_id}}", update_key).cli(
+        "keys update", "change a key's name or limits", ID, KEY_ID, *KEY_CHANGES
+    ),
     Operation("DELETE", f"{ACCOUNT}/keys/{{key_id}}", revoke_key).cli(
         "keys revoke", "stop a key on every replica", ID, KEY_ID
     ),

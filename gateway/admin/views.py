@@ -6,20 +6,14 @@ in the same shape. Never includes a key's hash or secret.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from gateway.accounts.keyviews import iso, key_view
 from gateway.accounts.usage import usage_body
 from gateway.credits.results import AccountState
 from store.records import AccountRecord, ApiKeyRecord
-from store.timefmt import as_utc
 
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    text = as_utc(moment).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+__all__ = ["account_view", "iso", "key_view", "record_view"]
 
 
 def account_view(
@@ -34,17 +28,6 @@ def account_view(
     if keys is not None:
         body["keys"] = [key_view(k) for k in keys]
     return body
-
-
-def key_view(key: ApiKeyRecord) -> dict[str, Any]:
-    return {
-        "id": key.key_id,
-        "prefix": key.display_prefix,
-        "name": key.name,
-        "createdAt": iso(key.created_at),
-        "revokedAt": iso(key.revoked_at),
-        "lastUsedAt": iso(key.last_used_at),
-    }
 
 
 def record_view(record: AccountRecord) -> dict[str, Any]:

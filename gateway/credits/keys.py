@@ -162,10 +162,12 @@ def all_deadlines() -> list[str]:
 
 # Keys outside the credit scripts: no slot constraint, one key each.
 KEYS_VERSION = f"{PREFIX}:{LAYOUT}:keys:version"
-"""Counter bumped on every API key revocation; replicas drop their key cache when it moves."""
+"""Counter bumped on every change of an API key (a revocation, new limits); replicas drop
+their key cache when it moves."""
 
 KEYS_CHANNEL = f"{PREFIX}:{LAYOUT}:keys:revoked"
-"""Pub/sub channel announcing a revoked key hash, for replicas to forget it at once."""
+"""Pub/sub channel announcing a changed (revoked, limited) key hash, for replicas to forget it
+at once. Its name stays as it was: subscribers of older versions listen on it."""
 
 OUTBOX_GROUP = "creditgate-sync"
 """The consumer group the sync workers share on every outbox stream."""

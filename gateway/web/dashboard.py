@@ -3,13 +3,15 @@ usage charts, the recent ledger and the keys; create (shown once) and revoke key
 
 Sign-in exchanges the key for a session cookie (``gateway.ui.sessions``): the key is checked
 like a proxied call's, then forgotten. A session ends at its TTL, at sign-out, and as soon as
-its key is revoked (checked on every page). Writes need the session's CSRF token.
+its key is revoked or expires (checked on every page); a key with limits of its own may see
+the keys but not create or revoke any. Writes need the session's CSRF token.
 ``GET /dashboard/signin?token=`` redeems a one-time sign-in token (``creditgate demo``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -27,6 +29,7 @@ from gateway.ui.views import account_page
 
 COOKIE = "cg_dashboard"
 PATH = "/dashboard"
+LIMITED = "A key with its own limits cannot manage keys: sign in with another key."
 
 
 def _services(request: Request) -> Services:
@@ -42,10 +45,20 @@ async def _session(request: Request) -> Session | None:
     if session is None or session.account_id is None:
         return None
     keys = await accounts.list_keys(_services(request), session.account_id)
-    if not any(k.key_id == session.key_id and not k.revoked for k in keys):
+    now = datetime.now(UTC)
+    signed_with = [k for k in keys if k.key_id == session.key_id]
+    if not any(not k.revoked and (k.expires_at is None or k.expires_at > now) for k in signed_with):
         await sessions.end(token)
         return None
     return session
+
+
+async def _may_manage_keys(request: Request, session: Session) -> bool:
+    """False when the session's key has limits of its own: such a key cannot manage keys (as
+    on ``/api/user/keys``), or a key limited to a few credits could make an unlimited one."""
+    assert session.account_id is not None
+    keys = await accounts.list_keys(_services(request), session.account_id)
+    return not any(k.key_id == session.key_id and k.limited for k in keys)
 
 
 def _signin_page(error: str | None = None, status: int = 200) -> Response:
@@ -127,8 +140,11 @@ async def create_key(request: Request) -> Response:
     except CreditgateError as exc:
         return _refused(exc)
     assert session.account_id is not None
+    if not await _may_manage_keys(request, session):
+        return await dashboard(request, error=LIMITED)
     try:
-        name = validation.create_key({"name": fields.get("name") or None}).name
+        given = fields.get("name")
+        name = validation.key_name(given) if given else ""
     except CreditgateError as exc:
         return await dashboard(request, error=exc.message)
     if not await first_use(_services(request).redis, fields.get("nonce", "")):
@@ -145,6 +161,8 @@ async def revoke_key(request: Request) -> Response:
     except CreditgateError as exc:
         return _refused(exc)
     assert session.account_id is not None
+    if not await _may_manage_keys(request, session):
+        return await dashboard(request, error=LIMITED)
     key_id = validation.key_id(request.path_params["key_id"], field="key")
     try:
         await accounts.revoke_key(_services(request), session.account_id, key_id)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as WebRoute
 
+from gateway.accounts import keyfields, validation
 from gateway.errors import openai_names
 from gateway.openapi import (
     TIME,
@@ -29,14 +30,19 @@ from gateway.settings import ErrorStyle, Route, Settings
 
 ERROR_CODES = {
     400: ("invalid_request", "Bad JSON or fields; the message names the field and the problem."),
-    401: ("unauthorized", "No, unknown or revoked key / token."),
+    401: (
+        "unauthorized",
+        "No, unknown or revoked key / token (key_expired: the key is past its expiresAt).",
+    ),
+    403: ("forbidden", "The key may not do this: a key with its own limits cannot manage keys."),
     404: ("not_found", "No such account, key or path."),
     405: ("method_not_allowed", "The path exists, the method does not."),
     409: (
         "conflict",
-        "Duplicate id, renewing an account with no subscription, or an Idempotency-Key whose "
-        "first request is still running.",
+        "Duplicate id, renewing an account with no subscription, changing a revoked key, or an "
+        "Idempotency-Key whose first request is still running.",
     ),
+    413: ("payload_too_large", "The body is larger than 64 KiB; the rest was not read."),
     414: (
         "uri_too_long",
         "The request line is longer than CREDITGATE_MAX_REQUEST_LINE bytes; answered before "
@@ -54,6 +60,50 @@ ERROR_CODES = {
     503: ("unavailable", "Admin disabled (no CREDITGATE_ADMIN_TOKEN) or a backing service down."),
     504: ("gateway_timeout", "The backend did not answer in time; refunded."),
 }
+
+
+KEY_LIMITS: Schema = {
+    "expiresAt": {
+        **TIME,
+        "description": "When the key stops working (401 key_expired); null: never.",
+    },
+    "creditLimit": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "maximum": keyfields.MAX_CREDIT_LIMIT,
+        "description": "Credits the key may spend (held or charged) in one monthly period of "
+        "its account (429 key_credit_limit); null: the account's credits only.",
+    },
+    "requestsPerMinute": {
+        "type": ["integer", "null"],
+        "minimum": keyfields.MIN_RPM,
+        "maximum": keyfields.MAX_RPM,
+        "description": "The key's own request rate (429 key_rate_limited); null: the tier's.",
+    },
+    "routes": {
+        "type": ["array", "null"],
+        "minItems": 1,
+        "maxItems": keyfields.MAX_ROUTES,
+        "items": {"type": "string", "pattern": "^/", "maxLength": keyfields.MAX_ROUTE},
+        "description": "Path prefixes the key may call ('/v1' allows /v1 and /v1/...; 403 "
+        "route_not_allowed elsewhere), each under a proxied route; null: every route.",
+    },
+}
+"""A key's own limits as a key's answers show them (null: that one does not limit)."""
+
+KEY_FIELDS: Schema = {
+    "name": {
+        "type": ["string", "null"],
+        "maxLength": validation.MAX_KEY_NAME,
+        "pattern": r"^[^\x00-\x1f\x7f]*$",
+    },
+    **KEY_LIMITS,
+    "expiresAt": {
+        **KEY_LIMITS["expiresAt"],
+        "description": "ISO 8601 with a zone (Z or an offset), in the future; null: never.",
+    },
+}
+"""What a request may set of a key (gateway.accounts.keyfields)."""
 
 
 def _schemas(tiers: list[str]) -> dict[str, Schema]:
@@ -102,7 +152,15 @@ def _schemas(tiers: list[str]) -> dict[str, Schema]:
         "Usage": {"type": "object", "required": list(usage), "properties": usage},
         "Key": {
             "type": "object",
-            "required": ["id", "prefix", "name", "createdAt", "revokedAt", "lastUsedAt"],
+            "required": [
+                "id",
+                "prefix",
+                "name",
+                "createdAt",
+                "revokedAt",
+                "lastUsedAt",
+                *KEY_LIMITS,
+            ],
             "properties": {
                 "id": {"type": "string"},
                 "prefix": {"type": "string", "description": "The key's first characters."},
@@ -110,7 +168,21 @@ def _schemas(tiers: list[str]) -> dict[str, Schema]:
                 "createdAt": {"type": "string", "format": "date-time"},
                 "revokedAt": TIME,
                 "lastUsedAt": TIME,
+                **KEY_LIMITS,
             },
+        },
+        "NewKey": {
+            "description": "A new key's name and own limits; absent or null: no limit.",
+            "type": "object",
+            "additionalProperties": False,
+            "properties": KEY_FIELDS,
+        },
+        "KeyChanges": {
+            "description": "Only the fields given change; null removes that limit.",
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": KEY_FIELDS,
         },
         "Account": {
             "description": "The usage object plus the account's id (and, in full reports, "
@@ -222,6 +294,7 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
         "/api/user/ledger": {
             "get": ledger_range_operation("The caller's credit movements in a range", "apiKey")
         },
+        **_user_key_paths(),
         "/healthz": {
             "get": {
                 "tags": ["operations"],
@@ -262,6 +335,82 @@ def _public_paths(settings: Settings) -> dict[str, Schema]:
     for route in settings.routes:
         paths[route.prefix.rstrip("/") + "/{path}"] = _proxied(route)
     return paths
+
+
+def _user_key_paths() -> dict[str, Schema]:
+    """The account holder's own keys (gateway.web.keys)."""
+    key_id = {
+        "name": "keyId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": validation.KEY_ID.pattern},
+    }
+
+    def operation(
+        summary: str, responses: Schema, *statuses: int, body: str | None = None, keyed: bool
+    ) -> Schema:
+        op: Schema = {
+            "tags": ["user"],
+            "summary": summary,
+            "security": [{"apiKey": []}],
+            "responses": {**responses, **error_refs(*statuses, 401, 503)},
+        }
+        if body is not None:
+            content = {"application/json": {"schema": ref(body)}}
+            op["requestBody"] = {"required": body == "KeyChanges", "content": content}
+        if keyed:
+            op["parameters"] = [key_id]
+        return op
+
+    one_key = ok("key", {"key": ref("Key")})
+    new_key = {
+        "apiKey": {"type": "string", "pattern": "^cg_", "description": "Shown this once."},
+        "keyId": {"type": "string"},
+        "prefix": {"type": "string"},
+        "key": ref("Key"),
+    }
+    limited = "; not for a key with limits of its own (403)"
+    return {
+        "/api/user/keys": {
+            "get": operation(
+                "The caller's account's keys, revoked ones included (no secrets)",
+                ok("keys", {"keys": {"type": "array", "items": ref("Key")}}),
+                keyed=False,
+            ),
+            "post": operation(
+                f"A new key of the caller's account, its secret shown once{limited}",
+                ok("created", new_key, 201, "Created; apiKey is shown this once."),
+                400,
+                403,
+                404,
+                413,
+                body="NewKey",
+                keyed=False,
+            ),
+        },
+        "/api/user/keys/{keyId}": {
+            "patch": operation(
+                "Change a key's name or limits (null removes one; on every replica within "
+                f"1 s){limited}",
+                one_key,
+                400,
+                403,
+                404,
+                409,
+                413,
+                body="KeyChanges",
+                keyed=True,
+            ),
+            "delete": operation(
+                f"Revoke a key, the caller's own too (on every replica within 1 s){limited}",
+                one_key,
+                400,
+                403,
+                404,
+                keyed=True,
+            ),
+        },
+    }
 
 
 HEADERS: dict[str, Schema] = {

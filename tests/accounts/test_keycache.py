@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import fakeredis
@@ -13,10 +15,18 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.accounts.apikeys import hash_key, new_key
-from gateway.accounts.keycache import KeyCache, KeyEntry, announce_revocation, bearer_key
+from gateway.accounts.keycache import (
+    KeyCache,
+    KeyEntry,
+    announce_key_change,
+    bearer_key,
+    rules_of,
+)
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
-from gateway.errors import Unauthorized, Unavailable
+from gateway.credits.scopes import KeyRules
+from gateway.errors import KeyExpired, Unauthorized, Unavailable
+from store.records import ApiKeyRecord
 
 
 class FakeStore:
@@ -109,7 +119,7 @@ async def revocation_reaches(cache: KeyCache, redis: RedisClient, store: FakeSto
         await cache.authenticate(f"Bearer {secret}")
         entry = store.keys[key_hash]
         store.keys[key_hash] = KeyEntry(entry.account_id, entry.key_id, revoked=True)
-        await announce_revocation(redis, key_hash)
+        await announce_key_change(redis, key_hash)
         assert await redis.get(keys.KEYS_VERSION) == "1"
 
         async def refused() -> bool:
@@ -213,3 +223,41 @@ async def test_lookup_racing_a_revocation_is_not_cached(redis: aioredis.Redis) -
     await call
     await cache.authenticate(f"Bearer {secret}")
     assert store.lookups == 2
+
+
+async def test_a_key_past_its_expiry_is_refused_as_expired(redis: aioredis.Redis) -> None:
+    store = FakeStore()
+    cache = KeyCache(redis, store.lookup, touch=store.touch)
+    now_ms = int(time.time() * 1000)
+    live, gone = new_key(), new_key()
+    store.keys[live.key_hash] = KeyEntry(
+        "acct_1", live.key_id, False, KeyRules(live.key_id, expires_at_ms=now_ms + 60_000)
+    )
+    caller = await cache.authenticate(f"Bearer {live.secret}")
+    assert caller.rules == KeyRules(live.key_id, expires_at_ms=now_ms + 60_000)
+    store.keys[gone.key_hash] = KeyEntry(
+        "acct_1", gone.key_id, False, KeyRules(gone.key_id, expires_at_ms=now_ms - 1)
+    )
+    with pytest.raises(KeyExpired, match=f"API key {gone.key_id} expired at 20") as refused:
+        await cache.authenticate(f"Bearer {gone.secret}")
+    assert (refused.value.status, refused.value.code) == (401, "key_expired")
+    await cache.flush_touched()
+    assert [set(batch) for batch in store.touched] == [{live.key_id}]
+
+
+def test_rules_of_a_stored_key() -> None:
+    made = datetime(2026, 12, 1, tzinfo=UTC)
+    plain = ApiKeyRecord("key_1", "acct", "a" * 64, "cg_abcd", None, made, None, None)
+    assert rules_of(plain) is None
+    limited = replace(
+        plain,
+        expires_at=datetime(2027, 1, 1, tzinfo=UTC),
+        credit_limit=0,
+        routes=("/v1",),
+    )
+    assert rules_of(limited) == KeyRules(
+        "key_1", credit_limit=0, expires_at_ms=1_798_761_600_000, routes=("/v1",)
+    )
+    assert rules_of(replace(plain, requests_per_minute=3)) == KeyRules(
+        "key_1", requests_per_minute=3
+    )

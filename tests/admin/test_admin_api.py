@@ -186,9 +186,18 @@ async def test_show_reports_usage_and_keys_without_secrets(admin: httpx.AsyncCli
         assert field in account
     assert account["email"] == "a@example.org"
     assert sorted(k["name"] for k in account["keys"]) == ["ci", "default"]
-    assert {"id", "prefix", "name", "createdAt", "revokedAt", "lastUsedAt"} == set(
-        account["keys"][0]
-    )
+    assert {
+        "id",
+        "prefix",
+        "name",
+        "createdAt",
+        "revokedAt",
+        "lastUsedAt",
+        "expiresAt",
+        "creditLimit",
+        "requestsPerMinute",
+        "routes",
+    } == set(account["keys"][0])
     assert created["apiKey"] not in response.text
 
 

@@ -116,6 +116,53 @@ def test_keys_create_and_revoke(cli: Run) -> None:
     assert sorted(k["revokedAt"] is None for k in listed) == [False, True]
 
 
+def test_keys_with_limits_created_changed_cleared_and_listed(cli: Run) -> None:
+    run_json(cli, "accounts", "create", "--id", "cli-l")
+    made = run_json(
+        cli,
+        "keys",
+        "create",
+        "cli-l",
+        "--name",
+        "ci",
+        "--expires-at",
+        "2099-01-31T00:00:00Z",
+        "--credit-limit",
+        "50",
+        "--rpm",
+        "30",
+        "--route",
+        "/api/projects/",
+        "--route",
+        "/api/review",
+    )
+    assert made["key"]["routes"] == ["/api/projects", "/api/review"]
+    key_id = made["keyId"]
+    changed = run_json(
+        cli, "keys", "update", "cli-l", key_id, "--no-credit-limit", "--rpm", "5", "--no-expiry"
+    )["key"]
+    assert (changed["creditLimit"], changed["requestsPerMinute"], changed["expiresAt"]) == (
+        None,
+        5,
+        None,
+    )
+    assert changed["routes"] == ["/api/projects", "/api/review"]
+    assert run_json(cli, "keys", "update", "cli-l", key_id, "--all-routes")["key"]["routes"] is None
+
+    code, out, _ = cli("keys", "list", "cli-l")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert {"creditLimit", "requestsPerMinute", "expiresAt", "routes"} <= set(header.split())
+    (row,) = [r for r in rows if r.startswith(key_id)]
+    assert " 5 " in row
+
+    code, _, err = cli("keys", "update", "cli-l", key_id, "--rpm", "0")
+    assert code == 1 and "'requestsPerMinute' must be between 1 and" in err
+    with pytest.raises(SystemExit) as exc:  # a limit set and cleared at once
+        cli("keys", "update", "cli-l", key_id, "--rpm", "5", "--no-rpm")
+    assert exc.value.code == 2
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -12,12 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 from starlette.routing import BaseRoute, Mount, Route
 
 from gateway.admin.openapi import admin_paths
@@ -25,14 +19,9 @@ from gateway.app import create_app
 from gateway.services import Services
 from gateway.web.openapi import openapi_document
 from tests.support.admin import ADMIN_TOKEN
+from tests.support.documented import CHECKS, operation_of
 
 JSON = dict[str, Any]
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -102,8 +91,19 @@ CASES: list[tuple[str, str, Any]] = [
     ("POST", "/admin/accounts/{id}/keys", {"x": 1}),
     ("GET", "/admin/accounts/{id}/keys", None),
     ("GET", "/admin/accounts/ghost/keys", None),
+    (
+        "POST",
+        "/admin/accounts/{id}/keys",
+        {"creditLimit": 5, "routes": ["/api/projects/"], "expiresAt": "2099-01-01T00:00:00Z"},
+    ),
+    ("POST", "/admin/accounts/{id}/keys", {"routes": ["/elsewhere"]}),
+    ("PATCH", "/admin/accounts/{id}/keys/{key}", {"creditLimit": None, "requestsPerMinute": 3}),
+    ("PATCH", "/admin/accounts/{id}/keys/{key}", {"creditLimit": -1}),
+    ("PATCH", "/admin/accounts/{id}/keys/{key}", {}),
+    ("PATCH", "/admin/accounts/{id}/keys/key_nope", {"name": "x"}),
     ("DELETE", "/admin/accounts/{id}/keys/{key}", None),
     ("DELETE", "/admin/accounts/{id}/keys/key_nope", None),
+    ("PATCH", "/admin/accounts/{id}/keys/{key}", {"name": "x"}),
     ("POST", "/admin/accounts/{id}/grant", {"credits": 3, "reason": "r"}),
     ("POST", "/admin/accounts/{id}/grant", {"credits": 0, "reason": "r"}),
     ("POST", "/admin/accounts/ghost/grant", {"credits": 3, "reason": "r"}),
@@ -120,18 +120,6 @@ CASES: list[tuple[str, str, Any]] = [
     ("GET", "/admin/accounts/{id}/ledger?limit=500", None),
     ("GET", "/admin/accounts/ghost/ledger", None),
 ]
-
-
-def operation_of(schema: Any, method: str, path: str) -> tuple[Any, dict[str, str]]:
-    """The documented operation serving ``method path``, and its path parameters."""
-    bare = path.split("?")[0]
-    for result in schema.get_all_operations():
-        op = result.ok()
-        pattern = re.sub(r"\\\{([^}]*)\\\}", r"(?P<\1>[^/]+)", re.escape(op.path))
-        found = re.fullmatch(pattern, bare)
-        if op.method.upper() == method and found:
-            return op, found.groupdict()
-    raise AssertionError(f"{method} {bare} is not documented")
 
 
 @pytest.mark.parametrize("authorized", [True, False])

@@ -131,7 +131,7 @@ def test_every_write_takes_an_idempotency_key_in_both_front_ends_and_no_read_doe
     commands = subcommands(build_parser())
     paths = admin_paths()
     for op in OPERATIONS:
-        writes = op.method in ("POST", "DELETE")
+        writes = op.method in ("POST", "PATCH", "DELETE")
         assert op.writes == writes, op.name
         (item,) = [v for p, v in paths.items() if shape(p) == shape("/admin" + op.path)]
         params = [p["name"] for p in item[op.method.lower()].get("parameters", [])]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis.exceptions import MaxConnectionsError
 
-from gateway.accounts.keycache import KeyCache, announce_revocation
+from gateway.accounts.keycache import KeyCache, announce_key_change
 from gateway.admin.idempotency import run_once
 from gateway.credits.client import RedisClient
 from gateway.credits.engine import CreditEngine
@@ -71,7 +71,7 @@ CALLS: dict[str, Callable[[RedisClient], Awaitable[object]]] = {
     "engine script": lambda r: CreditEngine(r, DEFAULT_TIERS).status("acct_1"),
     "engine clock": lambda r: CreditEngine(r, DEFAULT_TIERS).now_ms(),
     "reaper's index": lambda r: CreditEngine(r, DEFAULT_TIERS).overdue(0),
-    "revocation": lambda r: announce_revocation(r, "hash"),
+    "revocation": lambda r: announce_key_change(r, "hash"),
     "admin idempotency": lambda r: run_once(r, "admin", "key", "fp", answer),
     "outbox read": lambda r: OutboxReader(r, "c1").read(10),
     "outbox ack": lambda r: OutboxReader(r, "c1").ack([OutboxEntry(0, "1-0", None)]),

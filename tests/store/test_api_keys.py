@@ -7,7 +7,7 @@ from sqlalchemy import Engine
 
 from store import repository
 from store.database import session
-from store.errors import DuplicateApiKey, UnknownAccount
+from store.errors import DuplicateApiKey, RevokedApiKey, UnknownAccount
 from tests.support.samples import PERIOD_END
 
 HASH_A = "a" * 64
@@ -113,3 +113,86 @@ def test_a_use_after_the_revocation_is_not_recorded(engine: Engine, account: str
         found = repository.find_api_key(s, key_hash=HASH_A)
     assert found is not None and found.last_used_at == before
     assert found.revoked_at is not None and found.last_used_at <= found.revoked_at
+
+
+def test_a_key_keeps_its_limits(engine: Engine, account: str) -> None:
+    expires = datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    with session(engine) as s:
+        made = repository.create_api_key(
+            s,
+            key_id="key_1",
+            account_id=account,
+            key_hash=HASH_A,
+            display_prefix="cg_abcd",
+            name="ci",
+            expires_at=expires,
+            credit_limit=10**12,
+            requests_per_minute=30,
+            routes=["/api/projects", "/api/review/x"],
+        )
+    add_key(engine, "key_2", HASH_B)
+    with session(engine) as s:
+        found = repository.find_api_key(s, key_hash=HASH_A)
+        plain = repository.find_api_key(s, key_hash=HASH_B)
+    assert found == made
+    assert found is not None and found.limited
+    assert found.expires_at == expires and found.expires_at.tzinfo is UTC
+    assert (found.credit_limit, found.requests_per_minute) == (10**12, 30)
+    assert found.routes == ("/api/projects", "/api/review/x")
+    assert plain is not None and not plain.limited
+    assert (plain.expires_at, plain.credit_limit, plain.requests_per_minute, plain.routes) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_update_changes_only_what_it_names_and_none_clears(engine: Engine, account: str) -> None:
+    add_key(engine, "key_1", HASH_A)
+    with session(engine) as s:
+        first = repository.update_api_key(
+            s,
+            account_id=account,
+            key_id="key_1",
+            changes={"credit_limit": 7, "routes": ["/v1"], "requests_per_minute": 5},
+        )
+    with session(engine) as s:
+        second = repository.update_api_key(
+            s, account_id=account, key_id="key_1", changes={"credit_limit": None, "name": "new"}
+        )
+    with session(engine) as s:
+        stored = repository.find_api_key(s, key_hash=HASH_A)
+    assert first is not None and (first.credit_limit, first.routes) == (7, ("/v1",))
+    assert second is not None and second == stored
+    assert (second.name, second.credit_limit, second.requests_per_minute, second.routes) == (
+        "new",
+        None,
+        5,
+        ("/v1",),
+    )
+    with session(engine) as s:
+        cleared = repository.update_api_key(
+            s,
+            account_id=account,
+            key_id="key_1",
+            changes={"routes": None, "requests_per_minute": None},
+        )
+    assert cleared is not None and not cleared.limited
+
+
+def test_update_refuses_a_revoked_key_and_another_accounts(engine: Engine, account: str) -> None:
+    add_key(engine, "key_1", HASH_A)
+    with session(engine) as s:
+        assert repository.update_api_key(s, account_id="other", key_id="key_1", changes={}) is None
+        assert repository.update_api_key(s, account_id=account, key_id="key_9", changes={}) is None
+        with pytest.raises(ValueError, match="key_hash"):
+            repository.update_api_key(
+                s, account_id=account, key_id="key_1", changes={"key_hash": HASH_B}
+            )
+        repository.revoke_api_key(s, account_id=account, key_id="key_1")
+    with session(engine) as s, pytest.raises(RevokedApiKey, match="key_1"):
+        repository.update_api_key(s, account_id=account, key_id="key_1", changes={"name": "x"})
+    with session(engine) as s:
+        found = repository.find_api_key(s, key_hash=HASH_A)
+    assert found is not None and found.name == "key_1 name"

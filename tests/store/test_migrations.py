@@ -20,7 +20,7 @@ def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None
     try:
         assert current_revision(engine) is None
         upgrade(empty_db_url)
-        assert current_revision(engine) == HEAD == "0003"
+        assert current_revision(engine) == HEAD == "0004"
         upgrade(empty_db_url)
         assert current_revision(engine) == HEAD
         tables = set(inspect(engine).get_table_names())
@@ -97,6 +97,38 @@ def test_a_ledger_of_0001_keeps_its_rows_holding_nothing(db_url: str) -> None:
         with session(engine) as s:
             (row,) = repository.ledger_page(s, account_id="old")
         assert (row.kind, row.credits_delta, row.held_plan, row.held_bonus) == ("hold", -1, 0, 0)
+    finally:
+        engine.dispose()
+
+
+def test_keys_of_0003_keep_working_without_limits_and_back(db_url: str) -> None:
+    """0004 adds a key's own limits, null for the keys made before; its downgrade drops them
+    and keeps the keys."""
+    config = alembic_config()
+    engine = create_db_engine(db_url)
+    try:
+        with session(engine) as s:
+            repository.create_account(
+                s, account_id="acct", email=None, tier="free", plan_credits=5, period_end_ms=0
+            )
+            repository.create_api_key(
+                s,
+                key_id="key_1",
+                account_id="acct",
+                key_hash="a" * 64,
+                display_prefix="cg_abcd",
+                credit_limit=3,
+                routes=["/v1"],
+            )
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+        columns = {c["name"] for c in inspect(engine).get_columns("api_keys")}
+        assert not columns & {"expires_at", "credit_limit", "requests_per_minute", "routes"}
+        upgrade(db_url)
+        with session(engine) as s:
+            (key,) = repository.list_api_keys(s, account_id="acct")
+        assert (key.key_id, key.limited) == ("key_1", False)
     finally:
         engine.dispose()
 

@@ -12,7 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from gateway.accounts.operations import CreatedAccount, create_account, revoke_key
+from gateway.accounts.keyfields import KeyLimits
+from gateway.accounts.operations import (
+    CreatedAccount,
+    create_account,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 from gateway.app import create_app
 from gateway.credits import keys
 from gateway.services import Services, open_services
@@ -228,3 +235,26 @@ async def test_the_console_needs_the_token_and_grants_once_per_form(
             "/admin/ui/accounts/acme/grant", data={**form, "credits": "-3", "idempotency_key": "f3"}
         )
         assert 'role="alert"' in bad.text
+
+
+async def test_a_key_with_limits_cannot_create_or_revoke_keys_from_its_session(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, services: Services
+) -> None:
+    limited = await create_key(
+        services, holder.account_id, name="ci", limits=KeyLimits(credit_limit=1)
+    )
+    async with visitor() as client:
+        await sign_in(client, limited.api_key)
+        page = await client.get("/dashboard")
+        assert page.text.count("data-key-id=") == 2
+        csrf = csrf_of(page.text)
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+        assert nonce is not None
+        made = await client.post(
+            "/dashboard/keys", data={"name": "more", "csrf": csrf, "nonce": nonce.group(1)}
+        )
+        assert "cannot manage keys" in made.text and 'id="new-key"' not in made.text
+        revoked = await client.post(f"/dashboard/keys/{holder.key_id}/revoke", data={"csrf": csrf})
+        assert "cannot manage keys" in revoked.text
+    keys_now = await list_keys(services, holder.account_id)
+    assert len(keys_now) == 2 and not any(k.revoked for k in keys_now)
