@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from gateway.accounts.operations import revoke_key
+from gateway.accounts.keyfields import KeyLimits
+from gateway.accounts.operations import create_key, revoke_key
 from gateway.services import Services
 from tests.support.gateways import (
     WAIT_TIMEOUT_S,
@@ -100,6 +101,41 @@ async def test_metered_calls_over_3_replicas_never_charge_past_the_credits(
     assert state is not None
     assert state.credits_remaining == 100 - 2 * len(passed) >= 0
     assert state.total_tokens == 4000 * len(passed) <= 100 * 2000
+
+
+async def test_a_key_limit_below_the_balance_holds_over_3_replicas(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    """300 calls at once through one key limited to 30 credits a period, on an account of 100
+    and over 3 replicas: the key's limit is checked in the same script as the account's
+    credits, so exactly 30 reach the backend, whatever replica serves them, and the account's
+    other 70 credits stay its own."""
+    acct = await account("pro")  # 100 credits, 120 requests per minute
+    made = await create_key(services, acct.account_id, limits=KeyLimits(credit_limit=30))
+    auth = {"Authorization": f"Bearer {made.api_key}"}
+    before = backends.codegen.hits_now()
+    clients = [
+        httpx.AsyncClient(base_url=gateway.urls[i % len(gateway.urls)], timeout=30)
+        for i in range(CLIENTS)
+    ]
+    try:
+        gate = asyncio.Event()
+
+        async def call(i: int) -> tuple[int, str]:
+            await gate.wait()
+            response = await clients[i % CLIENTS].post("/api/projects/echo", headers=auth)
+            return response.status_code, response.json().get("error", "")
+
+        tasks = [asyncio.create_task(call(i)) for i in range(REQUESTS)]
+        gate.set()
+        answers = await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    assert Counter(status for status, _ in answers) == {200: 30, 429: REQUESTS - 30}
+    assert {error for status, error in answers if status == 429} == {"key_credit_limit"}
+    assert backends.codegen.hits_now() - before == 30
+    state = await services.credits.status(acct.account_id)
+    assert state is not None and state.credits_remaining == 70
 
 
 async def test_revocation_reaches_every_replica_within_a_second(
