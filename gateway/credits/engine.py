@@ -374,6 +374,24 @@ class CreditEngine:
         )
         return _change(account, raw)
 
+    async def key_spend(self, account: str, key_ids: Sequence[str]) -> dict[str, int]:
+        """What each of these keys has spent (held or charged) in the account's current
+        period, as its credit limit counts it: only while the key has a credit limit (0 for
+        one that never had one). Read after a due rollover, like ``status``."""
+        state = await self.status(account)
+        if state is None or not key_ids:
+            return dict.fromkeys(key_ids, 0)
+        try:  # a few fields per key of one account: read whole
+            raw = await self.redis.hgetall(keys.account_keys(account).key_limits)
+        except Exception as exc:
+            raise unavailable(exc) from exc
+        found = {_text(name): _text(value) for name, value in raw.items()}
+        spent: dict[str, int] = {}
+        for key_id in key_ids:
+            current = found.get(f"{key_id}|p") == str(state.period_end_ms)
+            spent[key_id] = int(found.get(f"{key_id}|s", "0")) if current else 0
+        return spent
+
     async def now_ms(self) -> int:
         """The scripts' clock: the injected one, else Redis ``TIME`` (ms since the epoch)."""
         if self._clock is not None:

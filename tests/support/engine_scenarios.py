@@ -242,6 +242,9 @@ async def scenario_key_limits(engine: CreditEngine, clock: MovableClock) -> None
     await engine.settle("kim", "c3", 10)
     await engine.refund("kim", "c5", reason="timeout")  # counted last period: not given back now
     assert (await through("c7", 1, capped)).status == "key_credit_limit"
+    assert await engine.key_spend("kim", ["key_c", "key_r", "nope"]) == {
+        "key_c": 4, "key_r": 0, "nope": 0,
+    }  # fmt: skip
     events = await assert_ledger_whole(engine, "kim")
     closing = [e for e in events if e.kind in ("charge", "refund")]
     assert {(e.key, e.route) for e in closing} >= {("key_c", "/api/projects")}
