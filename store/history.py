@@ -145,6 +145,24 @@ def usage_history(
 
 
 @boundary
+def key_spend(session: Session, *, account_id: str, since: datetime) -> dict[str, int]:
+    """Credits each key of an account was charged from ``since`` on (charges, by the key the
+    ledger names): what a key's credit limit counts, as far as the store has it."""
+    c = LEDGER.c
+    stmt = (
+        select(c.key_id, func.coalesce(func.sum(-c.credits_delta), 0))
+        .where(
+            c.account_id == account_id,
+            c.kind == "charge",
+            c.key_id.is_not(None),
+            c.occurred_at >= as_utc(since),
+        )
+        .group_by(c.key_id)
+    )
+    return {str(key_id): max(0, int(spent)) for key_id, spent in session.execute(stmt)}
+
+
+@boundary
 def top_accounts(
     session: Session, *, start: datetime, end: datetime, limit: int
 ) -> list[UsageBucket]:

@@ -21,9 +21,10 @@ from gateway.accounts import validation
 from gateway.accounts.apikeys import new_key
 from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.keyfields import KeyChanges, KeyLimits
+from gateway.accounts.keyspend import seed_from_store
 from gateway.accounts.restore import load_record, restore_from_store
 from gateway.accounts.stored import in_store
-from gateway.credits.engine import TierAction
+from gateway.credits.engine import PERIOD_MS, TierAction
 from gateway.credits.results import AccountState, TierChange
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.services import Services
@@ -34,9 +35,6 @@ from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
 log = logging.getLogger("creditgate.accounts")
 
 T = TypeVar("T")
-
-MONTH_MS = 30 * 86_400_000
-"""One monthly period and one subscription month, as the scripts count them (common.lua)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +125,9 @@ async def create_account(
             email=email,
             tier=tier,
             plan_credits=services.settings.tiers[tier].credits,
-            period_end_ms=now + MONTH_MS,
+            period_end_ms=now + PERIOD_MS,
             subscribed=paid,
-            subscription_ends_ms=now + months * MONTH_MS if paid and months else None,
+            subscription_ends_ms=now + months * PERIOD_MS if paid and months else None,
         )
         repository.create_api_key(
             s,
@@ -240,7 +238,8 @@ async def update_key(
     services: Services, account_id: str, key_id: str, *, changes: KeyChanges
 ) -> ApiKeyRecord:
     """Change a key's name or limits (PATCH: only ``changes``; None clears), then tell every
-    replica, as a revocation does, so the new limits apply everywhere within 1 s.
+    replica, as a revocation does, so the new limits apply everywhere within 1 s. A credit
+    limit counts what the key spent this period before it was set (``keyspend``).
 
     ``NotFound``: the account has no such key; ``Conflict``: the key is revoked.
     """
@@ -256,6 +255,9 @@ async def update_key(
         raise Conflict(f"key {key_id!r} is revoked: a revoked key cannot be changed") from exc
     if changed is None:
         raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
+    if changes.get("credit_limit") is not None:
+        # Its spend was not counted while it had no limit: the store knows it.
+        await seed_from_store(services, account_id, key_id)
     await announce_key_change(services.redis, changed.key_hash)
     log.info("key %s of account %s changed: %s", key_id, account_id, ", ".join(sorted(changes)))
     return changed

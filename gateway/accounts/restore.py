@@ -8,13 +8,16 @@ others see ``exists``). The restore is itself an outbox event (``kind='restore'`
 delta), so the ledger shows it.
 
 What was charged in Redis but not yet synced when Redis lost it is lost with it: the store
-is the record, and the account resumes from its last synced version.
+is the record, and the account resumes from its last synced version. Its keys' spend this
+period, which their credit limits count, is taken from the store's ledger too
+(``keyspend``).
 """
 
 from __future__ import annotations
 
 import logging
 
+from gateway.accounts.keyspend import seed_from_store
 from gateway.accounts.stored import in_store
 from gateway.credits.results import SNAPSHOT_FIELDS, AccountState, Snapshot
 from gateway.services import Services
@@ -52,4 +55,5 @@ async def restore_from_store(services: Services, account_id: str) -> AccountStat
             "account restored from the store of record",
             extra={"account": account_id, "version": record.version},
         )
+        await seed_from_store(services, account_id)  # its keys' counts went with it
     return await services.credits.status(account_id)

@@ -47,6 +47,10 @@ client failed, the caller got ``Unavailable``). A cancelled call is not reported
 
 TierAction = Literal["upgrade", "renew", "downgrade"]
 
+PERIOD_MS = 2_592_000_000
+"""One monthly period and one subscription month, as the scripts count them (``MONTH_MS`` in
+common.lua)."""
+
 DEFAULT_HOLD_MS = 360_000
 DEFAULT_RETAIN_MS = 60_000
 IDEMPOTENCY_RETAIN_MS = 86_400_000
@@ -373,6 +377,19 @@ class CreditEngine:
             (account, self._now(), self._spec, *snapshot_args(snapshot), k.reservation("")),
         )
         return _change(account, raw)
+
+    async def seed_key_spend(
+        self, account: str, period_end_ms: int, spent: Mapping[str, int]
+    ) -> str:
+        """Raise what keys have spent in the period ending at ``period_end_ms`` to what the
+        store says they spent in it (``seed_keys.lua``): 'seeded', 'moved' (the account is in
+        another period now: nothing changes) or 'missing'."""
+        if any(credits < 0 for credits in spent.values()):
+            raise ValueError("a key cannot have spent less than nothing")
+        k = keys.account_keys(account)
+        pairs = [value for key_id, credits in spent.items() for value in (key_id, credits)]
+        raw = await self._run("seed_keys", (k.state, k.key_limits), (period_end_ms, *pairs))
+        return _text(raw)
 
     async def key_spend(self, account: str, key_ids: Sequence[str]) -> dict[str, int]:
         """What each of these keys has spent (held or charged) in the account's current

@@ -14,7 +14,16 @@ from typing import Literal, get_args
 from gateway.credits.client import RedisClient, RedisScript
 
 ScriptName = Literal[
-    "reserve", "settle", "refund", "extend", "open", "grant", "set_tier", "status", "restore"
+    "reserve",
+    "settle",
+    "refund",
+    "extend",
+    "open",
+    "grant",
+    "set_tier",
+    "status",
+    "restore",
+    "seed_keys",
 ]
 NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
@@ -41,6 +50,7 @@ class Scripts:
     set_tier: RedisScript
     status: RedisScript
     restore: RedisScript
+    seed_keys: RedisScript
 
     @classmethod
     def register(cls, redis: RedisClient) -> Scripts:

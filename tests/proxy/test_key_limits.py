@@ -15,8 +15,9 @@ from aiohttp import web
 
 from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.keyfields import KeyLimits
-from gateway.accounts.operations import CreatedAccount, create_account, create_key
+from gateway.accounts.operations import CreatedAccount, create_account, create_key, update_key
 from gateway.app import create_app
+from gateway.credits import keys
 from gateway.services import Services
 from gateway.settings import Route, Settings
 from store import repository
@@ -196,3 +197,46 @@ async def test_the_ledger_names_the_key_and_route_of_each_request(
         rows = repository.ledger_page(s, account_id=pro.account_id, limit=10)
     moved = sorted((r.kind, r.route, r.key_id) for r in rows if r.kind == "charge")
     assert moved == [("charge", "/flat/", made.key_id), ("charge", "/llm/", made.key_id)]
+
+
+async def spend_four_and_sync(
+    client: httpx.AsyncClient, services: Services, pro: CreatedAccount, auth: dict[str, str]
+) -> None:
+    for _ in range(2):
+        assert (await client.post("/flat/a", headers=auth)).status_code == 200
+    await wait_settled(services, pro.account_id, total_tokens=0)
+    await SyncWorker(services).sync()
+
+
+async def test_a_key_limit_survives_redis_losing_the_account(
+    client: httpx.AsyncClient, services: Services, pro: CreatedAccount
+) -> None:
+    """Redis lost the account and its keys' counts: the restore takes the key's spend this
+    period from the store's ledger, so the limit still holds."""
+    auth = await key_of(services, pro, credit_limit=5)
+    await spend_four_and_sync(client, services, pro, auth)
+    lost = keys.account_keys(pro.account_id)
+    await services.redis.delete(lost.state, lost.key_limits)
+
+    refused = await client.post("/flat/a", headers=auth)  # restored: 1 left of 5
+
+    assert refused.status_code == 429 and refused.json()["error"] == "key_credit_limit"
+    assert await left(services, pro.account_id) == 96
+
+
+async def test_a_limit_set_later_counts_what_the_key_spent_this_period(
+    client: httpx.AsyncClient, services: Services, pro: CreatedAccount
+) -> None:
+    made = await create_key(services, pro.account_id, limits=KeyLimits())
+    auth = {"Authorization": f"Bearer {made.api_key}"}
+    await spend_four_and_sync(client, services, pro, auth)
+
+    await update_key(services, pro.account_id, made.key_id, changes={"credit_limit": 5})
+
+    assert await services.credits.key_spend(pro.account_id, [made.key_id]) == {made.key_id: 4}
+    announced = asyncio.get_running_loop().time()
+    while (answer := await client.post("/flat/a", headers=auth)).status_code == 200:
+        # served by the old rules (no limit, nothing counted) until the cache drops them
+        assert asyncio.get_running_loop().time() - announced < 1.0, "the limit came too late"
+        await asyncio.sleep(0.05)
+    assert answer.status_code == 429 and answer.json()["error"] == "key_credit_limit"

@@ -9,7 +9,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from store.database import session
-from store.history import UsageBucket, day_buckets, ledger_range, top_accounts, usage_history
+from store.history import (
+    UsageBucket,
+    day_buckets,
+    key_spend,
+    ledger_range,
+    top_accounts,
+    usage_history,
+)
 from store.records import Movement
 from store.repository import apply_movements
 from store.timefmt import to_ms
@@ -138,6 +145,29 @@ def test_one_event_per_request_counts_the_same(engine: Engine) -> None:
         [at(DAY1, "a", 1, kind="charge", plan_delta=-2, bonus_delta=-1, tokens=9, bonus_credits=0)],
     )
     assert history(engine, "day") == [UsageBucket("2026-11-29", 1, 3, 0, 9)]
+
+
+def test_key_spend_sums_each_keys_charges_since_a_time(engine: Engine) -> None:
+    """What a key's credit limit counts: its charges (one row a request, the credits the
+    account lost by it), not refunds nor grants, nor another account's, nor before ``since``."""
+    later = DAY1 + timedelta(days=1)
+    charge = {"kind": "charge", "key_id": "k1", "route": "/r/"}
+    load(
+        engine,
+        [
+            at(DAY1, "a", 1, plan_delta=-4, request_id="old", **charge),
+            at(later, "a", 2, plan_delta=-2, bonus_delta=-1, request_id="r1", **charge),
+            at(later, "a", 3, plan_delta=-1, request_id="r2", **{**charge, "key_id": "k2"}),
+            at(later, "a", 4, kind="refund", plan_delta=0, request_id="r3", key_id="k1"),
+            at(later, "a", 5, kind="grant", bonus_delta=9),
+            at(later, "a", 6, plan_delta=-5, request_id="r4", kind="charge"),  # no key
+            at(later, "b", 1, plan_delta=-7, request_id="r5", **charge),
+        ],
+    )
+    with session(engine) as db:
+        assert key_spend(db, account_id="a", since=later) == {"k1": 3, "k2": 1}
+        assert key_spend(db, account_id="a", since=DAY1) == {"k1": 7, "k2": 1}
+        assert key_spend(db, account_id="c", since=DAY1) == {}
 
 
 def test_top_accounts_by_spend(engine: Engine) -> None:

@@ -245,6 +245,13 @@ async def scenario_key_limits(engine: CreditEngine, clock: MovableClock) -> None
     assert await engine.key_spend("kim", ["key_c", "key_r", "nope"]) == {
         "key_c": 4, "key_r": 0, "nope": 0,
     }  # fmt: skip
+    state = await engine.status("kim")
+    assert state is not None
+    seeded = {"key_c": 2, "key_r": 6}  # the store's sums: a count only grows by them
+    assert await engine.seed_key_spend("kim", state.period_end_ms - 1, seeded) == "moved"
+    assert await engine.seed_key_spend("nobody", state.period_end_ms, seeded) == "missing"
+    assert await engine.seed_key_spend("kim", state.period_end_ms, seeded) == "seeded"
+    assert await engine.key_spend("kim", ["key_c", "key_r"]) == {"key_c": 4, "key_r": 6}
     events = await assert_ledger_whole(engine, "kim")
     closing = [e for e in events if e.kind in ("charge", "refund")]
     assert {(e.key, e.route) for e in closing} >= {("key_c", "/api/projects")}
