@@ -421,8 +421,14 @@ HEADERS: dict[str, Schema] = {
         "int": True,
     },
     "X-Tokens-Used": {"description": "Tokens the backend reported (or the estimate).", "int": True},
-    "RateLimit": {"description": 'Quotas left: "credits";r=..;t=.., "minute";r=..;t=..'},
-    "RateLimit-Policy": {"description": 'The quotas: "credits";q=..;w=2592000, "minute";q=..;w=60'},
+    "RateLimit": {
+        "description": 'Quotas left: "credits";r=..;t=.., "minute";r=..;t=.. (a key with '
+        'limits of its own: also "key-credits" and "key-minute")'
+    },
+    "RateLimit-Policy": {
+        "description": 'The quotas: "credits";q=..;w=2592000, "minute";q=..;w=60 (a key '
+        'with limits of its own: also "key-credits";q=..;w=2592000 and "key-minute";q=..;w=60)'
+    },
     "Retry-After": {"description": "Seconds until a retry could pass.", "int": True},
     "X-Should-Retry": {
         "description": "false: credits (wait for the period end or buy more); true: rate."
@@ -506,7 +512,7 @@ def _proxied(route: Route) -> Schema:
         return _error(*codes, style=style, status=status)
 
     insufficient = {
-        "allOf": [error(429, "insufficient_credits")],
+        "allOf": [error(429, "insufficient_credits", "key_credit_limit")],
         "required": ["creditInfo"],
         "properties": {"creditInfo": ref("CreditInfo")},
     }
@@ -532,10 +538,18 @@ def _proxied(route: Route) -> Schema:
             "A malformed Idempotency-Key.", error(400, "invalid_request"), "X-Request-Id"
         ),
         "401": _answer(
-            "No, unknown or revoked key.",
-            error(401, "unauthorized"),
+            "No, unknown or revoked key (unauthorized), or a key past its own expiresAt "
+            "(key_expired).",
+            error(401, "unauthorized", "key_expired"),
             "X-Request-Id",
             "WWW-Authenticate",
+        ),
+        "403": _answer(
+            "route_not_allowed: the path is outside the routes the key may call. The backend "
+            "was not called; nothing was charged.",
+            error(403, "route_not_allowed"),
+            "X-Request-Id",
+            *RATE_HEADERS,
         ),
         "409": _answer(
             "A retry of an Idempotency-Key whose first attempt is in flight (retry later), or "
@@ -556,9 +570,10 @@ def _proxied(route: Route) -> Schema:
         "429": _answer(
             "insufficient_credits: the account cannot pay (X-Should-Retry: false, Retry-After "
             "seconds to the period end, creditInfo); rate_limited: over the tier's requests per "
-            "minute (X-Should-Retry: true, Retry-After seconds until a call would pass). The "
-            "backend was not called; nothing was charged.",
-            {"oneOf": [insufficient, error(429, "rate_limited")]},
+            "minute (X-Should-Retry: true, Retry-After seconds until a call would pass); "
+            "key_credit_limit and key_rate_limited: the same for the key's own creditLimit and "
+            "requestsPerMinute. The backend was not called; nothing was charged.",
+            {"oneOf": [insufficient, error(429, "rate_limited", "key_rate_limited")]},
             "X-Request-Id",
             "Retry-After",
             "X-Should-Retry",

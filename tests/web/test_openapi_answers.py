@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.accounts.operations import create_account
+from gateway.accounts.keyfields import KeyLimits
+from gateway.accounts.operations import CreatedKey, create_account, create_key
 from gateway.admin.openapi import admin_paths
 from gateway.app import create_app
 from gateway.services import Services, open_services
@@ -116,6 +118,13 @@ async def test_every_proxied_answer_is_documented(services: Services, family: st
     pro = await create_account(services, tier="pro", months=1)
     free = await create_account(services, tier="free")
     tiny = await create_account(services, tier="tiny", months=1)
+    past = datetime.now(UTC) - timedelta(days=1)
+
+    async def key(**limits: Any) -> CreatedKey:
+        return await create_key(services, pro.account_id, limits=KeyLimits(**limits))
+
+    capped, paced = await key(credit_limit=1), await key(requests_per_minute=1)
+    narrow, old = await key(routes=("/api/costly", "/oa/costly")), await key(expires_at=past)
     calls = [
         (pro, "POST", "/api/projects/ok", {}, 200),
         (pro, "POST", "/api/projects/fail", {}, 500),
@@ -129,6 +138,12 @@ async def test_every_proxied_answer_is_documented(services: Services, family: st
         (tiny, "POST", "/api/projects/ok", {}, 429),
         (pro, "POST", "/api/dead/x", {}, 502),
         (pro, "POST", "/api/projects/slow", {}, 504),
+        (capped, "POST", "/api/projects/ok", {}, 200),
+        (capped, "POST", "/api/projects/ok", {}, 429),
+        (paced, "POST", "/api/projects/ok", {}, 200),
+        (paced, "POST", "/api/projects/ok", {}, 429),
+        (narrow, "POST", "/api/projects/ok", {}, 403),
+        (old, "POST", "/api/projects/ok", {}, 401),
     ]
     seen: set[tuple[int, str]] = set()
     async with app.router.lifespan_context(app):
@@ -145,6 +160,8 @@ async def test_every_proxied_answer_is_documented(services: Services, family: st
                 check(document, method, path, response)
                 if status >= 400 and response.headers.get("content-type") == "application/json":
                     seen.add((status, error_code(response)))
+    assert (429, "key_credit_limit") in seen and (429, "key_rate_limited") in seen
+    assert (403, "route_not_allowed") in seen and (401, "key_expired") in seen
     if family == "api":
         assert (429, "insufficient_credits") in seen and (429, "rate_limited") in seen
     else:
