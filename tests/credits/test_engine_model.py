@@ -6,8 +6,8 @@ holds fewer credits than free. Requests come through API keys with their own lim
 limit per period below the account's balance, which changes as the run goes, a rate, allowed
 routes, an expiry) or none. The clock jumps a few seconds, weeks, or exactly onto a period
 end or a subscription end. Every answer must equal the model's, and after every step each
-account's outbox events and the overdue reservations must too. Runs on a real Redis and on
-fakeredis (the embedded mode).
+account's outbox events and the overdue reservations must too. Runs on a real Redis, a Redis
+Cluster and fakeredis (the embedded mode).
 
 The engine is async and hypothesis is not: each example owns a private event loop.
 """
@@ -29,6 +29,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
@@ -117,16 +118,22 @@ class EngineMachine(RuleBasedStateMachine):
     """The engine on one Redis against the model; subclasses say which Redis."""
 
     redis_url: str | None = None  # None: fakeredis
+    cluster_port: int | None = None  # a Redis Cluster's node instead
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.redis: Any = (
-            fakeredis.FakeAsyncRedis(decode_responses=True)
-            if self.redis_url is None
-            else aioredis.Redis.from_url(self.redis_url, decode_responses=True)
-        )
-        self.run(self.redis.flushdb())
+        if self.cluster_port is not None:
+            self.redis: Any = RedisCluster(
+                host="127.0.0.1", port=self.cluster_port, decode_responses=True
+            )
+            self.run(self.redis.flushdb(target_nodes=RedisCluster.PRIMARIES))
+        elif self.redis_url is None:
+            self.redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+        else:
+            self.redis = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
+        if self.cluster_port is None:
+            self.run(self.redis.flushdb())
         self.clock = Clock()
         # settled request ids remembered far beyond any example, as the model remembers them
         self.engine = CreditEngine(
@@ -311,6 +318,11 @@ class EngineMachine(RuleBasedStateMachine):
 
 def test_engine_matches_the_model_on_redis(redis_url: str) -> None:
     machine = type("OnRedis", (EngineMachine,), {"redis_url": redis_url})
+    run_state_machine_as_test(machine, settings=BUDGET)
+
+
+def test_engine_matches_the_model_on_a_cluster(cluster_ports: list[int]) -> None:
+    machine = type("OnCluster", (EngineMachine,), {"cluster_port": cluster_ports[0]})
     run_state_machine_as_test(machine, settings=BUDGET)
 
 
