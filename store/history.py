@@ -251,12 +251,3 @@ def day_buckets(buckets: Sequence[UsageBucket], days: Sequence[date]) -> list[Us
     a chart's series, pure."""
     found = {b.bucket: b for b in buckets}
     return [found.get(d.isoformat()) or UsageBucket(d.isoformat(), 0, 0, 0, 0) for d in days]
-
-
-@boundary
-def last_recorded(session: Session) -> datetime | None:
-    """When the newest movement in the store happened (None: none yet): how far the store
-    trails Redis while there is traffic (read from the time index)."""
-    stmt = select(LEDGER.c.occurred_at).order_by(LEDGER.c.occurred_at.desc()).limit(1)
-    value = session.execute(stmt).scalar_one_or_none()
-    return None if value is None else as_utc(value)

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from gateway.credits import keys
+from gateway.credits import keys, outboxes
 from gateway.credits.client import RedisClient, StreamFields
 from gateway.credits.failures import unavailable
 from gateway.credits.results import snapshot_fields
@@ -55,11 +55,6 @@ class OutboxEntry:
 def event_id(bucket: int, stream_id: str) -> str:
     """The store's id of an outbox event: unique across buckets, stable across re-deliveries."""
     return f"{bucket}-{stream_id}"
-
-
-def stream_ms(stream_id: str) -> int:
-    """The Redis time (ms) at which a stream entry was appended."""
-    return int(stream_id.partition("-")[0])
 
 
 def parse_movement(bucket: int, stream_id: str, fields: Mapping[str, str]) -> Movement:
@@ -218,20 +213,8 @@ class OutboxReader:
         return removed
 
     async def lag_ms(self) -> int:
-        """Age of the oldest event not yet in the store (0 when every stream is empty)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for bucket in self.buckets:
-            pipe.xrange(keys.outbox(bucket), count=1)
-        try:
-            firsts = await pipe.execute()
-            seconds, micros = await self.redis.time()
-        except Exception as exc:
-            raise unavailable(exc) from exc
-        oldest = [stream_ms(first[0][0]) for first in firsts if first]
-        if not oldest:
-            return 0
-        now = int(seconds) * 1000 + int(micros) // 1000
-        return max(0, now - min(oldest))
+        """Age of the oldest event of its buckets not yet in the store (0: none)."""
+        return await outboxes.lag_ms(self.redis, self.buckets)
 
 
 def _entry(bucket: int, stream_id: str, fields: Mapping[str, str]) -> OutboxEntry:

@@ -11,7 +11,6 @@ minted with the page (a resubmitted form applies once), and run through the oper
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 from typing import Any
@@ -24,15 +23,13 @@ from gateway.accounts import history as usage
 from gateway.accounts import operations as accounts
 from gateway.accounts import validation
 from gateway.admin.operations import OPERATIONS, Call, FrontEnd
-from gateway.errors import CreditgateError
+from gateway.credits import outboxes
+from gateway.errors import CreditgateError, Unavailable
 from gateway.services import Services
 from gateway.ui import pages
 from gateway.ui.overview import Rate, overview
 from gateway.ui.sessions import Session, sessions_of
 from gateway.ui.views import account_page, chart_query
-from store import history
-from store.database import session as db_session
-from store.timefmt import utc_now
 
 COOKIE = "cg_console"
 PATH = "/admin/ui"
@@ -120,14 +117,14 @@ def _rate(request: Request) -> Rate:
 
 
 async def _lag(services: Services) -> str:
-    def read() -> Any:
-        with db_session(services.db) as db:
-            return history.last_recorded(db)
-
-    newest = await asyncio.to_thread(read)
-    if newest is None:
-        return "no movement synced yet"
-    return f"newest synced movement {int((utc_now() - newest).total_seconds())} s ago"
+    """The store's lag behind Redis, as the sync workers' metric measures it."""
+    try:
+        behind = await outboxes.lag_ms(services.redis)
+    except Unavailable:
+        return "unknown: Redis cannot be read"
+    if behind == 0:
+        return "none: the store has every movement"
+    return f"{behind / 1000:.1f} s (the oldest movement the store lacks)"
 
 
 async def signin(request: Request) -> Response:

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.accounts.operations import MONTH_MS, change_tier, create_account
+from gateway.accounts.operations import change_tier, create_account
+from gateway.credits.engine import PERIOD_MS as MONTH_MS
 from gateway.credits import keys
 from gateway.services import Services
 from store import repository

@@ -25,6 +25,7 @@ from gateway.credits import keys
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from gateway.ui.sessions import SignIns, digest
+from sync.worker import SyncWorker
 from tests.support.admin import ADMIN_TOKEN
 
 
@@ -258,3 +259,17 @@ async def test_a_key_with_limits_cannot_create_or_revoke_keys_from_its_session(
         assert "cannot manage keys" in revoked.text
     keys_now = await list_keys(services, holder.account_id)
     assert len(keys_now) == 2 and not any(k.revoked for k in keys_now)
+
+
+async def test_the_consoles_sync_lag_is_the_oldest_movement_the_store_lacks(
+    visitor: Callable[..., httpx.AsyncClient], services: Services, holder: CreatedAccount
+) -> None:
+    """Read from the outboxes, as the sync workers' lag metric is: the account's opening
+    waits in its bucket's outbox until a sync pass copies it to the store."""
+    async with visitor() as client:
+        await client.post("/admin/ui/signin", data={"secret": ADMIN_TOKEN})
+        behind = await client.get("/admin/ui")
+        assert re.search(r"Sync lag</span>\d+\.\d s \(the oldest movement", behind.text)
+        await SyncWorker(services).sync()
+        synced = await client.get("/admin/ui")
+        assert "Sync lag</span>none: the store has every movement" in synced.text
