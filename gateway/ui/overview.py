@@ -17,6 +17,8 @@ class Overview:
     requests: int
     insufficient: int
     rate_limited: int
+    key_credit_limit: int
+    key_rate_limited: int
     refunds: int
     rps: float
     sync_lag: str
@@ -53,6 +55,8 @@ def overview(registry: CollectorRegistry, rate: Rate, sync_lag: str) -> Overview
         requests=requests,
         insufficient=_sum(registry, "creditgate_requests_total", outcome="insufficient"),
         rate_limited=_sum(registry, "creditgate_requests_total", outcome="rate_limited"),
+        key_credit_limit=_sum(registry, "creditgate_requests_total", outcome="key_credit_limit"),
+        key_rate_limited=_sum(registry, "creditgate_requests_total", outcome="key_rate_limited"),
         refunds=_sum(registry, "creditgate_refunds_total"),
         rps=rate.update(requests),
         sync_lag=sync_lag,

@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.accounts.operations import change_tier, create_account
-from gateway.credits.engine import PERIOD_MS as MONTH_MS
 from gateway.credits import keys
+from gateway.credits.engine import PERIOD_MS as MONTH_MS
 from gateway.services import Services
 from store import repository
 from store.database import session
