@@ -18,8 +18,9 @@ the rounds: req/s and its ratio to the minimal proxy with as many workers; p50 /
 one connection and what the gateway adds; CPU per request of the proxy's processes and of
 Redis, from ``/proc`` during the 50-connection run; peak memory (``VmHWM``) per worker. Then
 the CPU ceilings (``print_ceilings``: what the cores allow at that CPU per request, every
-process counted, nginx too) and issue 16's targets, met or not. Nothing is asserted: the figures are for people, and on a
-shared machine the same-run ratios mean more than the absolute figures.
+process counted, nginx too) and issue 16's targets, met or not. Nothing is asserted: the
+figures are for people, and on a shared machine the same-run ratios mean more than the
+absolute figures.
 
 Run: ``python bench/proxy.py [--rounds 3] [--seconds 5] [--single-seconds 3]`` (``make bench``).
 Needs ``nginx``, ``wrk`` and ``redis-server`` / ``redis-cli`` on PATH (it installs nothing).
