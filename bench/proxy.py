@@ -17,8 +17,10 @@ max is the worst request of the run, the stalls included). Printed, each figure 
 the rounds: req/s and its ratio to the minimal proxy with as many workers; p50 / p99 / max at
 one connection and what the gateway adds; CPU per request of the proxy's processes and of
 Redis, from ``/proc`` during the 50-connection run; peak memory (``VmHWM``) per worker. Then
-issue 16's targets, met or not. Nothing is asserted: the figures are for people, and on a
-shared machine the same-run ratios mean more than the absolute figures.
+the CPU ceilings (``print_ceilings``: what the cores allow at that CPU per request, every
+process counted, nginx too) and issue 16's targets, met or not. Nothing is asserted: the
+figures are for people, and on a shared machine the same-run ratios mean more than the
+absolute figures.
 
 Run: ``python bench/proxy.py [--rounds 3] [--seconds 5] [--single-seconds 3]`` (``make bench``).
 Needs ``nginx``, ``wrk`` and ``redis-server`` / ``redis-cli`` on PATH (it installs nothing).
@@ -75,10 +77,13 @@ class Target:
     """The process started (a supervisor when it has workers); None: not measured for CPU."""
     redis: servers.Redis | None = None
     workers: int = 1
+    backend: list[int] = field(default_factory=list)
+    """nginx's processes, measured for CPU while this target is loaded (empty: nginx itself)."""
     loaded: list[Run] = field(default_factory=list)
     single: list[Run] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     redis_us: list[float] = field(default_factory=list)
+    backend_us: list[float] = field(default_factory=list)
     wrk_us: list[float] = field(default_factory=list)
     redis_reads: list[float] = field(default_factory=list)
 
@@ -147,15 +152,29 @@ def measure(target: Target, seconds: float, single_seconds: float, folder: Path)
     pids = servers.tree(target.pid) if target.pid else []
     redis_pids = target.redis.pids if target.redis else []
     reads = target.redis.reads if target.redis else int
-    before = servers.cpu_s(pids), servers.cpu_s(redis_pids), children_cpu_s(), reads()
+    backend = target.backend
+    before = (
+        servers.cpu_s(pids),
+        servers.cpu_s(redis_pids),
+        children_cpu_s(),
+        reads(),
+        servers.cpu_s(backend),
+    )
     run = wrk(target, CONNECTIONS, seconds, script)
-    after = servers.cpu_s(pids), servers.cpu_s(redis_pids), children_cpu_s(), reads()
+    after = (
+        servers.cpu_s(pids),
+        servers.cpu_s(redis_pids),
+        children_cpu_s(),
+        reads(),
+        servers.cpu_s(backend),
+    )
     target.loaded.append(run)
     per_request = 1e6 / max(1, run.requests)
     target.cpu_us.append((after[0] - before[0]) * per_request)
     target.redis_us.append((after[1] - before[1]) * per_request)
     target.wrk_us.append((after[2] - before[2]) * per_request)
     target.redis_reads.append((after[3] - before[3]) / max(1, run.requests))
+    target.backend_us.append((after[4] - before[4]) * per_request)
     if single_seconds > 0:
         target.single.append(wrk(target, 1, single_seconds, script))
 
@@ -250,6 +269,8 @@ def bench(rounds: int, seconds: float, single_seconds: float, workers: list[int]
             targets.append(stack.enter_context(gateway(env, key, n, redis, "")))
         on_cluster = gateway(cluster_env, cluster_key, 1, cluster, ", Redis Cluster")
         targets.append(stack.enter_context(on_cluster))
+        for target in targets[1:]:
+            target.backend = servers.tree(nginx_proc.pid)
         for done in range(rounds):
             for target in targets:
                 direct = target.name.startswith("nginx")
@@ -321,7 +342,33 @@ def report(
         "sent); wrk: CPU per request of the load generator (all share\nthe machine's cores); "
         "MB/wkr: the largest peak RSS of a worker; bad: answers not 2xx or failed."
     )
+    print_ceilings(targets)
     print_targets(targets, baseline, memory)
+
+
+def print_ceilings(targets: list[Target]) -> None:
+    """Why a second worker adds so little: the machine's cores shared by every process.
+
+    Each request costs CPU in the proxy, Redis, nginx and wrk, all on the same cores, so no
+    configuration can pass ``cores / (their sum per request)``; one worker, a single thread,
+    cannot pass ``1 / (the proxy's CPU per request)`` either. Against those ceilings, what
+    a second worker could add at most shows next to what it added.
+    """
+    cores = os.cpu_count() or 1
+    print(f"\nCPU ceilings on {cores} cores (all processes' CPU per request, loaded run):")
+    for t in targets:
+        if t.pid is None or t.name.startswith("nginx"):
+            continue
+        own = median(t.cpu_us)
+        every = own + median(t.redis_us) + median(t.backend_us) + median(t.wrk_us)
+        ceiling = cores * 1e6 / every if every else 0.0
+        if t.workers == 1:
+            ceiling = min(ceiling, 1e6 / own if own else 0.0)
+        rps = median([r.rps for r in t.loaded])
+        print(
+            f"  {t.name:<34} {every:>5.0f} µs a request in all -> at most {ceiling:>6.0f} req/s"
+            f"; reached {rps / ceiling if ceiling else 0:.0%}"
+        )
 
 
 def print_targets(

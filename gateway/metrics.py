@@ -10,12 +10,13 @@ live is prometheus_client's choice, made when it is imported, from ``PROMETHEUS_
   and ``render`` sums every worker's files, so a scrape reads the same figures whichever
   worker answers it.
 
-On the hot path a labelled series is looked up once and kept (``Series``): counting a request
-is a dict lookup and an increment. In multiprocess mode prometheus_client writes every
-increment to its file under a lock, about 2.5 times the cost of an in-process one (a histogram
-observation: two writes), some 80 µs per request: a worker's figures are then added up in the
-process (``Tally``, ``Timings``) and written every ``FLUSH_INTERVAL`` by the app's lifespan
-(``flushing``), before a scrape, and at shutdown. A scrape can lag a worker's last second.
+On the hot path a labelled series is looked up once and kept (``Series``), and its figures are
+added up in the process (``Tally``, ``Timings``) and written to prometheus_client every
+``FLUSH_INTERVAL`` by the app's lifespan (``flushing``), before a scrape, and at shutdown;
+so ``render`` and the registry read them as of the last ``flush``. In multiprocess mode
+prometheus_client writes every increment to its file under a lock, some 80 µs per request;
+in one process it still takes a lock and checks its arguments: 0.6 µs an increment and
+1.6 µs a histogram observation, against 0.1 and 0.26 µs here (about 6 µs a request).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import asyncio
 import bisect
 import os
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -143,8 +144,8 @@ class Metrics:
         self.registry = registry = CollectorRegistry()
         shared = multiprocess.directory()
         self._buffered: list[Tally | Timings] = []
-        count: Callable[[Any], Tally | Any] = self._tally if shared else _same
-        timing: Callable[[Histogram], Timings | Histogram] = self._timings if shared else _same
+        count = self._tally
+        timing = self._timings
         self.requests: Series[Counter, Count] = Series(
             Counter(
                 "creditgate_requests",
@@ -247,8 +248,8 @@ class Metrics:
             self.redis_errors(script).inc()
 
     def flush(self) -> None:
-        """Write what this process has added up (multiprocess mode; else nothing to do). Call
-        it from the event loop's thread, the one that counts."""
+        """Write what this process has added up to prometheus_client. Call it from the event
+        loop's thread, the one that counts."""
         for buffered in self._buffered:
             buffered.flush()
 
@@ -262,11 +263,6 @@ class Metrics:
             self.flush()
 
     def render(self) -> bytes:
-        """The Prometheus text of this server: every worker's figures in multiprocess mode
-        (this one's as of its last ``flush``)."""
+        """The Prometheus text of this server as of the last ``flush``: every worker's figures
+        in multiprocess mode."""
         return generate_latest(self._scraped)
-
-
-def _same(series: Any) -> Any:
-    """prometheus_client's own series, in one process: an increment costs no more there."""
-    return series

@@ -1,5 +1,6 @@
 """What a serving process loads: not Alembic, which only migrates (``creditgate db upgrade``),
-nor the other commands' code (the sync worker's HTTP client, httpx, and its console libraries).
+nor the other commands' code (the sync worker's HTTP client, httpx, and its console libraries),
+nor Jinja2, which only the pages need (loaded at the first page shown, ``gateway.ui.pages``).
 
 Checked in a fresh interpreter, as ``creditgate serve`` runs: the command line parsed, the
 store's schema checked, the app built. (SQLAlchemy is still loaded: every worker looks API
@@ -27,11 +28,12 @@ build_parser(SERVE_MODULE).parse_args(argv)
 settings = Settings.load(database_url=sys.argv[1])
 check_store(settings, "creditgate serve")
 create_app(settings, server=True)
-print(",".join(sorted(m for m in ("alembic", "httpx", "sqlalchemy", "sync") if m in sys.modules)))
+watched = ("alembic", "httpx", "jinja2", "sqlalchemy", "sync")
+print(",".join(sorted(m for m in watched if m in sys.modules)))
 """
 
 
-def test_a_serving_process_does_not_import_alembic_nor_other_commands(tmp_path: Path) -> None:
+def test_a_server_imports_no_alembic_no_jinja2_nor_other_commands(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade(url)
     root = Path(__file__).resolve().parent.parent

@@ -21,9 +21,23 @@ def test_each_app_counts_on_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
     first.requests("/api/x/", "charged").inc()
     first.credits_charged.inc(3)
+    first.flush()
     assert total(first.render().decode(), "creditgate_requests_total") == 1
     assert total(first.render().decode(), "creditgate_credits_charged_total") == 3
     assert total(second.render().decode(), "creditgate_requests_total") == 0
+
+
+def test_an_app_of_one_process_adds_up_its_figures_until_a_flush() -> None:
+    metrics = Metrics()
+    metrics.requests("/api/x/", "charged").inc()
+    metrics.upstream_latency("/api/x/").observe(0.2)
+    text = metrics.render().decode()
+    assert total(text, "creditgate_requests_total") == 0
+    assert total(text, "creditgate_upstream_latency_seconds_count") == 0
+    metrics.flush()
+    text = metrics.render().decode()
+    assert total(text, "creditgate_requests_total") == 1
+    assert total(text, "creditgate_upstream_latency_seconds_count") == 1
 
 
 def test_the_engine_observer_times_each_script_and_counts_its_failures() -> None:
@@ -31,6 +45,7 @@ def test_the_engine_observer_times_each_script_and_counts_its_failures() -> None
     metrics.script_ran("reserve", 0.0003, True)
     metrics.script_ran("reserve", 0.004, False)
     metrics.script_ran("settle", 0.0002, True)
+    metrics.flush()
     text = metrics.render().decode()
     buckets = series(text, "creditgate_script_latency_seconds_bucket", "script", "le")
     assert buckets[("reserve", "0.0005")] == 1 and buckets[("reserve", "+Inf")] == 2
@@ -48,6 +63,7 @@ def test_names_follow_the_prometheus_conventions() -> None:
     metrics.refunds("upstream").inc()
     metrics.upstream_latency("/api/x/").observe(0.2)
     metrics.script_ran("reserve", 0.001, False)
+    metrics.flush()
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     ours = {name: f.type for name, f in families.items() if name.startswith("creditgate_")}
     assert ours == {

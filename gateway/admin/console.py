@@ -94,7 +94,9 @@ async def home(request: Request) -> Response:
     top = await usage.top_accounts(
         services, usage.HistoryQuery(wanted.start, wanted.end, "account", "json", 10)
     )
-    figures = overview(request.app.state.metrics.registry, _rate(request), await _lag(services))
+    metrics = request.app.state.metrics
+    metrics.flush()  # what it added up since its last flush (``gateway.metrics``)
+    figures = overview(metrics.registry, _rate(request), await _lag(services))
     return pages.render(
         "console.html",
         title="Console",

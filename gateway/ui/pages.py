@@ -8,16 +8,19 @@ cached (it may hold a key shown once). A write is accepted only with its session
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import CreditgateError, NotFound, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -35,16 +38,23 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-templates = Environment(
-    loader=FileSystemLoader(HERE / "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+@functools.cache
+def templates() -> Environment:
+    """The templates, loaded at the first page: a serving process that shows none never
+    imports Jinja2 (``tests/test_imports.py``)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = templates.get_template(name).render(**context)
+    html = templates().get_template(name).render(**context)
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 

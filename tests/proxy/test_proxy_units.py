@@ -363,6 +363,7 @@ async def test_a_background_settle_that_failed_is_retried_until_it_lands(
             "restore fails": ["soon", "restore", "restore", "settle"],
         }[first]
     )
+    metrics.flush()
     assert total(metrics.render().decode(), "creditgate_credits_charged_total") == 2
 
 
@@ -414,6 +415,7 @@ async def test_settles_and_refunds_outlast_a_redis_outage(
         holds.release("acct_1", "rid-1")
     await holds.inflight.drain(timeout=30)
     assert engine.calls == ["refund" if what == "release" else what] * 31
+    metrics.flush()
     text = metrics.render().decode()
     if what == "settle":
         assert total(text, "creditgate_credits_charged_total") == 1
@@ -524,9 +526,11 @@ async def test_a_hold_refunded_twice_is_closed_and_counted_once() -> None:
     metrics = Metrics()
     holds = holds_on(Once(), metrics)
     holds.opened("rid-1")
+    metrics.flush()
     assert total(metrics.render().decode(), "creditgate_open_reservations") == 1
     await holds.refund("acct_1", "rid-1", "upstream 500")
     await holds.refund("acct_1", "rid-1", "gateway error")
+    metrics.flush()
     text = metrics.render().decode()
     assert total(text, "creditgate_open_reservations") == 0
     assert total(text, "creditgate_credits_refunded_total") == 1
