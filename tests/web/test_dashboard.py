@@ -391,3 +391,80 @@ async def test_a_keys_limits_are_changed_by_its_edit_form_once(
         assert 'role="alert"' in gone.text and "not found" in gone.text
     changed = [k for k in await list_keys(services, "acme") if k.key_id == made.key_id][0]
     assert (changed.name, changed.credit_limit, changed.limited) == ("ci-2", None, False)
+
+
+async def console_page(client: httpx.AsyncClient) -> str:
+    assert (await client.post("/admin/ui/signin", data={"secret": ADMIN_TOKEN})).status_code == 303
+    return (await client.get("/admin/ui/accounts/acme")).text
+
+
+async def test_the_console_creates_a_limited_key_once_per_form_and_shows_its_spend(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, services: Services
+) -> None:
+    async with visitor() as client:
+        page = await console_page(client)
+        form = {
+            "csrf": csrf_of(page),
+            "idempotency_key": "key-form-1",
+            "name": "partner",
+            "credit_limit": "6",
+            "routes": ["/api/projects/"],
+            "reason": "partner trial",
+        }
+        blind = await client.post("/admin/ui/accounts/acme/keys", data={**form, "csrf": "x"})
+        assert blind.status_code == 403
+        unreasoned = await client.post("/admin/ui/accounts/acme/keys", data={**form, "reason": ""})
+        assert "field &#39;reason&#39; must not be empty" in unreasoned.text
+        made = await client.post("/admin/ui/accounts/acme/keys", data=form)
+        assert "Key created." in made.text
+        secret = re.search(r'id="new-key" readonly value="(cg_[^"]+)"', made.text)
+        assert secret is not None
+        again = await client.post("/admin/ui/accounts/acme/keys", data=form)
+        assert "applied before" in again.text and secret.group(1) not in again.text
+        keys_now = await list_keys(services, "acme")
+        assert len(keys_now) == 2
+        new = [k for k in keys_now if k.name == "partner"][0]
+        assert (new.credit_limit, new.routes) == (6, ("/api/projects",))
+        rules = KeyRules(new.key_id, credit_limit=6)
+        held = await services.credits.reserve("acme", "c1", 2, key_id=new.key_id, rules=rules)
+        assert held.status == "ok"
+        shown = (await client.get("/admin/ui/accounts/acme")).text
+        row = shown[shown.index(f'data-key-id="{new.key_id}"') :].split("</tr>")[0]
+        assert "2 / 6 credits" in row and "routes /api/projects" in row
+        bad = await client.post(
+            "/admin/ui/accounts/acme/keys",
+            data={**form, "idempotency_key": "key-form-2", "requests_per_minute": "0"},
+        )
+        create = html.unescape(bad.text[bad.text.index('id="create-key"') :].split("</form>")[0])
+        assert "field 'requestsPerMinute' must be between 1" in create
+        assert len(await list_keys(services, "acme")) == 2
+
+
+async def test_the_console_changes_a_keys_limits_once_per_form(
+    visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, services: Services
+) -> None:
+    action = f"/admin/ui/accounts/acme/keys/{holder.key_id}/limits"
+    async with visitor() as client:
+        page = await console_page(client)
+        assert f'action="{action}"' in page
+        form = {
+            "csrf": csrf_of(page),
+            "idempotency_key": "edit-1",
+            "name": "default",
+            "credit_limit": "3",
+            "reason": "cap the default key",
+        }
+        saved = await client.post(action, data=form)
+        assert f"Limits of key {holder.key_id} saved." in saved.text
+        row = saved.text[saved.text.index(f'data-key-id="{holder.key_id}"') :].split("</tr>")[0]
+        assert "0 / 3 credits" in row
+        again = await client.post(action, data=form)
+        assert "applied before" in again.text
+        bad = await client.post(
+            action, data={**form, "idempotency_key": "edit-2", "expires_at": "2000-01-01T00:00"}
+        )
+        edit = bad.text[bad.text.index(f'id="edit-{holder.key_id}" open') :].split("</details>")[0]
+        assert f'id="edit-{holder.key_id}-error"' in edit and "in the future" in edit
+        assert 'value="2000-01-01T00:00"' in edit
+    changed = (await list_keys(services, "acme"))[0]
+    assert (changed.credit_limit, changed.expires_at) == (3, None)
