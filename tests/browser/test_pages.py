@@ -176,8 +176,10 @@ async def test_a_holder_makes_a_key_with_a_credit_limit_uses_it_and_changes_the_
     await expect(row.locator("[data-spent]")).to_have_text("1 / 3 credits")
     key_id = await row.get_attribute("data-key-id")
     await page.get_by_text("Change limits of browser-limited").click()
-    await page.locator(f"#edit-{key_id}-expires").fill("2001-01-01T00:00")  # the browser's
-    await page.get_by_role("button", name="Save limits of browser-limited").click()  # own checks pass
+    # A past expiry passes the browser's own checks (a negative limit would not): the server's
+    # refusal is shown next to the form.
+    await page.locator(f"#edit-{key_id}-expires").fill("2001-01-01T00:00")
+    await page.get_by_role("button", name="Save limits of browser-limited").click()
     await expect(page.locator(f"#edit-{key_id}-error")).to_contain_text("in the future")
     await page.locator(f"#edit-{key_id}-expires").fill("")
     await page.locator(f"#edit-{key_id}-credit-limit").fill("10")
