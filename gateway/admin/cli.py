@@ -207,7 +207,7 @@ def _fields(values: dict[str, Any]) -> str:
 def _table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "(none)"
-    headers = list(rows[0])
+    headers = list(dict.fromkeys(h for row in rows for h in row))  # some rows have more
     cells = [[_text(row.get(h)) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]

@@ -1,5 +1,6 @@
 """The operators' console at ``/admin/ui``: sign in with the admin token, see the live
-overview, find accounts, open one (usage, ledger, keys) and act on it.
+overview, find accounts, open one (usage, ledger, keys with their limits and spend) and act
+on it: grant, change the tier, create a key with limits, change a key's limits, revoke one.
 
 Mounted by ``create_app`` ahead of the /admin API. The admin token is exchanged for a session
 cookie (``gateway.ui.sessions``), never kept in the browser. Each action is a form with a
@@ -12,6 +13,7 @@ minted with the page (a resubmitted form applies once), and run through the oper
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from typing import Any
 
@@ -26,7 +28,8 @@ from gateway.admin.operations import OPERATIONS, Call, FrontEnd
 from gateway.credits import outboxes
 from gateway.errors import CreditgateError, Unavailable
 from gateway.services import Services
-from gateway.ui import pages
+from gateway.ui import keyforms, pages
+from gateway.ui.keyforms import KeyForm
 from gateway.ui.overview import Rate, overview
 from gateway.ui.sessions import Session, sessions_of
 from gateway.ui.views import account_page, chart_query
@@ -51,6 +54,8 @@ ACTIONS = (
     {"name": "downgrade", "title": "Downgrade", "confirm": "Downgrade this account to free?"},
 )
 BY_NAME = {op.name: op for op in OPERATIONS}
+
+log = logging.getLogger("creditgate.console")
 
 
 def _services(request: Request) -> Services:
@@ -157,8 +162,15 @@ async def _write(request: Request) -> tuple[Session, dict[str, str]]:
 
 
 async def account(
-    request: Request, *, notice: str | None = None, error: str | None = None
+    request: Request,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    edit: tuple[str, KeyForm] | None = None,
+    **more: Any,
 ) -> Response:
+    """An account's page; ``edit``: a key's edit form open with the values sent (next to
+    ``edit_error``), or, when the key has no form (unknown, revoked), that error on top."""
     session = await _session(request)
     if session is None or not _enabled(request):
         return _signin_page()
@@ -177,6 +189,14 @@ async def account(
             label="Admin token",
             hint="",
         )
+    context.update(more)
+    if edit is not None:
+        key_id, sent = edit
+        if key_id in context["edit_forms"]:
+            context["edit_forms"][key_id] = sent
+            context["edit_key_id"] = key_id
+        else:
+            error = context.pop("edit_error", None)
     return pages.render(
         "console_account.html",
         title=f"Account {account_id}",
@@ -245,6 +265,65 @@ async def revoke_key(request: Request) -> Response:
     return await account(request, notice="Key revoked.")
 
 
+async def key_limits(request: Request) -> Response:
+    """Create a key with the form's limits, or set a key's name and limits to its edit form's:
+    confirmed, with a reason (logged: a key change writes no ledger movement), applied once
+    per form (its Idempotency-Key), through the operations table as the admin API does."""
+    try:
+        _, fields = await _write(request)
+    except CreditgateError as exc:
+        return _signin_page(exc.message, exc.status)
+    account_id = request.path_params["account_id"]
+    key_id: str | None = request.path_params.get("key_id")
+    checked = await pages.form_values(request, "routes")
+    sent = keyforms.form_of(fields, checked)
+    body = keyforms.key_body(fields, checked)
+
+    async def read_body() -> dict[str, Any]:
+        return body
+
+    path = (
+        {"account_id": account_id}
+        if key_id is None
+        else {"account_id": account_id, "key_id": key_id}
+    )
+    call = Call(
+        CONSOLE,
+        path=path,
+        query={},
+        body=read_body,
+        idempotency_key=fields.get("idempotency_key") or None,
+    )
+    try:
+        reason = validation.reason(fields.get("reason"), required=True)
+        outcome = await BY_NAME["create_key" if key_id is None else "update_key"].perform(
+            _services(request), call
+        )
+    except CreditgateError as exc:
+        if key_id is None:
+            return await account(request, create_error=exc.message, create_form=sent)
+        return await account(request, edit=(key_id, sent), edit_error=exc.message)
+    answer = outcome.answer
+    if outcome.replayed:
+        said = f"key {answer.get('keyId') or key_id}: applied before (the same form sent again)"
+        return await account(request, notice=said + "; a new key's secret is shown once only.")
+    log.info(
+        "console: key %s of account %s %s: %s",
+        answer.get("keyId") or key_id,
+        account_id,
+        "created" if key_id is None else "changed",
+        reason,
+    )
+    if key_id is None:
+        new_key = {
+            "name": answer["key"]["name"],
+            "key_id": answer["keyId"],
+            "api_key": answer["apiKey"],
+        }
+        return await account(request, notice="Key created.", new_key=new_key)
+    return await account(request, notice=f"Limits of key {key_id} saved.")
+
+
 async def signout(request: Request) -> Response:
     try:
         await _write(request)
@@ -270,6 +349,13 @@ def _under() -> list[BaseRoute]:
         Route("/signin", signin, methods=["POST"], include_in_schema=False),
         Route("/signout", signout, methods=["POST"], include_in_schema=False),
         Route("/accounts/{account_id}", account, methods=["GET"], include_in_schema=False),
+        Route("/accounts/{account_id}/keys", key_limits, methods=["POST"], include_in_schema=False),
+        Route(
+            "/accounts/{account_id}/keys/{key_id}/limits",
+            key_limits,
+            methods=["POST"],
+            include_in_schema=False,
+        ),
         Route(
             "/accounts/{account_id}/keys/{key_id}/revoke",
             revoke_key,

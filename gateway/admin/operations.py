@@ -20,9 +20,10 @@ from typing import Any, Literal
 from gateway.accounts import keyfields, validation
 from gateway.accounts import operations as accounts
 from gateway.accounts.history import ledger_entry_view
+from gateway.accounts.keyviews import key_views, one_key_view
 from gateway.admin import idempotency
 from gateway.admin.idempotency import Answer, Outcome
-from gateway.admin.views import account_view, key_view, record_view
+from gateway.admin.views import account_view, record_view
 from gateway.credits.engine import TierAction
 from gateway.credits.results import AccountState
 from gateway.errors import InvalidRequest
@@ -235,13 +236,15 @@ async def create_account(services: Services, call: Call) -> Answer:
         request_id=call.request_id(),
     )
     report = await accounts.account_report(services, created.account_id)
-    account = account_view(created.state, report.record, report.keys)
+    views = await key_views(services, created.account_id, report.keys)
+    account = account_view(created.state, report.record, views)
     return {"account": account, "apiKey": created.api_key, "keyId": created.key_id}
 
 
 async def show_account(services: Services, call: Call) -> Answer:
     report = await accounts.account_report(services, call.account_id())
-    return {"account": account_view(report.state, report.record, report.keys)}
+    views = await key_views(services, report.state.account, report.keys)
+    return {"account": account_view(report.state, report.record, views)}
 
 
 def _after(value: object) -> str:
@@ -321,7 +324,7 @@ async def create_key(services: Services, call: Call) -> Answer:
     key = await accounts.create_key(services, account_id, name=wanted.name, limits=wanted.limits)
     answer: Answer = {"apiKey": key.api_key, "keyId": key.key_id, "prefix": key.display_prefix}
     if key.record is not None:
-        answer["key"] = key_view(key.record)
+        answer["key"] = await one_key_view(services, account_id, key.record)
     return answer
 
 
@@ -331,20 +334,21 @@ async def update_key(services: Services, call: Call) -> Answer:
     changes = keyfields.key_changes(
         await call.body(), keyfields.configured_routes(services.settings), now=datetime.now(UTC)
     )
-    return {
-        "key": key_view(await accounts.update_key(services, account_id, key_id, changes=changes))
-    }
+    changed = await accounts.update_key(services, account_id, key_id, changes=changes)
+    return {"key": await one_key_view(services, account_id, changed)}
 
 
 async def list_keys(services: Services, call: Call) -> Answer:
-    keys = await accounts.list_keys(services, call.account_id())
-    return {"keys": [key_view(k) for k in keys]}
+    account_id = call.account_id()
+    keys = await accounts.list_keys(services, account_id)
+    return {"keys": await key_views(services, account_id, keys)}
 
 
 async def revoke_key(services: Services, call: Call) -> Answer:
     account_id = call.account_id()
     key_id = call.key_id()
-    return {"key": key_view(await accounts.revoke_key(services, account_id, key_id))}
+    revoked = await accounts.revoke_key(services, account_id, key_id)
+    return {"key": await one_key_view(services, account_id, revoked)}
 
 
 async def ledger(services: Services, call: Call) -> Answer:

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.accounts.keyviews import iso, key_view
+from gateway.accounts.keyviews import iso
 from gateway.accounts.usage import usage_body
 from gateway.credits.results import AccountState
-from store.records import AccountRecord, ApiKeyRecord
+from store.records import AccountRecord
 
-__all__ = ["account_view", "iso", "key_view", "record_view"]
+__all__ = ["account_view", "iso", "record_view"]
 
 
 def account_view(
     state: AccountState,
     record: AccountRecord | None = None,
-    keys: list[ApiKeyRecord] | None = None,
+    keys: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """``keys``: the account's keys as ``gateway.accounts.keyviews.key_views`` shows them."""
     body: dict[str, Any] = {"id": state.account, **usage_body(state)}
     if record is not None:
         body["email"] = record.email
         body["createdAt"] = iso(record.created_at)
     if keys is not None:
-        body["keys"] = [key_view(k) for k in keys]
+        body["keys"] = keys
     return body
 
 

@@ -117,8 +117,16 @@ FORM_LIMIT = 16_384
 
 async def form(request: Request) -> dict[str, str]:
     """A posted ``application/x-www-form-urlencoded`` form, each field's last value."""
-    body = await request.body()
+    return dict(await _pairs(request))
+
+
+async def form_values(request: Request, name: str) -> list[str]:
+    """Every value of one field of the posted form (checkboxes of one name), in order."""
+    return [value for field, value in await _pairs(request) if field == name]
+
+
+async def _pairs(request: Request) -> list[tuple[str, str]]:
+    body = await request.body()  # read once: Starlette keeps it for a second look
     if len(body) > FORM_LIMIT:
         raise PayloadTooLarge(f"the form is over {FORM_LIMIT} bytes")
-    fields = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return dict(fields)
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)

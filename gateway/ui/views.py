@@ -1,4 +1,5 @@
-"""What a page shows of one account: its usage object, charts, recent ledger and keys.
+"""What a page shows of one account: its usage object, charts, recent ledger, keys (with their
+spend this period) and the key forms.
 
 Built from the same functions the APIs answer with (``usage_body``, the history of
 ``gateway.accounts.history``), so a chart's figures are the API's figures.
@@ -11,11 +12,15 @@ from typing import Any
 
 from gateway.accounts import history as usage
 from gateway.accounts import operations as accounts
+from gateway.accounts.keyfields import configured_routes
+from gateway.accounts.keyviews import key_spends
 from gateway.accounts.restore import restore_from_store
 from gateway.accounts.usage import usage_body
 from gateway.errors import NotFound
 from gateway.services import Services
 from gateway.ui.charts import bar_chart
+from gateway.ui.keyforms import KeyForm, key_form, route_box
+from store.records import ApiKeyRecord
 from store.timefmt import utc_now
 
 CHART_DAYS = 30
@@ -63,4 +68,17 @@ async def account_page(services: Services, account_id: str) -> dict[str, Any]:
         ),
         "ledger": [usage.ledger_entry_view(e) for e in page.entries],
         "keys": keys,
+        "spent": await key_spends(services, account_id, keys),
+        **key_forms(services, keys),
+    }
+
+
+def key_forms(services: Services, keys: list[ApiKeyRecord]) -> dict[str, Any]:
+    """The key forms' context: the configured routes as checkboxes, an empty new key's form,
+    and each live key's edit form with its current name and limits."""
+    routes = configured_routes(services.settings)
+    return {
+        "route_boxes": [(r, route_box(r)) for r in routes],
+        "create_form": KeyForm(),
+        "edit_forms": {k.key_id: key_form(k, routes) for k in keys if not k.revoked},
     }

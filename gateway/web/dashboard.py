@@ -1,10 +1,13 @@
 """The account holder's dashboard at ``/dashboard``: sign in with an API key, see credits,
-usage charts, the recent ledger and the keys; create (shown once) and revoke keys.
+usage charts, the recent ledger and the keys with their limits and spend this period; create
+a key with limits (shown once), change a key's limits, revoke keys.
 
 Sign-in exchanges the key for a session cookie (``gateway.ui.sessions``): the key is checked
 like a proxied call's, then forgotten. A session ends at its TTL, at sign-out, and as soon as
 its key is revoked or expires (checked on every page); a key with limits of its own may see
-the keys but not create or revoke any. Writes need the session's CSRF token.
+the keys but not create, change or revoke any (the page offers no such form then, and says
+why). Writes need the session's CSRF token; the key forms are checked by
+``gateway.accounts.keyfields``, as ``/api/user/keys`` is, their errors shown next to them.
 ``GET /dashboard/signin?token=`` redeems a one-time sign-in token (``creditgate demo``).
 """
 
@@ -18,14 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.accounts import keyfields, validation
 from gateway.accounts import operations as accounts
-from gateway.accounts import validation
 from gateway.accounts.keycache import KeyCache
 from gateway.errors import CreditgateError, Unauthorized
 from gateway.services import Services
-from gateway.ui import pages
+from gateway.ui import keyforms, pages
 from gateway.ui.sessions import Session, SignIns, first_use, form_nonce, sessions_of
 from gateway.ui.views import account_page
+from store.records import ApiKeyRecord
 
 COOKIE = "cg_dashboard"
 PATH = "/dashboard"
@@ -57,8 +61,11 @@ async def _may_manage_keys(request: Request, session: Session) -> bool:
     """False when the session's key has limits of its own: such a key cannot manage keys (as
     on ``/api/user/keys``), or a key limited to a few credits could make an unlimited one."""
     assert session.account_id is not None
-    keys = await accounts.list_keys(_services(request), session.account_id)
-    return not any(k.key_id == session.key_id and k.limited for k in keys)
+    return not _limited(session, await accounts.list_keys(_services(request), session.account_id))
+
+
+def _limited(session: Session, keys: list[ApiKeyRecord]) -> bool:
+    return any(k.key_id == session.key_id and k.limited for k in keys)
 
 
 def _signin_page(error: str | None = None, status: int = 200) -> Response:
@@ -74,7 +81,15 @@ def _signin_page(error: str | None = None, status: int = 200) -> Response:
     )
 
 
-async def dashboard(request: Request, *, notice: str | None = None, **more: Any) -> Response:
+async def dashboard(
+    request: Request,
+    *,
+    notice: str | None = None,
+    edit: tuple[str, keyforms.KeyForm] | None = None,
+    **more: Any,
+) -> Response:
+    """The page; ``edit``: a key's edit form shown open with the values sent (next to
+    ``edit_error``), or, when the key has no form (unknown, revoked), that error on top."""
     session = await _session(request)
     if session is None or session.account_id is None:
         response = _signin_page()
@@ -82,6 +97,14 @@ async def dashboard(request: Request, *, notice: str | None = None, **more: Any)
             pages.clear_session_cookie(response, request, COOKIE, path=PATH)
         return response
     context = await account_page(_services(request), session.account_id)
+    context.update(more)
+    if edit is not None:
+        key_id, sent = edit
+        if key_id in context["edit_forms"]:
+            context["edit_forms"][key_id] = sent
+            context["edit_key_id"] = key_id
+        else:
+            context["error"] = context.pop("edit_error", None)
     return pages.render(
         "dashboard.html",
         title="Dashboard",
@@ -89,9 +112,10 @@ async def dashboard(request: Request, *, notice: str | None = None, **more: Any)
         signout="/dashboard/signout",
         csrf=session.csrf,
         nonce=form_nonce(),
+        new_nonce=form_nonce,
         notice=notice,
+        may_manage=not _limited(session, context["keys"]),
         **context,
-        **more,
     )
 
 
@@ -135,6 +159,8 @@ async def _write(request: Request) -> tuple[Session, dict[str, str]]:
 
 
 async def create_key(request: Request) -> Response:
+    """A new key with the limits of the form, checked as ``/api/user/keys`` checks them; its
+    secret shown once. A form sent again (its nonce used) makes no second key."""
     try:
         session, fields = await _write(request)
     except CreditgateError as exc:
@@ -142,17 +168,55 @@ async def create_key(request: Request) -> Response:
     assert session.account_id is not None
     if not await _may_manage_keys(request, session):
         return await dashboard(request, error=LIMITED)
+    services = _services(request)
+    checked = await pages.form_values(request, "routes")
     try:
-        given = fields.get("name")
-        name = validation.key_name(given) if given else ""
+        wanted = keyfields.create_key(
+            keyforms.key_body(fields, checked),
+            keyfields.configured_routes(services.settings),
+            now=datetime.now(UTC),
+        )
     except CreditgateError as exc:
-        return await dashboard(request, error=exc.message)
-    if not await first_use(_services(request).redis, fields.get("nonce", "")):
+        form = keyforms.form_of(fields, checked)
+        return await dashboard(request, create_error=exc.message, create_form=form)
+    if not await first_use(services.redis, fields.get("nonce", "")):
         return await dashboard(
             request, error="That form was sent already (its key was shown once): not created again."
         )
-    key = await accounts.create_key(_services(request), session.account_id, name=name or "")
-    return await dashboard(request, notice="Key created.", new_key={"name": name, **asdict(key)})
+    key = await accounts.create_key(
+        services, session.account_id, name=wanted.name, limits=wanted.limits
+    )
+    return await dashboard(
+        request, notice="Key created.", new_key={"name": wanted.name, **asdict(key)}
+    )
+
+
+async def change_limits(request: Request) -> Response:
+    """A key's name and limits set to the edit form's (an emptied field clears that limit)."""
+    try:
+        session, fields = await _write(request)
+    except CreditgateError as exc:
+        return _refused(exc)
+    assert session.account_id is not None
+    if not await _may_manage_keys(request, session):
+        return await dashboard(request, error=LIMITED)
+    services = _services(request)
+    key_id = validation.key_id(request.path_params["key_id"], field="key")
+    checked = await pages.form_values(request, "routes")
+    try:
+        changes = keyfields.key_changes(
+            keyforms.key_body(fields, checked),
+            keyfields.configured_routes(services.settings),
+            now=datetime.now(UTC),
+        )
+        if not await first_use(services.redis, fields.get("nonce", "")):
+            return await dashboard(request, error="That form was sent already: not applied again.")
+        changed = await accounts.update_key(services, session.account_id, key_id, changes=changes)
+    except CreditgateError as exc:
+        return await dashboard(
+            request, edit=(key_id, keyforms.form_of(fields, checked)), edit_error=exc.message
+        )
+    return await dashboard(request, notice=f"Limits of key {changed.name or key_id} saved.")
 
 
 async def revoke_key(request: Request) -> Response:
@@ -198,6 +262,12 @@ def dashboard_routes() -> list[Route]:
         Route(f"{PATH}/keys", create_key, methods=["POST"], include_in_schema=False),
         Route(
             f"{PATH}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"], include_in_schema=False
+        ),
+        Route(
+            f"{PATH}/keys/{{key_id}}/limits",
+            change_limits,
+            methods=["POST"],
+            include_in_schema=False,
         ),
         Route(f"{PATH}/signout", signout, methods=["POST"], include_in_schema=False),
         *pages.static_routes(),

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gateway.accounts import keyfields, validation
 from gateway.accounts import operations as accounts
 from gateway.accounts.keycache import Caller
-from gateway.accounts.keyviews import key_view
+from gateway.accounts.keyviews import key_views, one_key_view
 from gateway.bodies import read_body
 from gateway.errors import Forbidden
 from gateway.services import Services
@@ -55,7 +55,8 @@ async def list_keys(request: Request) -> Response:
     """``GET /api/user/keys``: the account's keys, revoked ones included, without secrets."""
     caller = await caller_of(request)
     keys = await accounts.list_keys(_services(request), caller.account_id)
-    return JSONResponse({"success": True, "keys": [key_view(k) for k in keys]})
+    views = await key_views(_services(request), caller.account_id, keys)
+    return JSONResponse({"success": True, "keys": views})
 
 
 async def create_key(request: Request) -> Response:
@@ -74,7 +75,7 @@ async def create_key(request: Request) -> Response:
         "prefix": key.display_prefix,
     }
     if key.record is not None:
-        answer["key"] = key_view(key.record)
+        answer["key"] = await one_key_view(services, caller.account_id, key.record)
     return JSONResponse(answer, status_code=201)
 
 
@@ -86,15 +87,18 @@ async def update_key(request: Request) -> Response:
     routes = keyfields.configured_routes(services.settings)
     changes = keyfields.key_changes(await _body(request), routes, now=datetime.now(UTC))
     changed = await accounts.update_key(services, caller.account_id, key_id, changes=changes)
-    return JSONResponse({"success": True, "key": key_view(changed)})
+    view = await one_key_view(services, caller.account_id, changed)
+    return JSONResponse({"success": True, "key": view})
 
 
 async def revoke_key(request: Request) -> Response:
     """``DELETE /api/user/keys/{keyId}``: revoke a key (the caller's own too); idempotent."""
     caller = await _manager(request)
     key_id = _key_id(request)
-    revoked = await accounts.revoke_key(_services(request), caller.account_id, key_id)
-    return JSONResponse({"success": True, "key": key_view(revoked)})
+    services = _services(request)
+    revoked = await accounts.revoke_key(services, caller.account_id, key_id)
+    view = await one_key_view(services, caller.account_id, revoked)
+    return JSONResponse({"success": True, "key": view})
 
 
 def key_routes() -> list[Route]:

@@ -169,6 +169,13 @@ def _schemas(tiers: list[str]) -> dict[str, Schema]:
                 "revokedAt": TIME,
                 "lastUsedAt": TIME,
                 **KEY_LIMITS,
+                "creditsSpent": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Only on a key with a creditLimit: the credits it has "
+                    "spent (held or charged) in its account's current monthly period, as the "
+                    "limit counts them.",
+                },
             },
         },
         "NewKey": {

@@ -61,6 +61,7 @@ async def test_create_list_change_clear_revoke(admin: httpx.AsyncClient, store_k
         "requestsPerMinute": 10,
         "routes": ["/api/projects", "/api/review/x"],
         "revokedAt": None,
+        "creditsSpent": 0,
     }
     assert made["key"].items() >= expected.items()
 
@@ -71,6 +72,7 @@ async def test_create_list_change_clear_revoke(admin: httpx.AsyncClient, store_k
     assert made["apiKey"] not in str(listed) + str(shown)
     default = [k for k in shown if k["id"] != made["keyId"]][0]
     assert (default["creditLimit"], default["routes"], default["expiresAt"]) == (None, None, None)
+    assert "creditsSpent" not in default
 
     path = f"/admin/accounts/acme/keys/{made['keyId']}"
     changed = await admin.patch(path, json={"creditLimit": 7, "name": "ci-2"})
@@ -80,6 +82,7 @@ async def test_create_list_change_clear_revoke(admin: httpx.AsyncClient, store_k
     cleared = await admin.patch(path, json={"creditLimit": None, "routes": None, "expiresAt": None})
     after = cleared.json()["key"]
     assert (after["creditLimit"], after["routes"], after["expiresAt"]) == (None, None, None)
+    assert "creditsSpent" not in after
     assert (after["requestsPerMinute"], after["name"]) == (10, "ci-2")
 
     revoked = await admin.delete(path)

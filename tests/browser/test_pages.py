@@ -146,3 +146,78 @@ async def test_an_operator_finds_an_account_and_grants_credits_the_holder_sees(
     await holder.get_by_role("button", name="Sign in").click()
     await expect(holder.locator("#credits-left")).to_have_text(str(before + 25))
     await expect(holder.locator("#bonus-credits")).not_to_have_text("0")
+
+
+async def spent_of(page: Page, name: str) -> str:
+    return await page.locator("#keys tr", has_text=name).locator("[data-spent]").inner_text()
+
+
+async def test_a_holder_makes_a_key_with_a_credit_limit_uses_it_and_changes_the_limit(
+    page: Page, demo: Demo, screenshots: Path
+) -> None:
+    await page.goto(f"{demo.gateway}/dashboard")
+    await page.get_by_label("API key").fill(demo.api_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_label("Name of a new key").fill("browser-limited")
+    await page.locator("#key-credit-limit").fill("3")
+    await page.locator("#key-rpm").fill("30")
+    await page.locator("#create-key").get_by_label("/api/projects/").check()
+    await page.get_by_role("button", name="Create key").click()
+    secret = await page.locator("#new-key").input_value()
+    assert secret.startswith("cg_")
+    row = page.locator("#keys tr", has_text="browser-limited")
+    await expect(row.locator("[data-limits]")).to_contain_text("30 requests/min")
+    await expect(row.locator("[data-limits]")).to_contain_text("routes /api/projects")
+    assert (await spent_of(page, "browser-limited")).strip() == "0 / 3 credits"
+
+    paid = await call(demo, secret)
+    assert paid.status_code == 200, paid.text
+    await page.goto(f"{demo.gateway}/dashboard")  # the spend is read live: no sync to wait for
+    await expect(row.locator("[data-spent]")).to_have_text("1 / 3 credits")
+    key_id = await row.get_attribute("data-key-id")
+    await page.get_by_text("Change limits of browser-limited").click()
+    # A past expiry passes the browser's own checks (a negative limit would not): the server's
+    # refusal is shown next to the form.
+    await page.locator(f"#edit-{key_id}-expires").fill("2001-01-01T00:00")
+    await page.get_by_role("button", name="Save limits of browser-limited").click()
+    await expect(page.locator(f"#edit-{key_id}-error")).to_contain_text("in the future")
+    await page.locator(f"#edit-{key_id}-expires").fill("")
+    await page.locator(f"#edit-{key_id}-credit-limit").fill("10")
+    await page.get_by_role("button", name="Save limits of browser-limited").click()
+    await expect(page.get_by_role("status")).to_contain_text("Limits of key browser-limited saved")
+    await expect(row.locator("[data-spent]")).to_have_text("1 / 10 credits")
+    await shoot(page, screenshots, "dashboard-keys")
+
+    browser = page.context.browser
+    assert browser is not None
+    limited = await (await browser.new_context()).new_page()  # the limited key's own session
+    await limited.goto(f"{demo.gateway}/dashboard")
+    await limited.get_by_label("API key").fill(secret)
+    await limited.get_by_role("button", name="Sign in").click()
+    await expect(limited.locator("#keys-limited")).to_contain_text("limits of its own")
+    assert await limited.get_by_role("button", name="Create key").count() == 0
+
+
+async def test_an_operator_creates_a_limited_key_on_the_console(
+    page: Page, demo: Demo, screenshots: Path
+) -> None:
+    await page.goto(f"{demo.gateway}/admin/ui")
+    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.goto(f"{demo.gateway}/admin/ui/accounts/{demo.account_id}")
+    await page.get_by_label("Name of a new key").fill("partner")
+    await page.locator("#key-credit-limit").fill("7")
+    await page.locator("#key-expires").fill("2099-06-30T12:00")
+    await page.locator("#key-reason").fill("partner trial")
+    page.once("dialog", accept)
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.get_by_role("status").first).to_contain_text("created")
+    secret = await page.locator("#new-key").input_value()
+    assert secret.startswith("cg_")
+    row = page.locator("#keys tr", has_text="partner")
+    await expect(row.locator("[data-spent]")).to_have_text("0 / 7 credits")
+    await expect(row.locator("[data-limits]")).to_contain_text("expires 2099-06-30 12:00 UTC")
+    assert (await call(demo, secret)).status_code == 200
+    await page.goto(f"{demo.gateway}/admin/ui/accounts/{demo.account_id}")
+    await expect(row.locator("[data-spent]")).to_have_text("1 / 7 credits")
+    await shoot(page, screenshots, "console-keys")

@@ -19,6 +19,7 @@ from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.admin.openapi import admin_paths
 from gateway.app import create_app
+from gateway.credits.scopes import KeyRules
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from gateway.web.openapi import openapi_document
@@ -104,6 +105,26 @@ async def test_a_new_key_works_at_once(client: httpx.AsyncClient, holder: Create
     assert made.status_code == 201, made.text
     usage = await client.get("/api/user/usage", headers=auth(made.json()["apiKey"]))
     assert usage.status_code == 200 and usage.json()["usage"]["accountId"] == "acme"
+
+
+async def test_a_key_with_a_credit_limit_shows_what_it_spent_this_period(
+    client: httpx.AsyncClient, services: Services, holder: CreatedAccount
+) -> None:
+    me = auth(holder.api_key)
+    made = (await client.post("/api/user/keys", json={"creditLimit": 4}, headers=me)).json()
+    assert made["key"]["creditsSpent"] == 0
+    rules = KeyRules(made["keyId"], credit_limit=4)
+    held = await services.credits.reserve("acme", "r1", 3, key_id=made["keyId"], rules=rules)
+    assert held.status == "ok"
+    await services.credits.settle("acme", "r1", 0, charge=2)  # 1 of 3 given back
+    keys = {k["id"]: k for k in (await client.get("/api/user/keys", headers=me)).json()["keys"]}
+    assert keys[made["keyId"]]["creditsSpent"] == 2
+    assert "creditsSpent" not in keys[holder.key_id]  # no credit limit: nothing counted
+    path = f"/api/user/keys/{made['keyId']}"
+    raised = await client.patch(path, json={"creditLimit": 10}, headers=me)
+    assert raised.json()["key"]["creditsSpent"] == 2
+    cleared = await client.patch(path, json={"creditLimit": None}, headers=me)
+    assert "creditsSpent" not in cleared.json()["key"]
 
 
 async def test_a_key_with_limits_may_list_but_not_manage_keys(
