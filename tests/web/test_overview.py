@@ -11,6 +11,7 @@ def test_the_overview_counts_each_refusal_by_its_reason() -> None:
     outcomes = ["charged"] * 5 + ["insufficient", "rate_limited", "key_credit_limit"] * 2
     for outcome in [*outcomes, "key_rate_limited"]:
         metrics.requests("/api/", outcome).inc()  # type: ignore[arg-type]
+    metrics.flush()  # as the console does before it reads the registry
     rate = Rate()
     rate.update(0, now=10.0)
 
