@@ -85,18 +85,14 @@ async def refuse(
             f"this request costs more than the {state.credits_remaining} credits left",
             creditInfo=credit_info(state, 0),
         )
-        retry = max(1, math.ceil(state.ms_to_period_end / 1000))
-        fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"false")]
-        await send_json(send, 429, body, fields, style=style)
+        await _too_many(send, body, fields, state.ms_to_period_end, retry=False, style=style)
         return "insufficient"
     if reservation.status == "rate_limited":
-        retry = max(1, math.ceil(reservation.rate_wait_ms / 1000))
         body = error_body(
             "rate_limited",
             f"over the {state.tier} tier's {state.requests_per_minute} requests per minute",
         )
-        fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
-        await send_json(send, 429, body, fields, style=style)
+        await _too_many(send, body, fields, reservation.rate_wait_ms, retry=True, style=style)
         return "rate_limited"
     if reservation.status in _KEY_REFUSALS:
         return await _refuse_for_key(send, reservation, fields, style)
@@ -111,6 +107,23 @@ async def refuse(
         message = "this Idempotency-Key failed too many times; use a new key"
     await send_json(send, 409, error_body("conflict", message), fields, style=style)
     return "conflict"
+
+
+async def _too_many(
+    send: Send,
+    body: dict[str, object],
+    fields: hdr.RawHeaders,
+    wait_ms: int,
+    *,
+    retry: bool,
+    style: ErrorStyle,
+) -> None:
+    """A 429: ``Retry-After`` in whole seconds (at least 1) and whether a retry can pass
+    (``X-Should-Retry``: a rate, yes; credits, not before ``Retry-After``, the period's end)."""
+    after = max(1, math.ceil(wait_ms / 1000))
+    should = b"true" if retry else b"false"
+    fields = [*fields, (b"retry-after", str(after).encode()), (b"x-should-retry", should)]
+    await send_json(send, 429, body, fields, style=style)
 
 
 _KEY_REFUSALS = frozenset(
@@ -141,17 +154,13 @@ async def _refuse_for_key(
             f"this period (its limit: {reservation.key_credit_limit})",
             creditInfo=credit_info(state, 0),
         )
-        retry = max(1, math.ceil(state.ms_to_period_end / 1000))
-        fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"false")]
-        await send_json(send, 429, body, fields, style=style)
+        await _too_many(send, body, fields, state.ms_to_period_end, retry=False, style=style)
         return "key_credit_limit"
-    retry = max(1, math.ceil(reservation.key_rate_wait_ms / 1000))
     body = error_body(
         "key_rate_limited",
         f"over this API key's {reservation.key_requests_per_minute} requests per minute",
     )
-    fields += [(b"retry-after", str(retry).encode()), (b"x-should-retry", b"true")]
-    await send_json(send, 429, body, fields, style=style)
+    await _too_many(send, body, fields, reservation.key_rate_wait_ms, retry=True, style=style)
     return "key_rate_limited"
 
 

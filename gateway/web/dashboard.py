@@ -158,16 +158,26 @@ async def _write(request: Request) -> tuple[Session, dict[str, str]]:
     return session, fields
 
 
-async def create_key(request: Request) -> Response:
-    """A new key with the limits of the form, checked as ``/api/user/keys`` checks them; its
-    secret shown once. A form sent again (its nonce used) makes no second key."""
+async def _key_write(request: Request) -> tuple[Session, str, dict[str, str]] | Response:
+    """A write to the session's keys (``_write``): the session, its account and the form's
+    fields; or the answer refusing it: no session or CSRF token, or a key with limits of its
+    own (``_may_manage_keys``)."""
     try:
         session, fields = await _write(request)
     except CreditgateError as exc:
         return _refused(exc)
-    assert session.account_id is not None
-    if not await _may_manage_keys(request, session):
+    if session.account_id is None or not await _may_manage_keys(request, session):
         return await dashboard(request, error=LIMITED)
+    return session, session.account_id, fields
+
+
+async def create_key(request: Request) -> Response:
+    """A new key with the limits of the form, checked as ``/api/user/keys`` checks them; its
+    secret shown once. A form sent again (its nonce used) makes no second key."""
+    managing = await _key_write(request)
+    if isinstance(managing, Response):
+        return managing
+    session, account_id, fields = managing
     services = _services(request)
     checked = await pages.form_values(request, "routes")
     try:
@@ -183,9 +193,7 @@ async def create_key(request: Request) -> Response:
         return await dashboard(
             request, error="That form was sent already (its key was shown once): not created again."
         )
-    key = await accounts.create_key(
-        services, session.account_id, name=wanted.name, limits=wanted.limits
-    )
+    key = await accounts.create_key(services, account_id, name=wanted.name, limits=wanted.limits)
     return await dashboard(
         request, notice="Key created.", new_key={"name": wanted.name, **asdict(key)}
     )
@@ -193,13 +201,10 @@ async def create_key(request: Request) -> Response:
 
 async def change_limits(request: Request) -> Response:
     """A key's name and limits set to the edit form's (an emptied field clears that limit)."""
-    try:
-        session, fields = await _write(request)
-    except CreditgateError as exc:
-        return _refused(exc)
-    assert session.account_id is not None
-    if not await _may_manage_keys(request, session):
-        return await dashboard(request, error=LIMITED)
+    managing = await _key_write(request)
+    if isinstance(managing, Response):
+        return managing
+    session, account_id, fields = managing
     services = _services(request)
     key_id = validation.key_id(request.path_params["key_id"], field="key")
     checked = await pages.form_values(request, "routes")
@@ -211,7 +216,7 @@ async def change_limits(request: Request) -> Response:
         )
         if not await first_use(services.redis, fields.get("nonce", "")):
             return await dashboard(request, error="That form was sent already: not applied again.")
-        changed = await accounts.update_key(services, session.account_id, key_id, changes=changes)
+        changed = await accounts.update_key(services, account_id, key_id, changes=changes)
     except CreditgateError as exc:
         return await dashboard(
             request, edit=(key_id, keyforms.form_of(fields, checked)), edit_error=exc.message
@@ -220,16 +225,13 @@ async def change_limits(request: Request) -> Response:
 
 
 async def revoke_key(request: Request) -> Response:
-    try:
-        session, _ = await _write(request)
-    except CreditgateError as exc:
-        return _refused(exc)
-    assert session.account_id is not None
-    if not await _may_manage_keys(request, session):
-        return await dashboard(request, error=LIMITED)
+    managing = await _key_write(request)
+    if isinstance(managing, Response):
+        return managing
+    session, account_id, _ = managing
     key_id = validation.key_id(request.path_params["key_id"], field="key")
     try:
-        await accounts.revoke_key(_services(request), session.account_id, key_id)
+        await accounts.revoke_key(_services(request), account_id, key_id)
     except CreditgateError as exc:
         return await dashboard(request, error=exc.message)
     if key_id == session.key_id:

@@ -31,12 +31,11 @@ CLIENTS = 30
 REQUESTS = 300
 
 
-async def test_300_concurrent_requests_on_100_credits_over_3_replicas(
-    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
-) -> None:
-    acct = await account("pro")  # 100 credits, 120 requests per minute
-    assert len(gateway.urls) == 3
-    before = backends.codegen.hits_now()
+async def burst(
+    gateway: GatewayCluster, path: str, auth: dict[str, str]
+) -> list[tuple[int, str, str]]:
+    """``REQUESTS`` POSTs to ``path`` released at once by ``CLIENTS`` clients spread over the
+    replicas: each answer's status, ``X-Credits-Charged`` and error code."""
     clients = [
         httpx.AsyncClient(
             base_url=gateway.urls[i % len(gateway.urls)],
@@ -48,17 +47,27 @@ async def test_300_concurrent_requests_on_100_credits_over_3_replicas(
     try:
         gate = asyncio.Event()
 
-        async def call(i: int) -> int:
+        async def call(i: int) -> tuple[int, str, str]:
             await gate.wait()
-            response = await clients[i % CLIENTS].post("/api/projects/echo", headers=acct.auth)
-            return response.status_code
+            response = await clients[i % CLIENTS].post(path, headers=auth)
+            error = response.json().get("error", "") if response.status_code != 200 else ""
+            return response.status_code, response.headers.get("x-credits-charged", ""), error
 
         tasks = [asyncio.create_task(call(i)) for i in range(REQUESTS)]
         gate.set()
-        statuses = await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    assert Counter(statuses) == {200: 100, 429: REQUESTS - 100}
+
+
+async def test_300_concurrent_requests_on_100_credits_over_3_replicas(
+    gateway: GatewayCluster, account: MakeAccount, backends: Backends, services: Services
+) -> None:
+    acct = await account("pro")  # 100 credits, 120 requests per minute
+    assert len(gateway.urls) == 3
+    before = backends.codegen.hits_now()
+    answers = await burst(gateway, "/api/projects/echo", acct.auth)
+    assert Counter(status for status, _, _ in answers) == {200: 100, 429: REQUESTS - 100}
     assert backends.codegen.hits_now() - before == 100
     state = await services.credits.status(acct.account_id)
     assert state is not None and state.credits_remaining == 0
@@ -73,27 +82,9 @@ async def test_metered_calls_over_3_replicas_never_charge_past_the_credits(
     than the 100 credits' worth of tokens (200,000) was ever paid for."""
     acct = await account("pro")  # 100 credits, 120 requests per minute
     before = backends.codegen.hits_now()
-    clients = [
-        httpx.AsyncClient(base_url=gateway.urls[i % len(gateway.urls)], timeout=30)
-        for i in range(CLIENTS)
-    ]
-    try:
-        gate = asyncio.Event()
-
-        async def call(i: int) -> tuple[int, str]:
-            await gate.wait()
-            response = await clients[i % CLIENTS].post(
-                "/api/metered/json?tokens=4000", headers=acct.auth
-            )
-            return response.status_code, response.headers.get("x-credits-charged", "")
-
-        tasks = [asyncio.create_task(call(i)) for i in range(REQUESTS)]
-        gate.set()
-        answers = await asyncio.gather(*tasks)
-    finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
-    passed = [charged for status, charged in answers if status == 200]
-    assert {status for status, _ in answers} <= {200, 429}
+    answers = await burst(gateway, "/api/metered/json?tokens=4000", acct.auth)
+    passed = [charged for status, charged, _ in answers if status == 200]
+    assert {status for status, _, _ in answers} <= {200, 429}
     assert set(passed) == {"2"} and len(passed) >= 20  # at least 100 / 5 holds
     assert backends.codegen.hits_now() - before == len(passed)
     await wait_settled(services, acct.account_id, total_tokens=4000 * len(passed))
@@ -112,27 +103,12 @@ async def test_a_key_limit_below_the_balance_holds_over_3_replicas(
     other 70 credits stay its own."""
     acct = await account("pro")  # 100 credits, 120 requests per minute
     made = await create_key(services, acct.account_id, limits=KeyLimits(credit_limit=30))
-    auth = {"Authorization": f"Bearer {made.api_key}"}
     before = backends.codegen.hits_now()
-    clients = [
-        httpx.AsyncClient(base_url=gateway.urls[i % len(gateway.urls)], timeout=30)
-        for i in range(CLIENTS)
-    ]
-    try:
-        gate = asyncio.Event()
-
-        async def call(i: int) -> tuple[int, str]:
-            await gate.wait()
-            response = await clients[i % CLIENTS].post("/api/projects/echo", headers=auth)
-            return response.status_code, response.json().get("error", "")
-
-        tasks = [asyncio.create_task(call(i)) for i in range(REQUESTS)]
-        gate.set()
-        answers = await asyncio.gather(*tasks)
-    finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
-    assert Counter(status for status, _ in answers) == {200: 30, 429: REQUESTS - 30}
-    assert {error for status, error in answers if status == 429} == {"key_credit_limit"}
+    answers = await burst(
+        gateway, "/api/projects/echo", {"Authorization": f"Bearer {made.api_key}"}
+    )
+    assert Counter(status for status, _, _ in answers) == {200: 30, 429: REQUESTS - 30}
+    assert {error for status, _, error in answers if status == 429} == {"key_credit_limit"}
     assert backends.codegen.hits_now() - before == 30
     state = await services.credits.status(acct.account_id)
     assert state is not None and state.credits_remaining == 70
