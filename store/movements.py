@@ -1,10 +1,11 @@
 """The sync worker's write path: credit movements into the ledger, snapshots onto accounts.
 
 Exactly once under replays: a ledger row whose ``event_id`` exists is skipped (``INSERT ..
-ON CONFLICT DO NOTHING``). Never backwards: an account's snapshot is written only when the
-batch's highest version for it is above the stored one. Rows are written in key order,
-accounts before ledger, so concurrent callers with overlapping batches wait on each other
-instead of deadlocking.
+ON CONFLICT DO NOTHING``), and only the rows the insert wrote (its RETURNING) are added to the
+daily usage roll-up (``store.usage_daily``), in the same transaction. Never backwards: an
+account's snapshot is written only when the batch's highest version for it is above the
+stored one. Rows are written in key order, accounts before ledger before roll-up, so
+concurrent callers with overlapping batches wait on each other instead of deadlocking.
 
 Speed: on PostgreSQL each table gets one ``INSERT .. SELECT * FROM unnest(<column arrays>)``,
 a short constant statement whatever the batch size (a multi-row VALUES list of thousands of
@@ -22,7 +23,7 @@ from sqlalchemy import BigInteger, Boolean, Column, Connection, String, Table, T
 from sqlalchemy.dialects import sqlite
 from sqlmodel import Session
 
-from store import snapshots
+from store import snapshots, usage_daily
 from store.database import boundary
 from store.errors import StoreError
 from store.models import ACCOUNTS, LEDGER, UTCDateTime
@@ -55,22 +56,25 @@ def apply_movements(session: Session, *, movements: Sequence[Movement]) -> int:
 
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        return _apply_postgresql(connection, accounts, ledger)
-    if connection.dialect.name == "sqlite":
-        return _apply_sqlite(connection, accounts, ledger)
-    raise StoreError(f"unsupported database dialect {connection.dialect.name!r}")
+        inserted = _apply_postgresql(connection, accounts, ledger)
+    elif connection.dialect.name == "sqlite":
+        inserted = _apply_sqlite(connection, accounts, ledger)
+    else:
+        raise StoreError(f"unsupported database dialect {connection.dialect.name!r}")
+    usage_daily.record(connection, [unique[e] for e in sorted(inserted)])
+    return len(inserted)
 
 
 def _apply_postgresql(
     connection: Connection, accounts: list[dict[str, Any]], ledger: list[dict[str, Any]]
-) -> int:
+) -> set[str]:
     connection.execute(_PG_UPSERT_ACCOUNTS, _columns(ACCOUNTS, accounts))
-    return len(connection.execute(_PG_INSERT_LEDGER, _columns(LEDGER, ledger)).all())
+    return set(connection.execute(_PG_INSERT_LEDGER, _columns(LEDGER, ledger)).scalars())
 
 
 def _apply_sqlite(
     connection: Connection, accounts: list[dict[str, Any]], ledger: list[dict[str, Any]]
-) -> int:
+) -> set[str]:
     upsert = sqlite.insert(ACCOUNTS)
     upsert = upsert.on_conflict_do_update(
         index_elements=[ACCOUNTS.c.id],
@@ -80,7 +84,7 @@ def _apply_sqlite(
     connection.execute(upsert, accounts)
     insert = sqlite.insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.event_id)
     # executemany + RETURNING: the compiled statement is cached and sent in multi-row pages.
-    return len(connection.execute(insert, ledger).all())
+    return set(connection.execute(insert, ledger).scalars())
 
 
 def _columns(table: Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -1,0 +1,134 @@
+"""The daily roll-up of usage (table ``usage_daily``): kept here, in the transaction that
+inserts the ledger rows it sums; read by ``store.history`` for the operators' queries across
+accounts, which would otherwise scan every account's ledger.
+
+A roll-up row sums the usage movements (``USAGE_KINDS``) of one UTC day, account, route and
+key the way ``store.history`` sums the ledger: credits charged (taken by holds and charges,
+less what refunds gave back), credits refunded, tokens and requests.
+
+Requests: the ledger query counts distinct request ids, which do not add up. A movement adds
+one request to its roll-up row unless that row already counts a movement of the same request,
+so each row's requests equal the ledger's distinct request ids of its day, account, route and
+key. A request settled since revision 0002 has exactly one usage movement, its ``charge`` or
+``refund``, which says what it held (``held_plan + held_bonus > 0``): it adds one with no
+look-up. A movement that held nothing (the ``hold`` / ``charge`` / ``refund`` rows of older
+ledgers, a request that held 0 credits) looks for an earlier movement of its request on its
+day in its account (the ledger's account-and-time index). A request's movements share its
+account, route and key; only an older request whose hold and settle straddle midnight counts
+on both days, exactly as the ledger query by day counts it, and once in a range of days.
+
+Exactly once: ``record`` is given only the movements the ledger insert wrote (its RETURNING),
+and adds them with one ``INSERT .. ON CONFLICT DO UPDATE`` per batch, rows in key order so
+concurrent batches wait on each other instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from store.history import USAGE_KINDS
+from store.models import LEDGER, USAGE_DAILY
+from store.records import Movement
+from store.timefmt import to_datetime
+
+Cell = tuple[date, str, str, str]
+"""A roll-up row's key: UTC day, account id, route, key id ('' for none)."""
+
+SETTLE_KINDS = ("charge", "refund")
+
+
+def record(connection: Connection, movements: Sequence[Movement]) -> None:
+    """Add ``movements`` (newly inserted in the ledger, in this transaction) to the roll-up."""
+    usage = sorted(
+        (m for m in movements if m.kind in USAGE_KINDS),
+        key=lambda m: (m.occurred_ms, m.version, m.event_id),
+    )
+    if not usage:
+        return
+    seen = _counted_before(connection, usage)
+    sums: dict[Cell, list[int]] = {}
+    for m in usage:
+        cell = cell_of(m)
+        row = sums.setdefault(cell, [0, 0, 0, 0])
+        if m.request_id and (cell, m.request_id) not in seen:
+            seen.add((cell, m.request_id))
+            row[0] += 1
+        refunded = m.credits_delta if m.kind == "refund" else 0
+        taken = -m.credits_delta if m.kind != "refund" and m.credits_delta < 0 else 0
+        row[1] += taken - refunded
+        row[2] += refunded
+        row[3] += m.tokens
+    rows = [
+        {
+            "day": cell[0],
+            "account_id": cell[1],
+            "route": cell[2],
+            "key_id": cell[3],
+            "requests": s[0],
+            "credits_charged": s[1],
+            "credits_refunded": s[2],
+            "tokens": s[3],
+        }
+        for cell, s in sorted(sums.items())
+    ]
+    connection.execute(_upsert(connection.dialect.name), rows)
+
+
+def cell_of(m: Movement) -> Cell:
+    return (to_datetime(m.occurred_ms).date(), m.account_id, m.route or "", m.key_id or "")
+
+
+def _sole_movement(m: Movement) -> bool:
+    """A request settled since 0002 has one usage movement, the one that says what it held."""
+    return m.kind in SETTLE_KINDS and m.held_plan + m.held_bonus > 0
+
+
+def _counted_before(connection: Connection, usage: Sequence[Movement]) -> set[tuple[Cell, str]]:
+    """The (row, request) pairs the roll-up counts already, for the movements that may not be
+    their request's first in their row."""
+    ask = [m for m in usage if m.request_id and not _sole_movement(m)]
+    if not ask:
+        return set()
+    new = {m.event_id for m in usage}
+    days = [to_datetime(m.occurred_ms).date() for m in ask]
+    c = LEDGER.c
+    stmt = select(c.event_id, c.account_id, c.request_id, c.route, c.key_id, c.occurred_at).where(
+        c.account_id.in_(sorted({m.account_id for m in ask})),
+        c.occurred_at >= _midnight(min(days)),
+        c.occurred_at < _midnight(max(days) + timedelta(days=1)),
+        c.request_id.in_(sorted({m.request_id for m in ask if m.request_id})),
+        c.kind.in_(USAGE_KINDS),
+    )
+    return {
+        (
+            (row.occurred_at.date(), row.account_id, row.route or "", row.key_id or ""),
+            row.request_id,
+        )
+        for row in connection.execute(stmt)
+        if row.event_id not in new
+    }
+
+
+def _midnight(day: date) -> datetime:
+    return to_datetime(0) + (day - date(1970, 1, 1))
+
+
+def _upsert(dialect: str) -> Any:
+    insert = (
+        postgresql.insert(USAGE_DAILY) if dialect == "postgresql" else sqlite.insert(USAGE_DAILY)
+    )
+    sums = ("requests", "credits_charged", "credits_refunded", "tokens")
+    return insert.on_conflict_do_update(
+        index_elements=[
+            USAGE_DAILY.c.day,
+            USAGE_DAILY.c.account_id,
+            USAGE_DAILY.c.route,
+            USAGE_DAILY.c.key_id,
+        ],
+        set_={name: USAGE_DAILY.c[name] + insert.excluded[name] for name in sums},
+    )
