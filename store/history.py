@@ -75,11 +75,16 @@ def _bucket_column(grouping: Grouping, dialect: str) -> ColumnElement[Any]:
         return c.key_id
     if grouping == "account":
         return c.account_id
+    return ledger_day(dialect)
+
+
+def ledger_day(dialect: str) -> ColumnElement[Any]:
+    """A ledger row's UTC calendar day, in SQL."""
     if dialect == "postgresql":
         # The UTC calendar day whatever the session's TimeZone.
-        return cast(func.timezone("UTC", c.occurred_at), Date)
+        return cast(func.timezone("UTC", LEDGER.c.occurred_at), Date)
     # SQLite keeps the UTC wall time as text: its date() is the UTC day.
-    return func.date(c.occurred_at)
+    return func.date(LEDGER.c.occurred_at)
 
 
 def _usage_filter(

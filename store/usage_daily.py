@@ -17,6 +17,8 @@ day in its account (the ledger's account-and-time index). A request's movements 
 account, route and key; only an older request whose hold and settle straddle midnight counts
 on both days, exactly as the ledger query by day counts it, and once in a range of days.
 
+The audit checks the roll-up against the ledger (``rollup_mismatches``).
+
 Exactly once: ``record`` is given only the movements the ledger insert wrote (its RETURNING),
 and adds them with one ``INSERT .. ON CONFLICT DO UPDATE`` per batch, rows in key order so
 concurrent batches wait on each other instead of deadlocking.
@@ -25,13 +27,16 @@ concurrent batches wait on each other instead of deadlocking.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, case, distinct, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
 
-from store.history import USAGE_KINDS
+from store.database import boundary
+from store.history import USAGE_KINDS, ledger_day
 from store.models import LEDGER, USAGE_DAILY
 from store.records import Movement
 from store.timefmt import to_datetime
@@ -132,3 +137,71 @@ def _upsert(dialect: str) -> Any:
         ],
         set_={name: USAGE_DAILY.c[name] + insert.excluded[name] for name in sums},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RollupMismatch:
+    """A roll-up row that differs from the ledger's sums of its movements (zeros: none)."""
+
+    day: date
+    account_id: str
+    route: str | None
+    key_id: str | None
+    ledger: tuple[int, int, int, int]
+    """requests, credits charged, credits refunded, tokens, summed from the ledger."""
+    rollup: tuple[int, int, int, int]
+
+
+@boundary
+def rollup_mismatches(session: Session) -> list[RollupMismatch]:
+    """Every roll-up row that is not the ledger's sums of its day, account, route and key
+    (one pass over each table, for the audit), in key order."""
+    c, u = LEDGER.c, USAGE_DAILY.c
+    day = ledger_day(session.connection().dialect.name)
+    route, key_id = func.coalesce(c.route, ""), func.coalesce(c.key_id, "")
+    refunded = func.sum(case((c.kind == "refund", c.credits_delta), else_=0))
+    taken = func.sum(
+        case((and_(c.kind != "refund", c.credits_delta < 0), -c.credits_delta), else_=0)
+    )
+    ledger_sums = (
+        select(
+            day,
+            c.account_id,
+            route,
+            key_id,
+            func.count(distinct(c.request_id)),
+            taken - refunded,
+            refunded,
+            func.sum(c.tokens),
+        )  # fmt: skip
+        .where(c.kind.in_(USAGE_KINDS))
+        .group_by(day, c.account_id, route, key_id)
+    )
+    rollup_sums = select(
+        u.day, u.account_id, u.route, u.key_id,
+        u.requests, u.credits_charged, u.credits_refunded, u.tokens,
+    )  # fmt: skip
+    ledger = {_cell_key(row[:4]): _figures(row[4:]) for row in session.execute(ledger_sums)}
+    rollup = {_cell_key(row[:4]): _figures(row[4:]) for row in session.execute(rollup_sums)}
+    none = (0, 0, 0, 0)
+    return [
+        RollupMismatch(
+            cell[0],
+            cell[1],
+            cell[2] or None,
+            cell[3] or None,
+            ledger.get(cell, none),
+            rollup.get(cell, none),
+        )  # fmt: skip
+        for cell in sorted(set(ledger) | set(rollup))
+        if ledger.get(cell, none) != rollup.get(cell, none)
+    ]
+
+
+def _cell_key(values: Sequence[Any]) -> Cell:
+    day = values[0] if isinstance(values[0], date) else date.fromisoformat(str(values[0]))
+    return (day, str(values[1]), str(values[2]), str(values[3]))
+
+
+def _figures(values: Sequence[Any]) -> tuple[int, int, int, int]:
+    return (int(values[0]), int(values[1]), int(values[2]), int(values[3]))

@@ -18,6 +18,7 @@ from store.models import USAGE_DAILY
 from store.records import Movement
 from store.repository import apply_movements
 from store.timefmt import to_ms
+from store.usage_daily import rollup_mismatches
 from tests.support.samples import make_movement
 
 DAY1 = datetime(2026, 11, 27, tzinfo=UTC)
@@ -136,6 +137,8 @@ def test_the_rollup_answers_as_the_ledger(engine: Engine, seed: int) -> None:
     usage = {m.request_id for m in moves if m.kind in ("hold", "charge", "refund")}
     assert sum(b.requests for b in whole) == len(usage - {None})
     assert_rollup_equals_ledger(engine)
+    with session(engine) as db:
+        assert rollup_mismatches(db) == []
 
 
 def test_the_migration_backfills_the_rollup_from_an_existing_ledger(
