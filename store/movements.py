@@ -19,14 +19,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Connection, String, Table, TextClause, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    String,
+    Table,
+    TextClause,
+    text,
+)
 from sqlalchemy.dialects import sqlite
 from sqlmodel import Session
 
 from store import snapshots, usage_daily
 from store.database import boundary
 from store.errors import StoreError
-from store.models import ACCOUNTS, LEDGER, UTCDateTime
+from store.models import ACCOUNTS, LEDGER, USAGE_DAILY, UTCDateTime
 from store.records import Movement
 from store.timefmt import to_datetime, utc_now
 
@@ -61,7 +71,11 @@ def apply_movements(session: Session, *, movements: Sequence[Movement]) -> int:
         inserted = _apply_sqlite(connection, accounts, ledger)
     else:
         raise StoreError(f"unsupported database dialect {connection.dialect.name!r}")
-    usage_daily.record(connection, [unique[e] for e in sorted(inserted)])
+    rollup = usage_daily.additions(connection, [unique[e] for e in sorted(inserted)])
+    if rollup and connection.dialect.name == "postgresql":
+        connection.execute(_PG_ADD_USAGE, _columns(USAGE_DAILY, rollup))
+    elif rollup:
+        connection.execute(_SQLITE_ADD_USAGE, rollup)
     return len(inserted)
 
 
@@ -112,6 +126,7 @@ def _array_type(column: Column[Any]) -> str:
 
 _PG_ARRAYS: tuple[tuple[type[Any], str], ...] = (
     (UTCDateTime, "TIMESTAMPTZ[]"),
+    (Date, "DATE[]"),
     (BigInteger, "BIGINT[]"),
     (Boolean, "BOOLEAN[]"),
     (String, "VARCHAR[]"),
@@ -124,6 +139,16 @@ _PG_UPSERT_ACCOUNTS = _unnest_insert(
     + " WHERE accounts.version < EXCLUDED.version",
 )
 _PG_INSERT_LEDGER = _unnest_insert(LEDGER, "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+_PG_ADD_USAGE = _unnest_insert(
+    USAGE_DAILY,
+    "ON CONFLICT (day, account_id, route, key_id) DO UPDATE SET "
+    + ", ".join(f"{name} = usage_daily.{name} + EXCLUDED.{name}" for name in usage_daily.SUMS),
+)
+_sqlite_usage = sqlite.insert(USAGE_DAILY)
+_SQLITE_ADD_USAGE = _sqlite_usage.on_conflict_do_update(
+    index_elements=list(USAGE_DAILY.primary_key),
+    set_={name: USAGE_DAILY.c[name] + _sqlite_usage.excluded[name] for name in usage_daily.SUMS},
+)
 
 
 def _snapshot_row(m: Movement, now: datetime) -> dict[str, Any]:

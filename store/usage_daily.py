@@ -19,9 +19,10 @@ on both days, exactly as the ledger query by day counts it, and once in a range 
 
 The audit checks the roll-up against the ledger (``rollup_mismatches``).
 
-Exactly once: ``record`` is given only the movements the ledger insert wrote (its RETURNING),
-and adds them with one ``INSERT .. ON CONFLICT DO UPDATE`` per batch, rows in key order so
-concurrent batches wait on each other instead of deadlocking.
+Exactly once: ``store.movements`` asks ``additions`` about only the movements its ledger
+insert wrote (its RETURNING) and adds them with one ``INSERT .. ON CONFLICT DO UPDATE`` per
+batch, in the same transaction, rows in key order so concurrent batches wait on each other
+instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, distinct, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from store.database import boundary
@@ -45,16 +45,19 @@ Cell = tuple[date, str, str, str]
 """A roll-up row's key: UTC day, account id, route, key id ('' for none)."""
 
 SETTLE_KINDS = ("charge", "refund")
+SUMS = ("requests", "credits_charged", "credits_refunded", "tokens")
+"""The roll-up's figures: an upsert adds them to the row's."""
 
 
-def record(connection: Connection, movements: Sequence[Movement]) -> None:
-    """Add ``movements`` (newly inserted in the ledger, in this transaction) to the roll-up."""
+def additions(connection: Connection, movements: Sequence[Movement]) -> list[dict[str, Any]]:
+    """What ``movements`` (newly inserted in the ledger, in this transaction) add to the
+    roll-up: one row per roll-up key, in key order, for ``store.movements`` to add."""
     usage = sorted(
         (m for m in movements if m.kind in USAGE_KINDS),
         key=lambda m: (m.occurred_ms, m.version, m.event_id),
     )
     if not usage:
-        return
+        return []
     seen = _counted_before(connection, usage)
     sums: dict[Cell, list[int]] = {}
     for m in usage:
@@ -68,7 +71,7 @@ def record(connection: Connection, movements: Sequence[Movement]) -> None:
         row[1] += taken - refunded
         row[2] += refunded
         row[3] += m.tokens
-    rows = [
+    return [
         {
             "day": cell[0],
             "account_id": cell[1],
@@ -81,7 +84,6 @@ def record(connection: Connection, movements: Sequence[Movement]) -> None:
         }
         for cell, s in sorted(sums.items())
     ]
-    connection.execute(_upsert(connection.dialect.name), rows)
 
 
 def cell_of(m: Movement) -> Cell:
@@ -121,22 +123,6 @@ def _counted_before(connection: Connection, usage: Sequence[Movement]) -> set[tu
 
 def _midnight(day: date) -> datetime:
     return to_datetime(0) + (day - date(1970, 1, 1))
-
-
-def _upsert(dialect: str) -> Any:
-    insert = (
-        postgresql.insert(USAGE_DAILY) if dialect == "postgresql" else sqlite.insert(USAGE_DAILY)
-    )
-    sums = ("requests", "credits_charged", "credits_refunded", "tokens")
-    return insert.on_conflict_do_update(
-        index_elements=[
-            USAGE_DAILY.c.day,
-            USAGE_DAILY.c.account_id,
-            USAGE_DAILY.c.route,
-            USAGE_DAILY.c.key_id,
-        ],
-        set_={name: USAGE_DAILY.c[name] + insert.excluded[name] for name in sums},
-    )
 
 
 @dataclass(frozen=True, slots=True)
