@@ -61,7 +61,7 @@ def additions(connection: Connection, movements: Sequence[Movement]) -> list[dic
     seen = _counted_before(connection, usage)
     sums: dict[Cell, list[int]] = {}
     for m in usage:
-        cell = cell_of(m)
+        cell = _cell_of(m)
         row = sums.setdefault(cell, [0, 0, 0, 0])
         if m.request_id and (cell, m.request_id) not in seen:
             seen.add((cell, m.request_id))
@@ -86,7 +86,7 @@ def additions(connection: Connection, movements: Sequence[Movement]) -> list[dic
     ]
 
 
-def cell_of(m: Movement) -> Cell:
+def _cell_of(m: Movement) -> Cell:
     return (to_datetime(m.occurred_ms).date(), m.account_id, m.route or "", m.key_id or "")
 
 
