@@ -11,15 +11,20 @@ the charge. Per bucket:
 
 This holds whether a request writes a hold, a refund and a charge, or one event for the
 whole request. Times are UTC: a day bucket is a UTC calendar day (``YYYY-MM-DD``), a range
-is ``[start, end)``. Movements without a route or key id (none carry them yet) fall in the
+is ``[start, end)``. Movements without a route or key id (grants, older rows) fall in the
 ``None`` bucket of those groupings.
+
+Speed: one account's history reads the ledger through its account-and-time index. Every
+account's history and the top accounts read the daily roll-up (``store.usage_daily``) for the
+whole UTC days of the range and the ledger only for the part days at its edges: the same
+figures (see there for requests), without scanning every account's movements.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -34,11 +39,12 @@ from sqlalchemy import (
     literal,
     select,
     tuple_,
+    union_all,
 )
 from sqlmodel import Session
 
 from store.database import boundary
-from store.models import LEDGER
+from store.models import LEDGER, USAGE_DAILY
 from store.records import LedgerRecord
 from store.timefmt import as_utc
 
@@ -69,11 +75,16 @@ def _bucket_column(grouping: Grouping, dialect: str) -> ColumnElement[Any]:
         return c.key_id
     if grouping == "account":
         return c.account_id
+    return ledger_day(dialect)
+
+
+def ledger_day(dialect: str) -> ColumnElement[Any]:
+    """A ledger row's UTC calendar day, in SQL."""
     if dialect == "postgresql":
         # The UTC calendar day whatever the session's TimeZone.
-        return cast(func.timezone("UTC", c.occurred_at), Date)
+        return cast(func.timezone("UTC", LEDGER.c.occurred_at), Date)
     # SQLite keeps the UTC wall time as text: its date() is the UTC day.
-    return func.date(c.occurred_at)
+    return func.date(LEDGER.c.occurred_at)
 
 
 def _usage_filter(
@@ -107,16 +118,73 @@ def _sums() -> list[ColumnElement[Any]]:
     ]
 
 
-def _history_statement(
+def _ledger_sums(
     dialect: str, account_id: str | None, start: datetime, end: datetime, grouping: Grouping
 ) -> Select[Any]:
     bucket = _bucket_column(grouping, dialect).label("bucket")
+    return select(bucket, *_sums()).where(*_usage_filter(account_id, start, end)).group_by(bucket)
+
+
+def _rollup_sums(start: date, end: date, grouping: Grouping) -> Select[Any]:
+    """The roll-up's sums of the whole UTC days ``[start, end)``, every account."""
+    u = USAGE_DAILY.c
+    column = {
+        "day": u.day,
+        "route": func.nullif(u.route, ""),
+        "key": func.nullif(u.key_id, ""),
+        "account": u.account_id,
+    }[grouping]
+    bucket = column.label("bucket")
     return (
-        select(bucket, *_sums())
-        .where(*_usage_filter(account_id, start, end))
+        select(
+            bucket,
+            func.sum(u.requests).label("requests"),
+            func.sum(u.credits_charged).label("charged"),
+            func.sum(u.credits_refunded).label("refunded"),
+            func.sum(u.tokens).label("tokens"),
+        )
+        .where(u.day >= start, u.day < end)
         .group_by(bucket)
-        .order_by(bucket)
     )
+
+
+def _sums_statement(
+    dialect: str,
+    account_id: str | None,
+    start: datetime,
+    end: datetime,
+    grouping: Grouping,
+    rollup: bool,
+) -> Select[Any]:
+    """Columns bucket, requests, charged, refunded, tokens: one account's from the ledger (its
+    index makes that fast); every account's from the daily roll-up for the whole UTC days of
+    the range and from the ledger for the part days at its edges, summed per bucket."""
+    first, last = _whole_days(as_utc(start), as_utc(end))
+    if not rollup or account_id is not None or first >= last:
+        return _ledger_sums(dialect, account_id, start, end, grouping)
+    parts = [_rollup_sums(first.date(), last.date(), grouping)]
+    if start < first:
+        parts.append(_ledger_sums(dialect, None, start, first, grouping))
+    if last < end:
+        parts.append(_ledger_sums(dialect, None, last, end, grouping))
+    if len(parts) == 1:
+        return parts[0]
+    every = union_all(*parts).subquery()
+    return select(
+        every.c.bucket,
+        func.sum(every.c.requests).label("requests"),
+        func.sum(every.c.charged).label("charged"),
+        func.sum(every.c.refunded).label("refunded"),
+        func.sum(every.c.tokens).label("tokens"),
+    ).group_by(every.c.bucket)
+
+
+def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The first and last UTC midnights in ``[start, end]``: the whole days between them."""
+    first = datetime.combine(start.date(), time(), UTC)
+    if first < start:
+        first += timedelta(days=1)
+    return first, datetime.combine(end.date(), time(), UTC)
 
 
 @boundary
@@ -127,21 +195,15 @@ def usage_history(
     end: datetime,
     grouping: Grouping,
     account_id: str | None = None,
+    rollup: bool = True,
 ) -> list[UsageBucket]:
     """The buckets with usage in ``[start, end)``, ordered by bucket (None first or last,
-    as the database sorts nulls); ``account_id`` None: every account."""
+    as the database sorts nulls); ``account_id`` None: every account. ``rollup`` False: from
+    the ledger alone (the benchmark's baseline, the audit's check of the roll-up)."""
     dialect = session.connection().dialect.name
-    rows = session.execute(_history_statement(dialect, account_id, start, end, grouping))
-    return [
-        UsageBucket(
-            bucket=_bucket_text(row.bucket),
-            requests=int(row.requests),
-            credits_charged=int(row.charged),
-            credits_refunded=int(row.refunded),
-            tokens=int(row.tokens),
-        )
-        for row in rows
-    ]
+    sums = _sums_statement(dialect, account_id, start, end, grouping, rollup).subquery()
+    rows = session.execute(select(sums).order_by(sums.c.bucket))
+    return [_usage_bucket(row) for row in rows]
 
 
 @boundary
@@ -164,30 +226,26 @@ def key_spend(session: Session, *, account_id: str, since: datetime) -> dict[str
 
 @boundary
 def top_accounts(
-    session: Session, *, start: datetime, end: datetime, limit: int
+    session: Session, *, start: datetime, end: datetime, limit: int, rollup: bool = True
 ) -> list[UsageBucket]:
     """The ``limit`` accounts that spent the most credits in ``[start, end)``, most first
-    (ties by account id); ``bucket`` is the account id."""
+    (ties by account id); ``bucket`` is the account id. ``rollup`` as ``usage_history``."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
-    sums = _sums()
-    stmt = (
-        select(LEDGER.c.account_id.label("bucket"), *sums)
-        .where(*_usage_filter(None, start, end))
-        .group_by(LEDGER.c.account_id)
-        .order_by(sums[1].desc(), LEDGER.c.account_id)
-        .limit(limit)
+    dialect = session.connection().dialect.name
+    sums = _sums_statement(dialect, None, start, end, "account", rollup).subquery()
+    stmt = select(sums).order_by(sums.c.charged.desc(), sums.c.bucket).limit(limit)
+    return [_usage_bucket(row) for row in session.execute(stmt)]
+
+
+def _usage_bucket(row: Any) -> UsageBucket:
+    return UsageBucket(
+        bucket=_bucket_text(row.bucket),
+        requests=int(row.requests),
+        credits_charged=int(row.charged),
+        credits_refunded=int(row.refunded),
+        tokens=int(row.tokens),
     )
-    return [
-        UsageBucket(
-            bucket=row.bucket,
-            requests=int(row.requests),
-            credits_charged=int(row.charged),
-            credits_refunded=int(row.refunded),
-            tokens=int(row.tokens),
-        )
-        for row in session.execute(stmt)
-    ]
 
 
 @boundary

@@ -7,11 +7,12 @@ aware, also on SQLite (which keeps no zone).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Dialect,
     ForeignKeyConstraint,
@@ -159,7 +160,29 @@ class LedgerEntry(SQLModel, table=True):
     """The API key of that request; None as ``route``."""
 
 
+class UsageDay(SQLModel, table=True):
+    """The ledger's usage summed per UTC day, account, route and key: the roll-up the
+    operators' history across accounts reads instead of the ledger (``store/usage_daily.py``
+    keeps it, in the transaction of the ledger rows it sums).
+
+    ``route`` and ``key_id`` are ``''`` for movements that name none (a key column cannot be
+    null); reads turn that back into None.
+    """
+
+    __tablename__ = "usage_daily"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    account_id: str = Field(max_length=64, primary_key=True)
+    route: str = Field(default="", primary_key=True)
+    key_id: str = Field(default="", sa_type=String(64), primary_key=True)
+    requests: int = _count()
+    credits_charged: int = _count()
+    credits_refunded: int = _count()
+    tokens: int = _count()
+
+
 # The tables as Core objects, for bulk statements (SQLModel does not type ``__table__``).
 ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
 API_KEYS: Table = ApiKey.__table__  # type: ignore[attr-defined]
 LEDGER: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+USAGE_DAILY: Table = UsageDay.__table__  # type: ignore[attr-defined]

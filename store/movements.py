@@ -1,10 +1,11 @@
 """The sync worker's write path: credit movements into the ledger, snapshots onto accounts.
 
 Exactly once under replays: a ledger row whose ``event_id`` exists is skipped (``INSERT ..
-ON CONFLICT DO NOTHING``). Never backwards: an account's snapshot is written only when the
-batch's highest version for it is above the stored one. Rows are written in key order,
-accounts before ledger, so concurrent callers with overlapping batches wait on each other
-instead of deadlocking.
+ON CONFLICT DO NOTHING``), and only the rows the insert wrote (its RETURNING) are added to the
+daily usage roll-up (``store.usage_daily``), in the same transaction. Never backwards: an
+account's snapshot is written only when the batch's highest version for it is above the
+stored one. Rows are written in key order, accounts before ledger before roll-up, so
+concurrent callers with overlapping batches wait on each other instead of deadlocking.
 
 Speed: on PostgreSQL each table gets one ``INSERT .. SELECT * FROM unnest(<column arrays>)``,
 a short constant statement whatever the batch size (a multi-row VALUES list of thousands of
@@ -18,14 +19,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Connection, String, Table, TextClause, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    String,
+    Table,
+    TextClause,
+    text,
+)
 from sqlalchemy.dialects import sqlite
 from sqlmodel import Session
 
-from store import snapshots
+from store import snapshots, usage_daily
 from store.database import boundary
 from store.errors import StoreError
-from store.models import ACCOUNTS, LEDGER, UTCDateTime
+from store.models import ACCOUNTS, LEDGER, USAGE_DAILY, UTCDateTime
 from store.records import Movement
 from store.timefmt import to_datetime, utc_now
 
@@ -55,22 +66,29 @@ def apply_movements(session: Session, *, movements: Sequence[Movement]) -> int:
 
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        return _apply_postgresql(connection, accounts, ledger)
-    if connection.dialect.name == "sqlite":
-        return _apply_sqlite(connection, accounts, ledger)
-    raise StoreError(f"unsupported database dialect {connection.dialect.name!r}")
+        inserted = _apply_postgresql(connection, accounts, ledger)
+    elif connection.dialect.name == "sqlite":
+        inserted = _apply_sqlite(connection, accounts, ledger)
+    else:
+        raise StoreError(f"unsupported database dialect {connection.dialect.name!r}")
+    rollup = usage_daily.additions(connection, [unique[e] for e in sorted(inserted)])
+    if rollup and connection.dialect.name == "postgresql":
+        connection.execute(_PG_ADD_USAGE, _columns(USAGE_DAILY, rollup))
+    elif rollup:
+        connection.execute(_SQLITE_ADD_USAGE, rollup)
+    return len(inserted)
 
 
 def _apply_postgresql(
     connection: Connection, accounts: list[dict[str, Any]], ledger: list[dict[str, Any]]
-) -> int:
+) -> set[str]:
     connection.execute(_PG_UPSERT_ACCOUNTS, _columns(ACCOUNTS, accounts))
-    return len(connection.execute(_PG_INSERT_LEDGER, _columns(LEDGER, ledger)).all())
+    return set(connection.execute(_PG_INSERT_LEDGER, _columns(LEDGER, ledger)).scalars())
 
 
 def _apply_sqlite(
     connection: Connection, accounts: list[dict[str, Any]], ledger: list[dict[str, Any]]
-) -> int:
+) -> set[str]:
     upsert = sqlite.insert(ACCOUNTS)
     upsert = upsert.on_conflict_do_update(
         index_elements=[ACCOUNTS.c.id],
@@ -80,7 +98,7 @@ def _apply_sqlite(
     connection.execute(upsert, accounts)
     insert = sqlite.insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.event_id)
     # executemany + RETURNING: the compiled statement is cached and sent in multi-row pages.
-    return len(connection.execute(insert, ledger).all())
+    return set(connection.execute(insert, ledger).scalars())
 
 
 def _columns(table: Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -108,6 +126,7 @@ def _array_type(column: Column[Any]) -> str:
 
 _PG_ARRAYS: tuple[tuple[type[Any], str], ...] = (
     (UTCDateTime, "TIMESTAMPTZ[]"),
+    (Date, "DATE[]"),
     (BigInteger, "BIGINT[]"),
     (Boolean, "BOOLEAN[]"),
     (String, "VARCHAR[]"),
@@ -120,6 +139,16 @@ _PG_UPSERT_ACCOUNTS = _unnest_insert(
     + " WHERE accounts.version < EXCLUDED.version",
 )
 _PG_INSERT_LEDGER = _unnest_insert(LEDGER, "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+_PG_ADD_USAGE = _unnest_insert(
+    USAGE_DAILY,
+    "ON CONFLICT (day, account_id, route, key_id) DO UPDATE SET "
+    + ", ".join(f"{name} = usage_daily.{name} + EXCLUDED.{name}" for name in usage_daily.SUMS),
+)
+_sqlite_usage = sqlite.insert(USAGE_DAILY)
+_SQLITE_ADD_USAGE = _sqlite_usage.on_conflict_do_update(
+    index_elements=list(USAGE_DAILY.primary_key),
+    set_={name: USAGE_DAILY.c[name] + _sqlite_usage.excluded[name] for name in usage_daily.SUMS},
+)
 
 
 def _snapshot_row(m: Movement, now: datetime) -> dict[str, Any]:

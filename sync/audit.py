@@ -17,7 +17,9 @@ sync pass, with the gateway quiet, for a clean answer.
 Beyond equal fields, each account is checked (``sync.checks``): its ledger's versions strictly
 increase in stream order up to the snapshot's, its rows' tokens add up to its lifetime tokens,
 no balance is negative (Redis, the store, the ledger's running sums), no reservation is open
-past its deadline, and its open reservations hold what its hash says it holds.
+past its deadline, its open reservations hold what its hash says it holds, and the daily
+usage roll-up's rows are its ledger's sums (one grouped pass over the ledger, as cheap as the
+totals above).
 """
 
 from __future__ import annotations
@@ -34,9 +36,17 @@ from gateway.credits.client import RedisClient
 from gateway.credits.results import HASH_FIELDS, SNAPSHOT_FIELDS, snapshot_values
 from gateway.errors import Unavailable
 from gateway.services import Services
-from store import repository
+from store import repository, usage_daily
 from store.records import AccountRecord, LedgerFact
-from sync.checks import Finding, OpenHold, hold_findings, ledger_findings, redis_findings
+from store.usage_daily import RollupMismatch
+from sync.checks import (
+    Finding,
+    OpenHold,
+    hold_findings,
+    ledger_findings,
+    redis_findings,
+    rollup_findings,
+)
 
 PAGE = 1000
 HOLDS_PER_BUCKET = 1_000_000
@@ -129,9 +139,17 @@ def compare(
     return found
 
 
-def _read_store(
-    db: Session,
-) -> tuple[dict[str, AccountRecord], dict[str, tuple[int, int]], dict[str, list[LedgerFact]]]:
+@dataclass(frozen=True, slots=True)
+class StoreFacts:
+    """What the audit reads of the store, in one transaction."""
+
+    records: dict[str, AccountRecord]
+    totals: dict[str, tuple[int, int]]
+    facts: dict[str, list[LedgerFact]]
+    rollup: dict[str, list[RollupMismatch]]
+
+
+def _read_store(db: Session) -> StoreFacts:
     records: dict[str, AccountRecord] = {}
     after: str | None = None
     while True:
@@ -140,7 +158,10 @@ def _read_store(
         if len(page) < PAGE:
             break
         after = page[-1].account_id
-    return records, repository.ledger_totals(db), repository.ledger_facts(db)
+    rollup: dict[str, list[RollupMismatch]] = {}
+    for mismatch in usage_daily.rollup_mismatches(db):
+        rollup.setdefault(mismatch.account_id, []).append(mismatch)
+    return StoreFacts(records, repository.ledger_totals(db), repository.ledger_facts(db), rollup)
 
 
 async def redis_accounts(redis: RedisClient) -> set[str]:
@@ -192,11 +213,12 @@ async def audit(services: Services, *, grace_ms: int = DEFAULT_GRACE_MS) -> Audi
     """Compare every account Redis or the store knows, and check each one; see the module
     docstring and ``sync.checks``. ``grace_ms``: how long past its deadline an open
     reservation may wait for the reaper before it is a finding."""
-    records, totals, facts = await in_store(services.db, _read_store)
+    read = await in_store(services.db, _read_store)
+    records, totals, facts = read.records, read.totals, read.facts
     try:
         in_redis = await redis_accounts(services.redis)
         holds = await open_holds(services.redis)
-        accounts = sorted(set(records) | in_redis | set(totals) | set(holds))
+        accounts = sorted(set(records) | in_redis | set(totals) | set(holds) | set(read.rollup))
         pipe = services.redis.pipeline(transaction=False)
         for account in accounts:
             pipe.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
@@ -215,6 +237,7 @@ async def audit(services: Services, *, grace_ms: int = DEFAULT_GRACE_MS) -> Audi
             report.absent_in_redis.append(account)
         report.differences.extend(compare(account, state, record, totals.get(account)))
         report.findings.extend(ledger_findings(account, facts.get(account, ()), record))
+        report.findings.extend(rollup_findings(account, read.rollup.get(account, ())))
         held: tuple[int, int] | None = None
         if state is not None:
             own = dict(zip(("plan", "bonus", "hp", "hb"), _credits(raw), strict=True))

@@ -8,7 +8,8 @@
 - no balance is negative: not Redis's (available or held), not the store's, and not the
   ledger's running sums after any event;
 - no reservation is open past its deadline (plus a grace for the reaper's next pass), and
-  the credits an account's open reservations hold add up to what its hash says it holds.
+  the credits an account's open reservations hold add up to what its hash says it holds;
+- the daily usage roll-up's rows are the ledger's sums of their movements.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from store.records import AccountRecord, LedgerFact
+from store.usage_daily import RollupMismatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +171,16 @@ def hold_findings(
             )
         )
     return found
+
+
+def rollup_findings(account: str, mismatches: Iterable[RollupMismatch]) -> list[Finding]:
+    """One finding per roll-up row of the account that is not its ledger's sums."""
+    return [
+        Finding(
+            account,
+            "usage roll-up",
+            f"{m.day.isoformat()} route {m.route} key {m.key_id}: the ledger sums (requests, "
+            f"charged, refunded, tokens) {m.ledger}, the roll-up holds {m.rollup}",
+        )
+        for m in mismatches
+    ]

@@ -20,7 +20,7 @@ def test_upgrade_creates_the_tables_and_is_idempotent(empty_db_url: str) -> None
     try:
         assert current_revision(engine) is None
         upgrade(empty_db_url)
-        assert current_revision(engine) == HEAD == "0004"
+        assert current_revision(engine) == HEAD == "0005"
         upgrade(empty_db_url)
         assert current_revision(engine) == HEAD
         tables = set(inspect(engine).get_table_names())

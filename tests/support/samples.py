@@ -35,7 +35,7 @@ def empty_postgresql(url: str) -> None:
             reset_postgresql(url)
             upgrade_engine(engine)
         with engine.begin() as connection:
-            connection.execute(text("TRUNCATE ledger_entries, api_keys, accounts"))
+            connection.execute(text("TRUNCATE ledger_entries, usage_daily, api_keys, accounts"))
     finally:
         engine.dispose()
 

@@ -140,7 +140,8 @@ async def test_tokens_that_do_not_add_up_are_found(services: Services) -> None:
 
     report = await audit(services)
 
-    assert findings(report) == {("aud-t", "tokens")}
+    # The roll-up, kept with the ledger, no longer is its sums either.
+    assert findings(report) == {("aud-t", "tokens"), ("aud-t", "usage roll-up")}
     assert "the ledger's rows add up to 101 tokens, the store's total is 350" in str(
         report.findings[0]
     )
@@ -182,3 +183,20 @@ async def test_a_negative_balance_is_found(services: Services) -> None:
     negative = [str(f) for f in report.findings if f.what == "negative balance"]
     assert any("the ledger's sums after" in text for text in negative)
     assert any("Redis: bonus -1" in text for text in negative)
+
+
+async def test_a_rollup_that_is_not_the_ledgers_sums_is_found(services: Services) -> None:
+    await charged(services, "aud-r", 100, 250)
+    assert (await audit(services)).clean
+    await asyncio.to_thread(
+        execute, services, "UPDATE usage_daily SET tokens = tokens + 1, requests = 5"
+    )
+
+    report = await audit(services)
+
+    assert findings(report) == {("aud-r", "usage roll-up")}
+    (found,) = report.findings
+    assert str(found).endswith(
+        "route None key None: the ledger sums (requests, charged, refunded, tokens) "
+        "(2, 2, 0, 350), the roll-up holds (5, 2, 0, 351)"
+    )
