@@ -196,3 +196,23 @@ async def test_the_printed_openai_snippet_works_as_pasted(demo: Demo) -> None:
             "/api/user/usage", headers=[("Authorization", f"Bearer {demo.api_key}")]
         )
     assert usage.json()["usage"]["creditsRemaining"] == 99
+
+
+async def test_the_printed_key_line_makes_a_limited_key(demo: Demo) -> None:
+    """The printed curl that makes a key of the demo account's own, run as printed: the new
+    key may call the review route only, and spend 2 credits a month."""
+    lines = demo.announcement.splitlines()
+    printed = lines[lines.index(next(x for x in lines if x.startswith("A key of your own"))) + 1]
+    shell = await asyncio.create_subprocess_exec(
+        "bash", "-c", printed.strip(), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(shell.communicate(), START_TIMEOUT_S)
+    made = json.loads(out)
+    assert made["key"]["creditLimit"] == 2 and made["key"]["routes"] == ["/api/review"]
+    auth = {"Authorization": f"Bearer {made['apiKey']}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=demo.gateway, headers=auth, timeout=30) as client:
+        outside = await client.post("/api/projects/start-workflow", content=b"{}")
+        assert (outside.status_code, outside.json()["error"]) == (403, "route_not_allowed")
+        review = [await client.post("/api/review/generate", content=b"{}") for _ in range(3)]
+    assert [r.status_code for r in review] == [200, 200, 429]
+    assert review[2].json()["error"] == "key_credit_limit"
