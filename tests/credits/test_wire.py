@@ -237,22 +237,23 @@ async def test_recovery_after_a_failure_is_logged_once(
 
 
 async def test_an_idle_connection_is_pinged(redis_url: str, real_redis: aioredis.Redis) -> None:
+    """Left idle, the wire's connection is pinged (every ``health_check`` s), so a connection
+    Redis or a proxy dropped is found before a request needs it. Polled with a wide deadline:
+    a loaded machine may delay the pings, never skip them."""
     endpoint = Endpoint.parse(redis_url)
     assert endpoint is not None
     made = Wire(endpoint, health_check=0.05)
     try:
         assert await made.execute([pack("CLIENT", "SETNAME", "cg-idle-check")]) == ["OK"]
 
-        async def idle_for() -> int:
+        async def last_command() -> str:
             clients = await real_redis.client_list()
-            return next(int(c["idle"]) for c in clients if c["name"] == "cg-idle-check")
+            return next(str(c["cmd"]) for c in clients if c["name"] == "cg-idle-check")
 
-        before = await real_redis.info("commandstats")
-        await asyncio.sleep(1.2)
-        after = await real_redis.info("commandstats")
-        assert (
-            after["cmdstat_ping"]["calls"] >= before.get("cmdstat_ping", {"calls": 0})["calls"] + 5
-        )
-        assert await idle_for() == 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await last_command() != "ping":
+            assert loop.time() < deadline, "the idle connection was never pinged"
+            await asyncio.sleep(0.05)
     finally:
         await made.aclose()
