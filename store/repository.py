@@ -107,12 +107,22 @@ def get_account(session: Session, *, account_id: str) -> AccountRecord | None:
 
 @boundary
 def list_accounts(
-    session: Session, *, limit: int = 100, after: str | None = None
+    session: Session, *, limit: int = 100, after: str | None = None, containing: str = ""
 ) -> list[AccountRecord]:
-    """Accounts in id order; ``after`` is the last id of the previous page."""
+    """Accounts in id order; ``after`` is the last id of the previous page. ``containing``:
+    only those whose id or email holds that text, whatever its case (``%`` and ``_`` in it
+    are plain characters)."""
     stmt = select(Account).order_by(col(Account.id)).limit(_positive(limit))
     if after is not None:
         stmt = stmt.where(col(Account.id) > after)
+    if containing:
+        text = containing.lower()
+        stmt = stmt.where(
+            or_(
+                func.lower(col(Account.id)).contains(text, autoescape=True),
+                func.lower(col(Account.email)).contains(text, autoescape=True),
+            )
+        )
     return [_account(row) for row in session.exec(stmt)]
 
 

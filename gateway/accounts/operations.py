@@ -169,10 +169,15 @@ async def account_report(services: Services, account_id: str) -> AccountReport:
 
 
 async def list_accounts(
-    services: Services, *, limit: int = 100, after: str | None = None
+    services: Services, *, limit: int = 100, after: str | None = None, containing: str = ""
 ) -> list[AccountRecord]:
     return list(
-        await in_store(services.db, lambda s: repository.list_accounts(s, limit=limit, after=after))
+        await in_store(
+            services.db,
+            lambda s: repository.list_accounts(
+                s, limit=limit, after=after, containing=containing
+            ),
+        )
     )
 
 

@@ -75,6 +75,31 @@ def test_list_accounts_pages_by_id(engine: Engine) -> None:
     assert [r.account_id for r in first + second + rest] == ["a", "b", "c", "d", "e"]
 
 
+def test_accounts_are_found_by_text_in_their_id_or_email_among_thousands(
+    engine: Engine,
+) -> None:
+    """The console's search is the store's: past the first thousand ids too, any case, and
+    ``%`` / ``_`` in the text match only themselves."""
+    with session(engine) as s:
+        for i in range(1_200):
+            create(s, f"acct-{i:04d}", email=f"user{i}@example.com")
+        create(s, "Zed_Corp", email="Billing@ZED.example")
+        create(s, "zedcorp", email=None)
+    with session(engine) as s:
+        late = repository.list_accounts(s, containing="acct-1150")
+        by_email = repository.list_accounts(s, containing="user1199@")
+        cased = repository.list_accounts(s, containing="billing@zed")
+        underscore = repository.list_accounts(s, containing="d_c")
+        percent = repository.list_accounts(s, containing="%")
+        many = repository.list_accounts(s, containing="acct-11", limit=5)
+    assert [a.account_id for a in late] == ["acct-1150"]
+    assert [a.account_id for a in by_email] == ["acct-1199"]
+    assert [a.account_id for a in cased] == ["Zed_Corp"]
+    assert [a.account_id for a in underscore] == ["Zed_Corp"]  # not "zedcorp"
+    assert percent == []
+    assert [a.account_id for a in many] == [f"acct-110{i}" for i in range(5)]
+
+
 def test_ended_subscriptions_pages_by_id(engine: Engine) -> None:
     with session(engine) as s:
         create(s, "b-ended", tier="pro", subscribed=True, subscription_ends_ms=PERIOD_END)
