@@ -287,6 +287,7 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
     if revoked is None:
         raise NotFound(f"key {key_id!r} of account {account_id!r} not found")
     await announce_key_change(services.redis, revoked.key_hash)
+    await services.credits.forget_key(account_id, key_id)
     log.info("key %s of account %s revoked", key_id, account_id)
     return revoked
 

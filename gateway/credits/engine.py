@@ -51,6 +51,9 @@ PERIOD_MS = 2_592_000_000
 """One monthly period and one subscription month, as the scripts count them (``MONTH_MS`` in
 common.lua)."""
 
+KEY_FIELDS = ("s", "p", "l", "n", "r")
+"""A key's fields in its account's key hash, after ``<key id>|`` (common.lua)."""
+
 DEFAULT_HOLD_MS = 360_000
 DEFAULT_RETAIN_MS = 60_000
 IDEMPOTENCY_RETAIN_MS = 86_400_000
@@ -390,6 +393,15 @@ class CreditEngine:
         pairs = [value for key_id, credits in spent.items() for value in (key_id, credits)]
         raw = await self._run("seed_keys", (k.state, k.key_limits), (period_end_ms, *pairs))
         return _text(raw)
+
+    async def forget_key(self, account: str, key_id: str) -> None:
+        """Drop a revoked key's spend and rate from its account's key hash: nothing will read
+        them again (a revoked key stays revoked)."""
+        fields = [f"{key_id}|{part}" for part in KEY_FIELDS]
+        try:
+            await self.redis.hdel(keys.account_keys(account).key_limits, *fields)
+        except Exception as exc:
+            raise unavailable(exc) from exc
 
     async def key_spend(self, account: str, key_ids: Sequence[str]) -> dict[str, int]:
         """What each of these keys has spent (held or charged) in the account's current

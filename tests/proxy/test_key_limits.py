@@ -15,7 +15,13 @@ from aiohttp import web
 
 from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.keyfields import KeyLimits
-from gateway.accounts.operations import CreatedAccount, create_account, create_key, update_key
+from gateway.accounts.operations import (
+    CreatedAccount,
+    create_account,
+    create_key,
+    revoke_key,
+    update_key,
+)
 from gateway.app import create_app
 from gateway.credits import keys
 from gateway.services import Services
@@ -240,3 +246,17 @@ async def test_a_limit_set_later_counts_what_the_key_spent_this_period(
         assert asyncio.get_running_loop().time() - announced < 1.0, "the limit came too late"
         await asyncio.sleep(0.05)
     assert answer.status_code == 429 and answer.json()["error"] == "key_credit_limit"
+
+
+async def test_a_revoked_keys_count_leaves_redis(
+    client: httpx.AsyncClient, services: Services, pro: CreatedAccount
+) -> None:
+    made = await create_key(services, pro.account_id, limits=KeyLimits(credit_limit=5))
+    auth = {"Authorization": f"Bearer {made.api_key}"}
+    assert (await client.post("/flat/a", headers=auth)).status_code == 200
+    counted = keys.account_keys(pro.account_id).key_limits
+    assert await services.redis.hgetall(counted) != {}
+
+    await revoke_key(services, pro.account_id, made.key_id)
+
+    assert await services.redis.hgetall(counted) == {}

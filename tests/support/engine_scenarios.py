@@ -252,6 +252,10 @@ async def scenario_key_limits(engine: CreditEngine, clock: MovableClock) -> None
     assert await engine.seed_key_spend("nobody", state.period_end_ms, seeded) == "missing"
     assert await engine.seed_key_spend("kim", state.period_end_ms, seeded) == "seeded"
     assert await engine.key_spend("kim", ["key_c", "key_r"]) == {"key_c": 4, "key_r": 6}
+    await engine.forget_key("kim", "key_r")  # revoked: its fields go
+    fields = await engine.redis.hgetall(keys.account_keys("kim").key_limits)
+    assert not [name for name in fields if str(name).startswith("key_r|")]
+    assert await engine.key_spend("kim", ["key_c", "key_r"]) == {"key_c": 4, "key_r": 0}
     events = await assert_ledger_whole(engine, "kim")
     closing = [e for e in events if e.kind in ("charge", "refund")]
     assert {(e.key, e.route) for e in closing} >= {("key_c", "/api/projects")}
