@@ -61,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import create_engine, text
 
 from bench.proving.backend import Backend
-from bench.proving.load import Account, Load
+from bench.proving.load import COST, METERED, Account, Key, Load
 from bench.proving.reconcile import Verdict, reconcile
 from gateway.credits import keys
 from gateway.services import open_services
@@ -276,18 +277,68 @@ def drop_database(name: str) -> None:
 
 def write_config(workdir: Path, upstream: str) -> Path:
     config = workdir / "creditgate.toml"
-    routes = [("/api/projects/", 1), ("/api/review/", 1), ("/api/costly/", 3)]
     config.write_text(
         "\n".join(
             f'[[routes]]\nprefix = "{prefix}"\nupstream = "{upstream}"\ncost = {cost}\n'
-            for prefix, cost in routes
+            + (
+                f'pricing = "tokens"\nmax_credits = {METERED[prefix]}\n'
+                if prefix in METERED
+                else ""
+            )
+            for prefix, cost in COST.items()
         )
     )
     return config
 
 
-async def open_accounts(dep: Deployment, url: str, rng: random.Random) -> list[Account]:
-    accounts = []
+def limits(index: int, tier: str, duration: float) -> dict[str, Any] | None:
+    """The limits of the ``index``-th account's second key, by turns (None: no second key):
+    a credit limit below the tier's credits (alone, with a rate, with routes), a rate alone,
+    routes alone, an expiry within the run."""
+    below = {"free": 2, "pro": 12, "enterprise": 40}[tier]
+    turns: list[dict[str, Any] | None] = [
+        {"creditLimit": below},
+        {"requestsPerMinute": 12},
+        {"routes": ["/api/review", "/api/llm"]},
+        {"creditLimit": below, "routes": ["/api/llm"]},
+        {"creditLimit": below, "requestsPerMinute": 30},
+        {"expiresAt": duration * 0.4},
+        None,
+    ]
+    return turns[index % len(turns)]
+
+
+async def make_key(
+    session: aiohttp.ClientSession, url: str, account: Account, rules: dict[str, Any]
+) -> Key:
+    """A second key for ``account`` with ``rules`` (``expiresAt``: seconds from now)."""
+    body = {"name": "proof limited"} | rules
+    expires = None
+    if "expiresAt" in rules:
+        expires = time.monotonic() + rules["expiresAt"]
+        at = datetime.now(UTC) + timedelta(seconds=rules["expiresAt"])
+        body["expiresAt"] = at.isoformat()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with session.post(
+        f"{url}/admin/accounts/{account.account_id}/keys", json=body, headers=headers
+    ) as r:
+        answer = await r.json()
+        assert r.status == 201, answer
+    routes = rules.get("routes")
+    return Key(
+        answer["keyId"],
+        answer["apiKey"],
+        rules.get("creditLimit"),
+        rules.get("requestsPerMinute"),
+        tuple(routes) if routes else None,
+        expires,
+    )
+
+
+async def open_accounts(
+    dep: Deployment, url: str, rng: random.Random, duration: float
+) -> list[Account]:
+    accounts: list[Account] = []
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with aiohttp.ClientSession() as session:
         for tier, count in TIERS.items():
@@ -296,7 +347,11 @@ async def open_accounts(dep: Deployment, url: str, rng: random.Random) -> list[A
                 async with session.post(f"{url}/admin/accounts", json=body, headers=headers) as r:
                     answer = await r.json()
                     assert r.status == 201, answer
-                accounts.append(Account(answer["account"]["id"], answer["apiKey"], tier))
+                account = Account(answer["account"]["id"], answer["apiKey"], tier, answer["keyId"])
+                rules = limits(len(accounts), tier, duration)
+                if rules is not None:
+                    account.limited.append(await make_key(session, url, account, rules))
+                accounts.append(account)
     rng.shuffle(accounts)
     return accounts
 
@@ -333,7 +388,7 @@ async def judge(dep: Deployment, settings: Settings, load: Load, backend: Backen
             for row in connection.execute(
                 text(
                     "SELECT account_id, kind, plan_delta, bonus_delta, held_plan, held_bonus, "
-                    "request_id, reason "
+                    "request_id, reason, tokens, key_id, route, occurred_at "
                     "FROM ledger_entries"
                 )
             )
@@ -349,8 +404,16 @@ async def judge(dep: Deployment, settings: Settings, load: Load, backend: Backen
     differences += [f"absent in Redis: {a}" for a in report.absent_in_redis]
     if report.unsynced_events:
         differences.append(f"{report.unsynced_events} outbox events never synced")
+    keys_made = [key for account in load.accounts for key in account.limited]
     return reconcile(
-        load.calls, backend.records(), ledger, load.admin_ops, dep.kills, differences, balances
+        load.calls,
+        backend.records(),
+        ledger,
+        load.admin_ops,
+        dep.kills,
+        differences,
+        balances,
+        keys_made,
     )
 
 
@@ -367,6 +430,17 @@ def print_verdict(verdict: Verdict, args: argparse.Namespace, elapsed: float) ->
         ("ledger: refunds", f["refunds"]),
         ("ledger: reaped (refunded by the reaper)", f["reaped"]),
         ("ledger: grants / tier changes", f"{f['grants']} / {f['tier changes']}"),
+        ("metered: requests / charges", f"{f['metered requests']} / {f['metered charges']}"),
+        (
+            "metered: tokens reported / paid for",
+            f"{f['tokens reported']} / {f['tokens paid']}",
+        ),
+        ("metered: credits held / charged", f"{f['metered held']} / {f['metered charged']}"),
+        (
+            "limited keys: requests / charged credits",
+            f"{f['key requests']} / {f['key credits']}",
+        ),
+        *((f"  key refusal {name}", count) for name, count in f["key refusals"].items()),
         ("overspend (credits)", sum(p.credits for p in verdict.overspend)),
         (
             "unaccounted (credits / cases)",
@@ -441,7 +515,7 @@ async def run(args: argparse.Namespace) -> Verdict:
         for index in range(3):
             await dep.wait_replica(index)
         urls = [f"http://127.0.0.1:{port}" for port in dep.ports]
-        accounts = await open_accounts(dep, urls[0], rng)
+        accounts = await open_accounts(dep, urls[0], rng, args.duration)
         dep.note(
             f"deployment up in {workdir}: {len(accounts)} accounts; load for {args.duration:.0f} s"
         )

@@ -10,6 +10,7 @@ from bench.proving.load import AdminOp, Call
 from bench.proving.reconcile import Verdict, reconcile
 
 ACCOUNT = "acct-1"
+KEY = "key_plain"
 
 
 def row(kind: str, rid: str | None, delta: int = 0, reason: str | None = None) -> dict[str, Any]:
@@ -20,12 +21,15 @@ def row(kind: str, rid: str | None, delta: int = 0, reason: str | None = None) -
         "bonus_delta": 0,
         "request_id": rid,
         "reason": reason,
+        "key_id": KEY if rid else None,
+        "route": "/api/projects/" if rid else None,
     }
 
 
 def call(rid: str | None, status: int | None, charged: int | None, **extra: Any) -> Call:
     made = Call("json", ACCOUNT, 0, "/api/projects/", 10.0, 10.1, status, rid, charged)
     made.complete = status is not None
+    made.key_id = KEY
     for name, value in extra.items():
         setattr(made, name, value)
     return made
