@@ -482,12 +482,15 @@ def _keys(
         where = f"request {call.request_id} (key {call.key_id}, {call.route})"
         if call.error in KEY_REFUSALS:
             refusals[call.error] += 1
-            held = call.idem_key is None and call.request_id in trails
-            if key is None or call.request_id in served or held:
+            # (An Idempotency-Key's attempts share one request id, as for the 429s above.)
+            alone = call.idem_key is None
+            held = alone and call.request_id in trails
+            reached = alone and call.request_id in served
+            if key is None or reached or held:
                 verdict.unaccounted.append(
                     Problem(
                         f"refused {call.status} {call.error}, yet reached the backend "
-                        f"({call.request_id in served}) or held ({held}), or the key has no "
+                        f"({reached}) or held ({held}), or the key has no "
                         f"limits ({key is None})",
                         where,
                     )
