@@ -9,12 +9,19 @@ migrated with ``creditgate db upgrade`` and dropped by the run) reached through 
 forwarder the run can cut, 3 ``creditgate serve`` replicas, 2 ``creditgate sync`` workers
 (sync every 0.5 s; upstream timeout 3 s and reservation grace 2 s, so the reaper refunds a
 dead replica's holds within seconds), and a misbehaving backend (``bench/proving/backend.py``)
-that logs every request id it served.
+that logs every request id it served and the tokens it reported.
+
+Routes: three flat-priced ones and a metered one (``/api/llm/``: ``pricing = "tokens"``,
+``max_credits = 8``, cost 1), whose calls ask the backend for a random number of tokens (up to
+20,000, beyond what 8 credits pay for) and some name ``max_tokens`` in their body.
 
 Load (``bench/proving/load.py``): accounts of every tier, many concurrent clients, JSON and
 SSE, failures, slow and abandoned calls, broken streams, timeouts, Idempotency-Key retries,
 and an operator granting credits and changing tiers (each admin write retried with its
-Idempotency-Key until it has a definite answer). Faults, at fixed fractions of the run:
+Idempotency-Key until it has a definite answer). Six accounts in seven get a second key with
+limits of its own (``limits``: a creditLimit below the tier's credits, alone or with a rate or
+routes; a rate; routes; an expiry 40 % into the run), which their clients use for about half
+their calls. Faults, at fixed fractions of the run:
 SIGKILL a replica and start it again, SIGKILL a sync worker and restart it, SIGKILL Redis and
 restart it on its AOF, cut PostgreSQL (the forwarder) for a while, slow the backend down,
 SIGKILL another replica. Then the run settles: replicas stopped, the reaper's deadline passed,
@@ -36,6 +43,14 @@ The figures (``bench/proving/reconcile.py`` defines the rules request id by requ
   shows; a client told of a charge (a whole 2xx answer, ``X-Credits-Charged`` > 0) that the
   ledger lacks, or a charge the ledger has for a client told otherwise; a request that
   reached the backend without a hold; a 429 that reached the backend;
+- metered: the metered route's requests and charges, the tokens the backend reported and
+  those the charges paid for (at most 2000 per credit), the credits held and charged; each
+  charge must be ``ceil(tokens / 2000)`` within cost..held (unaccounted otherwise), and no
+  account may pay for more tokens than 2000 per credit it had (overspend otherwise);
+- limited keys: their requests and what their charges cost, and the key refusals by reason;
+  a key's charges beyond its creditLimit are overspend; a key refusal that reached the backend
+  or held, an answered call outside a key's routes other than 403 (or 503), a call served
+  after its key expired, a ledger row without the key and route the client sent: unaccounted;
 - differences: ``creditgate audit``'s (Redis vs the store's snapshot vs the ledger's sums,
   account by account), grants answered 2xx vs the ledger's grants per account, admin writes
   without a definite answer, ledger request ids no client call can explain.
