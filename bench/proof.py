@@ -99,6 +99,7 @@ from tests.support.forwarder import Forwarder
 from tests.support.gateways import free_port
 from tests.support.processes import CREDITGATE, creditgate_env
 
+KEY_REFUSALS_SHOWN = ("key_expired", "route_not_allowed", "key_credit_limit", "key_rate_limited")
 PG_SERVER = os.environ.get(
     "CREDITGATE_BENCH_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432"
 )
@@ -455,7 +456,10 @@ def print_verdict(verdict: Verdict, args: argparse.Namespace, elapsed: float) ->
             "limited keys: requests / charged credits",
             f"{f['key requests']} / {f['key credits']}",
         ),
-        *((f"  key refusal {name}", count) for name, count in f["key refusals"].items()),
+        (
+            "limited keys: refusals (401 / 403 / 429 credit / 429 rate)",
+            " / ".join(str(f["key refusals"][reason]) for reason in KEY_REFUSALS_SHOWN),
+        ),
         ("overspend (credits)", sum(p.credits for p in verdict.overspend)),
         (
             "unaccounted (credits / cases)",
