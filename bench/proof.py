@@ -451,7 +451,10 @@ def print_verdict(verdict: Verdict, args: argparse.Namespace, elapsed: float) ->
             "metered: tokens reported / paid for",
             f"{f['tokens reported']} / {f['tokens paid']}",
         ),
-        ("metered: credits held / charged", f"{f['metered held']} / {f['metered charged']}"),
+        (
+            "metered: credits held / charged (charges over due: downgraded)",
+            f"{f['metered held']} / {f['metered charged']} ({f['capped']})",
+        ),
         (
             "limited keys: requests / charged credits",
             f"{f['key requests']} / {f['key credits']}",
