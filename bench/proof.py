@@ -452,7 +452,7 @@ def print_verdict(verdict: Verdict, args: argparse.Namespace, elapsed: float) ->
             f"{f['tokens reported']} / {f['tokens paid']}",
         ),
         (
-            "metered: credits held / charged (charges over due: downgraded)",
+            "metered: credits held / charged (charges over due: plan reset)",
             f"{f['metered held']} / {f['metered charged']} ({f['capped']})",
         ),
         (

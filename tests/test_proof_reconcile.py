@@ -189,13 +189,18 @@ def test_a_metered_hold_beyond_the_bound_of_max_tokens_is_unaccounted() -> None:
     assert any("outside 1..1" in p.what for p in verdict.unaccounted)
 
 
-def test_more_than_due_only_after_the_plan_was_lowered() -> None:
-    """The settle cannot give plan credits back beyond the tier's after a downgrade."""
+def test_more_than_due_only_after_a_tier_change_set_the_plan() -> None:
+    """The settle gives plan credits back only up to the allowance an upgrade (or a downgrade,
+    an expiry, a reset) set while the call was out."""
     ledger = [metered_row("a", 4, 3, 100, occurred_at=2)]
     assert not judge([metered_call("a", 1)], reported("a", 100), ledger).clean
-    lowered = [dict(row("downgrade", None, -2), occurred_at=1)]
-    verdict = judge([metered_call("a", 1)], reported("a", 100), lowered + ledger)
-    assert not verdict.unaccounted, verdict
+    for kind, delta in (("upgrade", 100), ("downgrade", -2)):
+        refilled = [dict(row(kind, None, delta), occurred_at=1)]
+        verdict = judge([metered_call("a", 1)], reported("a", 100), refilled + ledger)
+        assert not verdict.unaccounted, verdict
+        assert verdict.figures["capped"] == 1
+    later = [dict(row("upgrade", None, 100), occurred_at=3)]
+    assert judge([metered_call("a", 1)], reported("a", 100), later + ledger).unaccounted
 
 
 def test_tokens_paid_beyond_the_credits_an_account_had_are_overspend() -> None:

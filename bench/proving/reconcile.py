@@ -28,8 +28,9 @@ Metered routes (``METERED``; ``pricing = "tokens"``), on top of that, for each c
   the gateway saw no usage for (a broken stream, a client gone mid-answer; its row says a
   hold's worth of tokens, ``held x 2000``) costs the whole hold, and is allowed only when the
   client's outcome is uncertain or the backend reported none. The one exception: more, up to
-  the hold, when the account's plan credits were lowered (a downgrade or expiry) before the
-  charge, as the plan cannot take back credits beyond its tier's (the settle script's cap);
+  the hold, when a tier change or reset set the account's plan credits (``PLAN_SETS``) before
+  the charge, as the plan takes unused credits back only up to its tier's allowance (the
+  engine's rule for every settle and refund);
 - per account, the tokens its charges paid for (at most 2000 per credit charged) never exceed
   2000 per credit it ever had.
 
@@ -57,8 +58,9 @@ KILL_WINDOW = 0.5
 
 REQUEST_KINDS = ("hold", "charge", "refund")
 KEY_REFUSALS = ("key_credit_limit", "key_rate_limited", "key_expired", "route_not_allowed")
-LOWERING = ("downgrade", "expire")
-"""Tier changes that may lower an account's plan credits."""
+PLAN_SETS = ("upgrade", "downgrade", "expire", "reset")
+"""Movements that set an account's plan credits (to its tier's allowance, or below it): a
+hold's unused plan credits then come back only up to the allowance (the engine's rule)."""
 
 
 @dataclass
@@ -346,7 +348,7 @@ def _metered(
     account paid for against the credits it had."""
     lowered: dict[str, list[Any]] = defaultdict(list)
     for row in ledger:
-        if row["kind"] in LOWERING and row["plan_delta"] < 0:
+        if row["kind"] in PLAN_SETS:
             lowered[row["account_id"]].append(row.get("occurred_at"))
     prefixes = {route.rstrip("/"): route for route in METERED}
     paid: dict[str, int] = defaultdict(int)
