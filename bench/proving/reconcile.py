@@ -407,7 +407,8 @@ def _metered(
             verdict.unaccounted.append(
                 Problem(
                     f"metered: cost {trail.lost} for {trail.tokens} tokens held {trail.held}, "
-                    f"due {due}; {describe(trail, attempts, served.get(rid))}",
+                    f"due {due} (charged at {trail.charged_at}, the plan set at "
+                    f"{lowered[trail.account]}); {describe(trail, attempts, served.get(rid))}",
                     where,
                     abs(trail.lost - due),
                 )
