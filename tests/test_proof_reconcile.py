@@ -280,3 +280,17 @@ def test_a_key_refusal_of_a_retry_may_share_its_id_with_a_served_attempt() -> No
     ledger[1]["key_id"] = LIMITED.key_id
     verdict = reconcile([first, retry], ok("idem-a"), ledger, [], [], [], {}, [LIMITED])
     assert verdict.clean, verdict
+
+
+def test_a_keys_spend_counts_what_a_charge_over_due_after_a_refill_was_due() -> None:
+    """Its own count gives back what was not charged, whatever the plan could take back."""
+    refill = dict(row("upgrade", None, 100), occurred_at=1)
+    capped = metered_row("a", 4, 4, 100, occurred_at=2, key_id=LIMITED.key_id)
+    flat = row("charge", "b", -1) | {"held_plan": 1, "key_id": LIMITED.key_id}
+    calls = [keyed("a", 200, route=LLM), keyed("b", 200)]
+    served = reported("a", 100) | ok("b")
+    ledger = [row("open", None, 5), refill, capped, flat]
+    anywhere = Key(LIMITED.key_id, "secret", credit_limit=2)
+    verdict = reconcile(calls, served, ledger, [], [], [], {}, [anywhere])
+    assert verdict.clean, verdict
+    assert verdict.figures["key credits"] == 2

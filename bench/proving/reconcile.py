@@ -36,7 +36,8 @@ Metered routes (``METERED``; ``pricing = "tokens"``), on top of that, for each c
 
 Keys: every request's ledger rows name exactly one key and one route, the key and route the
 client sent; per key with a ``creditLimit``, what its charges cost never exceeds it (the
-run stays within one monthly period); a call refused for its key (``KEY_REFUSALS``) never
+run stays within one monthly period; a charge over due after a refill counts what was due, as
+the key's own count does); a call refused for its key (``KEY_REFUSALS``) never
 reached the backend and holds nothing; every answered call outside a key's ``routes`` is 403
 ``route_not_allowed`` (or 503: Redis down before anything was checked), and no call inside is;
 no call started a second after its key's expiry was served.
@@ -106,6 +107,9 @@ class RequestTrail:
     """When the charge happened (the ledger's ``occurred_at``)."""
     key_ids: set[str] = field(default_factory=set)
     routes: set[str] = field(default_factory=set)
+    due: int | None = None
+    """What a metered charge was due when the account lost more (a refilled plan could not
+    take all of the rest back): what its key's spend counts."""
 
     @property
     def lost(self) -> int:
@@ -403,6 +407,8 @@ def _metered(
             for at in lowered[trail.account]
         )
         figures["capped"] += capped
+        if capped:
+            trail.due = due * trail.charges
         if trail.lost != due * trail.charges and not capped:
             verdict.unaccounted.append(
                 Problem(
@@ -469,7 +475,7 @@ def _keys(
                     )
                 )
         for key_id in trail.key_ids:
-            spent[key_id] += trail.lost
+            spent[key_id] += trail.lost if trail.due is None else trail.due
     for key_id, made in sorted(limited.items()):
         if made.credit_limit is not None and spent[key_id] > made.credit_limit:
             verdict.overspend.append(
