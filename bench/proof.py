@@ -9,12 +9,19 @@ migrated with ``creditgate db upgrade`` and dropped by the run) reached through 
 forwarder the run can cut, 3 ``creditgate serve`` replicas, 2 ``creditgate sync`` workers
 (sync every 0.5 s; upstream timeout 3 s and reservation grace 2 s, so the reaper refunds a
 dead replica's holds within seconds), and a misbehaving backend (``bench/proving/backend.py``)
-that logs every request id it served.
+that logs every request id it served and the tokens it reported.
+
+Routes: three flat-priced ones and a metered one (``/api/llm/``: ``pricing = "tokens"``,
+``max_credits = 8``, cost 1), whose calls ask the backend for a random number of tokens (up to
+20,000, beyond what 8 credits pay for) and some name ``max_tokens`` in their body.
 
 Load (``bench/proving/load.py``): accounts of every tier, many concurrent clients, JSON and
 SSE, failures, slow and abandoned calls, broken streams, timeouts, Idempotency-Key retries,
 and an operator granting credits and changing tiers (each admin write retried with its
-Idempotency-Key until it has a definite answer). Faults, at fixed fractions of the run:
+Idempotency-Key until it has a definite answer). Six accounts in seven get a second key with
+limits of its own (``limits``: a creditLimit below the tier's credits, alone or with a rate or
+routes; a rate; routes; an expiry 40 % into the run), which their clients use for about half
+their calls. Faults, at fixed fractions of the run:
 SIGKILL a replica and start it again, SIGKILL a sync worker and restart it, SIGKILL Redis and
 restart it on its AOF, cut PostgreSQL (the forwarder) for a while, slow the backend down,
 SIGKILL another replica. Then the run settles: replicas stopped, the reaper's deadline passed,
@@ -36,6 +43,14 @@ The figures (``bench/proving/reconcile.py`` defines the rules request id by requ
   shows; a client told of a charge (a whole 2xx answer, ``X-Credits-Charged`` > 0) that the
   ledger lacks, or a charge the ledger has for a client told otherwise; a request that
   reached the backend without a hold; a 429 that reached the backend;
+- metered: the metered route's requests and charges, the tokens the backend reported and
+  those the charges paid for (at most 2000 per credit), the credits held and charged; each
+  charge must be ``ceil(tokens / 2000)`` within cost..held (unaccounted otherwise), and no
+  account may pay for more tokens than 2000 per credit it had (overspend otherwise);
+- limited keys: their requests and what their charges cost, and the key refusals by reason;
+  a key's charges beyond its creditLimit are overspend; a key refusal that reached the backend
+  or held, an answered call outside a key's routes other than 403 (or 503), a call served
+  after its key expired, a ledger row without the key and route the client sent: unaccounted;
 - differences: ``creditgate audit``'s (Redis vs the store's snapshot vs the ledger's sums,
   account by account), grants answered 2xx vs the ledger's grants per account, admin writes
   without a definite answer, ledger request ids no client call can explain.
@@ -61,6 +76,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +88,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import create_engine, text
 
 from bench.proving.backend import Backend
-from bench.proving.load import Account, Load
+from bench.proving.load import COST, METERED, Account, Key, Load
 from bench.proving.reconcile import Verdict, reconcile
 from gateway.credits import keys
 from gateway.services import open_services
@@ -83,6 +99,7 @@ from tests.support.forwarder import Forwarder
 from tests.support.gateways import free_port
 from tests.support.processes import CREDITGATE, creditgate_env
 
+KEY_REFUSALS_SHOWN = ("key_expired", "route_not_allowed", "key_credit_limit", "key_rate_limited")
 PG_SERVER = os.environ.get(
     "CREDITGATE_BENCH_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432"
 )
@@ -276,18 +293,68 @@ def drop_database(name: str) -> None:
 
 def write_config(workdir: Path, upstream: str) -> Path:
     config = workdir / "creditgate.toml"
-    routes = [("/api/projects/", 1), ("/api/review/", 1), ("/api/costly/", 3)]
     config.write_text(
         "\n".join(
             f'[[routes]]\nprefix = "{prefix}"\nupstream = "{upstream}"\ncost = {cost}\n'
-            for prefix, cost in routes
+            + (
+                f'pricing = "tokens"\nmax_credits = {METERED[prefix]}\n'
+                if prefix in METERED
+                else ""
+            )
+            for prefix, cost in COST.items()
         )
     )
     return config
 
 
-async def open_accounts(dep: Deployment, url: str, rng: random.Random) -> list[Account]:
-    accounts = []
+def limits(index: int, tier: str, duration: float) -> dict[str, Any] | None:
+    """The limits of the ``index``-th account's second key, by turns (None: no second key):
+    a credit limit below the tier's credits (alone, with a rate, with routes), a rate alone,
+    routes alone, an expiry within the run."""
+    below = {"free": 2, "pro": 12, "enterprise": 40}[tier]
+    turns: list[dict[str, Any] | None] = [
+        {"creditLimit": below},
+        {"requestsPerMinute": 12},
+        {"routes": ["/api/review", "/api/llm"]},
+        {"creditLimit": below, "routes": ["/api/llm"]},
+        {"creditLimit": below, "requestsPerMinute": 30},
+        {"expiresAt": duration * 0.4},
+        None,
+    ]
+    return turns[index % len(turns)]
+
+
+async def make_key(
+    session: aiohttp.ClientSession, url: str, account: Account, rules: dict[str, Any]
+) -> Key:
+    """A second key for ``account`` with ``rules`` (``expiresAt``: seconds from now)."""
+    body = {"name": "proof limited"} | rules
+    expires = None
+    if "expiresAt" in rules:
+        expires = time.monotonic() + rules["expiresAt"]
+        at = datetime.now(UTC) + timedelta(seconds=rules["expiresAt"])
+        body["expiresAt"] = at.isoformat()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with session.post(
+        f"{url}/admin/accounts/{account.account_id}/keys", json=body, headers=headers
+    ) as r:
+        answer = await r.json()
+        assert r.status == 201, answer
+    routes = rules.get("routes")
+    return Key(
+        answer["keyId"],
+        answer["apiKey"],
+        rules.get("creditLimit"),
+        rules.get("requestsPerMinute"),
+        tuple(routes) if routes else None,
+        expires,
+    )
+
+
+async def open_accounts(
+    dep: Deployment, url: str, rng: random.Random, duration: float
+) -> list[Account]:
+    accounts: list[Account] = []
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with aiohttp.ClientSession() as session:
         for tier, count in TIERS.items():
@@ -296,7 +363,11 @@ async def open_accounts(dep: Deployment, url: str, rng: random.Random) -> list[A
                 async with session.post(f"{url}/admin/accounts", json=body, headers=headers) as r:
                     answer = await r.json()
                     assert r.status == 201, answer
-                accounts.append(Account(answer["account"]["id"], answer["apiKey"], tier))
+                account = Account(answer["account"]["id"], answer["apiKey"], tier, answer["keyId"])
+                rules = limits(len(accounts), tier, duration)
+                if rules is not None:
+                    account.limited.append(await make_key(session, url, account, rules))
+                accounts.append(account)
     rng.shuffle(accounts)
     return accounts
 
@@ -333,7 +404,7 @@ async def judge(dep: Deployment, settings: Settings, load: Load, backend: Backen
             for row in connection.execute(
                 text(
                     "SELECT account_id, kind, plan_delta, bonus_delta, held_plan, held_bonus, "
-                    "request_id, reason "
+                    "request_id, reason, tokens, key_id, route, occurred_at "
                     "FROM ledger_entries"
                 )
             )
@@ -349,8 +420,16 @@ async def judge(dep: Deployment, settings: Settings, load: Load, backend: Backen
     differences += [f"absent in Redis: {a}" for a in report.absent_in_redis]
     if report.unsynced_events:
         differences.append(f"{report.unsynced_events} outbox events never synced")
+    keys_made = [key for account in load.accounts for key in account.limited]
     return reconcile(
-        load.calls, backend.records(), ledger, load.admin_ops, dep.kills, differences, balances
+        load.calls,
+        backend.records(),
+        ledger,
+        load.admin_ops,
+        dep.kills,
+        differences,
+        balances,
+        keys_made,
     )
 
 
@@ -367,6 +446,23 @@ def print_verdict(verdict: Verdict, args: argparse.Namespace, elapsed: float) ->
         ("ledger: refunds", f["refunds"]),
         ("ledger: reaped (refunded by the reaper)", f["reaped"]),
         ("ledger: grants / tier changes", f"{f['grants']} / {f['tier changes']}"),
+        ("metered: requests / charges", f"{f['metered requests']} / {f['metered charges']}"),
+        (
+            "metered: tokens reported / paid for",
+            f"{f['tokens reported']} / {f['tokens paid']}",
+        ),
+        (
+            "metered: credits held / charged (charges over due: plan reset)",
+            f"{f['metered held']} / {f['metered charged']} ({f['capped']})",
+        ),
+        (
+            "limited keys: requests / charged credits",
+            f"{f['key requests']} / {f['key credits']}",
+        ),
+        (
+            "limited keys: refusals (401 / 403 / 429 credit / 429 rate)",
+            " / ".join(str(f["key refusals"][reason]) for reason in KEY_REFUSALS_SHOWN),
+        ),
         ("overspend (credits)", sum(p.credits for p in verdict.overspend)),
         (
             "unaccounted (credits / cases)",
@@ -441,7 +537,7 @@ async def run(args: argparse.Namespace) -> Verdict:
         for index in range(3):
             await dep.wait_replica(index)
         urls = [f"http://127.0.0.1:{port}" for port in dep.ports]
-        accounts = await open_accounts(dep, urls[0], rng)
+        accounts = await open_accounts(dep, urls[0], rng, args.duration)
         dep.note(
             f"deployment up in {workdir}: {len(accounts)} accounts; load for {args.duration:.0f} s"
         )

@@ -3,8 +3,10 @@ log of every request it served, by the gateway's request id.
 
 It answers by the path's last segment (under any route prefix):
 
-- ``json``: a JSON object with ``usage.total_tokens``; ``?delay=`` seconds first;
-- ``sse``: ``?events=`` events ``?gap=`` seconds apart, then a usage event and ``[DONE]``;
+- ``json``: a JSON object with ``usage.total_tokens`` (``?tokens=``, default 1500);
+  ``?delay=`` seconds first;
+- ``sse``: ``?events=`` events ``?gap=`` seconds apart, then a usage event (``?tokens=``,
+  default 2500) and ``[DONE]``;
 - ``fail``: ``?code=`` (a JSON error with that status);
 - ``break``: a 2xx SSE stream whose connection is cut after the first event;
 - ``hang``: waits far past the gateway's upstream timeout.
@@ -12,7 +14,9 @@ It answers by the path's last segment (under any route prefix):
 ``slow`` (set by the fault injector) adds that many seconds before every answer.
 
 The log (``Served``) is the backend's own truth: the status it began to answer with, and
-whether it finished writing the answer (``done``); a request the gateway gave up on (its
+whether it finished writing the answer (``done``), the tokens it reported (``tokens``: None
+until the answer carrying them was written, so a broken or abandoned stream reports none); a
+request the gateway gave up on (its
 client left, its replica was killed, its timeout passed) is logged with ``done`` False.
 """
 
@@ -38,6 +42,8 @@ class Served:
     done: bool = False
     """The answer was written to its last byte (a ``break`` is never done)."""
     at: float = 0.0
+    tokens: int | None = None
+    """The ``usage.total_tokens`` it sent (None: no usage went out)."""
 
 
 class Backend:
@@ -120,7 +126,8 @@ class Backend:
             return await self._stream(request, served, what == "break")
         await asyncio.sleep(float(query.get("delay", "0")))
         served.status = 200
-        body = {"answer": "ok", "usage": {"total_tokens": 1500}}
+        served.tokens = int(query.get("tokens", "1500"))
+        body = {"answer": "ok", "usage": {"total_tokens": served.tokens}}
         return await self._finish(request, web.json_response(body), served)
 
     async def _finish(
@@ -144,7 +151,10 @@ class Backend:
         for i in range(int(request.query.get("events", "3"))):
             await asyncio.sleep(float(request.query.get("gap", "0.05")))
             await response.write(f'data: {{"delta": "{i}"}}\n\n'.encode())
-        await response.write(b'data: {"usage": {"total_tokens": 2500}}\n\ndata: [DONE]\n\n')
+        tokens = int(request.query.get("tokens", "2500"))
+        await response.write(f'data: {{"usage": {{"total_tokens": {tokens}}}}}\n\n'.encode())
+        served.tokens = tokens
+        await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         served.done = True
         return response

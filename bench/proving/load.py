@@ -7,6 +7,12 @@ slow answers, calls the client abandons (it closes the connection after a random
 or during the answer), streams the backend breaks, calls the backend never answers (the
 gateway's timeout), ``Idempotency-Key`` retries (the same key sent two or three times, some
 at once), and usage reads. Each goes to a random replica.
+
+``/api/llm/`` is metered (``pricing = "tokens"``): its calls ask the backend to report a random
+number of tokens (``?tokens=``, some beyond what ``METERED`` credits pay for) and some name
+``max_tokens`` in their body. An account may have a second key with limits of its own
+(``Key``): a client uses it for about half of that account's calls, on any route, so the
+key's refusals (and 403s outside its ``routes``) come with the load.
 """
 
 from __future__ import annotations
@@ -19,8 +25,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-ROUTES = ("/api/projects/", "/api/review/", "/api/costly/")
-COST = {"/api/projects/": 1, "/api/review/": 1, "/api/costly/": 3}
+ROUTES = ("/api/projects/", "/api/review/", "/api/costly/", "/api/llm/")
+COST = {"/api/projects/": 1, "/api/review/": 1, "/api/costly/": 3, "/api/llm/": 1}
+METERED = {"/api/llm/": 8}
+"""The metered routes and their ``max_credits``."""
+TOKENS_PER_CREDIT = 2000
+
+Sent = tuple[str, str, str, str, bytes, int | None]
+"""What a call sends: method, path and query, key id, key secret, body, its ``max_tokens``."""
 
 MIX = {
     "json": 36,
@@ -36,10 +48,30 @@ MIX = {
 
 
 @dataclass
+class Key:
+    """An API key as the load made it, with the limits it was given (None: no limit)."""
+
+    key_id: str
+    api_key: str
+    credit_limit: int | None = None
+    requests_per_minute: int | None = None
+    routes: tuple[str, ...] | None = None
+    expires: float | None = None
+    """When it expires, on the monotonic clock of ``Call.started``."""
+
+    def allows(self, route: str) -> bool:
+        allowed = self.routes
+        return allowed is None or any(route.startswith(r.rstrip("/") + "/") for r in allowed)
+
+
+@dataclass
 class Account:
     account_id: str
     api_key: str
     tier: str
+    key_id: str = ""
+    limited: list[Key] = field(default_factory=list)
+    """Its keys with limits of their own, beside ``api_key`` (which has none)."""
 
 
 @dataclass
@@ -65,6 +97,10 @@ class Call:
     replayed: bool = False
     idem_key: str | None = None
     failure: str | None = None
+    key_id: str = ""
+    """The API key the call was sent with."""
+    max_tokens: int | None = None
+    """The ``max_tokens`` its body named."""
 
 
 @dataclass
@@ -94,6 +130,23 @@ class Load:
         account = self.rng.choice(self.accounts)
         return replica, account, route or self.rng.choice(ROUTES)
 
+    def _key(self, account: Account) -> tuple[str, str]:
+        """(key id, secret) to send: a limited key for about half the calls of its account."""
+        if account.limited and self.rng.random() < 0.5:
+            key = self.rng.choice(account.limited)
+            return key.key_id, key.api_key
+        return account.key_id, account.api_key
+
+    def _sent(self, kind: str, account: Account, route: str) -> Sent:
+        return (*self._target(kind, route), *self._key(account), *self._body(route))
+
+    def _body(self, route: str) -> tuple[bytes, int | None]:
+        """The request body, and the ``max_tokens`` it names (some metered calls)."""
+        if route in METERED and self.rng.random() < 0.4:
+            limit = self.rng.randint(1, 20_000)
+            return f'{{"prompt": "x", "max_tokens": {limit}}}'.encode(), limit
+        return b'{"prompt": "x"}', None
+
     async def client(self, session: aiohttp.ClientSession) -> None:
         kinds, weights = zip(*MIX.items(), strict=True)
         while not self.stopping:
@@ -107,7 +160,15 @@ class Load:
                 await self._proxied(session, kind, replica, account, route)
 
     def _target(self, kind: str, route: str) -> tuple[str, str]:
-        """(method, path and query) of a call of ``kind``."""
+        """(method, path and query) of a call of ``kind``; a metered one also asks for the
+        tokens the backend reports."""
+        method, target = self._path(kind, route)
+        if route in METERED:
+            tokens = self.rng.randint(1, 20_000)
+            target += f"{'&' if '?' in target else '?'}tokens={tokens}"
+        return method, target
+
+    def _path(self, kind: str, route: str) -> tuple[str, str]:
         if kind == "json":
             return "POST", f"{route}json"
         if kind == "sse":
@@ -130,15 +191,18 @@ class Load:
         account: Account,
         route: str,
         idem_key: str | None = None,
+        sent: Sent | None = None,
     ) -> Call:
-        method, target = self._target(kind, route)
+        """``sent``: what an Idempotency-Key's attempts all send (else made here)."""
+        method, target, key_id, secret, body, limit = sent or self._sent(kind, account, route)
         call = Call(kind, account.account_id, replica, route, time.monotonic(), idem_key=idem_key)
+        call.key_id, call.max_tokens = key_id, limit
         self.calls.append(call)
-        headers = {"Authorization": f"Bearer {account.api_key}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         if idem_key is not None:
             headers["Idempotency-Key"] = idem_key
         url = self.replicas[replica] + target
-        attempt = self._send(session, method, url, headers, call)
+        attempt = self._send(session, method, url, headers, body, call)
         try:
             if kind == "abandon":
                 await asyncio.wait_for(attempt, self.rng.uniform(0.05, 1.2))
@@ -158,9 +222,10 @@ class Load:
         method: str,
         url: str,
         headers: dict[str, str],
+        body: bytes,
         call: Call,
     ) -> None:
-        async with session.request(method, url, headers=headers, data=b'{"prompt": "x"}') as r:
+        async with session.request(method, url, headers=headers, data=body) as r:
             call.status = r.status
             call.request_id = r.headers.get("X-Request-Id")
             charged = r.headers.get("X-Credits-Charged")
@@ -183,18 +248,25 @@ class Load:
         key = f"proof-{uuid.uuid4().hex}"
         kind = self.rng.choice(["json", "json", "fail", "slow"])
         attempts = self.rng.randint(2, 3)
+        sent = self._sent(kind, account, route)
         if self.rng.random() < 0.4:
             await asyncio.gather(
                 *(
                     self._proxied(
-                        session, kind, self.rng.randrange(len(self.replicas)), account, route, key
+                        session,
+                        kind,
+                        self.rng.randrange(len(self.replicas)),
+                        account,
+                        route,
+                        key,
+                        sent,
                     )
                     for _ in range(attempts)
                 )
             )
             return
         for _ in range(attempts):
-            await self._proxied(session, kind, replica, account, route, key)
+            await self._proxied(session, kind, replica, account, route, key, sent)
             replica = self.rng.randrange(len(self.replicas))
 
     async def _usage(self, session: aiohttp.ClientSession, replica: int, account: Account) -> None:
