@@ -174,9 +174,7 @@ async def list_accounts(
     return list(
         await in_store(
             services.db,
-            lambda s: repository.list_accounts(
-                s, limit=limit, after=after, containing=containing
-            ),
+            lambda s: repository.list_accounts(s, limit=limit, after=after, containing=containing),
         )
     )
 

@@ -408,7 +408,7 @@ def _announce(
         "A failing backend is refunded: add -H 'X-Demo-Fail: 500' to a call.",
         "A key of your own with limits (2 credits a month, review only; its secret shown once):",
         f"  curl -s {gateway}/api/user/keys -H {auth} -H 'Content-Type: application/json' "
-        "-d '{\"name\": \"ci\", \"creditLimit\": 2, \"routes\": [\"/api/review\"]}'",
+        '-d \'{"name": "ci", "creditLimit": 2, "routes": ["/api/review"]}\'',
         "",
         "OpenAI-compatible chat completion (/v1/: charged by its tokens, 1 credit per 2000, "
         "errors in OpenAI's shape):",
