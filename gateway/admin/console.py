@@ -32,7 +32,7 @@ from gateway.ui import keyforms, pages
 from gateway.ui.keyforms import KeyForm
 from gateway.ui.overview import Rate, overview
 from gateway.ui.sessions import Session, sessions_of
-from gateway.ui.views import account_page, chart_query
+from gateway.ui.views import account_page, chart_query, open_edit
 
 COOKIE = "cg_console"
 PATH = "/admin/ui"
@@ -187,13 +187,7 @@ async def account(
             hint="",
         )
     context.update(more)
-    if edit is not None:
-        key_id, sent = edit
-        if key_id in context["edit_forms"]:
-            context["edit_forms"][key_id] = sent
-            context["edit_key_id"] = key_id
-        else:
-            error = context.pop("edit_error", None)
+    error = open_edit(context, edit) or error
     return pages.render(
         "console_account.html",
         title=f"Account {account_id}",

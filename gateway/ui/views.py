@@ -82,3 +82,18 @@ def key_forms(services: Services, keys: list[ApiKeyRecord]) -> dict[str, Any]:
         "create_form": KeyForm(),
         "edit_forms": {k.key_id: key_form(k, routes) for k in keys if not k.revoked},
     }
+
+
+def open_edit(context: dict[str, Any], edit: tuple[str, KeyForm] | None) -> str | None:
+    """Show a key's edit form open with the values sent (``edit``: the key and its form, next
+    to the context's ``edit_error``); when the key has no form (unknown, revoked), the
+    ``edit_error`` is the page's error instead: returned, taken out of the context."""
+    if edit is None:
+        return None
+    key_id, sent = edit
+    if key_id not in context["edit_forms"]:
+        error: str | None = context.pop("edit_error", None)
+        return error
+    context["edit_forms"][key_id] = sent
+    context["edit_key_id"] = key_id
+    return None

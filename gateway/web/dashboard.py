@@ -28,7 +28,7 @@ from gateway.errors import CreditgateError, Unauthorized
 from gateway.services import Services
 from gateway.ui import keyforms, pages
 from gateway.ui.sessions import Session, SignIns, first_use, form_nonce, sessions_of
-from gateway.ui.views import account_page
+from gateway.ui.views import account_page, open_edit
 from store.records import ApiKeyRecord
 
 COOKIE = "cg_dashboard"
@@ -98,13 +98,9 @@ async def dashboard(
         return response
     context = await account_page(_services(request), session.account_id)
     context.update(more)
-    if edit is not None:
-        key_id, sent = edit
-        if key_id in context["edit_forms"]:
-            context["edit_forms"][key_id] = sent
-            context["edit_key_id"] = key_id
-        else:
-            context["error"] = context.pop("edit_error", None)
+    refused = open_edit(context, edit)
+    if refused is not None:
+        context["error"] = refused
     return pages.render(
         "dashboard.html",
         title="Dashboard",
