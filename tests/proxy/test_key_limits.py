@@ -30,6 +30,7 @@ from store import repository
 from store.database import session, upgrade
 from sync.worker import SyncWorker
 from tests.support.gateways import wait_settled
+from tests.support.recording import gateway_client
 from tests.support.stubs import serving
 
 
@@ -66,11 +67,8 @@ def settings(tmp_path: Path, redis_url: str, stub: tuple[str, list[str]]) -> Set
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, services=services)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
+    async with gateway_client(create_app(settings, services=services)) as http:
+        yield http
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from gateway.services import Services
 from gateway.settings import Route, Settings
 from store.database import upgrade
 from tests.support.gateways import wait_settled
+from tests.support.recording import gateway_client
 from tests.support.stubs import serving
 
 
@@ -58,11 +59,8 @@ def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, services=services)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
+    async with gateway_client(create_app(settings, services=services)) as http:
+        yield http
 
 
 async def left(services: Services, account: str) -> int:

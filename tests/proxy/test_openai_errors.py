@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
@@ -18,6 +17,7 @@ from gateway.errors import error_body, openai_error_body
 from gateway.services import Services
 from gateway.settings import Route, Settings, Tier
 from store.database import upgrade
+from tests.support.recording import gateway_client
 
 
 @pytest.fixture
@@ -44,11 +44,8 @@ def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app: Starlette = create_app(settings, services=services)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
+    async with gateway_client(create_app(settings, services=services)) as http:
+        yield http
 
 
 def openai_error(response: httpx.Response) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from starlette.applications import Starlette
 
 from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.app import create_app
@@ -24,6 +23,7 @@ from store.records import Movement
 from store.repository import apply_movements
 from store.timefmt import to_ms
 from tests.support.admin import ADMIN_TOKEN
+from tests.support.recording import gateway_client
 from tests.support.samples import make_movement
 
 DAY = datetime(2026, 11, 29, tzinfo=UTC)
@@ -44,11 +44,8 @@ async def services(real_redis: aioredis.Redis, settings: Settings) -> AsyncItera
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app: Starlette = create_app(settings, services=services)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
+    async with gateway_client(create_app(settings, services=services)) as http:
+        yield http
 
 
 def move(acct: str, v: int, when: datetime, **fields: object) -> Movement:

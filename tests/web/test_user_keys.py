@@ -13,7 +13,6 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import schemathesis
-from starlette.applications import Starlette
 
 from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.operations import CreatedAccount, create_account
@@ -27,6 +26,7 @@ from store import repository
 from store.database import session
 from tests.support.admin import assert_error
 from tests.support.documented import CHECKS, operation_of
+from tests.support.recording import gateway_client
 
 JSON = dict[str, Any]
 LATER = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
@@ -46,11 +46,8 @@ async def services(real_redis: aioredis.Redis, settings: Settings) -> AsyncItera
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app: Starlette = create_app(settings, services=services)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
+    async with gateway_client(create_app(settings, services=services)) as http:
+        yield http
 
 
 @pytest.fixture
