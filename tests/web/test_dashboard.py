@@ -24,7 +24,7 @@ from gateway.accounts.operations import (
 from gateway.app import create_app
 from gateway.credits import keys
 from gateway.credits.scopes import KeyRules
-from gateway.services import Services, open_services
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.ui.sessions import SignIns, digest
 from sync.worker import SyncWorker
@@ -41,13 +41,6 @@ def settings(redis_url: str, store_url: str) -> Settings:
     return Settings(
         redis_url=redis_url, database_url=store_url, admin_token=ADMIN_TOKEN, ui_session_ttl=120
     )
-
-
-@pytest.fixture
-async def services(real_redis: aioredis.Redis, settings: Settings) -> AsyncIterator[Services]:
-    built = open_services(settings)
-    yield built
-    await built.close()
 
 
 @pytest.fixture

@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.accounts.operations import CreatedAccount, create_account
-from gateway.app import create_app
 from gateway.cli import main
-from gateway.services import Services, open_services
+from gateway.services import Services
 from gateway.settings import Settings
 from store.database import session
 from store.records import Movement
 from store.repository import apply_movements
 from store.timefmt import to_ms
 from tests.support.admin import ADMIN_TOKEN
-from tests.support.recording import gateway_client
 from tests.support.samples import make_movement
 
 DAY = datetime(2026, 11, 29, tzinfo=UTC)
@@ -33,19 +29,6 @@ RANGE = {"from": "2026-11-29", "to": "2026-12-01"}
 @pytest.fixture
 def settings(redis_url: str, store_url: str) -> Settings:
     return Settings(redis_url=redis_url, database_url=store_url, admin_token=ADMIN_TOKEN)
-
-
-@pytest.fixture
-async def services(real_redis: aioredis.Redis, settings: Settings) -> AsyncIterator[Services]:
-    built = open_services(settings)
-    yield built
-    await built.close()
-
-
-@pytest.fixture
-async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(create_app(settings, services=services)) as http:
-        yield http
 
 
 def move(acct: str, v: int, when: datetime, **fields: object) -> Movement:

@@ -5,28 +5,24 @@ with limits of its own may list but not manage keys."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 import schemathesis
 
 from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.admin.openapi import admin_paths
-from gateway.app import create_app
 from gateway.credits.scopes import KeyRules
-from gateway.services import Services, open_services
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.web.openapi import openapi_document
 from store import repository
 from store.database import session
 from tests.support.admin import assert_error
 from tests.support.documented import CHECKS, operation_of
-from tests.support.recording import gateway_client
 
 JSON = dict[str, Any]
 LATER = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
@@ -35,19 +31,6 @@ LATER = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
 @pytest.fixture
 def settings(redis_url: str, store_url: str) -> Settings:
     return Settings(redis_url=redis_url, database_url=store_url)
-
-
-@pytest.fixture
-async def services(real_redis: aioredis.Redis, settings: Settings) -> AsyncIterator[Services]:
-    built = open_services(settings)
-    yield built
-    await built.close()
-
-
-@pytest.fixture
-async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(create_app(settings, services=services)) as http:
-        yield http
 
 
 @pytest.fixture
