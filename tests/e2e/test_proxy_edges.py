@@ -12,7 +12,14 @@ import pytest
 
 from gateway.credits import keys
 from gateway.services import Services
-from tests.support.gateways import Backends, GatewayCluster, NewAccount, wait_for, wait_settled
+from tests.support.gateways import (
+    Backends,
+    GatewayCluster,
+    NewAccount,
+    credits_left,
+    wait_for,
+    wait_settled,
+)
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 
@@ -21,12 +28,6 @@ MakeAccount = Callable[..., Awaitable[NewAccount]]
 async def client(gateway: GatewayCluster) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway.urls[0], timeout=10) as c:
         yield c
-
-
-async def credits_left(services: Services, account_id: str) -> int:
-    state = await services.credits.status(account_id)
-    assert state is not None
-    return state.credits_remaining
 
 
 async def refund_reasons(services: Services, account_id: str) -> list[str]:

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
-from store.database import upgrade
+from tests.support.stores import in_process_settings
 from tests.support.stubs import serving
 
 
@@ -74,13 +74,8 @@ async def stub(gate: asyncio.Event) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return Settings.load(
-        redis_url=redis_url,
-        database_url=url,
-        signing_secret="unit-secret",
-        routes=[Route(prefix="/api/projects/", upstream=stub)],
+    return in_process_settings(
+        tmp_path, redis_url, routes=[Route(prefix="/api/projects/", upstream=stub)]
     )
 
 

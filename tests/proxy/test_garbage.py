@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message, Scope
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
 from gateway.services import open_services
-from gateway.settings import Route, Settings, Tier
-from store.database import upgrade
+from gateway.settings import Route, Tier
+from tests.support.stores import in_process_settings
 
 REQUESTS = 40
 """Requests of each kind; the cycles found before the fix were ~14 objects each."""
@@ -83,12 +83,9 @@ async def call(app: ASGIApp, path: str, authorization: str) -> int:
 async def test_a_request_leaves_no_reference_cycles(
     kind: str, tmp_path: Path, redis_url: str, stub: str, real_redis: aioredis.Redis
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    settings = Settings.load(
-        redis_url=redis_url,
-        database_url=url,
-        signing_secret="unit-secret",
+    settings = in_process_settings(
+        tmp_path,
+        redis_url,
         tiers={"big": Tier(credits=1_000_000), "empty": Tier(credits=0)},
         routes=[Route(prefix="/api/projects/", upstream=stub)],
     )

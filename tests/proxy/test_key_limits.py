@@ -27,10 +27,11 @@ from gateway.credits import keys
 from gateway.services import Services
 from gateway.settings import Route, Settings
 from store import repository
-from store.database import session, upgrade
+from store.database import session
 from sync.worker import SyncWorker
-from tests.support.gateways import wait_settled
+from tests.support.gateways import credits_left, wait_settled
 from tests.support.recording import gateway_client
+from tests.support.stores import in_process_settings
 from tests.support.stubs import serving
 
 
@@ -51,12 +52,9 @@ async def stub() -> AsyncIterator[tuple[str, list[str]]]:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, stub: tuple[str, list[str]]) -> Settings:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return Settings.load(
-        redis_url=redis_url,
-        database_url=url,
-        signing_secret="unit-secret",
+    return in_process_settings(
+        tmp_path,
+        redis_url,
         routes=[
             Route(prefix="/llm/", upstream=stub[0], pricing="tokens", max_credits=20),
             Route(prefix="/flat/", upstream=stub[0], cost=2),
@@ -81,12 +79,6 @@ async def key_of(services: Services, account: CreatedAccount, **limits: object) 
     return {"Authorization": f"Bearer {made.api_key}"}
 
 
-async def left(services: Services, account: str) -> int:
-    state = await services.credits.status(account)
-    assert state is not None
-    return state.credits_remaining
-
-
 async def test_a_credit_limit_below_the_balance_refuses_with_its_own_429(
     client: httpx.AsyncClient,
     services: Services,
@@ -109,7 +101,7 @@ async def test_a_credit_limit_below_the_balance_refuses_with_its_own_429(
     assert refused.headers["x-should-retry"] == "false"
     assert int(refused.headers["retry-after"]) > 86_400  # the period's end
     assert len(stub[1]) == hits  # the backend never saw it
-    assert await left(services, pro.account_id) == 96  # nothing held by the refusal
+    assert await credits_left(services, pro.account_id) == 96  # nothing held by the refusal
     other = await client.post("/flat/a", headers={"Authorization": f"Bearer {pro.api_key}"})
     assert other.status_code == 200  # the account's first key has no limit of its own
 
@@ -127,7 +119,7 @@ async def test_a_metered_hold_is_capped_at_what_the_key_may_still_spend(
     await wait_settled(services, pro.account_id, total_tokens=53_000)
     refused = await client.post("/llm/json", params={"tokens": 1}, headers=auth, json={})
     assert refused.status_code == 429 and refused.json()["error"] == "key_credit_limit"
-    assert await left(services, pro.account_id) == 96
+    assert await credits_left(services, pro.account_id) == 96
 
 
 async def test_a_key_rate_and_its_routes(
@@ -152,7 +144,7 @@ async def test_a_key_rate_and_its_routes(
     assert len(stub[1]) == hits
     inside = await client.post("/llm/json", params={"tokens": 10}, headers=narrow, json={})
     assert inside.status_code == 200
-    assert await left(services, pro.account_id) == 100 - 4 - 1
+    assert await credits_left(services, pro.account_id) == 100 - 4 - 1
 
 
 async def test_openai_routes_answer_key_refusals_in_openai_shape(
@@ -225,7 +217,7 @@ async def test_a_key_limit_survives_redis_losing_the_account(
     refused = await client.post("/flat/a", headers=auth)  # restored: 1 left of 5
 
     assert refused.status_code == 429 and refused.json()["error"] == "key_credit_limit"
-    assert await left(services, pro.account_id) == 96
+    assert await credits_left(services, pro.account_id) == 96
 
 
 async def test_a_limit_set_later_counts_what_the_key_spent_this_period(

@@ -13,9 +13,9 @@ from gateway.accounts.operations import create_account
 from gateway.app import create_app
 from gateway.services import Services
 from gateway.settings import Route, Settings
-from store.database import upgrade
-from tests.support.gateways import wait_settled
+from tests.support.gateways import credits_left, wait_settled
 from tests.support.recording import gateway_client
+from tests.support.stores import in_process_settings
 from tests.support.stubs import serving
 
 
@@ -44,12 +44,9 @@ async def stub() -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return Settings.load(
-        redis_url=redis_url,
-        database_url=url,
-        signing_secret="unit-secret",
+    return in_process_settings(
+        tmp_path,
+        redis_url,
         routes=[
             Route(prefix="/llm/", upstream=stub, pricing="tokens", max_credits=20),
             Route(prefix="/flat/", upstream=stub, cost=2),
@@ -61,12 +58,6 @@ def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
     async with gateway_client(create_app(settings, services=services)) as http:
         yield http
-
-
-async def left(services: Services, account: str) -> int:
-    state = await services.credits.status(account)
-    assert state is not None
-    return state.credits_remaining
 
 
 async def test_a_json_answer_is_charged_by_its_tokens(
@@ -84,12 +75,12 @@ async def test_a_json_answer_is_charged_by_its_tokens(
         "totalTokensUsed": 9000,
     }
     await wait_settled(services, pro.account_id, total_tokens=9000)
-    assert await left(services, pro.account_id) == 95
+    assert await credits_left(services, pro.account_id) == 95
 
     flat = await client.post("/flat/json", params={"tokens": 9000}, headers=auth, json={})
     assert flat.headers["x-credits-charged"] == "2"  # a flat route: its cost, as ever
     await wait_settled(services, pro.account_id, total_tokens=18_000)
-    assert await left(services, pro.account_id) == 93
+    assert await credits_left(services, pro.account_id) == 93
 
 
 async def test_max_tokens_lowers_the_hold_and_caps_the_charge(
@@ -101,17 +92,17 @@ async def test_max_tokens_lowers_the_hold_and_caps_the_charge(
     capped = await client.post("/llm/json", params={"tokens": 9000}, headers=auth, json=body)
     assert capped.headers["x-credits-charged"] == "2"  # never more than held
     await wait_settled(services, free.account_id, total_tokens=9000)
-    assert await left(services, free.account_id) == 3
+    assert await credits_left(services, free.account_id) == 3
 
     # No max_tokens: the bound is 20, the account has 3: all of it is held and caps the charge.
     short = await client.post("/llm/json", params={"tokens": 1000}, headers=auth, json={})
     assert short.status_code == 200 and short.headers["x-credits-charged"] == "1"
     await wait_settled(services, free.account_id, total_tokens=10_000)
-    assert await left(services, free.account_id) == 2
+    assert await credits_left(services, free.account_id) == 2
     big = await client.post("/llm/json", params={"tokens": 60_000}, headers=auth, json={})
     assert big.status_code == 200 and big.headers["x-credits-charged"] == "2"
     await wait_settled(services, free.account_id, total_tokens=70_000)
-    assert await left(services, free.account_id) == 0
+    assert await credits_left(services, free.account_id) == 0
     refused = await client.post("/llm/json", params={"tokens": 1}, headers=auth, json={})
     assert refused.status_code == 429 and refused.json()["error"] == "insufficient_credits"
 
@@ -125,7 +116,7 @@ async def test_a_stream_is_charged_by_its_final_usage(
     assert streamed.status_code == 200 and "[DONE]" in streamed.text
     assert streamed.headers["x-credits-charged"] == "20"  # sent before the tokens: the hold
     await wait_settled(services, pro.account_id, total_tokens=5000)
-    assert await left(services, pro.account_id) == 97  # ceil(5000 / 2000)
+    assert await credits_left(services, pro.account_id) == 97  # ceil(5000 / 2000)
 
 
 async def test_an_answer_without_usage_is_charged_its_hold(
@@ -137,4 +128,4 @@ async def test_an_answer_without_usage_is_charged_its_hold(
     assert answer.headers["x-credits-charged"] == "3"
     assert answer.json()["creditInfo"]["tokensUsed"] == 6000  # the estimate of 3 credits
     await wait_settled(services, pro.account_id, total_tokens=6000)
-    assert await left(services, pro.account_id) == 97
+    assert await credits_left(services, pro.account_id) == 97

@@ -16,23 +16,20 @@ from gateway.app import create_app
 from gateway.errors import error_body, openai_error_body
 from gateway.services import Services
 from gateway.settings import Route, Settings, Tier
-from store.database import upgrade
 from tests.support.recording import gateway_client
+from tests.support.stores import in_process_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, stub: str) -> Settings:
     """The conftest's settings, with an OpenAI-shaped route, a contract one to compare, a dead
     OpenAI-shaped one and a tier of one request a minute."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = int(s.getsockname()[1])
-    return Settings.load(
-        redis_url=redis_url,
-        database_url=url,
-        signing_secret="unit-secret",
+    return in_process_settings(
+        tmp_path,
+        redis_url,
         tiers={"slow": Tier(credits=100, requests_per_minute=1)},
         routes=[
             Route(prefix="/v1/", upstream=stub, errors="openai"),

@@ -287,3 +287,10 @@ async def wait_settled(services: Services, account_id: str, *, total_tokens: int
         return state is not None and state.total_tokens == total_tokens
 
     await wait_for(landed)
+
+
+async def credits_left(services: Services, account_id: str) -> int:
+    """What the account holds in Redis now (plan and bonus credits)."""
+    state = await services.credits.status(account_id)
+    assert state is not None
+    return state.credits_remaining

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from gateway.settings import Settings
 from store.database import normalize_url, upgrade
 
 
@@ -47,3 +49,13 @@ def migrated_sqlite(directory: Path) -> Path:
     path = directory / "template.db"
     upgrade(f"sqlite:///{path}")
     return path
+
+
+def in_process_settings(tmp_path: Path, redis_url: str, **more: Any) -> Settings:
+    """Settings of an in-process gateway on the real Redis and a fresh migrated SQLite store,
+    with a fixed signing secret; ``more``: its routes, tiers and anything else."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    return Settings.load(
+        redis_url=redis_url, database_url=url, signing_secret="unit-secret", **more
+    )
