@@ -148,14 +148,17 @@ async def signin(request: Request) -> Response:
     return response
 
 
-async def _write(request: Request) -> tuple[Session, dict[str, str]]:
+async def _write(request: Request) -> dict[str, str] | Response:
+    """The fields of an operator's form, or the sign-in page refusing it (403): no session,
+    or its CSRF token missing or wrong."""
     session = await _session(request)
     if session is None or not _enabled(request):
-        raise pages.CsrfRefused("sign in first")
+        return _signin_page("sign in first", pages.CsrfRefused.status)
     fields = await pages.form(request)
     if not pages.same_origin(request) or not session.csrf_ok(fields.get("csrf")):
-        raise pages.CsrfRefused("the form's CSRF token is missing or wrong: reload the page")
-    return session, fields
+        message = "the form's CSRF token is missing or wrong: reload the page"
+        return _signin_page(message, pages.CsrfRefused.status)
+    return fields
 
 
 async def account(
@@ -215,10 +218,9 @@ def _body(name: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 async def act(request: Request) -> Response:
-    try:
-        _, fields = await _write(request)
-    except CreditgateError as exc:
-        return _signin_page(exc.message, exc.status)
+    fields = await _write(request)
+    if isinstance(fields, Response):
+        return fields
     name = request.path_params["action"]
     if name not in {a["name"] for a in ACTIONS}:
         return await account(request, error=f"no action {name!r}")
@@ -243,10 +245,9 @@ async def act(request: Request) -> Response:
 
 
 async def revoke_key(request: Request) -> Response:
-    try:
-        await _write(request)
-    except CreditgateError as exc:
-        return _signin_page(exc.message, exc.status)
+    refused = await _write(request)
+    if isinstance(refused, Response):
+        return refused
     try:
         account_id = validation.account_id(request.path_params["account_id"], field="account")
         key_id = validation.key_id(request.path_params["key_id"], field="key")
@@ -260,10 +261,9 @@ async def key_limits(request: Request) -> Response:
     """Create a key with the form's limits, or set a key's name and limits to its edit form's:
     confirmed, with a reason (logged: a key change writes no ledger movement), applied once
     per form (its Idempotency-Key), through the operations table as the admin API does."""
-    try:
-        _, fields = await _write(request)
-    except CreditgateError as exc:
-        return _signin_page(exc.message, exc.status)
+    fields = await _write(request)
+    if isinstance(fields, Response):
+        return fields
     account_id = request.path_params["account_id"]
     key_id: str | None = request.path_params.get("key_id")
     checked = await pages.form_values(request, "routes")
@@ -316,10 +316,9 @@ async def key_limits(request: Request) -> Response:
 
 
 async def signout(request: Request) -> Response:
-    try:
-        await _write(request)
-    except CreditgateError as exc:
-        return _signin_page(exc.message, exc.status)
+    refused = await _write(request)
+    if isinstance(refused, Response):
+        return refused
     await sessions_of(_services(request)).end(request.cookies.get(COOKIE))
     response = pages.redirect(PATH)
     pages.clear_session_cookie(response, request, COOKIE, path=PATH)
