@@ -44,6 +44,13 @@ async def counted(http: httpx.AsyncClient, calls: int) -> bool:
     )
 
 
+async def every_process_up(http: httpx.AsyncClient, supervisor: int) -> bool:
+    """Whether a scrape shows the supervisor and both workers (each worker's files exist from
+    its start)."""
+    processes = series(await scrape(http), "process_cpu_seconds_total", "pid")
+    return len(processes) == 3 and (str(supervisor),) in processes
+
+
 async def test_every_scrape_of_two_workers_counts_every_call(
     gateway_env: dict[str, str], account: MakeAccount, services: Services, tmp_path: Path
 ) -> None:
@@ -53,6 +60,8 @@ async def test_every_scrape_of_two_workers_counts_every_call(
         await asyncio.to_thread(gateways.wait_ready, url, proc, log)
         acct = await account("pro")
         async with connection_per_request(url) as http:
+            # Ready means one worker answers; the other may still be starting on a busy machine.
+            await gateways.wait_for(lambda: every_process_up(http, proc.pid))
             for _ in range(CALLS):
                 response = await http.get("/api/projects/json?tokens=5", headers=acct.auth)
                 assert response.status_code == 200
