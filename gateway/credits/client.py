@@ -16,7 +16,8 @@ from gateway.settings import Settings
 log = logging.getLogger("creditgate.redis")
 
 POOL_SIZE = 1024
-"""Connections per process at most; past it a command fails (answered 503), never hangs."""
+"""Connections per process (per node on a cluster) at most; past it a command fails (answered
+503), never hangs."""
 
 
 ScriptArg = str | int
@@ -184,4 +185,6 @@ def _cluster(urls: list[str]) -> RedisClient:
         options["ssl"] = True
     options.setdefault("socket_timeout", CLUSTER_SOCKET_TIMEOUT_S)
     options.setdefault("socket_connect_timeout", CLUSTER_SOCKET_TIMEOUT_S)
+    # Per node; redis-py's default of 100 refuses a burst at once (MaxConnectionsError, no wait).
+    options.setdefault("max_connections", POOL_SIZE)
     return RedisCluster(startup_nodes=seeds, decode_responses=True, **options)
