@@ -5,6 +5,9 @@ The figures come from Redis itself, read around each run: ``used_cpu_user + used
 (``INFO cpu``: everything the server did for the run, reading the pipelines and writing the
 replies included), the time ``INFO commandstats`` gives EVALSHA (the scripts alone, wall time:
 a busy machine inflates it), and the count of every command a script ran (``redis.call``).
+Then the same run once more with every command but TIME answered by a stand-in in Lua
+(``STAND_IN``): what is left is the cost of the calls themselves, their arguments, the Lua and
+the replies, and the difference is what the commands cost.
 
 ``--against REV`` measures the scripts of an older commit too, in the same run on the same
 Redis: that commit's ``gateway`` package is unpacked into a temporary folder and driven by its
@@ -142,16 +145,62 @@ async def drive(url: str, scenario: str, pairs: int, concurrency: int) -> dict[s
         after_info = _info(await client.info("cpu"))
         after = _commands(await client.info("commandstats"))
         delta = _delta(before, after)
+        lua_us = await lua_alone(engine, client, many, pairs)
         return {
             "cpu_us": (_cpu_s(after_info) - _cpu_s(info)) * 1e6 / pairs,
             "evalsha_us": delta.get("evalsha", (0, 0.0))[1] / pairs,
             "inner_us": sum(u for c, (_, u) in delta.items() if c != "evalsha") / pairs,
             "pairs_s": pairs / elapsed,
+            "lua_us": lua_us,
             "calls": counts,
         }
     finally:
         await engine.aclose()
         await client.aclose()
+
+
+STAND_IN = """\
+-- bench/scripts.py: every command but TIME answered here, as for an account with credits
+local redis = (function(real)
+  local values = { plan = '1000000000', bonus = '0', tier = 'bench', sub = '1', se = '0',
+    pe = '4102444800000', tt = '0', mt = '0', v = '1', hp = '1', hb = '0', rl = '0', rn = '0',
+    rr = '0', st = 'held', pp = '1', bp = '0', k = 'key1', rt = 'ROUTE' }
+  local function call(command, key, ...)
+    if command == 'TIME' then
+      return real.call('TIME')
+    elseif command == 'HMGET' then
+      local out = {}
+      for i, field in ipairs({ ... }) do
+        out[i] = values[field] or false
+      end
+      return out
+    elseif command == 'HGET' then
+      return false
+    end
+    return 1
+  end
+  return { call = call, pcall = call }
+end)(redis)
+""".replace("ROUTE", ROUTE)
+
+
+async def lua_alone(engine: Any, client: Any, many: Any, pairs: int) -> float:
+    """Redis's CPU per pair when the scripts' commands (but TIME) are answered by a stand-in
+    in Lua: what the scripts cost without the work of their commands (the stand-in's own
+    table building included, so a little more than that)."""
+    from gateway.credits.scripts import NAMES, Scripts, source
+
+    real = engine._scripts
+    engine._scripts = Scripts(
+        **{name: client.register_script(STAND_IN + source(name)) for name in NAMES}
+    )
+    try:
+        await many(200)
+        before = _cpu_s(_info(await client.info("cpu")))
+        await many(pairs)
+        return (_cpu_s(_info(await client.info("cpu"))) - before) * 1e6 / pairs
+    finally:
+        engine._scripts = real
 
 
 # --- the controller ---------------------------------------------------------------------
@@ -212,7 +261,8 @@ def row(runs: list[dict[str, Any]]) -> str:
     least = min(r["cpu_us"] for r in runs)
     calls = runs[0]["calls"]
     return (
-        f"{med('cpu_us'):8.1f}{least:7.1f}{med('evalsha_us'):8.1f}{med('inner_us'):7.1f}"
+        f"{med('cpu_us'):8.1f}{least:7.1f}{med('lua_us'):6.1f}{med('evalsha_us'):8.1f}"
+        f"{med('inner_us'):7.1f}"
         f"{med('pairs_s'):9.0f}  {calls_text(calls['reserve'])} | {calls_text(calls['settle'])}"
     )
 
@@ -242,7 +292,8 @@ def main() -> None:
             trees = {args.against: unpack(args.against, Path(tmp) / "old"), "now": ROOT}
         print(f"credit scripts on {url}: {args.pairs} charged requests per run, ", end="")
         print(f"{args.concurrency} tasks, median of {args.rounds} rounds")
-        head = f"{'':10}{'scenario':>9}{'cpu us':>8}{'(min)':>7}{'eval us':>8}{'inner':>7}"
+        head = f"{'':10}{'scenario':>9}{'cpu us':>8}{'(min)':>7}{'lua':>6}{'eval us':>8}"
+        head += f"{'inner':>7}"
         print(f"{head}{'pairs/s':>9}  commands per reserve | per settle")
         for scenario in scenarios:
             results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
@@ -253,8 +304,9 @@ def main() -> None:
                 print(f"{name[:10]:10}{scenario:>9}{row(runs)}")
     print(
         "cpu us: Redis's CPU per charged request (reserve + settle), all it did (min: the least\n"
-        "of the rounds, what a busy machine inflates least); eval us: the EVALSHA time of the two\n"
-        "scripts (wall time); inner: of which the commands they ran."
+        "of the rounds, what a busy machine inflates least); lua: the same with the scripts'\n"
+        "commands but TIME answered in Lua (the calls, their arguments, the Lua and the replies);\n"
+        "eval us: the EVALSHA time of the two scripts (wall time); inner: of which the commands."
     )
 
 
