@@ -164,7 +164,7 @@ if k then
 end
 redis.call('HSET', KEYS[2], unpack(r))
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
--- Only what moved: each field written costs Redis about as much as a small command.
+-- Only what moved: each field written is a number to format and a field to set.
 local w = { 'plan', a.plan, 'hp', a.hp }
 if changed then
   save(KEYS[1], a)  -- all but the limiter's fields
