@@ -248,7 +248,9 @@ def run_one(tree: Path, url: str, scenario: str, pairs: int, concurrency: int) -
 
 def calls_text(counts: dict[str, int]) -> str:
     total = sum(counts.values())
-    parts = " ".join(f"{name.upper()}" + (f"x{n}" if n > 1 else "") for name, n in counts.items())
+    parts = " ".join(
+        f"{name.upper()}" + (f"x{n}" if n > 1 else "") for name, n in sorted(counts.items())
+    )
     return f"{total} ({parts})"
 
 
