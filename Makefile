@@ -38,6 +38,7 @@ lint: $(DEV)
 
 bench: $(DEV)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/scripts.py
 	$(BIN)/python bench/proxy.py --rounds 3
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/memory.py

@@ -59,7 +59,10 @@ def event_id(bucket: int, stream_id: str) -> str:
 
 def parse_movement(bucket: int, stream_id: str, fields: Mapping[str, str]) -> Movement:
     """An outbox entry's fields (see ``emit`` in common.lua) as a store Movement: the event,
-    and the account's snapshot after it under the hash's names."""
+    and the account's snapshot after it under the hash's names. Reads the packed event of
+    this gateway's scripts and the one-field-per-name events of older ones alike (a stream
+    written before an upgrade still syncs)."""
+    fields = outboxes.event_fields(fields)
     return Movement(
         event_id=event_id(bucket, stream_id),
         account_id=fields["acct"],

@@ -461,9 +461,11 @@ def _limit(value: object) -> int | None:
 
 
 def _rules_args(rules: KeyRules | None, path: str) -> tuple[ScriptArg, ...]:
-    """A key's own limits as the reserve script reads them (ARGV[11] to ARGV[15])."""
+    """A key's own limits as the reserve script reads them (ARGV[11] to ARGV[15]); none at
+    all when the key has none (the script reads a missing one as ''): every argument costs
+    Redis a little on every call."""
     if rules is None:
-        return ("", "", "", "", "")
+        return ()
     return (
         "" if rules.credit_limit is None else rules.credit_limit,
         rules.requests_per_minute or "",

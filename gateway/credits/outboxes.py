@@ -1,4 +1,5 @@
-"""How far the store of record is behind Redis: the age of the oldest outbox event.
+"""The outbox streams as Redis holds them: what an event's fields are, and how far the store
+of record is behind (the age of the oldest event).
 
 The sync worker deletes an event once the store has it, so the oldest entry left on any
 bucket's outbox is the oldest movement the store lacks. The sync worker reports it as its
@@ -7,11 +8,43 @@ lag metric; the operators' console shows it (from Redis, so any replica can).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.failures import unavailable
+
+PACKED = "e"
+"""The one stream field of an event as the scripts write it (``emit`` in common.lua)."""
+PACKED_NUMBERS = (
+    *("dp", "db", "tok", "rp", "rb", "ts", "v"),  # the event
+    *("plan", "bonus", "sub", "se", "pe", "tt", "mt"),  # the account after it
+)
+PACKED_TEXTS = ("acct", "kind", "tier", "rid", "note", "key", "route")
+
+
+def event_fields(fields: Mapping[str, str]) -> Mapping[str, str]:
+    """An outbox entry's fields by name, whichever gateway wrote it: one packed field ``e``
+    (integers, then texts each after its length in bytes), or, from a gateway before it, one
+    stream field per name (given back as it is). ValueError when a packed event is malformed.
+    """
+    packed = fields.get(PACKED)
+    if packed is None:
+        return fields
+    *numbers, rest = packed.split(" ", len(PACKED_NUMBERS))
+    found = dict(zip(PACKED_NUMBERS, numbers, strict=True))
+    data, at = rest.encode(), 0
+    for name in PACKED_TEXTS:
+        colon = data.index(b":", at)
+        length = int(data[at:colon])
+        end = colon + 1 + length
+        if length < 0 or end > len(data):
+            raise ValueError(f"outbox event: {name} runs past the end")
+        found[name] = data[colon + 1 : end].decode()
+        at = end
+    if at != len(data):
+        raise ValueError("outbox event: more than its fields")
+    return found
 
 
 def stream_ms(stream_id: str) -> int:

@@ -28,7 +28,7 @@
 local account, rid, cost = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local a = load(KEYS[1])
+local a = load(KEYS[1], true)
 if not a then
   return { 'missing' }
 end
@@ -164,12 +164,23 @@ if k then
 end
 redis.call('HSET', KEYS[2], unpack(r))
 redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
+-- Only what moved: each field written is a number to format and a field to set.
+local w = { 'plan', a.plan, 'hp', a.hp }
 if changed then
-  save(KEYS[1], a)
+  save(KEYS[1], a)  -- all but the limiter's fields
   changed = false
-else
-  redis.call('HSET', KEYS[1], 'plan', a.plan, 'bonus', a.bonus, 'hp', a.hp, 'hb', a.hb,
-    'rl', a.rl, 'rn', a.rn, 'rr', a.rr)
+  w = {}
+elseif from_bonus > 0 then
+  put(w, 'bonus', a.bonus)
+  put(w, 'hb', a.hb)
+end
+if rpm > 0 then
+  put(w, 'rl', a.rl)
+  put(w, 'rn', a.rn)
+  put(w, 'rr', a.rr)
+end
+if #w > 0 then
+  redis.call('HSET', KEYS[1], unpack(w))
 end
 held = cost
 return answer('ok', 'held')

@@ -17,7 +17,7 @@ end
 local a = {
   plan = tonumber(ARGV[4]), bonus = tonumber(ARGV[5]), tier = ARGV[6], sub = tonumber(ARGV[7]),
   se = tonumber(ARGV[8]), pe = tonumber(ARGV[9]), tt = tonumber(ARGV[10]), mt = tonumber(ARGV[11]),
-  v = tonumber(ARGV[12]), rl = 0, rn = 0, rr = 0, hp = 0, hb = 0,
+  v = tonumber(ARGV[12]), hp = 0, hb = 0,
 }
 local mine = account .. '|'
 for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do

@@ -74,8 +74,10 @@ if r[1] == 'held' then
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   if due then
     save(KEYS[1], a)
-  else  -- only these moved: a smaller write on the hot path
+  elseif (bp or 0) > 0 then  -- only these moved: a smaller write on the hot path
     redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'hb', a.hb, 'v', a.v)
+  else
+    redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'v', a.v)
   end
 end
 local out = describe(status, a, now, tiers)

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.accounts.apikeys import hash_key
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services, open_services
 from gateway.settings import Settings, Tier
 from store import repository
@@ -30,7 +31,8 @@ async def create(admin: httpx.AsyncClient, **body: Any) -> JSON:
 async def outbox_notes(services: Services, account_id: str) -> list[tuple[str, str]]:
     stream = keys.account_keys(account_id).outbox
     entries = await services.redis.xrange(stream)
-    return [(f["kind"], f["note"]) for _, f in entries if f["acct"] == account_id]
+    events = [event_fields(f) for _, f in entries]
+    return [(f["kind"], f["note"]) for f in events if f["acct"] == account_id]
 
 
 # -- the guard ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import redis
 
 from gateway.cli import main
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -102,7 +103,7 @@ def test_changes_are_attributed_to_the_cli(cli: Run, redis_url: str) -> None:
         )
     finally:
         client.close()
-    notes = [(f["kind"], f["note"]) for _, f in entries]
+    notes = [(f["kind"], f["note"]) for f in (event_fields(e) for _, e in entries)]
     assert notes == [("open", "cli: account created"), ("grant", "cli: ticket 9")]
 
 

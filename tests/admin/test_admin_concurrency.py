@@ -17,6 +17,7 @@ import pytest
 
 from gateway.accounts import operations as accounts
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services, open_services
 from gateway.settings import Settings, Tier
 from store import repository
@@ -91,7 +92,8 @@ async def test_admin_changes_during_a_burst_lose_and_double_count_nothing(
         assert state is not None
 
         stream = keys.account_keys(ACCOUNT).outbox
-        events = [f for _, f in await services.redis.xrange(stream) if f["acct"] == ACCOUNT]
+        entries = await services.redis.xrange(stream)
+        events = [f for f in (event_fields(e) for _, e in entries) if f["acct"] == ACCOUNT]
 
         # The deltas sum to the balance, event by event, and versions strictly increase.
         plan = bonus = 0

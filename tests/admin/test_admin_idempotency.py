@@ -18,6 +18,7 @@ import pytest
 from gateway.accounts import operations as accounts
 from gateway.admin import operations as table
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from store import repository
@@ -43,7 +44,8 @@ async def make_account(admin: httpx.AsyncClient, account: str, **body: Any) -> J
 async def grants(services: Services, account: str) -> list[dict[str, str]]:
     """The grant movements of the account's outbox: what the ledger will hold."""
     entries = await services.redis.xrange(keys.account_keys(account).outbox)
-    return [f for _, f in entries if f["acct"] == account and f["kind"] == "grant"]
+    events = [dict(event_fields(f)) for _, f in entries]
+    return [f for f in events if f["acct"] == account and f["kind"] == "grant"]
 
 
 async def bonus(admin: httpx.AsyncClient, account: str) -> int:
@@ -156,7 +158,7 @@ async def test_a_retried_tier_change_is_applied_once(
     assert retry.json() == first.json()  # a renew moved the end out once, not twice
 
     entries = await services.redis.xrange(keys.account_keys("idem-tier").outbox)
-    assert [f["kind"] for _, f in entries].count(action) == 1
+    assert [event_fields(f)["kind"] for _, f in entries].count(action) == 1
 
 
 async def test_a_retried_revoke_is_replayed(admin: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
+from gateway.credits.outboxes import event_fields
 from tests.support.clocks import ManualClock
 
 
@@ -57,7 +58,8 @@ async def test_operator_changes_carry_their_request_id_into_the_outbox(
     await engine.grant("ops", 3, reason="gift", request_id="op_grant")
     await engine.set_tier("ops", "upgrade", tier="pro", months=1, request_id="op_up")
     entries = await engine.redis.xrange(keys.account_keys("ops").outbox)
-    assert [(f["kind"], f["rid"]) for _, f in entries if f["acct"] == "ops"] == [
+    events = [event_fields(f) for _, f in entries]
+    assert [(f["kind"], f["rid"]) for f in events if f["acct"] == "ops"] == [
         ("open", "op_open"),
         ("grant", "op_grant"),
         ("upgrade", "op_up"),

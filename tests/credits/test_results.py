@@ -7,6 +7,7 @@ import re
 from dataclasses import fields
 from importlib import resources
 
+from gateway.credits.outboxes import PACKED_NUMBERS, PACKED_TEXTS
 from gateway.credits.results import (
     HASH_FIELDS,
     IN_HASH,
@@ -42,10 +43,17 @@ def test_an_account_state_is_its_snapshot_and_what_the_scripts_add() -> None:
 def test_common_lua_loads_saves_and_emits_the_fields_of_the_table() -> None:
     loaded = lua_names(r"'HMGET', key,(.*?)\)")
     saved = lua_names(r"'HSET', key,(.*?)\)\n")
-    emitted = lua_names(r"'XADD', outbox, '\*',(.*?)\)\n")
     assert loaded[: len(HASH_FIELDS)] == list(HASH_FIELDS)
     assert set(HASH_FIELDS) <= set(saved)
-    assert set(HASH_FIELDS) <= set(emitted)
+    assert set(HASH_FIELDS) <= set(PACKED_NUMBERS + PACKED_TEXTS)
+
+
+def test_the_packed_event_holds_as_many_numbers_and_texts_as_it_is_read_with() -> None:
+    found = re.search(r"^local EVENT = '(.*)'$", COMMON, re.MULTILINE)
+    assert found is not None
+    numbers, texts = found.group(1).split(" %d:%s", 1)
+    assert numbers.split(" ") == ["%d"] * len(PACKED_NUMBERS)
+    assert ("%d:%s" + texts).split("%d:%s")[1:] == [""] * len(PACKED_TEXTS)
 
 
 def test_describe_answers_the_fields_in_the_table_order() -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services
 from tests.support.gateways import (
     Backends,
@@ -32,7 +33,8 @@ async def client(gateway: GatewayCluster) -> AsyncIterator[httpx.AsyncClient]:
 
 async def refund_reasons(services: Services, account_id: str) -> list[str]:
     entries = await services.redis.xrange(keys.account_keys(account_id).outbox)
-    return [f["note"] for _, f in entries if f["acct"] == account_id and f["kind"] == "refund"]
+    events = [event_fields(f) for _, f in entries]
+    return [f["note"] for f in events if f["acct"] == account_id and f["kind"] == "refund"]
 
 
 @pytest.mark.parametrize(

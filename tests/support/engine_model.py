@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.credits.results import AccountState
 from gateway.credits.scopes import KeyRules
 from gateway.settings import Tier
@@ -484,7 +485,8 @@ def view_of(s: AccountState) -> View:
 async def outbox_events(redis: Any, account: str) -> list[Event]:
     """The account's events in its bucket's outbox, oldest first."""
     entries = await redis.xrange(keys.account_keys(account).outbox)
-    return [event_of(f) for _, f in entries if f["acct"] == account]
+    events = [event_fields(f) for _, f in entries]
+    return [event_of(f) for f in events if f["acct"] == account]
 
 
 def event_of(f: Mapping[str, str]) -> Event:

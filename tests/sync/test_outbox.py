@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import redis.asyncio as aioredis
 
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services
 from gateway.settings import DEFAULT_TIERS
 from sync.metrics import registry_of
@@ -32,6 +35,37 @@ async def test_an_engine_event_parses_to_a_movement(real_redis: aioredis.Redis) 
     assert m.occurred_ms == 1_790_000_000_000
     assert m.period_end_ms == 1_790_000_000_000 + 30 * 86_400_000
     assert parse_movement(bucket, "1-0", opened).plan_delta == 5
+
+
+async def test_a_reason_of_any_characters_comes_through_whole(real_redis: aioredis.Redis) -> None:
+    engine = CreditEngine(real_redis, DEFAULT_TIERS)
+    reason = "ticket 12: refund 3 credits\nréclamation:  2:x"
+    await engine.open("acct-q", tier="free")
+    await engine.grant("acct-q", 3, reason=reason, request_id="op 7:1")
+    bucket = keys.bucket_of("acct-q")
+    (_, _), (stream_id, granted) = await real_redis.xrange(keys.outbox(bucket))
+
+    m = parse_movement(bucket, stream_id, granted)
+
+    assert (m.reason, m.request_id, m.bonus_delta, m.bonus_credits) == (reason, "op 7:1", 3, 3)
+
+
+async def test_an_event_of_an_older_gateway_parses_as_the_same_movement(
+    real_redis: aioredis.Redis,
+) -> None:
+    engine = CreditEngine(real_redis, DEFAULT_TIERS)
+    await engine.open("acct-o", tier="pro")
+    bucket = keys.bucket_of("acct-o")
+    [(stream_id, packed)] = await real_redis.xrange(keys.outbox(bucket))
+    # An older gateway's scripts wrote one stream field per name.
+    await real_redis.xadd(keys.outbox(bucket), dict(event_fields(packed)))
+    [_, (old_id, old_form)] = await real_redis.xrange(keys.outbox(bucket))
+
+    new, old = parse_movement(bucket, stream_id, packed), parse_movement(bucket, old_id, old_form)
+
+    assert list(packed) == ["e"]
+    assert replace(old, event_id=new.event_id) == new
+    assert (new.kind, new.plan_delta, new.tier, new.subscribed) == ("open", 100, "pro", True)
 
 
 async def test_prune_forgets_idle_consumers_with_nothing_pending(

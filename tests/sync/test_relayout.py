@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
+from gateway.credits.outboxes import event_fields
 from gateway.settings import DEFAULT_TIERS
 from sync.relayout import OutboxNotDrained, RelayoutRedis, relayout
 
@@ -67,7 +68,8 @@ async def test_layout_1_moves_and_the_engine_carries_on(any_redis: aioredis.Redi
     assert state.total_tokens == 4000
     assert (await engine.reserve("acme", "done-1", 1)).status == "duplicate"
     assert (await engine.settle("acme", "held-1", 10)).status == "charged"
-    (_, charge), *_ = await real_redis.xrevrange(keys.account_keys("acme").outbox, count=1)
+    (_, last), *_ = await real_redis.xrevrange(keys.account_keys("acme").outbox, count=1)
+    charge = event_fields(last)
     # layout 1 emitted the hold already: its charge moves no credits, as it did then
     assert (charge["kind"], charge["dp"], charge["rp"], charge["plan"]) == ("charge", "0", "0", "3")
     bucket = keys.bucket_of("acme")

@@ -6,6 +6,7 @@ import asyncio
 
 from gateway.accounts.restore import restore_from_store
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services
 from sync.worker import SyncWorker
 from tests.support.storeview import StoreView
@@ -60,4 +61,4 @@ async def test_racing_replicas_restore_once(services: Services) -> None:
     assert len({(s.plan_credits, s.version) for s in states if s is not None}) == 1
     stream = keys.outbox(keys.bucket_of("acct-race"))
     events = await services.redis.xrange(stream)
-    assert [fields["kind"] for _, fields in events] == ["restore"]
+    assert [event_fields(fields)["kind"] for _, fields in events] == ["restore"]

@@ -8,6 +8,7 @@ import json
 import httpx
 
 from gateway.credits import keys
+from gateway.credits.outboxes import event_fields
 from gateway.services import Services
 from sync.metrics import registry_of
 from sync.outbox import OutboxEntry
@@ -108,9 +109,10 @@ async def test_poison_events_are_set_aside_and_the_rest_synced(
     await open_accounts(services, ACCOUNTS)
     bucket = keys.bucket_of(ACCOUNTS[0])
     stream = keys.outbox(bucket)
-    [(_, opened)] = [e for e in await services.redis.xrange(stream) if e[1]["acct"] == ACCOUNTS[0]]
+    events = [event_fields(fields) for _, fields in await services.redis.xrange(stream)]
+    [opened] = [e for e in events if e["acct"] == ACCOUNTS[0]]
     await services.redis.xadd(stream, {"acct": "broken", "kind": "grant"})  # fields missing
-    too_big = opened | {"acct": "huge", "plan": str(2**70)}  # beyond any BIGINT column
+    too_big = {**opened, "acct": "huge", "plan": str(2**70)}  # beyond any BIGINT column
     await services.redis.xadd(stream, too_big)
     worker = SyncWorker(services)
 
