@@ -358,11 +358,14 @@ def ledger_totals(session: Session, *, account_id: str | None = None) -> dict[st
 
 
 @boundary
-def ledger_facts(session: Session) -> dict[str, list[LedgerFact]]:
-    """Per account, every ledger row's event id, version, deltas and tokens (for the audit's
-    per-event checks), in no particular order."""
+def ledger_facts(session: Session, account_ids: Sequence[str]) -> dict[str, list[LedgerFact]]:
+    """Per account of ``account_ids``, every ledger row's event id, version, deltas and tokens
+    (for the audit's per-event checks), in no particular order. The audit asks a page of
+    accounts at a time: the whole ledger would not fit in memory."""
     c = LEDGER.c
-    stmt = core_select(c.account_id, c.event_id, c.version, c.plan_delta, c.bonus_delta, c.tokens)
+    stmt = core_select(
+        c.account_id, c.event_id, c.version, c.plan_delta, c.bonus_delta, c.tokens
+    ).where(c.account_id.in_(account_ids))
     facts: dict[str, list[LedgerFact]] = {}
     for account, *values in session.connection().execute(stmt):
         facts.setdefault(account, []).append(LedgerFact(*values))

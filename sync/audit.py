@@ -37,7 +37,7 @@ from gateway.credits.results import HASH_FIELDS, SNAPSHOT_FIELDS, snapshot_value
 from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository, usage_daily
-from store.records import AccountRecord, LedgerFact
+from store.records import AccountRecord
 from store.usage_daily import RollupMismatch
 from sync.checks import (
     Finding,
@@ -49,6 +49,9 @@ from sync.checks import (
 )
 
 PAGE = 1000
+FACTS_PAGE = 500
+"""Accounts whose ledger rows are read at once (and bound parameters of one query: SQLite
+allows 999 in older builds)."""
 HOLDS_PER_BUCKET = 1_000_000
 DEFAULT_GRACE_MS = 10_000
 """How long past its deadline an open reservation may wait for the reaper (which runs every
@@ -141,11 +144,13 @@ def compare(
 
 @dataclass(frozen=True, slots=True)
 class StoreFacts:
-    """What the audit reads of the store, in one transaction."""
+    """What the audit reads of the store, in one transaction: a few figures per account, and
+    what the checks of each account's ledger rows found (the rows themselves, as many as
+    the ledger has, are read a page of accounts at a time and let go)."""
 
     records: dict[str, AccountRecord]
     totals: dict[str, tuple[int, int]]
-    facts: dict[str, list[LedgerFact]]
+    ledger: dict[str, list[Finding]]
     rollup: dict[str, list[RollupMismatch]]
 
 
@@ -161,7 +166,24 @@ def _read_store(db: Session) -> StoreFacts:
     rollup: dict[str, list[RollupMismatch]] = {}
     for mismatch in usage_daily.rollup_mismatches(db):
         rollup.setdefault(mismatch.account_id, []).append(mismatch)
-    return StoreFacts(records, repository.ledger_totals(db), repository.ledger_facts(db), rollup)
+    totals = repository.ledger_totals(db)
+    return StoreFacts(records, totals, _ledger_findings(db, records, sorted(totals)), rollup)
+
+
+def _ledger_findings(
+    db: Session, records: dict[str, AccountRecord], ledgered: list[str]
+) -> dict[str, list[Finding]]:
+    """``ledger_findings`` of every account the store or its ledger has (one with neither
+    has nothing to check), reading the ledger's rows ``FACTS_PAGE`` accounts at a time."""
+    accounts = sorted(set(records).union(ledgered))
+    found: dict[str, list[Finding]] = {}
+    for start in range(0, len(accounts), FACTS_PAGE):
+        page = accounts[start : start + FACTS_PAGE]
+        facts = repository.ledger_facts(db, page)
+        for account in page:
+            if findings := ledger_findings(account, facts.get(account, ()), records.get(account)):
+                found[account] = findings
+    return found
 
 
 async def redis_accounts(redis: RedisClient) -> set[str]:
@@ -214,7 +236,7 @@ async def audit(services: Services, *, grace_ms: int = DEFAULT_GRACE_MS) -> Audi
     docstring and ``sync.checks``. ``grace_ms``: how long past its deadline an open
     reservation may wait for the reaper before it is a finding."""
     read = await in_store(services.db, _read_store)
-    records, totals, facts = read.records, read.totals, read.facts
+    records, totals = read.records, read.totals
     try:
         in_redis = await redis_accounts(services.redis)
         holds = await open_holds(services.redis)
@@ -236,7 +258,7 @@ async def audit(services: Services, *, grace_ms: int = DEFAULT_GRACE_MS) -> Audi
         if state is None and record is not None:
             report.absent_in_redis.append(account)
         report.differences.extend(compare(account, state, record, totals.get(account)))
-        report.findings.extend(ledger_findings(account, facts.get(account, ()), record))
+        report.findings.extend(read.ledger.get(account, ()))
         report.findings.extend(rollup_findings(account, read.rollup.get(account, ())))
         held: tuple[int, int] | None = None
         if state is not None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import fields
 
+import pytest
 from sqlalchemy import text
+from sqlmodel import Session
 
 from gateway.credits import keys
 from gateway.credits.results import Snapshot
 from gateway.services import Services
 from store import repository
 from store.database import session
-from store.records import AccountSnapshot
+from store.records import AccountSnapshot, LedgerFact
 from sync.audit import AuditReport, audit, render
 from sync.checks import stream_order
 from sync.worker import SyncWorker
@@ -110,7 +113,7 @@ async def test_a_repeated_or_backward_version_is_found(services: Services) -> No
     await charged(services, "aud-v", 10, 20)
     with session(services.db) as db:
         first, *_ = sorted(
-            repository.ledger_facts(db)["aud-v"], key=lambda f: stream_order(f.event_id)
+            repository.ledger_facts(db, ["aud-v"])["aud-v"], key=lambda f: stream_order(f.event_id)
         )
     # an event appended after the others, with a version the ledger has: a lost write replayed
     await asyncio.to_thread(
@@ -145,6 +148,31 @@ async def test_tokens_that_do_not_add_up_are_found(services: Services) -> None:
     assert "the ledger's rows add up to 101 tokens, the store's total is 350" in str(
         report.findings[0]
     )
+
+
+async def test_the_ledger_is_read_a_page_of_accounts_at_a_time(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its rows would not fit in memory at once; each page is checked as the whole was."""
+    for account in ("aud-p1", "aud-p2", "aud-p3", "aud-p4", "aud-p5"):
+        await charged(services, account, 100)
+    await asyncio.to_thread(
+        execute, services, "UPDATE ledger_entries SET tokens = 1 WHERE account_id = 'aud-p5'"
+    )
+    pages: list[list[str]] = []
+    read = repository.ledger_facts
+
+    def spied(db: Session, account_ids: Sequence[str]) -> dict[str, list[LedgerFact]]:
+        pages.append(list(account_ids))
+        return read(db, account_ids)
+
+    monkeypatch.setattr("sync.audit.FACTS_PAGE", 2)
+    monkeypatch.setattr(repository, "ledger_facts", spied)
+
+    report = await audit(services)
+
+    assert pages == [["aud-p1", "aud-p2"], ["aud-p3", "aud-p4"], ["aud-p5"]]
+    assert findings(report) == {("aud-p5", "tokens"), ("aud-p5", "usage roll-up")}
 
 
 async def test_a_hold_past_its_deadline_is_found(services: Services) -> None:
