@@ -15,6 +15,9 @@ from markupsafe import Markup
 WIDTH, HEIGHT, PAD = 600, 200, 28
 MAX_BAR = 48
 """A bar's widest: one route alone is a bar, not a block."""
+EACH_LABELLED = 6
+"""Up to this many bars (a few routes) each has its label below it; more (a month of days)
+have the first and last labelled, at the axis's ends."""
 BAR = "#1d4ed8"
 """Blue on white: a contrast ratio over 7:1."""
 
@@ -36,8 +39,6 @@ def bar_chart(title: str, points: Sequence[tuple[str, int]], *, unit: str) -> Ma
             f'fill="{BAR}" data-label="{escape(label)}" data-value="{value}">'
             f"<title>{escape(label)}: {value} {escape(unit)}</title></rect>"
         )
-    first = escape(points[0][0]) if points else ""
-    last = escape(points[-1][0]) if points else ""
     desc = f"{len(points)} bars, highest {top} {unit}"
     return Markup(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -46,8 +47,18 @@ def bar_chart(title: str, points: Sequence[tuple[str, int]], *, unit: str) -> Ma
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         f'stroke="#374151"/>'
         f'<text x="{PAD}" y="16" font-size="12" fill="#111827">{top} {escape(unit)}</text>'
-        f"{''.join(bars)}"
-        f'<text x="{PAD}" y="{HEIGHT - 8}" font-size="11" fill="#111827">{first}</text>'
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" font-size="11" fill="#111827" '
-        f'text-anchor="end">{last}</text></svg>'
+        f"{''.join(bars)}{_axis_labels([label for label, _ in points], slot)}</svg>"
+    )
+
+
+def _axis_labels(labels: Sequence[str], slot: float) -> str:
+    """The labels under the axis: each bar's (centred below it), or the ends' when many."""
+    if len(labels) <= EACH_LABELLED:
+        placed = [(PAD + (i + 0.5) * slot, "middle", label) for i, label in enumerate(labels)]
+    else:
+        placed = [(PAD, "start", labels[0]), (WIDTH - PAD, "end", labels[-1])]
+    return "".join(
+        f'<text x="{x:.1f}" y="{HEIGHT - 8}" font-size="11" fill="#111827" '
+        f'text-anchor="{anchor}">{escape(label)}</text>'
+        for x, anchor, label in placed
     )
