@@ -5,7 +5,8 @@ their own with ``open_services``.
 
 The store's engine (``db``) is built at its first use: SQLAlchemy and SQLModel cost a worker
 some 20 MB, and the statements a worker runs while it only proxies (an API key, when keys were
-used, the schema's revision) go through ``direct`` instead (issue 16).
+used, the schema's revision) go through ``direct`` instead (issue 16). The first call that
+needs the engine imports them in the event loop's thread, once per process (0.2-0.4 s).
 """
 
 from __future__ import annotations

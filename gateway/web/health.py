@@ -38,7 +38,7 @@ async def _redis_ok(redis: RedisClient) -> None:
 
 
 async def _store_ok(services: Services) -> None:
-    """The store answers, at this version's schema (one query: its revision)."""
+    """The store answers, at this version's schema (its revision read, nothing else)."""
     if services.direct is not None:
         await asyncio.to_thread(services.direct.check_schema)
     else:
