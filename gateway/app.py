@@ -128,7 +128,7 @@ def create_app(
         svc.credits.observer = metrics.script_ran
         session = open_session(read_timeout=settings.upstream_timeout)
         tracer = tracing if tracing is not None else open_tracing(settings)
-        keys = KeyCache(svc.redis, store_lookup(svc.db), touch=store_toucher(svc.db))
+        keys = KeyCache(svc.redis, store_lookup(svc), touch=store_toucher(svc))
         await keys.start()
         inflight = InFlight()
         restore = functools.partial(restore_from_store, svc)

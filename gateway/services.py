@@ -2,22 +2,31 @@
 
 Handlers reach them as ``request.app.state.services``; the CLI and the sync worker build
 their own with ``open_services``.
+
+The store's engine (``db``) is built at its first use: SQLAlchemy and SQLModel cost a worker
+some 20 MB, and the statements a worker runs while it only proxies (an API key, when keys were
+used, the schema's revision) go through ``direct`` instead (issue 16). The first call that
+needs the engine imports them in the event loop's thread, once per process (0.2-0.4 s).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis as AsyncRedis
-from sqlalchemy import Engine
 
 from gateway.credits.client import RedisClient, connect
 from gateway.credits.engine import Clock, CreditEngine
 from gateway.credits.wire import Wire
 from gateway.settings import ConfigError, Settings
-from store.database import check_schema, create_db_engine
+from store.direct import DirectStore
 from store.errors import SchemaOutdated, StoreUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("creditgate.services")
 
@@ -27,12 +36,29 @@ class Services:
     settings: Settings
     redis: RedisClient
     credits: CreditEngine
-    db: Engine
+    direct: DirectStore | None
+    """The serving path's statements without SQLAlchemy; None: the URL needs the engine."""
+    _engine: Engine | None = field(default=None, repr=False)
+    _building: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def db(self) -> Engine:
+        """The store's engine, built (and SQLAlchemy imported) at the first use: once, though
+        threads may ask at the same time (``asyncio.to_thread`` work)."""
+        with self._building:
+            if self._engine is None:
+                from store.database import create_db_engine
+
+                self._engine = create_db_engine(self.settings.database_url)
+            return self._engine
 
     async def close(self) -> None:
         await self.credits.aclose()
         await self.redis.aclose()
-        self.db.dispose()
+        if self.direct is not None:
+            self.direct.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def open_services(
@@ -57,7 +83,7 @@ def open_services(
             batch=batch,
             wire=wire,
         ),
-        db=create_db_engine(settings.database_url),
+        direct=DirectStore.for_url(settings.database_url),
     )
 
 
@@ -68,12 +94,28 @@ def check_store(settings: Settings, command: str) -> None:
     cannot be reached yet is no misconfiguration: it is logged, and the readiness probe and
     the sync passes wait for it.
     """
-    engine = create_db_engine(settings.database_url)
     try:
-        check_schema(engine)
+        check_schema(settings.database_url)
     except SchemaOutdated as exc:
         raise ConfigError(f"{command}: {exc}") from exc
     except StoreUnavailable as exc:
         log.warning("%s: cannot check the store's schema yet: %s", command, exc)
+
+
+def check_schema(url: str) -> str:
+    """The store's revision when it is this version's, else ``SchemaOutdated``: with
+    ``store.direct`` where it takes the URL, so that a server does not load SQLAlchemy."""
+    direct = DirectStore.for_url(url)
+    if direct is not None:
+        try:
+            return direct.check_schema()
+        finally:
+            direct.close()
+    from store.database import check_schema as check_engine
+    from store.database import create_db_engine
+
+    engine = create_db_engine(url)
+    try:
+        return check_engine(engine)
     finally:
         engine.dispose()

@@ -6,6 +6,8 @@ lost it. Synchronous SQLAlchemy (SQLModel tables, Alembic migrations) on SQLite 
 PostgreSQL; it imports neither ``gateway`` nor ``sync``.
 
 - ``database``: engines, the ``session`` transaction, ``upgrade`` (migrations to head)
+- ``direct``: the serving path's statements (a key, ``last_used_at``, the schema's revision) on
+  the DB-API driver, without SQLAlchemy; ``schema``: the revision this code needs
 - ``models``: the tables; ``records``: the dataclasses the functions take and return
 - ``repository``: every read and write, keyword-only; ``movements``: the sync's write path
 - ``errors``: what it raises; ``timefmt``: milliseconds <-> aware UTC datetimes

@@ -1,17 +1,15 @@
 """Engines, sessions and migrations for the store of record (SQLite by default, PostgreSQL).
 
 The store is synchronous SQLAlchemy; async callers run it with ``asyncio.to_thread``.
-Alembic is imported only to migrate (``upgrade``): a serving process checks the schema with
-one query and the migration files' headers (``head_revision``), and never loads it.
+Alembic is imported only to migrate (``upgrade``). A serving process loads neither: it checks
+the schema, and looks keys up, through ``store.direct``.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -21,7 +19,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from store.direct import PG_CONNECT_TIMEOUT_S, sqlite_pragmas
 from store.errors import SchemaOutdated, StoreUnavailable
+from store.schema import MIGRATIONS, head_revision
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -31,10 +31,6 @@ R = TypeVar("R")
 
 UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 """Driver and pool errors that mean "the database cannot do it now": StoreUnavailable."""
-
-MIGRATIONS = Path(__file__).with_name("migrations")
-SQLITE_BUSY_TIMEOUT_MS = 5000
-PG_CONNECT_TIMEOUT_S = 5
 
 
 def normalize_url(url: str) -> URL:
@@ -71,14 +67,7 @@ def create_db_engine(url: str) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        # In-memory databases answer 'memory' and stay that way; files switch to WAL once.
-        cursor.execute("PRAGMA journal_mode = WAL")
-    finally:
-        cursor.close()
+    sqlite_pragmas(dbapi_connection)
 
 
 @contextmanager
@@ -139,33 +128,6 @@ def current_revision(engine: Engine) -> str | None:
             return found.scalar_one_or_none()
     except UNAVAILABLE as exc:
         raise unavailable(exc) from exc
-
-
-@functools.cache
-def head_revision() -> str:
-    """The newest migration: the schema this version of the code reads and writes.
-
-    Read from the ``revision`` / ``down_revision`` assignments of the migration files (the
-    one no other file revises), so that checking the schema does not load Alembic;
-    ``tests/store`` proves it is Alembic's own head.
-    """
-    revised: dict[str, str | None] = {}
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        names: dict[str, Any] = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.Assign):
-                targets, value = node.targets, node.value
-            elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                targets, value = [node.target], node.value
-            else:
-                continue
-            for target in targets:
-                if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
-                    names[target.id] = ast.literal_eval(value)
-        revised[names["revision"]] = names.get("down_revision")
-    heads = set(revised) - set(revised.values())
-    assert len(heads) == 1, f"the store ships one line of migrations, found heads {heads}"
-    return heads.pop()
 
 
 def check_schema(engine: Engine) -> str:

@@ -12,15 +12,15 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import InvalidRequest
 from gateway.services import Services
-from store import history
-from store.database import session
-from store.history import Grouping, UsageBucket
 from store.records import LedgerRecord
 from store.timefmt import utc_now
+
+if TYPE_CHECKING:
+    from store.history import Grouping, UsageBucket
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -112,6 +112,8 @@ async def usage_history(
     services: Services, wanted: HistoryQuery, *, account_id: str | None
 ) -> list[UsageBucket]:
     """The buckets of ``wanted`` (every day of the range present for a day grouping)."""
+    from store import history
+    from store.database import session
 
     def read() -> list[UsageBucket]:
         with session(services.db) as db:
@@ -130,6 +132,9 @@ async def usage_history(
 
 
 async def top_accounts(services: Services, wanted: HistoryQuery) -> list[UsageBucket]:
+    from store import history
+    from store.database import session
+
     def read() -> list[UsageBucket]:
         with session(services.db) as db:
             return history.top_accounts(db, start=wanted.start, end=wanted.end, limit=wanted.limit)
@@ -141,6 +146,9 @@ async def ledger_rows(
     services: Services, wanted: HistoryQuery, *, account_id: str | None
 ) -> AsyncGenerator[LedgerRecord, None]:
     """Every movement of the range, oldest first, read ``EXPORT_PAGE`` rows at a time."""
+    from store import history
+    from store.database import session
+
     after: LedgerRecord | None = None
     while True:
 

@@ -17,7 +17,9 @@ endpoint; for proxied calls the reserve script checks it again by Redis's clock.
 
 ``last_used_at`` is batched: the cache notes when each key was last used (the time of the use,
 not of the write) and ``flush_touched`` writes them to the store off the hot path, about every
-5 s; the store never sets it later than the key's revocation.
+5 s; the store never sets it later than the key's revocation. Both go to the store through
+``store.direct`` where the database URL allows, so that a proxying worker never loads
+SQLAlchemy (issue 16); else through the engine.
 """
 
 from __future__ import annotations
@@ -29,16 +31,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
-
 from gateway.accounts.apikeys import hash_key, well_formed
-from gateway.accounts.stored import in_store
+from gateway.accounts.stored import in_store, in_thread
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.failures import unavailable
 from gateway.credits.scopes import KeyRules
 from gateway.errors import InvalidRequest, KeyExpired, Unauthorized
-from store import repository
+from gateway.services import Services
 from store.records import ApiKeyRecord
 from store.timefmt import to_datetime, to_ms
 
@@ -245,11 +245,19 @@ class KeyCache:
                 await self.flush_touched()
 
 
-def store_lookup(db: Engine) -> KeyLookup:
+def store_lookup(services: Services) -> KeyLookup:
     """A ``KeyLookup`` reading the store of record (in a thread: the store is synchronous)."""
+    direct = services.direct
 
     async def lookup(key_hash: str) -> KeyEntry | None:
-        record = await in_store(db, lambda s: repository.find_api_key(s, key_hash=key_hash))
+        if direct is not None:
+            record = await in_thread(lambda: direct.find_api_key(key_hash=key_hash))
+        else:
+            from store import repository
+
+            record = await in_store(
+                services.db, lambda s: repository.find_api_key(s, key_hash=key_hash)
+            )
         if record is None:
             return None
         return KeyEntry(record.account_id, record.key_id, record.revoked, rules_of(record))
@@ -271,10 +279,16 @@ def rules_of(record: ApiKeyRecord) -> KeyRules | None:
     )
 
 
-def store_toucher(db: Engine) -> Toucher:
+def store_toucher(services: Services) -> Toucher:
     """A ``Toucher`` writing ``last_used_at`` for a batch of key ids and times of use."""
+    direct = services.direct
 
     async def touch(used: dict[str, datetime]) -> None:
-        await in_store(db, lambda s: repository.touch_api_keys(s, used=used))
+        if direct is not None:
+            await in_thread(lambda: direct.touch_api_keys(used=used))
+        else:
+            from store import repository
+
+            await in_store(services.db, lambda s: repository.touch_api_keys(s, used=used))
 
     return touch

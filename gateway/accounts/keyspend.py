@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from gateway.accounts.stored import in_store
 from gateway.credits.engine import PERIOD_MS
 from gateway.services import Services
-from store import history
 
 log = logging.getLogger("creditgate.keys")
 
@@ -25,6 +24,8 @@ log = logging.getLogger("creditgate.keys")
 async def seed_from_store(services: Services, account_id: str, key_id: str | None = None) -> None:
     """Raise the account's keys' counts (or one key's) to what the store says they spent in
     the current period; Unavailable when Redis or the store cannot answer."""
+    from store import history
+
     state = await services.credits.status(account_id)
     if state is None:
         return

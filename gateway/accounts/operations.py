@@ -4,6 +4,9 @@ Balances and tiers change only through the credit engine (Redis is their one wri
 store of record holds the account row and the API key hashes, written here directly. An
 account Redis has lost is restored from the store before it is changed. ``reason`` strings
 arrive already saying who acts (``"admin: ..."``, ``"cli: ..."``) and land in the ledger.
+
+``store.repository`` is imported by each function that uses it, not with this module: the
+admin API is part of every server, and a server that only proxies never loads SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.accounts import validation
 from gateway.accounts.apikeys import new_key
@@ -28,9 +29,11 @@ from gateway.credits.engine import PERIOD_MS, TierAction
 from gateway.credits.results import AccountState, TierChange
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.services import Services
-from store import repository
 from store.errors import DuplicateAccount, InvalidCursor, RevokedApiKey
 from store.records import AccountRecord, ApiKeyRecord, LedgerRecord
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("creditgate.accounts")
 
@@ -104,6 +107,8 @@ async def create_account(
     (a retry of the create answers ``Conflict``). If Redis already holds the id (a store
     that lost rows), the live Redis state is kept as the truth and a warning logged.
     """
+    from store import repository
+
     if account_id is None:
         account_id = "acct_" + secrets.token_hex(8)
     account_id = validation.account_id(account_id)
@@ -162,6 +167,8 @@ async def account_state(services: Services, account_id: str) -> AccountState:
 
 
 async def account_report(services: Services, account_id: str) -> AccountReport:
+    from store import repository
+
     state = await account_state(services, account_id)
     record = await _record(services, account_id)
     keys = await in_store(services.db, lambda s: repository.list_api_keys(s, account_id=account_id))
@@ -171,6 +178,8 @@ async def account_report(services: Services, account_id: str) -> AccountReport:
 async def list_accounts(
     services: Services, *, limit: int = 100, after: str | None = None, containing: str = ""
 ) -> list[AccountRecord]:
+    from store import repository
+
     return list(
         await in_store(
             services.db,
@@ -246,6 +255,8 @@ async def update_key(
 
     ``NotFound``: the account has no such key; ``Conflict``: the key is revoked.
     """
+    from store import repository
+
     try:
         changed = await in_store(
             services.db,
@@ -267,6 +278,8 @@ async def update_key(
 
 
 async def list_keys(services: Services, account_id: str) -> list[ApiKeyRecord]:
+    from store import repository
+
     await _record(services, account_id)
     return list(
         await in_store(services.db, lambda s: repository.list_api_keys(s, account_id=account_id))
@@ -278,6 +291,8 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
 
     Revoking a revoked key is not an error: the answer is the same, so retries are safe.
     """
+    from store import repository
+
     revoked = await in_store(
         services.db,
         lambda s: repository.revoke_api_key(s, account_id=account_id, key_id=key_id),
@@ -294,6 +309,8 @@ async def ledger_page(
     services: Services, account_id: str, *, limit: int = 50, before: str | None = None
 ) -> LedgerPage:
     """One page of the store's ledger of an account, newest first (what the sync has copied)."""
+    from store import repository
+
     await _record(services, account_id)
     try:
         entries = await in_store(
@@ -311,6 +328,8 @@ async def ledger_page(
 async def _new_key(
     services: Services, account_id: str, *, name: str, limits: KeyLimits
 ) -> CreatedKey:
+    from store import repository
+
     key = new_key()
     record = await in_store(
         services.db,

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.accounts import csvexport
 from gateway.accounts import history as usage
-from store.history import UsageBucket
 from store.records import LedgerRecord
+
+if TYPE_CHECKING:
+    from store.history import UsageBucket
 
 CSV_TYPE = "text/csv; charset=utf-8"
 

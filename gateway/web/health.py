@@ -9,9 +9,8 @@ this version's schema. The answer also says which Redis is in use (``embedded``,
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,9 +18,13 @@ from starlette.routing import Route
 from gateway.credits.client import RedisClient
 from gateway.errors import error_body
 from gateway.metrics import CONTENT_TYPE
+from gateway.services import Services
 from gateway.settings import Settings
-from store.database import check_schema, head_revision
 from store.errors import SchemaOutdated
+from store.schema import head_revision
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 CHECK_TIMEOUT = 2.0
 
@@ -34,9 +37,17 @@ async def _redis_ok(redis: RedisClient) -> None:
     await redis.ping()
 
 
-def _store_ok(db: Engine) -> None:
-    with db.connect() as conn:
-        conn.execute(text("select 1"))
+async def _store_ok(services: Services) -> None:
+    """The store answers, at this version's schema (its revision read, nothing else)."""
+    if services.direct is not None:
+        await asyncio.to_thread(services.direct.check_schema)
+    else:
+        await asyncio.to_thread(_engine_ok, services.db)
+
+
+def _engine_ok(db: Engine) -> None:
+    from store.database import check_schema
+
     check_schema(db)
 
 
@@ -62,7 +73,7 @@ async def readyz(request: Request) -> Response:
     services = request.app.state.services
     results = await asyncio.gather(
         _check("redis", _redis_ok(services.redis)),
-        _check("store", asyncio.to_thread(_store_ok, services.db)),
+        _check("store", _store_ok(services)),
     )
     failed = {name: why for name, why in results if why is not None}
     checks = {name: ("ok" if why is None else f"failed: {why}") for name, why in results}

@@ -158,8 +158,8 @@ async def test_a_change_retried_with_its_idempotency_key_is_replayed(
 async def replicas(services: Services) -> AsyncIterator[tuple[KeyCache, KeyCache]]:
     """Two replicas' key caches on one Redis and one store, watching for changes."""
     caches = (
-        KeyCache(services.redis, store_lookup(services.db)),
-        KeyCache(services.redis, store_lookup(services.db)),
+        KeyCache(services.redis, store_lookup(services)),
+        KeyCache(services.redis, store_lookup(services)),
     )
     for cache in caches:
         await cache.start()

@@ -20,11 +20,15 @@ def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/store.db"
 
 
-@pytest.fixture
+@pytest.fixture(params=["direct", "engine"])
 async def services(
-    redis_url: str, store_url: str, real_redis: aioredis.Redis
+    request: pytest.FixtureRequest, redis_url: str, store_url: str, real_redis: aioredis.Redis
 ) -> AsyncIterator[Services]:
+    """Services whose store is checked on the driver itself, or through the engine (as for a
+    URL ``store.direct`` does not take)."""
     built = open_services(Settings.load(redis_url=redis_url, database_url=store_url))
+    if request.param == "engine":
+        built.direct = None
     yield built
     await built.close()
 

@@ -1,0 +1,165 @@
+"""``store.direct`` answers what the SQLModel repository answers, on SQLite and PostgreSQL:
+the serving path's statements written twice must not drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, text
+
+from store import repository
+from store.database import create_db_engine, current_revision, head_revision, session, upgrade
+from store.direct import DirectStore
+from store.errors import SchemaOutdated, StoreUnavailable
+from tests.support.samples import PERIOD_END
+
+HASH_A = "a" * 64
+HASH_B = "b" * 64
+DEAD_URLS = [
+    "postgresql://postgres:secret@127.0.0.1:1/nowhere",
+    "sqlite:////nonexistent-directory/creditgate.db",
+]
+
+
+@pytest.fixture
+def account(engine: Engine) -> str:
+    with session(engine) as s:
+        repository.create_account(
+            s, account_id="acct", email=None, tier="free", plan_credits=5, period_end_ms=PERIOD_END
+        )
+    return "acct"
+
+
+def add_key(engine: Engine, key_id: str, key_hash: str) -> None:
+    with session(engine) as s:
+        repository.create_api_key(
+            s, key_id=key_id, account_id="acct", key_hash=key_hash, display_prefix="cg_abcd"
+        )
+
+
+@pytest.fixture
+def direct(db_url: str) -> Iterator[DirectStore]:
+    store = DirectStore.for_url(db_url)
+    assert store is not None
+    yield store
+    store.close()
+
+
+def test_a_key_reads_as_the_repository_reads_it(
+    engine: Engine, account: str, direct: DirectStore
+) -> None:
+    expires = datetime(2027, 1, 2, 3, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2)))
+    with session(engine) as s:
+        repository.create_api_key(
+            s,
+            key_id="key_1",
+            account_id=account,
+            key_hash=HASH_A,
+            display_prefix="cg_abcd",
+            name="ci",
+            expires_at=expires,
+            credit_limit=10**12,
+            requests_per_minute=30,
+            routes=["/api/projects", "/api/review/x"],
+        )
+        repository.touch_api_keys(s, used={"key_1": datetime(2026, 11, 1, tzinfo=UTC)})
+    add_key(engine, "key_2", HASH_B)
+    with session(engine) as s:
+        repository.revoke_api_key(s, account_id=account, key_id="key_2")
+        orm = [repository.find_api_key(s, key_hash=h) for h in (HASH_A, HASH_B, "c" * 64)]
+    found = [direct.find_api_key(key_hash=h) for h in (HASH_A, HASH_B, "c" * 64)]
+    assert found == orm
+    limited, revoked, missing = found
+    assert limited is not None and limited.expires_at == expires and limited.limited
+    assert limited.created_at.tzinfo is UTC and limited.routes == ("/api/projects", "/api/review/x")
+    assert revoked is not None and revoked.revoked and not revoked.limited
+    assert missing is None
+
+
+def test_touch_keeps_the_latest_use_before_the_revocation(
+    engine: Engine, account: str, direct: DirectStore
+) -> None:
+    add_key(engine, "key_1", HASH_A)
+    add_key(engine, "key_2", HASH_B)
+    later = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC)
+    elsewhere = later.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    direct.touch_api_keys(used={"key_1": elsewhere, "key_unknown": later})
+    direct.touch_api_keys(used={})
+    direct.touch_api_keys(used={"key_1": later - timedelta(hours=1), "key_2": later})
+    with session(engine) as s:
+        revoked = repository.revoke_api_key(s, account_id=account, key_id="key_2")
+    assert revoked is not None and revoked.revoked_at is not None
+    direct.touch_api_keys(used={"key_2": revoked.revoked_at + timedelta(seconds=1)})
+    # The repository's own touch compares with what the direct one wrote (SQLite: as text).
+    with session(engine) as s:
+        repository.touch_api_keys(s, used={"key_1": later - timedelta(microseconds=1)})
+        one = repository.find_api_key(s, key_hash=HASH_A)
+        two = repository.find_api_key(s, key_hash=HASH_B)
+    assert one is not None and one.last_used_at == later
+    assert two is not None and two.last_used_at == later
+    direct.touch_api_keys(used={"key_1": later + timedelta(microseconds=1)})
+    again = direct.find_api_key(key_hash=HASH_A)
+    assert again is not None and again.last_used_at == later + timedelta(microseconds=1)
+
+
+def test_the_schema_is_checked_as_the_engine_checks_it(
+    empty_db_url: str, engine_for: Engine
+) -> None:
+    direct = DirectStore.for_url(empty_db_url)
+    assert direct is not None
+    try:
+        assert direct.current_revision() is None is current_revision(engine_for)
+        with pytest.raises(SchemaOutdated):
+            direct.check_schema()
+        upgrade(empty_db_url)
+        assert direct.check_schema() == head_revision() == current_revision(engine_for)
+    finally:
+        direct.close()
+
+
+@pytest.fixture
+def engine_for(empty_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(empty_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_connection_the_database_dropped_is_replaced(
+    engine: Engine, account: str, direct: DirectStore
+) -> None:
+    add_key(engine, "key_1", HASH_A)
+    assert direct.find_api_key(key_hash=HASH_A) is not None
+    with engine.begin() as connection:  # as a restarted server would: every other session ends
+        ended = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert ended >= 1
+    found = direct.find_api_key(key_hash=HASH_A)
+    assert found is not None and found.key_id == "key_1"
+
+
+@pytest.mark.parametrize("url", DEAD_URLS, ids=["postgresql", "sqlite"])
+def test_an_unreachable_store_is_unavailable_without_its_password(url: str) -> None:
+    direct = DirectStore.for_url(url)
+    assert direct is not None
+    with pytest.raises(StoreUnavailable) as caught:
+        direct.find_api_key(key_hash=HASH_A)
+    assert "secret" not in str(caught.value)
+    with pytest.raises(StoreUnavailable):
+        direct.touch_api_keys(used={"key_1": datetime.now(UTC)})
+    with pytest.raises(StoreUnavailable):
+        direct.check_schema()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///:memory:", "sqlite:///store.db?timeout=3", "mysql://h/db", "nothing"],
+)
+def test_urls_only_the_engine_can_serve_have_no_direct_store(url: str) -> None:
+    assert DirectStore.for_url(url) is None
