@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from gateway.accounts.stored import orm_loaded
 from gateway.errors import InvalidRequest
 from gateway.services import Services
 from store.records import LedgerRecord
@@ -112,6 +113,7 @@ async def usage_history(
     services: Services, wanted: HistoryQuery, *, account_id: str | None
 ) -> list[UsageBucket]:
     """The buckets of ``wanted`` (every day of the range present for a day grouping)."""
+    await orm_loaded()
     from store import history
     from store.database import session
 
@@ -132,6 +134,7 @@ async def usage_history(
 
 
 async def top_accounts(services: Services, wanted: HistoryQuery) -> list[UsageBucket]:
+    await orm_loaded()
     from store import history
     from store.database import session
 
@@ -146,6 +149,7 @@ async def ledger_rows(
     services: Services, wanted: HistoryQuery, *, account_id: str | None
 ) -> AsyncGenerator[LedgerRecord, None]:
     """Every movement of the range, oldest first, read ``EXPORT_PAGE`` rows at a time."""
+    await orm_loaded()
     from store import history
     from store.database import session
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.accounts.apikeys import hash_key, well_formed
-from gateway.accounts.stored import in_store, in_thread
+from gateway.accounts.stored import in_store, in_thread, orm_loaded
 from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.failures import unavailable
@@ -253,6 +253,7 @@ def store_lookup(services: Services) -> KeyLookup:
         if direct is not None:
             record = await in_thread(lambda: direct.find_api_key(key_hash=key_hash))
         else:
+            await orm_loaded()
             from store import repository
 
             record = await in_store(
@@ -287,6 +288,7 @@ def store_toucher(services: Services) -> Toucher:
         if direct is not None:
             await in_thread(lambda: direct.touch_api_keys(used=used))
         else:
+            await orm_loaded()
             from store import repository
 
             await in_store(services.db, lambda s: repository.touch_api_keys(s, used=used))

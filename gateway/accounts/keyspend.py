@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from gateway.accounts.stored import in_store
+from gateway.accounts.stored import in_store, orm_loaded
 from gateway.credits.engine import PERIOD_MS
 from gateway.services import Services
 
@@ -24,6 +24,7 @@ log = logging.getLogger("creditgate.keys")
 async def seed_from_store(services: Services, account_id: str, key_id: str | None = None) -> None:
     """Raise the account's keys' counts (or one key's) to what the store says they spent in
     the current period; Unavailable when Redis or the store cannot answer."""
+    await orm_loaded()
     from store import history
 
     state = await services.credits.status(account_id)

@@ -24,7 +24,7 @@ from gateway.accounts.keycache import announce_key_change
 from gateway.accounts.keyfields import KeyChanges, KeyLimits
 from gateway.accounts.keyspend import seed_from_store
 from gateway.accounts.restore import load_record, restore_from_store
-from gateway.accounts.stored import in_store
+from gateway.accounts.stored import in_store, orm_loaded
 from gateway.credits.engine import PERIOD_MS, TierAction
 from gateway.credits.results import AccountState, TierChange
 from gateway.errors import Conflict, InvalidRequest, NotFound
@@ -107,6 +107,7 @@ async def create_account(
     (a retry of the create answers ``Conflict``). If Redis already holds the id (a store
     that lost rows), the live Redis state is kept as the truth and a warning logged.
     """
+    await orm_loaded()
     from store import repository
 
     if account_id is None:
@@ -167,6 +168,7 @@ async def account_state(services: Services, account_id: str) -> AccountState:
 
 
 async def account_report(services: Services, account_id: str) -> AccountReport:
+    await orm_loaded()
     from store import repository
 
     state = await account_state(services, account_id)
@@ -178,6 +180,7 @@ async def account_report(services: Services, account_id: str) -> AccountReport:
 async def list_accounts(
     services: Services, *, limit: int = 100, after: str | None = None, containing: str = ""
 ) -> list[AccountRecord]:
+    await orm_loaded()
     from store import repository
 
     return list(
@@ -255,6 +258,7 @@ async def update_key(
 
     ``NotFound``: the account has no such key; ``Conflict``: the key is revoked.
     """
+    await orm_loaded()
     from store import repository
 
     try:
@@ -278,6 +282,7 @@ async def update_key(
 
 
 async def list_keys(services: Services, account_id: str) -> list[ApiKeyRecord]:
+    await orm_loaded()
     from store import repository
 
     await _record(services, account_id)
@@ -291,6 +296,7 @@ async def revoke_key(services: Services, account_id: str, key_id: str) -> ApiKey
 
     Revoking a revoked key is not an error: the answer is the same, so retries are safe.
     """
+    await orm_loaded()
     from store import repository
 
     revoked = await in_store(
@@ -309,6 +315,7 @@ async def ledger_page(
     services: Services, account_id: str, *, limit: int = 50, before: str | None = None
 ) -> LedgerPage:
     """One page of the store's ledger of an account, newest first (what the sync has copied)."""
+    await orm_loaded()
     from store import repository
 
     await _record(services, account_id)
@@ -328,6 +335,7 @@ async def ledger_page(
 async def _new_key(
     services: Services, account_id: str, *, name: str, limits: KeyLimits
 ) -> CreatedKey:
+    await orm_loaded()
     from store import repository
 
     key = new_key()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from gateway.accounts.keyspend import seed_from_store
-from gateway.accounts.stored import in_store
+from gateway.accounts.stored import in_store, orm_loaded
 from gateway.credits.results import SNAPSHOT_FIELDS, AccountState, Snapshot
 from gateway.services import Services
 from store.records import AccountRecord, AccountSnapshot
@@ -34,6 +34,7 @@ def snapshot_of(stored: AccountSnapshot) -> Snapshot:
 
 async def load_record(services: Services, account_id: str) -> AccountRecord | None:
     """The store's snapshot of one account; Unavailable when the store cannot answer."""
+    await orm_loaded()
     from store import repository
 
     return await in_store(services.db, lambda s: repository.get_account(s, account_id=account_id))

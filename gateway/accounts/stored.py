@@ -7,12 +7,15 @@ names in ``passing``, which it handles itself (a duplicate id, a bad cursor). ``
 does the same for a ``store.direct`` call, which brings its own connection.
 
 SQLAlchemy is imported at the first ``in_store``, not with this module: a serving process that
-only proxies never loads it (issue 16, ``tests/test_imports.py``).
+only proxies never loads it (issue 16, ``tests/test_imports.py``). ``orm_loaded`` imports it in
+a thread: every coroutine that imports the store's ORM modules awaits it first, since 0.2 to
+0.4 s of imports in the event loop's thread would hold every request the worker serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -25,6 +28,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+ORM_MODULES = ("store.database", "store.repository", "store.history")
+"""What the store's ORM side is: SQLAlchemy, SQLModel and the statements on them."""
+_orm_imported = False
+
+
+async def orm_loaded() -> None:
+    """Import ``ORM_MODULES`` in a thread, once per process (later calls return at once)."""
+    global _orm_imported
+    if not _orm_imported:
+        await asyncio.to_thread(lambda: [importlib.import_module(m) for m in ORM_MODULES])
+        _orm_imported = True
+
 
 async def in_store(
     db: Engine,
@@ -33,6 +48,7 @@ async def in_store(
     passing: tuple[type[StoreError], ...] = (),
 ) -> T:
     """``work(session)`` in a thread and one transaction; ``Unavailable`` when the store fails."""
+    await orm_loaded()
     from store.database import session
 
     def call() -> T:
