@@ -4,7 +4,7 @@ A gateway worker asks the store three things while it proxies: an API key by its
 key cache miss), ``last_used_at`` for the keys it served (a batch every few seconds), and
 whether the schema is this version's (at start and in the readiness probe). Through
 SQLAlchemy and SQLModel these would cost every worker some 20 MB of memory for three
-statements (issue 16), so ``DirectStore`` runs them itself, on one connection behind a lock
+statements (issue 16), so ``DirectStore`` runs them itself, on a few connections of its own
 (the callers are threads of ``asyncio.to_thread``). They answer what ``repository.find_api_key``
 / ``touch_api_keys`` and ``database.check_schema`` answer, on both backends
 (``tests/store/test_direct.py`` compares them); the tables are ``store.models``'.
@@ -31,6 +31,8 @@ from store.timefmt import as_utc
 
 T = TypeVar("T")
 
+READERS = 4
+"""Read connections a worker keeps at most (SQLAlchemy's pool, which this replaces, kept 5)."""
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 5
 POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
@@ -67,54 +69,67 @@ def _first_line(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"database: {text.splitlines()[0] if text else type(exc).__name__}")
 
 
-class _Line:
-    """One DB-API connection and the lock its threads take turns on: opened at first use,
-    dropped when it fails, and replaced once when it had gone stale (a restarted database)."""
+class _Lines:
+    """Up to ``size`` DB-API connections for threads to take turns on: each opened at first
+    need, dropped when it fails, and replaced once when it had gone stale (a restarted
+    database). A caller beyond ``size`` waits for one to come back."""
 
-    def __init__(self, connect: Callable[[], Any], failures: tuple[type[Exception], ...]) -> None:
+    def __init__(
+        self, connect: Callable[[], Any], failures: tuple[type[Exception], ...], size: int
+    ) -> None:
         self._connect = connect
         self._failures = failures
+        self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
-        self._connection: Any = None
+        self._idle: list[Any] = []
 
     def run(self, work: Callable[[Any], T]) -> T:
         """``work(connection)``; driver failures become ``StoreUnavailable``."""
-        with self._lock:
-            stale = self._connection is not None
+        with self._slots:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is not None:
+                try:
+                    return self._attempt(idle, work)
+                except self._failures:
+                    pass  # it had gone stale: one more try, on a new connection
             try:
-                return work(self._connected())
+                return self._attempt(self._connect(), work)
             except self._failures as exc:
-                self._drop()
-                if not stale:
-                    raise _first_line(exc) from exc
-            try:
-                return work(self._connected())
-            except self._failures as exc:
-                self._drop()
                 raise _first_line(exc) from exc
 
     def close(self) -> None:
         with self._lock:
-            self._drop()
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            _close(connection)
 
-    def _connected(self) -> Any:
-        if self._connection is None:
-            self._connection = self._connect()
-        return self._connection
+    def _attempt(self, connection: Any, work: Callable[[Any], T]) -> T:
+        """``work(connection)``; the connection kept for the next caller if it worked, else
+        closed (its state is unknown)."""
+        try:
+            result = work(connection)
+        except BaseException:
+            _close(connection)
+            raise
+        with self._lock:
+            self._idle.append(connection)
+        return result
 
-    def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:  # closing a broken connection may fail too: it is gone either way
-                pass
+
+def _close(connection: Any) -> None:
+    if connection is not None:
+        try:
+            connection.close()
+        except Exception:  # closing a broken connection may fail too: it is gone either way
+            pass
 
 
 class DirectStore:
-    """The serving path's statements on two DB-API connections: one reads (keys, the schema),
-    one writes (``last_used_at``), so that a write waiting for SQLite's lock (the sync worker
-    writing) never holds up a key lookup."""
+    """The serving path's statements on DB-API connections: up to ``READERS`` read (keys, the
+    schema: a cold cache's lookups run side by side, as on the engine's pool), one writes
+    (``last_used_at``), so that a write waiting for SQLite's lock (the sync worker writing)
+    never holds up a key lookup."""
 
     def __init__(
         self,
@@ -125,8 +140,8 @@ class DirectStore:
     ) -> None:
         self._sqlite = sqlite
         self._param = "?" if sqlite else "%s"
-        self._reads = _Line(connect, failures)
-        self._writes = _Line(connect, failures)
+        self._reads = _Lines(connect, failures, READERS)
+        self._writes = _Lines(connect, failures, 1)
 
     @classmethod
     def for_url(cls, url: str) -> DirectStore | None:

@@ -3,15 +3,18 @@ the serving path's statements written twice must not drift apart."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
 from store import repository
 from store.database import create_db_engine, current_revision, head_revision, session, upgrade
-from store.direct import DirectStore
+from store.direct import READERS, DirectStore
 from store.errors import SchemaOutdated, StoreUnavailable
 from tests.support.samples import PERIOD_END
 
@@ -163,3 +166,28 @@ def test_an_unreachable_store_is_unavailable_without_its_password(url: str) -> N
 )
 def test_urls_only_the_engine_can_serve_have_no_direct_store(url: str) -> None:
     assert DirectStore.for_url(url) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_lookups_run_side_by_side_on_a_few_connections(
+    engine: Engine, account: str, direct: DirectStore
+) -> None:
+    """A cold key cache's lookups do not queue behind one connection: READERS of them are in
+    the store at once (each waits at a barrier for the others, inside its statement's turn),
+    and the connections are kept for the next ones."""
+    add_key(engine, "key_1", HASH_A)
+    barrier = threading.Barrier(READERS, timeout=10)
+    connections: set[int] = set()
+
+    def lookup(connection: Any) -> object:
+        connections.add(id(connection))
+        barrier.wait()  # broken (an error) if the others cannot run meanwhile
+        return connection.execute("SELECT 1").fetchone()
+
+    with ThreadPoolExecutor(READERS) as pool:
+        answers = list(pool.map(lambda _: direct._reads.run(lookup), range(READERS)))
+    assert answers == [(1,)] * READERS and len(connections) == READERS
+    for _ in range(3):
+        assert direct.find_api_key(key_hash=HASH_A) is not None
+    direct._reads.run(lambda c: connections.add(id(c)))
+    assert len(connections) == READERS  # reused, none opened again
