@@ -223,7 +223,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_room = None
         self.heads_received += 1
-        self.scope["extensions"] = {CLIENT_GONE: {"future": self.loop.create_future()}}
+        gone: dict[object, object] = {"future": self.loop.create_future()}
+        self.scope.setdefault("extensions", {})[CLIENT_GONE] = gone
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:

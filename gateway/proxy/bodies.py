@@ -18,9 +18,8 @@ from gateway.settings import ErrorStyle
 CLIENT_GONE = "creditgate.client_gone"
 """The ``scope["extensions"]`` entry of creditgate's own server protocol (``gateway.heads``):
 ``{"future": f}``, ``f`` done once the client's connection is lost before its answer was
-complete. The proxy
-learns of a disconnect from it without a task waiting on ``receive`` for every request; under
-another ASGI server, that task it is (``wait_disconnect``)."""
+complete. The proxy learns of a disconnect from it without a task waiting on ``receive`` for
+every request; under another ASGI server, that task it is (``wait_disconnect``)."""
 
 
 class ClientGone(Exception):

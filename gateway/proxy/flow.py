@@ -354,11 +354,14 @@ class Proxy:
         watch: asyncio.Future[Any]
         if body is not None:
             data = body
-            watch = gone or asyncio.ensure_future(wait_disconnect(receive))
+            watch = gone if gone is not None else asyncio.ensure_future(wait_disconnect(receive))
         else:
             read = asyncio.Event()
             data = stream_body(receive, read)
-            watch = gone or asyncio.ensure_future(wait_disconnect_after(read, receive))
+            if gone is not None:
+                watch = gone
+            else:
+                watch = asyncio.ensure_future(wait_disconnect_after(read, receive))
         stop_keep_alive = self.holds.keep_alive(ex.caller.account_id, ex.request_id)
         started = time.perf_counter()
         try:
