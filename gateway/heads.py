@@ -26,6 +26,11 @@ more than the whole head may take (``HeadLimits.wire_bytes``): whatever is sent,
 holds at most that much (plus one read, when a head starts in the read that ends the request
 before it). Once the head is complete, bodies are fed uncounted: the cost per request is a few
 additions.
+
+The protocol also tells the app of a client gone mid-request without the app waiting on
+``receive`` in a task of its own: each request's scope carries a future in its ``extensions``
+(``gateway.proxy.bodies.CLIENT_GONE``), done when the connection is lost before the answer was
+complete, exactly when uvicorn marks the request disconnected.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.errors import error_body
+from gateway.proxy.bodies import CLIENT_GONE
 from gateway.settings import Settings
 
 log = logging.getLogger("creditgate.heads")
@@ -217,11 +223,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_room = None
         self.heads_received += 1
+        gone: dict[object, object] = {"future": self.loop.create_future()}
+        self.scope.setdefault("extensions", {})[CLIENT_GONE] = gone
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         HttpToolsProtocol.on_message_complete(self)
         self._new_head()  # what comes next is the next request's head
+
+    # The client gone: the request's ``CLIENT_GONE`` future, when uvicorn marks it disconnected
+    # (its answer not complete), so the app needs no task waiting on ``receive`` to learn it.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        HttpToolsProtocol.connection_lost(self, exc)
+        if cycle is not None and cycle.disconnected:
+            gone = cycle.scope.get("extensions", {}).get(CLIENT_GONE, {}).get("future")
+            if isinstance(gone, asyncio.Future) and not gone.done():
+                gone.set_result(None)
 
     # Refusing: answer once the responses in flight are written, then close.
 

@@ -18,6 +18,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gateway.heads import BoundedHttpToolsProtocol, HeadLimits, bounded_http
+from gateway.proxy.bodies import CLIENT_GONE
 from gateway.settings import ConfigError, Settings
 
 LIMITS = HeadLimits(request_line=256, headers=8, header_bytes=512)
@@ -165,3 +166,33 @@ def test_a_limit_of_zero_stops_the_start(monkeypatch: pytest.MonkeyPatch, name: 
     monkeypatch.setenv(f"CREDITGATE_{name}", "0")
     with pytest.raises(ConfigError, match=name.lower()):
         Settings.load()
+
+
+async def test_each_request_learns_of_its_client_gone_from_a_future_in_its_scope() -> None:
+    """Done when the connection is lost before the answer was complete, not after it."""
+    scopes: list[Any] = []
+    answer = asyncio.Event()
+
+    async def waiting(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await answer.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    for lost_after_answer in (True, False):
+        protocol, transport = connection()
+        protocol.app = waiting
+        answer.clear()
+        protocol.data_received(head())
+        await asyncio.sleep(0)
+        if lost_after_answer:
+            answer.set()
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert transport.statuses() == [200]
+        protocol.connection_lost(None)
+        gone = scopes[-1]["extensions"][CLIENT_GONE]["future"]
+        assert gone.done() is not lost_after_answer
+    answer.set()  # the app of the connection lost mid-request ends (its answer goes nowhere)
+    for _ in range(10):
+        await asyncio.sleep(0)

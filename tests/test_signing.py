@@ -55,6 +55,12 @@ def test_sign_is_hmac_sha256_over_the_contract_message() -> None:
         request_id="req-1",
     )  # fmt: skip
     assert got == expected
+    other = hmac.new(b"another", b"1790000000\nPOST\n/api/x\nacct_1\nreq-1", "sha256").hexdigest()
+    for secret, signature in ((b"another", other), (SECRET, expected)):  # each by its own key
+        assert sign(
+            secret, timestamp="1790000000", method="POST", path="/api/x", account="acct_1",
+            request_id="req-1",
+        ) == signature  # fmt: skip
 
 
 def test_verify_accepts_a_signed_request() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import socket
 from collections.abc import Sequence
@@ -61,7 +62,27 @@ def pack(*parts: object) -> bytes:
 
 
 def pack_evalsha(sha: str, keys: Sequence[str], args: Sequence[object]) -> bytes:
-    return pack("EVALSHA", sha, len(keys), *keys, *args)
+    """``pack("EVALSHA", sha, len(keys), *keys, *args)``, the hot path's way: two script calls
+    a request, some twenty arguments each. The command's head is packed once per script and
+    shape; arguments that are all ASCII ``str`` or ``int`` (as the engine's are) are written
+    as one text, encoded once. Anything else goes through ``pack``, which says what is wrong."""
+    bulks = []
+    for part in (*keys, *args):
+        cls = part.__class__
+        if cls is not str and cls is not int:  # bool too: its class is bool
+            return pack("EVALSHA", sha, len(keys), *keys, *args)
+        text = str(part)
+        bulks.append(f"${len(text)}\r\n{text}\r\n")
+    joined = "".join(bulks)
+    if not joined.isascii():  # lengths are of UTF-8 bytes, and a lone surrogate must fail
+        return pack("EVALSHA", sha, len(keys), *keys, *args)
+    return _evalsha_head(sha, len(keys), len(bulks)) + joined.encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _evalsha_head(sha: str, keys: int, parts: int) -> bytes:
+    """What every ``EVALSHA`` of one script with this many keys and arguments starts with."""
+    return b"*%d\r\n" % (3 + parts) + pack("EVALSHA", sha, keys).removeprefix(b"*3\r\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,12 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.errors import CreditgateError, answer, openai_error_body
 from gateway.settings import ErrorStyle
 
+CLIENT_GONE = "creditgate.client_gone"
+"""The ``scope["extensions"]`` entry of creditgate's own server protocol (``gateway.heads``):
+``{"future": f}``, ``f`` done once the client's connection is lost before its answer was
+complete. The proxy learns of a disconnect from it without a task waiting on ``receive`` for
+every request; under another ASGI server, that task it is (``wait_disconnect``)."""
+
 
 class ClientGone(Exception):
     """The client disconnected while its request body was being read."""
@@ -101,6 +107,15 @@ async def stream_body(receive: Receive, read: asyncio.Event) -> AsyncIterator[by
         if not message.get("more_body", False):
             read.set()
             return
+
+
+def client_gone(scope: Scope) -> asyncio.Future[None] | None:
+    """The server's ``CLIENT_GONE`` future of this request, if the server gives one."""
+    extensions = scope.get("extensions")
+    if extensions is None or CLIENT_GONE not in extensions:
+        return None
+    gone: asyncio.Future[None] = extensions[CLIENT_GONE]["future"]
+    return gone
 
 
 async def wait_disconnect_after(read: asyncio.Event, receive: Receive) -> None:

@@ -12,7 +12,8 @@ and charges (2xx) or refunds (any other status). Along the way:
   ``Idempotency-Key`` seen before (``replays``); Redis or store outages: 503 ``unavailable``.
 - timeout before the answer: 504 ``gateway_timeout``; connection refused / reset: 502
   ``bad_gateway``; a client gone before the answer: the upstream call is cancelled. All refunded.
-  (A streamed request body's client is watched once the body is read.)
+  (creditgate's own server says when a client is gone; under another ASGI server a task waits
+  on ``receive``, for a streamed request body once the body is read.)
 - a request alive longer than the reservation's hold (``upstream_timeout`` + grace), e.g. a
   long stream, keeps its hold alive until it settles, so the reaper leaves it alone.
 - a reserve interrupted (Redis failed, or the request was cancelled) is released; any other
@@ -49,6 +50,7 @@ from gateway.proxy import answers, pricing, relay
 from gateway.proxy import headers as hdr
 from gateway.proxy.bodies import (
     ClientGone,
+    client_gone,
     has_chunked_body,
     read_body,
     send_error,
@@ -346,13 +348,20 @@ class Proxy:
             gateway=gateway,
         )
         data: bytes | AsyncIterator[bytes]
+        # creditgate's server says when the client is gone (``heads``); under another, a task
+        # waits on ``receive`` for it (for a streamed body, once the body is read).
+        gone = client_gone(scope)
+        watch: asyncio.Future[Any]
         if body is not None:
             data = body
-            watch = asyncio.ensure_future(wait_disconnect(receive))
+            watch = gone if gone is not None else asyncio.ensure_future(wait_disconnect(receive))
         else:
             read = asyncio.Event()
             data = stream_body(receive, read)
-            watch = asyncio.ensure_future(wait_disconnect_after(read, receive))
+            if gone is not None:
+                watch = gone
+            else:
+                watch = asyncio.ensure_future(wait_disconnect_after(read, receive))
         stop_keep_alive = self.holds.keep_alive(ex.caller.account_id, ex.request_id)
         started = time.perf_counter()
         try:
@@ -385,7 +394,7 @@ class Proxy:
                 return await relay.respond(self.holds, ex, response, send, watch, method)
         finally:
             stop_keep_alive()
-            if not watch.done():
+            if watch is not gone and not watch.done():
                 watch.cancel()
 
     async def _request(
@@ -421,3 +430,6 @@ class Proxy:
             raise  # this request itself is cancelled (the server is stopping)
         finally:
             waiting = False
+            # The server's future outlives the request (it ends with the request's cycle):
+            # it must not keep this task, or call back into it.
+            watch.remove_done_callback(client_left)

@@ -138,6 +138,7 @@ class Holds:
         self._open: dict[str, float] = {}
         """The reservations ``opened`` whose settle or refund has not ended: request id to
         deadline (event loop time)."""
+        self._beats = _Beats(engine, self._extended)
 
     def opened(self, request_id: str) -> None:
         """A request of this replica holds a reservation now: count it open."""
@@ -232,10 +233,10 @@ class Holds:
         """While the request is alive, push its reservation's deadline out every third of the
         hold, so the reaper refunds only reservations whose replica is gone; returns the stop.
 
-        A timer rather than a task: most requests end long before the first beat, and then
-        cancelling a timer is all this costs them.
+        One timer for all of the process's requests (``_Beats``): most requests end long
+        before their first beat, and then an entry in a dict is all this costs them.
         """
-        return _KeepAlive(self.engine, account, request_id, self._extended).stop
+        return self._beats.start(account, request_id)
 
     def release(self, account: str, request_id: str) -> None:
         """Refund a reservation that may or may not exist, in the background, retried while
@@ -325,50 +326,80 @@ def _rid(request_id: str) -> dict[str, str]:
     return {"request_id": request_id}
 
 
-class _KeepAlive:
-    """The beats of one request's ``Holds.keep_alive``: a timer, then an extend, then a timer...
+class _Beat:
+    """One request's keep-alive: its account, when its next beat is due, its extend in flight."""
 
-    An object rather than closures that call each other: those form a reference cycle (each
-    closure's cell holds the other) that outlives the request until the cycle collector runs,
-    about fifteen objects a request, and a server then pays for it in long collections. Here
-    the only cycle is the pending beat holding ``self``, and ``stop`` breaks it.
+    __slots__ = ("account", "due", "extending")
+
+    def __init__(self, account: str, due: float) -> None:
+        self.account = account
+        self.due = due
+        self.extending: asyncio.Future[None] | None = None
+
+
+class _Beats:
+    """The keep-alive beats of every request of the process (``Holds.keep_alive``): one timer.
+
+    A timer per request cost each request its making and its cancelling, though almost none
+    lives to its first beat. Here a request is an entry in a dict while it is alive; one timer,
+    armed while any request is, goes off every half beat and extends each hold whose beat is
+    due (a third of the hold after the reserve or the last extend). So a beat comes at most
+    half a beat late: long before the deadline, a whole hold after the last one. An extend
+    that failed is logged and the beats go on; they stop once the hold is gone, and a request
+    that ends stops its extend in flight.
+
+    No reference cycle outlives a request: the dict's entry goes at its end, and an extend's
+    task and its beat let go of each other when the extend ends.
     """
 
-    __slots__ = ("_account", "_beat", "_engine", "_every", "_extended", "_loop", "_request_id")
+    __slots__ = ("_alive", "_engine", "_extended", "_timer")
 
-    def __init__(
-        self,
-        engine: CreditEngine,
-        account: str,
-        request_id: str,
-        extended: Callable[[str], None],
-    ) -> None:
+    def __init__(self, engine: CreditEngine, extended: Callable[[str], None]) -> None:
         self._engine = engine
         self._extended = extended
-        self._account = account
-        self._request_id = request_id
-        self._loop = asyncio.get_running_loop()
-        self._every = engine.hold_ms / 3000
-        self._beat: asyncio.TimerHandle | asyncio.Future[None] | None = self._loop.call_later(
-            self._every, self._start
-        )
+        self._alive: dict[str, _Beat] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
-    def _start(self) -> None:
-        self._beat = asyncio.ensure_future(self._extend())
+    def _every(self) -> float:
+        return self._engine.hold_ms / 3000
 
-    async def _extend(self) -> None:
+    def start(self, account: str, request_id: str) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+        every = self._every()
+        self._alive[request_id] = _Beat(account, loop.time() + every)
+        if self._timer is None:
+            self._timer = loop.call_later(every / 2, self._sweep)
+        return functools.partial(self._stop, request_id)
+
+    def _stop(self, request_id: str) -> None:
+        beat = self._alive.pop(request_id, None)
+        if beat is not None and beat.extending is not None:
+            beat.extending.cancel()
+
+    def _sweep(self) -> None:
+        self._timer = None
+        if not self._alive:
+            return  # armed again by the next request
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for request_id, beat in self._alive.items():
+            if beat.due <= now and beat.extending is None:
+                beat.extending = asyncio.ensure_future(self._extend(request_id, beat))
+        self._timer = loop.call_later(self._every() / 2, self._sweep)
+
+    async def _extend(self, request_id: str, beat: _Beat) -> None:
         try:
-            alive = await self._engine.extend(self._account, self._request_id)
-        except Unavailable as exc:
-            # The answer goes on; at worst the reaper refunds it at the old deadline.
-            log.warning("extending the reservation failed: %s", exc)
-            alive = True
-        else:
-            self._extended(self._request_id)  # the deadline the retries stop short of moved
-        if alive and self._beat is not None:
-            self._beat = self._loop.call_later(self._every, self._start)
-
-    def stop(self) -> None:
-        beat, self._beat = self._beat, None
-        if beat is not None:
-            beat.cancel()
+            try:
+                alive = await self._engine.extend(beat.account, request_id)
+            except Unavailable as exc:
+                # The answer goes on; at worst the reaper refunds it at the old deadline.
+                log.warning("extending the reservation failed: %s", exc)
+                alive = True
+            else:
+                self._extended(request_id)  # the deadline the retries stop short of moved
+        finally:
+            beat.extending = None
+        if alive:
+            beat.due = asyncio.get_running_loop().time() + self._every()
+        elif self._alive.get(request_id) is beat:
+            del self._alive[request_id]  # the hold is gone: no more beats

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import uvloop
 from redis import exceptions as rx
 
-from gateway.credits.wire import Endpoint, Wire, pack
+from gateway.credits.wire import Endpoint, Wire, pack, pack_evalsha
 from gateway.services import open_services
 from gateway.settings import Settings
 
@@ -36,6 +36,29 @@ def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
     for bad in (None, True, 1.5):
         with pytest.raises(TypeError, match="str, bytes or int"):
             pack("SET", "k", bad)
+
+
+@pytest.mark.parametrize(
+    ("keys", "args"),
+    [
+        (["{b1}:a:x", "{b1}:deadlines"], ["x", "rid", 1, "", -5, 10**20, "free=5/20"]),
+        ([], []),
+        (["k"], ["kø", b"\x00\xff", 3]),  # not ASCII, bytes: the general way
+    ],
+    ids=["ascii", "none", "utf8-and-bytes"],
+)
+def test_evalsha_is_packed_as_pack_would(keys: list[str], args: list[object]) -> None:
+    sha = "f" * 40
+    for _ in range(2):  # the second time from the head packed before
+        assert pack_evalsha(sha, keys, args) == pack("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def test_evalsha_refuses_what_pack_refuses() -> None:
+    for bad in (True, None, 1.5):
+        with pytest.raises(TypeError, match="str, bytes or int"):
+            pack_evalsha("f" * 40, ["k"], ["a", bad])
+    with pytest.raises(UnicodeEncodeError):
+        pack_evalsha("f" * 40, ["k"], ["\udc80"])  # a lone surrogate is not UTF-8
 
 
 @pytest.mark.parametrize(

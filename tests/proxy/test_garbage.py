@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Scope
 
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
+from gateway.proxy.bodies import CLIENT_GONE
 from gateway.services import open_services
 from gateway.settings import Route, Tier
 from tests.support.stores import in_process_settings
@@ -32,6 +33,7 @@ SLACK = 5
 """Objects the collector may find in all: far fewer than one per request."""
 KINDS = {
     "json, charged": ("big", "/api/projects/anything", 200),
+    "json, charged, the server's client-gone future": ("big", "/api/projects/anything?gone", 200),
     "sse stream, charged": ("big", "/api/projects/quick-sse", 200),
     "non-2xx, refunded": ("big", "/api/projects/status?code=500", 500),
     "429, nothing held": ("empty", "/api/projects/anything", 429),
@@ -57,6 +59,8 @@ async def call(app: ASGIApp, path: str, authorization: str) -> int:
         "client": ("127.0.0.1", 50000),
         "server": ("gw", 80),
     }
+    if query == "gone":  # as creditgate's own server protocol gives it (``gateway.heads``)
+        scope["extensions"] = {CLIENT_GONE: {"future": asyncio.get_running_loop().create_future()}}
     statuses: list[int] = []
     answered = asyncio.Event()
     asked = False

@@ -17,11 +17,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
+from starlette.types import Message, Scope
 
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
 from gateway.errors import Unavailable
 from gateway.proxy import holds
+from gateway.proxy.bodies import CLIENT_GONE
 from gateway.server import serve
 from gateway.services import Services, open_services
 from gateway.settings import Settings
@@ -150,6 +152,72 @@ async def test_a_proxy_bug_is_json_500_and_the_hold_is_refunded(
     assert response.json()["error"] == "internal_error"
     state = await services.credits.status(created.account_id)
     assert state is not None and state.credits_remaining == 100
+
+
+@pytest.mark.parametrize("told_by", ["server", "receive"])
+async def test_a_client_gone_before_the_answer_is_refunded(
+    settings: Settings, services: Services, gate: asyncio.Event, told_by: str
+) -> None:
+    """The server's ``CLIENT_GONE`` future (creditgate's own protocol) or, under another
+    server, ``receive`` says the client left: the upstream call ends, nothing is answered, the
+    hold is refunded."""
+    created = await create_account(services, tier="pro", months=1)
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/projects/gated",
+        "raw_path": b"/api/projects/gated",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"gw"), (b"authorization", f"Bearer {created.api_key}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("gw", 80),
+    }
+    if told_by == "server":
+        scope["extensions"] = {CLIENT_GONE: {"future": gone}}
+    left = asyncio.Event()
+    asked = False
+
+    async def receive() -> Message:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await left.wait()  # with the server's future, never: it alone tells
+        return {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def credits_left() -> int:
+        state = await services.credits.status(created.account_id)
+        assert state is not None
+        return state.credits_remaining
+
+    app = create_app(settings, services=services)
+    try:
+        async with app.router.lifespan_context(app):
+            request = asyncio.ensure_future(app(scope, receive, send))
+            for _ in range(200):
+                if await credits_left() == 99:
+                    break
+                await asyncio.sleep(0.01)
+            assert await credits_left() == 99
+            if told_by == "server":
+                gone.set_result(None)
+            else:
+                left.set()
+            await asyncio.wait_for(request, 5)
+    finally:
+        gate.set()
+    assert sent == []
+    assert await credits_left() == 100
 
 
 class DeadRedis:
