@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from starlette.types import ASGIApp, Message, Scope
+from starlette.types import ASGIApp, Message
 
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
 from gateway.proxy.bodies import CLIENT_GONE
 from gateway.services import open_services
 from gateway.settings import Route, Tier
+from tests.support.asgi import http_scope
 from tests.support.stores import in_process_settings
 
 REQUESTS = 40
@@ -44,22 +45,8 @@ KINDS = {
 async def call(app: ASGIApp, path: str, authorization: str) -> int:
     """One GET through ``app`` with nothing between (an HTTP client in the same process would
     bring cycles of its own); the answer's status."""
-    route, _, query = path.partition("?")
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": route,
-        "raw_path": route.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"gw"), (b"authorization", authorization.encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("gw", 80),
-    }
-    if query == "gone":  # as creditgate's own server protocol gives it (``gateway.heads``)
+    scope = http_scope("GET", path.encode(), [(b"authorization", authorization.encode())])
+    if path.endswith("?gone"):  # as creditgate's own server protocol gives it (``gateway.heads``)
         scope["extensions"] = {CLIENT_GONE: {"future": asyncio.get_running_loop().create_future()}}
     statuses: list[int] = []
     answered = asyncio.Event()

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -23,6 +22,7 @@ from gateway.accounts.operations import CreatedAccount, create_account
 from gateway.app import create_app
 from gateway.services import Services, open_services
 from gateway.settings import Route, Settings
+from tests.support.asgi import http_scope
 from tests.support.stubs import serving
 
 
@@ -49,21 +49,8 @@ async def call(
     body: bytes = b"",
 ) -> Answer:
     """One request straight into the app's ASGI callable (its lifespan must be running)."""
-    path = unquote(raw_path.decode("latin-1"))
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"gw"), *headers, (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8080),
-    }
+    length = (b"content-length", str(len(body)).encode())
+    scope = http_scope(method, raw_path, [*headers, length])
     sent = False
     messages: list[Message] = []
 

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
-from starlette.types import Message, Scope
+from starlette.types import Message
 
 from gateway.accounts.operations import create_account
 from gateway.app import create_app
@@ -28,6 +28,7 @@ from gateway.server import serve
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from sync.reaper import reap
+from tests.support.asgi import http_scope
 from tests.support.scrapes import series
 
 
@@ -163,20 +164,8 @@ async def test_a_client_gone_before_the_answer_is_refunded(
     hold is refunded."""
     created = await create_account(services, tier="pro", months=1)
     gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/projects/gated",
-        "raw_path": b"/api/projects/gated",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"gw"), (b"authorization", f"Bearer {created.api_key}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("gw", 80),
-    }
+    auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
+    scope = http_scope("GET", b"/api/projects/gated", auth)
     if told_by == "server":
         scope["extensions"] = {CLIENT_GONE: {"future": gone}}
     left = asyncio.Event()
