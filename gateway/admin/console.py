@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 
 from gateway.accounts import history as usage
 from gateway.accounts import operations as accounts
@@ -328,29 +328,19 @@ async def signout(request: Request) -> Response:
 def console_routes() -> list[BaseRoute]:
     """``/admin/ui`` and what is under it: placed ahead of the /admin API's mount."""
     return [
-        Route(PATH, home, methods=["GET"], include_in_schema=False),
+        pages.route(PATH, home, methods=["GET"]),
         Mount(PATH, routes=_under()),
     ]
 
 
 def _under() -> list[BaseRoute]:
     return [
-        Route("/", home, methods=["GET"], include_in_schema=False),
-        Route("/signin", signin, methods=["POST"], include_in_schema=False),
-        Route("/signout", signout, methods=["POST"], include_in_schema=False),
-        Route("/accounts/{account_id}", account, methods=["GET"], include_in_schema=False),
-        Route("/accounts/{account_id}/keys", key_limits, methods=["POST"], include_in_schema=False),
-        Route(
-            "/accounts/{account_id}/keys/{key_id}/limits",
-            key_limits,
-            methods=["POST"],
-            include_in_schema=False,
-        ),
-        Route(
-            "/accounts/{account_id}/keys/{key_id}/revoke",
-            revoke_key,
-            methods=["POST"],
-            include_in_schema=False,
-        ),
-        Route("/accounts/{account_id}/{action}", act, methods=["POST"], include_in_schema=False),
+        pages.route("/", home, methods=["GET"]),
+        pages.route("/signin", signin, methods=["POST"]),
+        pages.route("/signout", signout, methods=["POST"]),
+        pages.route("/accounts/{account_id}", account, methods=["GET"]),
+        pages.route("/accounts/{account_id}/keys", key_limits, methods=["POST"]),
+        pages.route("/accounts/{account_id}/keys/{key_id}/limits", key_limits, methods=["POST"]),
+        pages.route("/accounts/{account_id}/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+        pages.route("/accounts/{account_id}/{action}", act, methods=["POST"]),
     ]

@@ -255,18 +255,11 @@ def _refused(exc: CreditgateError) -> Response:
 
 def dashboard_routes() -> list[Route]:
     return [
-        Route(PATH, dashboard, methods=["GET"], include_in_schema=False),
-        Route(f"{PATH}/signin", signin, methods=["GET", "POST"], include_in_schema=False),
-        Route(f"{PATH}/keys", create_key, methods=["POST"], include_in_schema=False),
-        Route(
-            f"{PATH}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"], include_in_schema=False
-        ),
-        Route(
-            f"{PATH}/keys/{{key_id}}/limits",
-            change_limits,
-            methods=["POST"],
-            include_in_schema=False,
-        ),
-        Route(f"{PATH}/signout", signout, methods=["POST"], include_in_schema=False),
+        pages.route(PATH, dashboard, methods=["GET"]),
+        pages.route(f"{PATH}/signin", signin, methods=["GET", "POST"]),
+        pages.route(f"{PATH}/keys", create_key, methods=["POST"]),
+        pages.route(f"{PATH}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"]),
+        pages.route(f"{PATH}/keys/{{key_id}}/limits", change_limits, methods=["POST"]),
+        pages.route(f"{PATH}/signout", signout, methods=["POST"]),
         *pages.static_routes(),
     ]
