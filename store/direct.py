@@ -10,19 +10,22 @@ statements (issue 16), so ``DirectStore`` runs them itself, on a few connections
 (``tests/store/test_direct.py`` compares them); the tables are ``store.models``'.
 
 ``DirectStore.for_url`` takes the URLs a server is configured with: a SQLite file, or
-PostgreSQL (as libpq reads the URL, the way SQLAlchemy's psycopg dialect hands it over). For
-any other (an in-memory SQLite, which only the engine's own pool can share, or a SQLite URL
-with options) it answers None, and the caller uses the repository.
+PostgreSQL (its parts read as SQLAlchemy reads them, handed to psycopg as its dialect hands
+them). For any other (an in-memory SQLite, which only the engine's own pool can share, a
+SQLite URL with options, a PostgreSQL URL naming several hosts) it answers None, and the
+caller uses the repository.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
 
 from store.errors import SchemaOutdated, StoreUnavailable
 from store.records import ApiKeyRecord
@@ -32,6 +35,8 @@ from store.timefmt import as_utc
 T = TypeVar("T")
 
 READERS = 4
+WAIT_S = 30.0
+"""How long a caller waits for a free connection (SQLAlchemy's pool timeout, as before)."""
 """Read connections a worker keeps at most (SQLAlchemy's pool, which this replaces, kept 5)."""
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 5
@@ -50,6 +55,44 @@ TOUCH_KEY = (
 )
 """As ``repository.touch_api_keys``: never back in time, never later than the revocation."""
 REVISION = "SELECT version_num FROM alembic_version"
+
+
+POSTGRESQL_URL = re.compile(
+    r"""(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?
+        (?:\[(?P<ipv6>[^/?]+)\]|(?P<host>[^/:?]+))?
+        (?::(?P<port>[^/?]*))?
+        (?:/(?P<dbname>[^?]*))?
+        (?:\?(?P<query>.*))?$""",
+    re.VERBOSE,
+)
+"""A URL's parts after ``scheme://``, split as SQLAlchemy's ``make_url`` splits them: the
+password runs to the last ``@`` before the host (it may hold ``/``), and is percent-decoded
+only where it is percent-encoded."""
+
+
+def postgresql_parameters(rest: str) -> dict[str, str] | None:
+    """psycopg's connection parameters for a PostgreSQL URL's ``rest`` (after ``://``), as the
+    engine's dialect gives them: the parts decoded, the query's parameters as they are; None
+    when the URL does not parse (the engine then says what is wrong) or names several hosts
+    (the engine serves those)."""
+    found = POSTGRESQL_URL.match(rest)
+    if found is None:
+        return None
+    parameters: dict[str, str] = {}
+    for name in ("user", "password", "dbname"):
+        if found[name]:
+            parameters[name] = unquote(found[name])
+    host = found["ipv6"] or found["host"]
+    if host:
+        parameters["host"] = unquote(host)
+    if found["port"]:
+        parameters["port"] = found["port"]
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(found["query"] or "", keep_blank_values=True):
+        if name in query or (name == "host" and ":" in value and not value.startswith("/")):
+            return None  # a failover list of hosts and ports: the engine's dialect splits it
+        query[name] = value
+    return parameters | query
 
 
 def sqlite_pragmas(connection: Any) -> None:
@@ -82,10 +125,14 @@ class _Lines:
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._idle: list[Any] = []
+        self._closed = False
 
     def run(self, work: Callable[[Any], T]) -> T:
-        """``work(connection)``; driver failures become ``StoreUnavailable``."""
-        with self._slots:
+        """``work(connection)``; driver failures, and no connection free within
+        ``WAIT_S``, become ``StoreUnavailable``."""
+        if not self._slots.acquire(timeout=WAIT_S):
+            raise StoreUnavailable(f"database: no connection free within {WAIT_S:g} s")
+        try:
             with self._lock:
                 idle = self._idle.pop() if self._idle else None
             if idle is not None:
@@ -97,9 +144,13 @@ class _Lines:
                 return self._attempt(self._connect(), work)
             except self._failures as exc:
                 raise _first_line(exc) from exc
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
+        """Close the idle connections, and each busy one as its work ends."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
             _close(connection)
@@ -113,7 +164,11 @@ class _Lines:
             _close(connection)
             raise
         with self._lock:
-            self._idle.append(connection)
+            kept = not self._closed
+            if kept:
+                self._idle.append(connection)
+        if not kept:
+            _close(connection)
         return result
 
 
@@ -153,7 +208,8 @@ class DirectStore:
             if path and path != ":memory:" and "?" not in path and "%" not in path:
                 return cls._for_sqlite(path)
         if sep and scheme in POSTGRESQL_SCHEMES:
-            return cls._for_postgresql("postgresql://" + rest)
+            parameters = postgresql_parameters(rest)
+            return None if parameters is None else cls._for_postgresql(parameters)
         return None
 
     @classmethod
@@ -167,18 +223,19 @@ class DirectStore:
         return cls(connect, sqlite=True, failures=failures)
 
     @classmethod
-    def _for_postgresql(cls, conninfo: str) -> DirectStore:
-        """libpq reads the URL itself (user, password, host, port, database, options)."""
+    def _for_postgresql(cls, parameters: dict[str, str]) -> DirectStore:
+        """psycopg's connection from the URL's parts, as the engine's dialect passes them."""
         import psycopg
 
-        options: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout=" not in conninfo:
-            options["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        options: dict[str, Any] = {"autocommit": True, **parameters}
+        options.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
 
         def connect() -> Any:
-            return psycopg.connect(conninfo, **options)
+            return psycopg.connect(**options)
 
-        failures = (psycopg.OperationalError, psycopg.InterfaceError)
+        # ProgrammingError: a parameter libpq refuses, or a statement on a store without
+        # this version's tables (the schema check says which).
+        failures = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.ProgrammingError)
         return cls(connect, sqlite=False, failures=failures)
 
     def find_api_key(self, *, key_hash: str) -> ApiKeyRecord | None:

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from store import repository
 from store.database import create_db_engine, current_revision, head_revision, session, upgrade
-from store.direct import READERS, DirectStore
+from store.direct import READERS, DirectStore, _Lines, postgresql_parameters
 from store.errors import SchemaOutdated, StoreUnavailable
 from tests.support.samples import PERIOD_END
 
@@ -191,3 +191,74 @@ def test_lookups_run_side_by_side_on_a_few_connections(
         assert direct.find_api_key(key_hash=HASH_A) is not None
     direct._reads.run(lambda c: connections.add(id(c)))
     assert len(connections) == READERS  # reused, none opened again
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres:50%off@127.0.0.1:5432/test",  # a literal % kept
+        "postgresql+psycopg://postgres:a/b@127.0.0.1/db",  # a / in the password
+        "postgresql+psycopg://u:p%40x@h:5/d?sslmode=require&application_name=cg",
+        "postgresql+psycopg://u@/d?host=/var/run/postgresql",
+        "postgresql+psycopg://u@[::1]:5432/d",
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg:///d",
+    ],
+)
+def test_a_postgresql_url_means_what_it_means_to_the_engine(url: str) -> None:
+    """libpq reads a URL more strictly than SQLAlchemy (a % or / in the password): the parts
+    go to psycopg as the engine's dialect gives them."""
+    engine = create_engine(url)
+    _, expected = engine.dialect.create_connect_args(engine.url)
+    expected = {k: str(v) for k, v in expected.items() if k != "context"}
+    assert postgresql_parameters(url.split("://", 1)[1]) == expected
+
+
+def test_several_hosts_are_left_to_the_engine() -> None:
+    url = "postgresql+psycopg://u@/d?host=a:1&host=b:2"
+    assert postgresql_parameters(url.split("://", 1)[1]) is None
+    assert DirectStore.for_url(url) is None
+
+
+def test_a_password_with_a_percent_sign_connects() -> None:
+    """Before, libpq refused it as a bad percent-encoding and the worker failed to start."""
+    direct = DirectStore.for_url("postgresql://postgres:50%off@127.0.0.1:1/nowhere")
+    assert direct is not None
+    with pytest.raises(StoreUnavailable) as refused:
+        direct.check_schema()  # nothing listens on port 1: unavailable, not a crash
+    assert "50%off" not in str(refused.value)
+
+
+class Fake:
+    """A DB-API connection that only knows whether it was closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_caller_past_the_connections_gives_up_and_a_closed_store_keeps_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store that stopped answering holds its connections: the next caller is told so
+    (``StoreUnavailable``) instead of waiting for ever and taking a thread with it. A
+    connection whose work ends after ``close`` is closed, not kept."""
+    monkeypatch.setattr("store.direct.WAIT_S", 0.05)
+    lines = _Lines(Fake, (), 1)
+    busy, release = threading.Event(), threading.Event()
+
+    def hang(connection: Fake) -> Fake:
+        busy.set()
+        release.wait(10)
+        return connection
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(lines.run, hang)
+        assert busy.wait(10)
+        with pytest.raises(StoreUnavailable, match="no connection free"):
+            lines.run(lambda connection: connection)
+        lines.close()
+        release.set()
+        assert held.result().closed
