@@ -109,15 +109,19 @@ end
 --   dp db tok rp rb ts v plan bonus sub se pe tt mt   (integers, each followed by a space)
 --   then acct kind tier rid note key route, each as <length in bytes>:<text>
 -- (a reason may hold any character). %d writes every digit of an integer below 2^63.
-local EVENT = '%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d:%s%d:%s%d:%s%d:%s%d:%s%d:%s%d:%s'
+local NUMBERS = '%d %d %d %d %d %d %d %d %d %d %d %d %d %d '
+-- Each text after its length in bytes, joined with `..`: Lua's %s stops at a NUL byte in a
+-- short string, where `#` counts past it.
+local function sized(text)
+  return #text .. ':' .. text
+end
 local function emit(outbox, account, a, now, kind, dplan, dbonus, tokens, rid, note, rp, rb,
                     key, route)
   a.v = math.max(a.v + 1, now_us)
-  key, route = key or '', route or ''
-  redis.call('XADD', outbox, '*', 'e', string.format(EVENT, dplan, dbonus, tokens, rp or 0,
-    rb or 0, now, a.v, a.plan + a.hp, a.bonus + a.hb, a.sub, a.se, a.pe, a.tt, a.mt,
-    #account, account, #kind, kind, #a.tier, a.tier, #rid, rid, #note, note, #key, key,
-    #route, route))
+  redis.call('XADD', outbox, '*', 'e', string.format(NUMBERS, dplan, dbonus, tokens, rp or 0,
+    rb or 0, now, a.v, a.plan + a.hp, a.bonus + a.hb, a.sub, a.se, a.pe, a.tt, a.mt)
+    .. sized(account) .. sized(kind) .. sized(a.tier) .. sized(rid) .. sized(note)
+    .. sized(key or '') .. sized(route or ''))
 end
 
 -- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms, counted exactly in

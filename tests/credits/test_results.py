@@ -49,11 +49,11 @@ def test_common_lua_loads_saves_and_emits_the_fields_of_the_table() -> None:
 
 
 def test_the_packed_event_holds_as_many_numbers_and_texts_as_it_is_read_with() -> None:
-    found = re.search(r"^local EVENT = '(.*)'$", COMMON, re.MULTILINE)
-    assert found is not None
-    numbers, texts = found.group(1).split(" %d:%s", 1)
-    assert numbers.split(" ") == ["%d"] * len(PACKED_NUMBERS)
-    assert ("%d:%s" + texts).split("%d:%s")[1:] == [""] * len(PACKED_TEXTS)
+    numbers = re.search(r"^local NUMBERS = '(.*)'$", COMMON, re.MULTILINE)
+    emit = re.search(r"^local function emit\(.*?^end$", COMMON, re.MULTILINE | re.DOTALL)
+    assert numbers is not None and emit is not None
+    assert numbers.group(1).split(" ") == ["%d"] * len(PACKED_NUMBERS) + [""]
+    assert emit.group(0).count("sized(") == len(PACKED_TEXTS)
 
 
 def test_describe_answers_the_fields_in_the_table_order() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import redis.asyncio as aioredis
 
 from gateway.credits import keys
@@ -37,9 +38,16 @@ async def test_an_engine_event_parses_to_a_movement(real_redis: aioredis.Redis) 
     assert parse_movement(bucket, "1-0", opened).plan_delta == 5
 
 
-async def test_a_reason_of_any_characters_comes_through_whole(real_redis: aioredis.Redis) -> None:
+@pytest.mark.parametrize(
+    "reason",
+    ["ticket 12: refund 3 credits\nréclamation:  2:x", "a NUL\x00inside"],
+    ids=["colons, spaces, accents", "NUL"],
+)
+async def test_a_reason_of_any_characters_comes_through_whole(
+    real_redis: aioredis.Redis, reason: str
+) -> None:
+    """The API refuses control characters in a reason; the event must not depend on it."""
     engine = CreditEngine(real_redis, DEFAULT_TIERS)
-    reason = "ticket 12: refund 3 credits\nréclamation:  2:x"
     await engine.open("acct-q", tier="free")
     await engine.grant("acct-q", 3, reason=reason, request_id="op 7:1")
     bucket = keys.bucket_of("acct-q")
