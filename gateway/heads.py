@@ -39,6 +39,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -128,6 +129,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_headers = limits.headers
         self.heads_received = 0
         self.refusal: Refusal | None = None
+        self._unanswered: deque[asyncio.Future[None]] = deque()
+        """The ``CLIENT_GONE`` futures of the requests not yet answered, oldest first (more
+        than one when requests are pipelined: uvicorn answers them in turn)."""
         self._new_head()
 
     def _new_head(self) -> None:
@@ -223,23 +227,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_room = None
         self.heads_received += 1
-        gone: dict[object, object] = {"future": self.loop.create_future()}
-        self.scope.setdefault("extensions", {})[CLIENT_GONE] = gone
+        gone: asyncio.Future[None] = self.loop.create_future()
+        self._unanswered.append(gone)
+        self.scope.setdefault("extensions", {})[CLIENT_GONE] = {"future": gone}
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         HttpToolsProtocol.on_message_complete(self)
         self._new_head()  # what comes next is the next request's head
 
-    # The client gone: the request's ``CLIENT_GONE`` future, when uvicorn marks it disconnected
-    # (its answer not complete), so the app needs no task waiting on ``receive`` to learn it.
+    # The client gone: the ``CLIENT_GONE`` future of each request whose answer was not
+    # complete, so the app needs no task waiting on ``receive`` to learn it. (uvicorn marks
+    # only the newest request disconnected: with pipelining, the one being answered is older.)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        cycle = self.cycle
         HttpToolsProtocol.connection_lost(self, exc)
-        if cycle is not None and cycle.disconnected:
-            gone = cycle.scope.get("extensions", {}).get(CLIENT_GONE, {}).get("future")
-            if isinstance(gone, asyncio.Future) and not gone.done():
+        unanswered, self._unanswered = self._unanswered, deque()
+        for gone in unanswered:
+            if not gone.done():
                 gone.set_result(None)
 
     # Refusing: answer once the responses in flight are written, then close.
@@ -252,6 +257,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # else: a pipelined request is still being answered; on_response_complete sends it
 
     def on_response_complete(self) -> None:
+        if self._unanswered:
+            self._unanswered.popleft()  # the oldest request's: answers go out in order
         last = not self.pipeline
         super().on_response_complete()
         if self.refusal is not None and last and not self.transport.is_closing():

@@ -196,3 +196,30 @@ async def test_each_request_learns_of_its_client_gone_from_a_future_in_its_scope
     answer.set()  # the app of the connection lost mid-request ends (its answer goes nowhere)
     for _ in range(10):
         await asyncio.sleep(0)
+
+
+async def test_pipelined_requests_each_learn_of_their_client_gone() -> None:
+    """Two requests in one read: the first is being answered, the second waits its turn. The
+    connection lost, both are told (uvicorn marks only the newest disconnected)."""
+    started: list[Any] = []
+    answer = asyncio.Event()
+
+    async def waiting(scope: Any, receive: Any, send: Any) -> None:
+        started.append(scope)
+        await answer.wait()
+
+    protocol, _ = connection()
+    protocol.app = waiting
+    protocol.data_received(head("/first") + head("/second"))
+    await asyncio.sleep(0)
+    queued = [cycle.scope for cycle, _ in protocol.pipeline]
+    assert [scope["path"] for scope in [*started, *queued]] == ["/first", "/second"]
+    futures = [scope["extensions"][CLIENT_GONE]["future"] for scope in [*started, *queued]]
+    assert not any(future.done() for future in futures)
+
+    protocol.connection_lost(None)
+
+    assert all(future.done() for future in futures)
+    answer.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
