@@ -70,6 +70,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     sqlite_pragmas(dbapi_connection)
 
 
+def one_snapshot(db: Session) -> None:
+    """Make the rest of ``db``'s transaction read the database as of one moment on PostgreSQL
+    (REPEATABLE READ), so that a read of many statements sees no write that lands between
+    them; call it before the transaction's first statement. (SQLite's driver reads outside a
+    transaction: there, run such a read while nothing writes.)"""
+    if db.get_bind().dialect.name == "postgresql":
+        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 @contextmanager
 def session(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises.

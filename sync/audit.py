@@ -37,6 +37,7 @@ from gateway.credits.results import HASH_FIELDS, SNAPSHOT_FIELDS, snapshot_value
 from gateway.errors import Unavailable
 from gateway.services import Services
 from store import repository, usage_daily
+from store.database import one_snapshot
 from store.records import AccountRecord
 from store.usage_daily import RollupMismatch
 from sync.checks import (
@@ -155,6 +156,7 @@ class StoreFacts:
 
 
 def _read_store(db: Session) -> StoreFacts:
+    one_snapshot(db)  # its many reads agree with each other while the sync worker writes
     records: dict[str, AccountRecord] = {}
     after: str | None = None
     while True:
