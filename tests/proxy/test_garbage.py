@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.proxy.bodies import CLIENT_GONE
 from gateway.services import open_services
 from gateway.settings import Route, Tier
-from tests.support.asgi import http_scope
+from tests.support.asgi import empty_body_then_gone, http_scope
 from tests.support.stores import in_process_settings
 
 REQUESTS = 40
@@ -50,15 +50,7 @@ async def call(app: ASGIApp, path: str, authorization: str) -> int:
         scope["extensions"] = {CLIENT_GONE: {"future": asyncio.get_running_loop().create_future()}}
     statuses: list[int] = []
     answered = asyncio.Event()
-    asked = False
-
-    async def receive() -> Message:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await answered.wait()
-        return {"type": "http.disconnect"}
+    receive = empty_body_then_gone(answered)
 
     async def send(message: Message) -> None:
         if message["type"] == "http.response.start":

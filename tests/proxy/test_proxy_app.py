@@ -28,7 +28,7 @@ from gateway.server import serve
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from sync.reaper import reap
-from tests.support.asgi import http_scope
+from tests.support.asgi import empty_body_then_gone, http_scope
 from tests.support.scrapes import series
 
 
@@ -168,16 +168,8 @@ async def test_a_client_gone_before_the_answer_is_refunded(
     scope = http_scope("GET", b"/api/projects/gated", auth)
     if told_by == "server":
         scope["extensions"] = {CLIENT_GONE: {"future": gone}}
-    left = asyncio.Event()
-    asked = False
-
-    async def receive() -> Message:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await left.wait()  # with the server's future, never: it alone tells
-        return {"type": "http.disconnect"}
+    left = asyncio.Event()  # with the server's future, never set: it alone tells
+    receive = empty_body_then_gone(left)
 
     sent: list[Message] = []
 
