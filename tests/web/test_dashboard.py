@@ -73,6 +73,11 @@ async def sign_in(client: httpx.AsyncClient, secret: str) -> httpx.Response:
     return await client.post("/dashboard/signin", data={"secret": secret})
 
 
+def key_row(page: str, key_id: str) -> str:
+    """The table row of one key on a page (the dashboard's or the console's)."""
+    return page[page.index(f'data-key-id="{key_id}"') :].split("</tr>")[0]
+
+
 async def test_sign_in_gives_a_strict_httponly_cookie_and_never_keeps_the_key(
     visitor: Callable[..., httpx.AsyncClient], holder: CreatedAccount, real_redis: aioredis.Redis
 ) -> None:
@@ -302,7 +307,7 @@ async def test_a_key_made_with_limits_shows_them_and_its_spend_against_its_limit
         held = await services.credits.reserve("acme", "r1", 3, key_id=new.key_id, rules=rules)
         assert held.status == "ok"
         shown = (await client.get("/dashboard")).text
-        row = shown[shown.index(f'data-key-id="{new.key_id}"') :].split("</tr>")[0]
+        row = key_row(shown, new.key_id)
         assert "3 / 4 credits" in row and "30 requests/min" in row
         assert "expires 2099-01-31 12:30 UTC" in row and "/api/review, /api/projects/lint" in row
         edit = shown[shown.index(f'id="edit-{new.key_id}"') :].split("</details>")[0]
@@ -372,7 +377,7 @@ async def test_a_keys_limits_are_changed_by_its_edit_form_once(
         assert 'value="-5"' in edit
         saved = await client.post(action, data=form)
         assert "Limits of key ci-2 saved." in saved.text
-        row = saved.text[saved.text.index(f'data-key-id="{made.key_id}"') :].split("</tr>")[0]
+        row = key_row(saved.text, made.key_id)
         assert "0 / 9 credits" in row
         again = await client.post(action, data={**form, "credit_limit": "1"})
         assert "sent already" in again.text
@@ -423,7 +428,7 @@ async def test_the_console_creates_a_limited_key_once_per_form_and_shows_its_spe
         held = await services.credits.reserve("acme", "c1", 2, key_id=new.key_id, rules=rules)
         assert held.status == "ok"
         shown = (await client.get("/admin/ui/accounts/acme")).text
-        row = shown[shown.index(f'data-key-id="{new.key_id}"') :].split("</tr>")[0]
+        row = key_row(shown, new.key_id)
         assert "2 / 6 credits" in row and "routes /api/projects" in row
         bad = await client.post(
             "/admin/ui/accounts/acme/keys",
@@ -450,7 +455,7 @@ async def test_the_console_changes_a_keys_limits_once_per_form(
         }
         saved = await client.post(action, data=form)
         assert f"Limits of key {holder.key_id} saved." in saved.text
-        row = saved.text[saved.text.index(f'data-key-id="{holder.key_id}"') :].split("</tr>")[0]
+        row = key_row(saved.text, holder.key_id)
         assert "0 / 3 credits" in row
         again = await client.post(action, data=form)
         assert "applied before" in again.text
