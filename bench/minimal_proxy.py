@@ -7,9 +7,12 @@ the reserve script, signing, settling. Two of them:
 - plain ASGI (the default): the least a Python proxy on this stack can do per request, and
   the stricter baseline;
 - ``--starlette``: a Starlette app with one catch-all route streaming the answer back, the
-  pass-through proxy issue 4 measured its targets against.
+  pass-through proxy issue 4 measured its targets against; with ``--buffered``, the answer
+  read whole and sent as one ``Response``: the pass-through issue 16 measured its targets
+  against ("Starlette route, uvicorn uvloop/httptools, aiohttp, buffered answer").
 
-Run: ``python bench/minimal_proxy.py --port P --upstream URL [--starlette] [--workers N]``.
+Run: ``python bench/minimal_proxy.py --port P --upstream URL [--starlette [--buffered]]
+[--workers N]``.
 """
 
 from __future__ import annotations
@@ -114,19 +117,20 @@ class MinimalProxy:
                 return
 
 
-def starlette_app(upstream: str) -> Any:
-    """The same pass-through as a Starlette route: request body read, answer streamed."""
+def starlette_app(upstream: str, buffered: bool = False) -> Any:
+    """The same pass-through as a Starlette route: request body read, answer streamed (or,
+    ``buffered``, read whole and sent in one piece)."""
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import StreamingResponse
+    from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
 
     base = upstream.rstrip("/")
     state: dict[str, aiohttp.ClientSession] = {}
 
-    async def forward(request: Request) -> StreamingResponse:
+    async def forward(request: Request) -> Response:
         body = await request.body()
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_SKIP]
         url = base + request.url.path
@@ -135,6 +139,18 @@ def starlette_app(upstream: str) -> Any:
         answer = await state["session"].request(
             request.method, url, headers=headers, data=body, allow_redirects=False
         )
+        if buffered:
+            async with answer:
+                content = await answer.read()
+            return Response(
+                content,
+                status_code=answer.status,
+                headers={
+                    k: v
+                    for k, v in answer.headers.items()
+                    if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"
+                },
+            )
 
         async def chunks() -> Any:
             async with answer:
@@ -162,7 +178,7 @@ def from_env() -> Any:
     """uvicorn factory for ``--workers N``: each worker reads the upstream from the environment."""
     upstream = os.environ["MINIMAL_PROXY_UPSTREAM"]
     if os.environ.get("MINIMAL_PROXY_STARLETTE"):
-        return starlette_app(upstream)
+        return starlette_app(upstream, bool(os.environ.get("MINIMAL_PROXY_BUFFERED")))
     return MinimalProxy(upstream)
 
 
@@ -172,12 +188,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--starlette", action="store_true", help="the Starlette variant")
+    parser.add_argument(
+        "--buffered", action="store_true", help="with --starlette: the answer read whole"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     args = parser.parse_args()
     if args.workers > 1:
         os.environ["MINIMAL_PROXY_UPSTREAM"] = args.upstream
         if args.starlette:
             os.environ["MINIMAL_PROXY_STARLETTE"] = "1"
+        if args.buffered:
+            os.environ["MINIMAL_PROXY_BUFFERED"] = "1"
         uvicorn.run(
             "minimal_proxy:from_env",
             factory=True,
@@ -190,7 +211,9 @@ def main() -> None:
         )
         return
     uvicorn.run(
-        starlette_app(args.upstream) if args.starlette else MinimalProxy(args.upstream),
+        starlette_app(args.upstream, args.buffered)
+        if args.starlette
+        else MinimalProxy(args.upstream),
         host=args.host,
         port=args.port,
         log_level="warning",
