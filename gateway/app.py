@@ -6,7 +6,7 @@ wired together here, each built by its own package without knowing the others.
 Proxied prefixes are served by ``GatewayApp`` straight to the ``Proxy``, plain ASGI in front
 of Starlette (the hot path skips its middleware, routing and request objects). Everything else is a
 Starlette route: ``GET /api/user/usage``, health, metrics and ``/admin``; unknown paths get
-the contract's JSON 404. The lifespan owns the Services (unless given), the upstream session,
+the contract's JSON 404. The lifespan owns the Services (unless given), the upstream client,
 the API key cache and its revocation watcher, and the tracer (unless given, and only when
 ``CREDITGATE_TRACING`` asks for one); on shutdown it awaits in-flight settles. The app's
 ``Metrics`` are handed to the proxy, and to the credit engine as its script observer.
@@ -36,7 +36,7 @@ from gateway.proxy.flow import Proxy
 from gateway.proxy.holds import Holds, InFlight
 from gateway.proxy.replays import Replays
 from gateway.proxy.router import GatewayApp
-from gateway.proxy.upstream import open_session
+from gateway.proxy.upstream import Upstream
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from gateway.web.dashboard import dashboard_routes
@@ -126,7 +126,7 @@ def create_app(
     async def lifespan(app: GatewayApp) -> AsyncIterator[None]:
         svc = services if services is not None else open_services(settings)
         svc.credits.observer = metrics.script_ran
-        session = open_session(read_timeout=settings.upstream_timeout)
+        upstream = Upstream(read_timeout=settings.upstream_timeout)
         tracer = tracing if tracing is not None else open_tracing(settings)
         keys = KeyCache(svc.redis, store_lookup(svc), touch=store_toucher(svc))
         await keys.start()
@@ -135,7 +135,7 @@ def create_app(
         proxy = Proxy(
             engine=svc.credits,
             keys=keys,
-            session=session,
+            upstream=upstream,
             metrics=metrics,
             secret=signing_secret(settings),
             restore=restore,
@@ -165,7 +165,7 @@ def create_app(
             flushing.cancel()  # its last flush counts the drained settles
             await asyncio.gather(flushing, return_exceptions=True)
             await keys.stop()
-            await session.close()
+            await upstream.close()
             if services is None:
                 await svc.close()
             if tracing is None and tracer is not None:

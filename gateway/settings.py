@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,23 @@ class Tier(BaseModel):
     requests_per_minute: int = Field(default=0, ge=0, le=1_000_000)
 
 
+def check_upstream(url: str) -> str:
+    """``url`` if the gateway's client can send to it (``gateway.proxy.upstream``): http or
+    https, a host, a valid port, no user info, query or fragment; else ``ValueError``."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number in range)
+    except ValueError as exc:
+        raise ValueError(f"the port is not valid ({exc})") from None
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ValueError("must not carry user info, a query or a fragment")
+    return url
+
+
 class Route(BaseModel):
     """A proxied path prefix, the upstream it goes to, what one request costs (flat ``cost``,
     or metered by tokens between ``cost`` and ``max_credits``) and the shape of the gateway's
@@ -101,9 +119,7 @@ class Route(BaseModel):
     @field_validator("upstream")
     @classmethod
     def _upstream_is_http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return check_upstream(value).rstrip("/")
 
 
 DEFAULT_TIERS: dict[str, Tier] = {
@@ -246,9 +262,7 @@ class Settings(BaseSettings):
     @field_validator("codegen_url", "review_url")
     @classmethod
     def _upstream_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return check_upstream(value)
 
     @model_validator(mode="after")
     def _apply_file(self) -> Settings:

@@ -2,5 +2,5 @@
 runs one request (authenticate, reserve, forward), ``relay`` streams the answer back, ``holds``
 settles or refunds the reservation after the answer, ``answers`` builds the gateway's own
 refusals and failures. Pure steps apart: ``headers``, ``bodies``, ``tokens``, ``idempotency``;
-``upstream`` is the aiohttp session to the backends.
+``upstream`` is the HTTP/1.1 client to the backends.
 """

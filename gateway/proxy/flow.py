@@ -36,9 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from starlette.types import Receive, Scope, Send
-from yarl import URL
 
 from gateway.accounts.keycache import KeyCache, authorization_of
 from gateway.credits.engine import CreditEngine
@@ -63,6 +61,7 @@ from gateway.proxy.holds import Holds, Restore
 from gateway.proxy.idempotency import Reserve, base_request_id, reserve_idempotent, valid_key
 from gateway.proxy.replays import FirstAnswer, Replays, fingerprint
 from gateway.proxy.trail import Trail
+from gateway.proxy.upstream import Answer, Upstream
 from gateway.settings import Route
 from gateway.signing import signed_headers
 
@@ -89,7 +88,7 @@ class Proxy:
         *,
         engine: CreditEngine,
         keys: KeyCache,
-        session: aiohttp.ClientSession,
+        upstream: Upstream,
         metrics: Metrics,
         secret: bytes,
         restore: Restore,
@@ -100,7 +99,7 @@ class Proxy:
     ) -> None:
         self.engine = engine
         self.keys = keys
-        self.session = session
+        self.upstream = upstream
         self.metrics = metrics
         self.secret = secret
         self.restore = restore
@@ -327,7 +326,7 @@ class Proxy:
         path: str = scope["path"]
         raw_path: bytes = scope.get("raw_path") or path.encode()
         query: bytes = scope.get("query_string", b"")
-        target = ex.route.upstream + raw_path.decode("latin-1")
+        target = raw_path.decode("latin-1")
         if query:
             target += "?" + query.decode("latin-1")
         state = ex.state
@@ -366,8 +365,8 @@ class Proxy:
         started = time.perf_counter()
         try:
             try:
-                call: Awaitable[aiohttp.ClientResponse] = self._request(
-                    watch, method, target, fwd, data
+                call: Awaitable[Answer] = self._request(
+                    watch, method, ex.route.upstream, target, fwd, data
                 )
                 if trail is not None:
                     call = trail.upstream(call, fwd)  # timed; traced: fwd gets the traceparent
@@ -379,7 +378,7 @@ class Proxy:
                 return await relay.fail(
                     self.holds, ex, send, "gateway_timeout", "the backend timed out"
                 )
-            except (aiohttp.ClientError, OSError) as exc:
+            except OSError as exc:  # the connection refused, failed or broke (UpstreamError)
                 log.warning(
                     "upstream %s unreachable: %s",
                     ex.route.prefix,
@@ -401,13 +400,14 @@ class Proxy:
         self,
         watch: asyncio.Future[Any],
         method: str,
+        url: str,
         target: str,
         headers: list[tuple[str, str]],
         data: bytes | AsyncIterator[bytes],
-    ) -> aiohttp.ClientResponse:
+    ) -> Answer:
         """The backend's answer (its headers), or ``ClientGone`` when ``watch`` sees the client
-        leave first: the wait is cancelled and aiohttp closes the upstream connection. The
-        session's read timeout (``upstream_timeout``) bounds the wait. Awaited in the
+        leave first: the wait is cancelled and the upstream connection closed. The client's
+        read timeout (``upstream_timeout``) bounds the wait. Awaited in the
         request's own task rather than a task of its own: two loop turns less a request."""
         task = asyncio.current_task()
         assert task is not None
@@ -421,9 +421,8 @@ class Proxy:
 
         watch.add_done_callback(client_left)
         try:
-            return await self.session.request(
-                method, URL(target, encoded=True), headers=headers, data=data, allow_redirects=False
-            )
+            upstream = self.upstream
+            return await upstream.request(method, upstream.origin(url), target, headers, data)
         except asyncio.CancelledError:
             if left and task.uncancel() == 0:
                 raise ClientGone from None

@@ -30,7 +30,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import aiohttp
 from starlette.types import Send
 
 from gateway.accounts.usage import credit_info
@@ -41,6 +40,7 @@ from gateway.proxy.bodies import is_json, splice_credit_info
 from gateway.proxy.exchange import Exchange, Failure, Outcome
 from gateway.proxy.holds import Holds
 from gateway.proxy.replays import FirstAnswer
+from gateway.proxy.upstream import Answer
 
 log = logging.getLogger("creditgate.proxy")
 
@@ -60,7 +60,7 @@ StreamEnd = Literal["complete", "client_gone", "broken"]
 async def respond(
     holds: Holds,
     ex: Exchange,
-    response: aiohttp.ClientResponse,
+    response: Answer,
     send: Send,
     watch: asyncio.Future[Any] | None,
     method: str,
@@ -97,7 +97,7 @@ async def respond(
     if (
         method != "HEAD"
         and status not in (204, 205, 304)
-        and is_json(response.content_type if "content-type" in response.headers else None)
+        and is_json(response.content_type)
         and b"content-encoding" not in facts
         and (length is None or (length.isdigit() and int(length) <= JSON_LIMIT))
     ):
@@ -108,7 +108,7 @@ async def respond(
 async def _stream(
     holds: Holds,
     ex: Exchange,
-    response: aiohttp.ClientResponse,
+    response: Answer,
     send: Send,
     watch: asyncio.Future[Any] | None,
     header_tokens: int | None,
@@ -150,14 +150,14 @@ def _settle(holds: Holds, ex: Exchange, tokens: int, charge: int) -> None:
     holds.settle(ex.caller.account_id, ex.request_id, tokens, charge if metered else None)
 
 
-async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[list[bytes], bool]:
+async def _read_bounded(response: Answer) -> tuple[list[bytes], bool]:
     """The body of an answer without a ``Content-Length`` (chunked, or to the close), read up
     to just past ``JSON_LIMIT``: ``(parts, True)`` when that is all of it, else the parts read
     and False (sent on as they are, never joined). Never more than ``JSON_LIMIT`` plus one
     chunk in memory, whatever the framing."""
     parts: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_any():
+    async for chunk in response.chunks():
         parts.append(chunk)
         size += len(chunk)
         if size > JSON_LIMIT:
@@ -168,7 +168,7 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> tuple[list[bytes], 
 async def _respond_json(
     holds: Holds,
     ex: Exchange,
-    response: aiohttp.ClientResponse,
+    response: Answer,
     send: Send,
     watch: asyncio.Future[Any] | None,
     header_tokens: int | None,
@@ -176,13 +176,13 @@ async def _respond_json(
 ) -> Outcome:
     try:
         if length is not None:
-            body = await response.content.read()  # bounded by the Content-Length check
+            body = await response.read()  # bounded by the Content-Length check
         else:
             parts, whole = await _read_bounded(response)
             if not whole:  # too large to buffer: on untouched, as any other streamed answer
                 return await _stream(holds, ex, response, send, watch, header_tokens, parts)
             body = b"".join(parts)
-    except (aiohttp.ClientError, OSError, TimeoutError):
+    except (OSError, TimeoutError):
         return await fail(holds, ex, send, "bad_gateway", "the backend's answer broke off")
     document: object = None
     if body:
@@ -229,7 +229,7 @@ async def fail(holds: Holds, ex: Exchange, send: Send, failure: Failure, message
 
 
 async def _pipe(
-    response: aiohttp.ClientResponse,
+    response: Answer,
     send: Send,
     watch: asyncio.Future[Any] | None,
     usage: tok.SseUsage | None,
@@ -237,14 +237,14 @@ async def _pipe(
     """Stream the backend's body to the client: ``complete``, ``client_gone`` or ``broken``
     (the client's answer then left unfinished)."""
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.chunks():
             if usage is not None:
                 usage.feed(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if watch is not None and watch.done():
                 response.close()
                 return "client_gone"
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:
         # The client's answer is left incomplete on purpose: the ASGI server then closes the
         # connection (no final empty chunk), so the client sees the stream broke instead of
         # taking a truncated body for the whole answer.

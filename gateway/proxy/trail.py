@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from starlette.types import Message, Scope, Send
 
 from gateway.accounts.keycache import Caller
@@ -38,6 +37,7 @@ from gateway.proxy.exchange import Exchange, Outcome
 from gateway.settings import Route
 
 if TYPE_CHECKING:
+    from gateway.proxy.upstream import Answer
     from gateway.tracing import RequestSpan, Tracing
 
 access = logging.getLogger(ACCESS_LOGGER)
@@ -100,9 +100,7 @@ class Trail:
             self.status = message["status"]
         await self._send(message)
 
-    async def upstream(
-        self, call: Awaitable[aiohttp.ClientResponse], headers: list[tuple[str, str]]
-    ) -> aiohttp.ClientResponse:
+    async def upstream(self, call: Awaitable[Answer], headers: list[tuple[str, str]]) -> Answer:
         """Await the backend's answer (``call``), timed, in its span when tracing: then
         ``headers``, the forwarded ones, carry the span's trace context."""
         started = time.perf_counter()

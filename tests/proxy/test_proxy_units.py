@@ -305,7 +305,7 @@ async def test_a_replayed_reserve_of_our_own_id_counts_as_held() -> None:
     proxy = Proxy(
         engine=None,  # type: ignore[arg-type]
         keys=None,  # type: ignore[arg-type]
-        session=None,  # type: ignore[arg-type]
+        upstream=None,  # type: ignore[arg-type]
         metrics=Metrics(),
         secret=b"s",
         restore=no_restore,
@@ -484,6 +484,9 @@ async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
     started = asyncio.Event()
 
     class Hanging:
+        def origin(self, url: str) -> str:
+            return url
+
         async def request(self, *args: object, **kwargs: object) -> None:
             started.set()
             await asyncio.Event().wait()
@@ -491,7 +494,7 @@ async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
     proxy = Proxy(
         engine=None,  # type: ignore[arg-type]
         keys=None,  # type: ignore[arg-type]
-        session=Hanging(),  # type: ignore[arg-type]
+        upstream=Hanging(),  # type: ignore[arg-type]
         metrics=Metrics(),
         secret=b"s",
         restore=None,  # type: ignore[arg-type]
@@ -501,7 +504,7 @@ async def test_a_cancelled_request_is_not_mistaken_for_a_client_gone() -> None:
     for who in ("client", "server"):
         started.clear()
         watch: asyncio.Future[None] = loop.create_future()
-        request = asyncio.ensure_future(proxy._request(watch, "GET", "http://x/", [], b""))
+        request = asyncio.ensure_future(proxy._request(watch, "GET", "http://x", "/", [], b""))
         await started.wait()
         if who == "client":
             watch.set_result(None)
