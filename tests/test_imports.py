@@ -2,7 +2,8 @@
 statements on the proxy's path are ``store.direct``'s; the ORM loads at the first admin or
 history call, and Alembic only migrates), nor the other commands' code (the sync worker's HTTP
 client, httpx, and its console libraries), nor Jinja2, which only the pages need (loaded at the
-first page shown, ``gateway.ui.pages``). Some 20 MB of memory per worker (issue 16).
+first page shown, ``gateway.ui.pages``), nor the OpenTelemetry SDK while tracing is off (redis-py
+would import its metrics part: ``gateway.credits``). Some 22 MB of memory per worker (issue 16).
 
 Checked in a fresh interpreter, as ``creditgate serve`` runs: the command line parsed, the
 store's schema checked, the app built and started; then it serves what a proxying worker
@@ -82,7 +83,7 @@ async def serve():
         statuses.append(await status_of("GET", "/dashboard"))
     return statuses, loaded
 
-watched = ("alembic", "httpx", "jinja2", "sqlalchemy", "sqlmodel", "sync")
+watched = ("alembic", "httpx", "jinja2", "opentelemetry.sdk", "sqlalchemy", "sqlmodel", "sync")
 statuses, loaded = asyncio.run(serve())
 print(*statuses)
 print(*loaded)
