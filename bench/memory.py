@@ -17,7 +17,10 @@ for a short while before it closes (``gateway.heads``), so the attacker gets to 
 A chunked JSON answer is buffered up to ``gateway.proxy.relay.JSON_LIMIT`` (1 MiB) to add
 ``creditInfo``, then streams: its peak is bounded by that limit, not by the answer's size.
 
-Printed: each figure and its increase over idle, and how many bytes each attack got to send.
+The account is opened by this script, so that the gateway serves proxied calls only, as a
+worker does: its idle figure is a serving worker's. Printed: each figure and its increase
+over idle, and how many bytes each attack got to send; then the same after one admin call,
+which loads the ORM into the process (by design, at the first admin, history or page call).
 Before issue 12 the first grew the gateway one-for-one (+300 MB) and the third by 251 MB.
 Nothing asserts: the figures are for people (``make bench`` prints them).
 Run: ``python bench/memory.py [--head-mb 300] [--body-mb 50]``.
@@ -174,8 +177,24 @@ def start_gateway(workdir: Path, upstream: str) -> tuple[subprocess.Popen[bytes]
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def ready(url: str, proc: subprocess.Popen[bytes]) -> str:
-    """Wait for the gateway; an API key of a fresh enterprise account."""
+async def open_account(workdir: Path) -> str:
+    """An API key of a fresh enterprise account, opened by this script in the gateway's Redis
+    and store: the gateway then serves proxied calls only, as a worker does (an admin call
+    would load the ORM into it, measured apart at the end)."""
+    from gateway.accounts.operations import create_account
+    from gateway.services import open_services
+    from gateway.settings import Settings
+
+    url = f"sqlite:///{workdir / 'store.db'}"
+    services = open_services(Settings.load(redis_url=REDIS_URL, database_url=url))
+    try:
+        return (await create_account(services, tier="enterprise", reason="bench")).api_key
+    finally:
+        await services.close()
+
+
+async def ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait for the gateway."""
     async with aiohttp.ClientSession() as session:
         for _ in range(300):
             if proc.poll() is not None:
@@ -183,13 +202,19 @@ async def ready(url: str, proc: subprocess.Popen[bytes]) -> str:
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(f"{url}/readyz") as r:
                     if r.status == 200:
-                        break
+                        return
             await asyncio.sleep(0.1)
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        body = {"tier": "enterprise", "months": 1}
-        async with session.post(f"{url}/admin/accounts", json=body, headers=headers) as r:
-            key: str = (await r.json())["apiKey"]
-            return key
+
+
+async def admin_call(url: str) -> int:
+    """One admin call (a list of accounts): the status."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/admin/accounts", headers=headers) as r,
+    ):
+        await r.read()
+        return r.status
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -199,7 +224,8 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="creditgate-memory-") as tmp:
         proc, url = start_gateway(Path(tmp), upstream)
         try:
-            key = await ready(url, proc)
+            key = await open_account(Path(tmp))
+            await ready(url, proc)
             port = int(url.rsplit(":", 1)[1])
             await big_answer(url, key, "small")  # warm up: a first call's allocations
             await asyncio.sleep(0.5)
@@ -244,6 +270,14 @@ async def run(args: argparse.Namespace) -> None:
                 f"| {sampler.peak / MB:.1f} MB (+{(sampler.peak - idle) / MB:.1f}) "
                 f"| {after / MB:.1f} MB (+{(after - idle) / MB:.1f}) "
                 f"| {hwm(proc.pid, idle_hwm)} |"
+            )
+            status = await admin_call(url)
+            await asyncio.sleep(0.5)
+            after = memory(proc.pid)[0]
+            print(
+                f"\nafter one admin call ({status}; it loads the ORM, in a thread, as the first "
+                f"admin, history or page call does): VmRSS {after / MB:.1f} MB "
+                f"(+{(after - idle) / MB:.1f}), VmHWM {hwm(proc.pid, idle_hwm)}"
             )
         finally:
             proc.terminate()

@@ -185,7 +185,7 @@ async def load_main(seconds: float, accounts: list[str]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     fresh_database(PG_URL)
-    settings = Settings(
+    settings = Settings.load(
         redis_url=REDIS_URL, database_url=PG_URL, sync_interval=args.interval, tiers=TIERS
     )
     services = open_services(settings)

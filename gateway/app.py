@@ -193,7 +193,8 @@ def create_app(
 
 
 def app_from_env() -> GatewayApp:
-    """uvicorn factory (``--workers N``): settings from the environment, as ``creditgate serve``."""
-    settings = Settings.load()
+    """uvicorn factory (``--workers N``): the settings ``creditgate serve`` validated and handed
+    over (else from the environment, as ``creditgate serve`` reads them)."""
+    settings = Settings.handed_over() or Settings.load()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings, server=True)

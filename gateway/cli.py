@@ -7,9 +7,12 @@ Each command module has ``register(subparsers)`` which adds its parser and sets
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from gateway.logs import LOG_LEVELS, configure_logging
 from gateway.settings import ConfigError, Settings
@@ -53,12 +56,30 @@ def serving(argv: Sequence[str] | None) -> bool:
     return bool(known.command == "serve")
 
 
+def serve_validated(settings: Settings) -> NoReturn:
+    """Run this same command line again in a fresh interpreter, on ``settings``.
+
+    ``creditgate serve`` validates its settings with pydantic, which then stays in memory
+    (some 12 MB) though a server never needs it again. So the process replaces itself (same
+    pid, environment and arguments) with one that runs on the validated settings, handed
+    over, and never loads pydantic (issue 16).
+    """
+    settings.hand_over()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser(SERVE_MODULE if serving(argv) else None).parse_args(argv)
+    serve = serving(argv)
+    args = build_parser(SERVE_MODULE if serve else None).parse_args(argv)
     try:
-        settings = Settings.load()
+        handed = Settings.handed_over() if serve else None
+        settings = handed or Settings.load()
         if args.log_level:  # the flag wins, for this process and those it starts
-            settings = settings.model_copy(update={"log_level": args.log_level})
+            settings = dataclasses.replace(settings, log_level=args.log_level)
+        if serve and handed is None and argv is None:
+            serve_validated(settings)
         configure_logging(settings.log_level, settings.log_format)
         code: int = args.run(args, settings)
     except ConfigError as exc:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from pythonjsonlogger.json import JsonFormatter
-
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -39,6 +37,8 @@ class _RequestIdDefault(logging.Filter):
 
 def formatter(log_format: LogFormat) -> logging.Formatter:
     if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter  # only then: text logs never need it
+
         return JsonFormatter(JSON_FIELDS, style="{", rename_fields=JSON_NAMES)
     return logging.Formatter(TEXT_FORMAT)
 

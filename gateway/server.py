@@ -16,6 +16,7 @@ proxying, and the gateway's own logs carry the request id.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from gateway import multiprocess
 from gateway.heads import bounded_http
 from gateway.services import check_store
-from gateway.settings import Settings, export_setting
+from gateway.settings import Settings
 
 ACCESS_LOG_HELP = (
     "write one line per proxied request (logger creditgate.access: request id, account, key "
@@ -79,15 +80,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.require_redis("creditgate serve")
     check_store(settings, "creditgate serve")
     if args.access_log:
-        settings = settings.model_copy(update={"access_log": True})
+        settings = dataclasses.replace(settings, access_log=True)
     import uvicorn
 
     options = uvicorn_options(args, settings)
     if args.workers > 1:
-        # The workers build their settings from the environment.
-        export_setting("log_level", settings.log_level)
-        if args.access_log:
-            export_setting("access_log", "1")
+        settings.hand_over()  # to the workers, which run on them without pydantic
         with multiprocess.shared_directory(args.metrics_dir, args.port):
             uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
     else:

@@ -16,9 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis as AsyncRedis
-
-from gateway.credits.client import RedisClient, connect
+from gateway.credits.client import RedisClient, connect, is_plain_redis
 from gateway.credits.engine import Clock, CreditEngine
 from gateway.credits.wire import Wire
 from gateway.settings import ConfigError, Settings
@@ -68,7 +66,7 @@ def open_services(
     client = redis if redis is not None else connect(settings)
     # A cluster pipelines per node by itself; a plain client gains from batching, and the
     # scripts get their own hand-written pipeline where the URL allows (``Wire``).
-    batch = isinstance(client, AsyncRedis)
+    batch = is_plain_redis(client)
     wire = (
         Wire.for_url(settings.redis_url) if batch and redis is None and settings.redis_url else None
     )

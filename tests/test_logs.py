@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.logs import ACCESS_LOGGER, configure_logging, formatter
-from gateway.settings import ConfigError, Settings, export_setting
+from gateway.settings import HANDOFF, ConfigError, Settings
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -69,10 +70,8 @@ def test_the_access_line_is_a_setting_and_its_own_switch(monkeypatch: pytest.Mon
     and written at INFO whatever the level of the rest."""
     monkeypatch.setenv("CREDITGATE_ACCESS_LOG", "1")
     assert Settings.load().access_log is True
-    export_setting("access_log", "0")  # monkeypatch restores the variable
+    monkeypatch.setenv("CREDITGATE_ACCESS_LOG", "0")
     assert Settings.load().access_log is False
-    with pytest.raises(KeyError):
-        export_setting("acess_log", "1")
     access = logging.getLogger(ACCESS_LOGGER)
     root = logging.getLogger()
     saved = root.level, access.level
@@ -89,7 +88,8 @@ def test_the_level_is_a_setting_that_reaches_the_workers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """``--log-level`` did not reach ``serve --workers N``: each worker built its settings
-    from the environment and logged at INFO. The level is a setting now, exported for them."""
+    from the environment and logged at INFO. The level is a setting now, handed over to them
+    with the rest of the settings ``serve`` validated."""
     from gateway.app import app_from_env
 
     monkeypatch.setenv("CREDITGATE_LOG_LEVEL", "debug")
@@ -102,7 +102,11 @@ def test_the_level_is_a_setting_that_reaches_the_workers(
     root = logging.getLogger()
     saved = root.level
     try:
-        export_setting("log_level", "ERROR")  # what `serve --log-level error --workers 2` does
+        monkeypatch.setenv(HANDOFF, "")  # restored after the test
+        monkeypatch.setenv("CREDITGATE_LOG_LEVEL", "debug")
+        # What `serve --log-level error --workers 2` does:
+        dataclasses.replace(Settings.load(), log_level="ERROR").hand_over()
+        monkeypatch.setenv("CREDITGATE_LOG_LEVEL", "loud")  # not read: the settings are handed
         app_from_env()
         assert root.level == logging.ERROR
     finally:

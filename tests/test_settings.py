@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, Settings, Tier
+from gateway.settings import DEFAULT_TIERS, HANDOFF, ConfigError, Settings, Tier
+from gateway.settings.schema import SettingsModel
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +271,30 @@ def test_a_bad_page_session_ttl_is_named(monkeypatch: pytest.MonkeyPatch, value:
 def test_the_page_session_ttl_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDITGATE_UI_SESSION_TTL", "600")
     assert Settings.load().ui_session_ttl == 600
+
+
+def test_the_schema_and_the_settings_agree_on_every_field_and_default() -> None:
+    """``Settings`` (what everything reads) and ``SettingsModel`` (what validates it) declare
+    the same fields with the same defaults: a setting added to one only would be lost."""
+    plain = {f.name: f for f in dataclasses.fields(Settings)}
+    assert list(plain) == list(SettingsModel.model_fields)
+    for name, model_field in SettingsModel.model_fields.items():
+        if name in ("tiers", "routes"):  # filled in by the schema: defaults and the file
+            continue
+        assert plain[name].default == model_field.default, name
+    assert Settings.load().tiers == DEFAULT_TIERS
+
+
+def test_settings_handed_over_are_the_settings_validated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "creditgate.toml"
+    config.write_text(
+        '[tiers.team]\ncredits = 50\n\n[[routes]]\nprefix = "/v1/"\nupstream = "http://b/"\n'
+        'pricing = "tokens"\nmax_credits = 9\n'
+    )
+    validated = Settings.load(config=config, redis_url="redis://r:6379/1", access_log=True)
+    monkeypatch.setenv(HANDOFF, "")  # restored after the test
+    assert Settings.handed_over() is None
+    validated.hand_over()
+    assert Settings.handed_over() == validated

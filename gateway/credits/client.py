@@ -127,6 +127,14 @@ class RedisClient(Protocol):
     def aclose(self) -> Awaitable[None]: ...
 
 
+def is_plain_redis(client: RedisClient) -> bool:
+    """Whether ``client`` is redis-py's client of one Redis (fakeredis's is one too), not a
+    cluster's."""
+    from redis.asyncio import Redis
+
+    return isinstance(client, Redis)
+
+
 def connect(settings: Settings) -> RedisClient:
     """A redis-py asyncio client (decoded responses) for the configured Redis.
 

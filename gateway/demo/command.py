@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import shlex
@@ -175,7 +176,11 @@ def demo_settings(
     """
     if settings.redis_url and not settings.embedded_redis:
         log.warning("the demo ignores CREDITGATE_REDIS_URL: it runs on the embedded Redis")
-    values = settings.model_dump(exclude={"routes", "config"}, exclude_none=True)
+    values = {
+        name: value
+        for name, value in dataclasses.asdict(settings).items()
+        if name not in ("routes", "config") and value is not None
+    }
     values.update(
         redis_url=EMBEDDED,
         redis_cluster=False,

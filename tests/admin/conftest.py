@@ -34,7 +34,7 @@ def make_settings(redis_url: str, store_url: str) -> Callable[..., Settings]:
             "database_url": store_url,
             "admin_token": ADMIN_TOKEN,
         }
-        return Settings(**(values | overrides))
+        return Settings.load(**(values | overrides))
 
     return make
 

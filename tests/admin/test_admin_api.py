@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ async def outbox_notes(services: Services, account_id: str) -> list[tuple[str, s
 async def test_no_admin_token_configured_disables_every_admin_path(
     services: Services, path: str
 ) -> None:
-    services.settings = services.settings.model_copy(update={"admin_token": None})
+    services.settings = dataclasses.replace(services.settings, admin_token=None)
     transport = httpx.ASGITransport(app=admin_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get(path, headers={"Authorization": "Bearer anything"})

@@ -32,9 +32,9 @@ pytestmark = pytest.mark.slow
 
 MakeAccount = Callable[..., Awaitable[NewAccount]]
 
-MAX_LINE: int = Settings.model_fields["max_request_line"].default
-MAX_HEADERS: int = Settings.model_fields["max_headers"].default
-MAX_HEADER_BYTES: int = Settings.model_fields["max_header_bytes"].default
+MAX_LINE: int = Settings().max_request_line
+MAX_HEADERS: int = Settings().max_headers
+MAX_HEADER_BYTES: int = Settings().max_header_bytes
 LINE_FRAME = len("GET  HTTP/1.1\r\n")
 HEADER_FRAME = len(": \r\n")
 MEMORY_RISE_KB = 8 * 1024

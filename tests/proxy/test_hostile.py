@@ -7,6 +7,7 @@ Requests are handed to the app as raw ASGI scopes where an HTTP client would tid
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -97,7 +98,7 @@ def two_routes(
         Route(prefix="/api/projects/", upstream=url),
         Route(prefix="/api/review/", upstream=url),
     ]
-    return settings.model_copy(update={"routes": routes})
+    return dataclasses.replace(settings, routes=routes)
 
 
 @pytest.fixture
@@ -260,8 +261,8 @@ async def test_an_unasked_101_is_502_and_refunded(settings: Settings, services: 
     auth = [(b"authorization", f"Bearer {created.api_key}".encode())]
     reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     async with raw_backend(reply, then=b"\x81\x05hello", hang=True) as url:
-        routed = settings.model_copy(
-            update={"routes": [Route(prefix="/api/projects/", upstream=url)]}
+        routed = dataclasses.replace(
+            settings, routes=[Route(prefix="/api/projects/", upstream=url)]
         )
         app = create_app(routed, services=services)
         async with app.router.lifespan_context(app):
@@ -283,7 +284,7 @@ async def test_a_stream_breaking_mid_way_is_left_incomplete_and_refunded(
     )
     async with raw_backend(head + b"6\r\ndata: \r\n", then=b"5\r\nhel") as url:
         routes = [Route(prefix="/api/projects/", upstream=url)]
-        app = create_app(settings.model_copy(update={"routes": routes}), services=services)
+        app = create_app(dataclasses.replace(settings, routes=routes), services=services)
         async with app.router.lifespan_context(app):
             answer = await asyncio.wait_for(call(app, "GET", b"/api/projects/sse", auth), 3)
             assert answer.status == 200
@@ -316,7 +317,7 @@ async def test_a_chunked_json_answer_past_the_buffer_limit_streams_on_untouched(
 async def test_an_admin_body_past_its_limit_is_413_without_reading_the_rest(
     settings: Settings, real_redis: aioredis.Redis
 ) -> None:
-    admin = settings.model_copy(update={"admin_token": "admin-secret"})
+    admin = dataclasses.replace(settings, admin_token="admin-secret")
     services = open_services(admin, redis=real_redis)
     app = create_app(admin, services=services)
     auth = {"Authorization": "Bearer admin-secret"}
@@ -348,7 +349,7 @@ async def test_a_second_authorization_header_is_400_on_usage_and_admin_too(
     two_routes: Settings, real_redis: aioredis.Redis
 ) -> None:
     """``/api/user/usage`` took the first of two keys while the proxy refused them."""
-    admin = two_routes.model_copy(update={"admin_token": "admin-secret"})
+    admin = dataclasses.replace(two_routes, admin_token="admin-secret")
     services = open_services(admin, redis=real_redis)
     app = create_app(admin, services=services)
     async with app.router.lifespan_context(app):

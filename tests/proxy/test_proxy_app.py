@@ -7,6 +7,7 @@ nothing charged, large request bodies stream, chunked JSON answers still gain cr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,7 +70,7 @@ async def test_a_stream_longer_than_the_hold_is_not_reaped(
     settings: Settings, real_redis: aioredis.Redis
 ) -> None:
     """The proxy keeps a live stream's reservation away from the reaper: charged, not refunded."""
-    short = settings.model_copy(update={"upstream_timeout": 0.6, "reservation_grace": 0.3})
+    short = dataclasses.replace(settings, upstream_timeout=0.6, reservation_grace=0.3)
     services = open_services(short, redis=real_redis)
     assert services.credits.hold_ms == 900  # the stream below lasts over 3 s
     try:
@@ -258,7 +259,7 @@ async def test_redis_outage_is_503_json(
 async def test_store_outage_on_an_uncached_key_is_503(
     settings: Settings, services: Services, tmp_path: Path
 ) -> None:
-    broken = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/no/such/dir.db"})
+    broken = dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path}/no/such/dir.db")
     down = open_services(broken, redis=services.redis)
     try:
         app = create_app(broken, services=down)

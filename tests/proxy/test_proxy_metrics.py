@@ -5,6 +5,7 @@ once by route and outcome, credits charged and refunded exactly, the open reserv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
@@ -26,14 +27,13 @@ async def two_routes(
 ) -> AsyncIterator[Services]:
     """Services whose settings route ``/api/projects/`` (cost 1) and ``/api/costly/`` (cost 2)
     to the stub, and give ``pro`` one request a minute."""
-    routed = settings.model_copy(
-        update={
-            "routes": [
-                Route(prefix="/api/projects/", upstream=stub),
-                Route(prefix="/api/costly/", upstream=stub, cost=2),
-            ],
-            "tiers": {**settings.tiers, "pro": Tier(credits=100, requests_per_minute=1)},
-        }
+    routed = dataclasses.replace(
+        settings,
+        routes=[
+            Route(prefix="/api/projects/", upstream=stub),
+            Route(prefix="/api/costly/", upstream=stub, cost=2),
+        ],
+        tiers={**settings.tiers, "pro": Tier(credits=100, requests_per_minute=1)},
     )
     svc = open_services(routed, redis=real_redis)
     yield svc

@@ -3,6 +3,7 @@ the fingerprint, and the kept answer's encoding. (Across processes: ``tests/e2e`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,7 +24,7 @@ from tests.support.gateways import wait_settled
 @pytest.fixture
 async def small(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
     """The app keeping answers of at most 40 bytes."""
-    small = settings.model_copy(update={"replay_max_bytes": 40})
+    small = dataclasses.replace(settings, replay_max_bytes=40)
     app = create_app(small, services=services)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -6,6 +6,7 @@ SDK's in-memory exporter through a ``Tracing`` handed to ``create_app``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -190,7 +191,7 @@ async def test_no_line_when_the_access_log_is_off(
     caller: CreatedAccount,
     access: pytest.LogCaptureFixture,
 ) -> None:
-    quiet = settings.model_copy(update={"access_log": False})
+    quiet = dataclasses.replace(settings, access_log=False)
     async with gateway_client(create_app(quiet, services=services)) as client:
         assert (await client.get("/api/projects/x", headers=auth(caller))).status_code == 200
     assert access_records(access) == []

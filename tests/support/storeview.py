@@ -19,7 +19,9 @@ from sync.checks import stream_order
 
 
 def make_settings(redis_url: str, store_url: str, **overrides: Any) -> Settings:
-    return Settings(redis_url=redis_url, database_url=store_url, sync_interval=0.05, **overrides)
+    return Settings.load(
+        redis_url=redis_url, database_url=store_url, sync_interval=0.05, **overrides
+    )
 
 
 @asynccontextmanager

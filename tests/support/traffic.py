@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -58,7 +59,7 @@ async def main() -> None:
     rng = random.Random(args.seed)
     client = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
     # No rate limit: the burst is about credits and events, not pacing.
-    tiers = {n: t.model_copy(update={"requests_per_minute": 0}) for n, t in DEFAULT_TIERS.items()}
+    tiers = {n: dataclasses.replace(t, requests_per_minute=0) for n, t in DEFAULT_TIERS.items()}
     engine = CreditEngine(client, tiers)
     counts: Counter[str] = Counter()
     i = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import httpx
@@ -137,8 +138,8 @@ async def test_synced_movements_fire_webhooks_once_each(services: Services) -> N
         received.append(json.loads(request.content))
         return httpx.Response(204)
 
-    settings = services.settings.model_copy(
-        update={"webhook_url": "http://hooks.test/creditgate", "webhook_secret": "s"}
+    settings = dataclasses.replace(
+        services.settings, webhook_url="http://hooks.test/creditgate", webhook_secret="s"
     )
     client = httpx.AsyncClient(transport=httpx.MockTransport(receive))
     notifier = Notifier.from_settings(settings, client=client)

@@ -38,7 +38,7 @@ def store_kind() -> str:
 
 @pytest.fixture
 def settings(redis_url: str, store_url: str) -> Settings:
-    return Settings(
+    return Settings.load(
         redis_url=redis_url, database_url=store_url, admin_token=ADMIN_TOKEN, ui_session_ttl=120
     )
 

@@ -28,7 +28,7 @@ RANGE = {"from": "2026-11-29", "to": "2026-12-01"}
 
 @pytest.fixture
 def settings(redis_url: str, store_url: str) -> Settings:
-    return Settings(redis_url=redis_url, database_url=store_url, admin_token=ADMIN_TOKEN)
+    return Settings.load(redis_url=redis_url, database_url=store_url, admin_token=ADMIN_TOKEN)
 
 
 def move(acct: str, v: int, when: datetime, **fields: object) -> Movement:

@@ -30,7 +30,7 @@ LATER = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
 
 @pytest.fixture
 def settings(redis_url: str, store_url: str) -> Settings:
-    return Settings(redis_url=redis_url, database_url=store_url)
+    return Settings.load(redis_url=redis_url, database_url=store_url)
 
 
 @pytest.fixture

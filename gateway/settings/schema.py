@@ -1,64 +1,44 @@
-"""Settings: the ``CREDITGATE_*`` variables of the contract plus an optional TOML file.
-
-Built once at the entry point (``Settings.load()``) and passed down; nothing else reads
-``os.environ``. The TOML file (``CREDITGATE_CONFIG``) may override or add tiers and replace
-the routes. Every mistake stops the start with a message naming it, never a silent fallback:
-an unknown ``CREDITGATE_*`` variable (a typo: the closest known name is suggested), unknown
-keys, values of the wrong type and duplicate route prefixes in the file. The embedded Redis is
-used only when chosen (``CREDITGATE_REDIS_URL=embedded``, or by ``creditgate demo``), and
-tracing only when its packages are installed.
+"""The settings' schema: pydantic and pydantic-settings validate what ``Settings.load`` reads
+(the environment, ``.env``, the TOML file and the caller's overrides) into the plain
+``gateway.settings`` dataclasses. Imported only by ``Settings.load``: a serving worker, which
+runs on settings validated before it started, never loads pydantic (issue 16).
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import importlib.util
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.logs import LogFormat, LogLevel
-
-TOKENS_PER_CREDIT = 2000
-ENV_PREFIX = "CREDITGATE_"
-EMBEDDED = "embedded"
-"""The value of ``CREDITGATE_REDIS_URL`` that chooses the in-process Redis (one process only)."""
-RESERVED_PREFIXES = ("CREDITGATE_TEST_", "CREDITGATE_BENCH_")
-"""Variables of the project's own tests and benchmarks, which the settings do not read."""
-DEFAULT_CODEGEN_URL = "http://127.0.0.1:9101"
-DEFAULT_REVIEW_URL = "http://127.0.0.1:9102"
-
-ErrorStyle = Literal["creditgate", "openai"]
-"""A route's ``errors``: the shape of the gateway's own error bodies on it (the contract's, or
-OpenAI's: ``errors.openai_error_body``)."""
-
-Pricing = Literal["request", "tokens"]
-"""A route's ``pricing``: the flat ``cost`` per request, or metered by the tokens reported
-(``proxy.pricing``)."""
-
-TracingMode = Literal["off", "console", "otlp"]
-"""``CREDITGATE_TRACING``: no spans, spans printed to standard output, or exported over
-OTLP/HTTP (``gateway.tracing`` says where to, and what the spans are)."""
-TRACING_MODULES: dict[str, tuple[str, ...]] = {
-    "off": (),
-    "console": ("opentelemetry.sdk.trace",),
-    "otlp": ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
-}
-"""What each tracing mode needs installed (``pip install 'creditgate[otel]'`` has them all)."""
+from gateway.settings import (
+    DEFAULT_CODEGEN_URL,
+    DEFAULT_REVIEW_URL,
+    DEFAULT_TIERS,
+    EMBEDDED,
+    SETTING_NAMES,
+    TRACING_MODULES,
+    ConfigError,
+    ErrorStyle,
+    Pricing,
+    Route,
+    Settings,
+    Tier,
+    TracingMode,
+    check_names,
+    check_upstream,
+)
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names what is wrong."""
-
-
-class Tier(BaseModel):
-    """A plan: credits refilled every monthly period and a requests-per-minute limit (0: none)."""
+class TierModel(BaseModel):
+    """``Tier``'s schema."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -66,27 +46,8 @@ class Tier(BaseModel):
     requests_per_minute: int = Field(default=0, ge=0, le=1_000_000)
 
 
-def check_upstream(url: str) -> str:
-    """``url`` if the gateway's client can send to it (``gateway.proxy.upstream``): http or
-    https, a host, a valid port, no user info, query or fragment; else ``ValueError``."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018  (raises on a port that is not a number in range)
-    except ValueError as exc:
-        raise ValueError(f"the port is not valid ({exc})") from None
-    if not parts.hostname:
-        raise ValueError("must name a host")
-    if parts.username is not None or parts.query or parts.fragment:
-        raise ValueError("must not carry user info, a query or a fragment")
-    return url
-
-
-class Route(BaseModel):
-    """A proxied path prefix, the upstream it goes to, what one request costs (flat ``cost``,
-    or metered by tokens between ``cost`` and ``max_credits``) and the shape of the gateway's
-    own errors on it (``errors``)."""
+class RouteModel(BaseModel):
+    """``Route``'s schema."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -96,10 +57,9 @@ class Route(BaseModel):
     errors: ErrorStyle = "creditgate"
     pricing: Pricing = "request"
     max_credits: int | None = Field(default=None, ge=1, le=1_000_000)
-    """``pricing = "tokens"``: the most one request may be charged (what its reserve holds)."""
 
     @model_validator(mode="after")
-    def _metered_has_a_bound(self) -> Route:
+    def _metered_has_a_bound(self) -> RouteModel:
         if self.pricing == "tokens":
             if self.max_credits is None:
                 raise ValueError('pricing = "tokens" needs max_credits, the most one call holds')
@@ -121,12 +81,12 @@ class Route(BaseModel):
     def _upstream_is_http(cls, value: str) -> str:
         return check_upstream(value).rstrip("/")
 
+    def route(self) -> Route:
+        return Route(**self.model_dump())
 
-DEFAULT_TIERS: dict[str, Tier] = {
-    "free": Tier(credits=5, requests_per_minute=20),
-    "pro": Tier(credits=100, requests_per_minute=120),
-    "enterprise": Tier(credits=1000, requests_per_minute=600),
-}
+
+def tier_model(tier: Tier) -> TierModel:
+    return TierModel(credits=tier.credits, requests_per_minute=tier.requests_per_minute)
 
 
 class TierPatch(BaseModel):
@@ -138,7 +98,7 @@ class TierPatch(BaseModel):
     credits: int | None = Field(default=None, ge=0, le=1_000_000_000)
     requests_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
 
-    def over(self, name: str, base: Tier | None) -> Tier:
+    def over(self, name: str, base: TierModel | None) -> TierModel:
         """This patch applied to the tier ``name`` as it stood (None: a new tier)."""
         credits, rpm = (base.credits, base.requests_per_minute) if base else (None, 0)
         if self.credits is not None:
@@ -147,7 +107,7 @@ class TierPatch(BaseModel):
             rpm = self.requests_per_minute
         if credits is None:
             raise ConfigError(f"tiers.{name}.credits: a new tier needs its credits")
-        return Tier(credits=credits, requests_per_minute=rpm)
+        return TierModel(credits=credits, requests_per_minute=rpm)
 
 
 class FileConfig(BaseModel):
@@ -157,7 +117,7 @@ class FileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     tiers: dict[str, TierPatch] = Field(default_factory=dict)
-    routes: list[Route] = Field(default_factory=list)
+    routes: list[RouteModel] = Field(default_factory=list)
 
     @field_validator("tiers")
     @classmethod
@@ -169,7 +129,7 @@ class FileConfig(BaseModel):
 
     @field_validator("routes")
     @classmethod
-    def _one_route_per_prefix(cls, value: list[Route]) -> list[Route]:
+    def _one_route_per_prefix(cls, value: list[RouteModel]) -> list[RouteModel]:
         seen: set[str] = set()
         for index, route in enumerate(value):
             if route.prefix in seen:
@@ -181,8 +141,8 @@ class FileConfig(BaseModel):
         return value
 
 
-class Settings(BaseSettings):
-    """Everything the gateway, the sync worker and the CLI are configured by."""
+class SettingsModel(BaseSettings):
+    """``Settings``' schema, read from the environment (and ``.env``) and the overrides."""
 
     model_config = SettingsConfigDict(
         env_prefix="CREDITGATE_", env_file=".env", extra="ignore", frozen=True
@@ -218,8 +178,18 @@ class Settings(BaseSettings):
     max_headers: int = Field(default=100, ge=1, le=10_000)
     max_header_bytes: int = Field(default=32768, ge=64, le=1_048_576)
 
-    tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
-    routes: list[Route] = Field(default_factory=list)
+    tiers: dict[str, TierModel] = Field(default_factory=dict)
+    routes: list[RouteModel] = Field(default_factory=list)
+
+    @field_validator("tiers", "routes", mode="before")
+    @classmethod
+    def _dataclasses_as_dicts(cls, value: object) -> object:
+        """Overrides may give ``Tier`` and ``Route`` objects: validated as their fields."""
+        if isinstance(value, dict):
+            return {name: _fields(item) for name, item in value.items()}
+        if isinstance(value, list):
+            return [_fields(item) for item in value]
+        return value
 
     @field_validator("redis_url", mode="before")
     @classmethod
@@ -265,8 +235,8 @@ class Settings(BaseSettings):
         return check_upstream(value)
 
     @model_validator(mode="after")
-    def _apply_file(self) -> Settings:
-        tiers = dict(DEFAULT_TIERS) | dict(self.tiers)
+    def _apply_file(self) -> SettingsModel:
+        tiers = {name: tier_model(tier) for name, tier in DEFAULT_TIERS.items()} | dict(self.tiers)
         routes = list(self.routes)
         if self.config is not None:
             file = load_file(self.config)
@@ -278,12 +248,12 @@ class Settings(BaseSettings):
             routes = routes or list(file.routes)
         if not routes:
             routes = [
-                Route(prefix="/api/projects/", upstream=self.codegen_url),
-                Route(prefix="/api/review/", upstream=self.review_url),
+                RouteModel(prefix="/api/projects/", upstream=self.codegen_url),
+                RouteModel(prefix="/api/review/", upstream=self.review_url),
             ]
-        if self.redis_cluster and (not self.redis_url or self.embedded_redis):
+        if self.redis_cluster and (not self.redis_url or self.redis_url == EMBEDDED):
             raise ValueError("CREDITGATE_REDIS_CLUSTER=1 needs CREDITGATE_REDIS_URL (the seeds)")
-        if len(self.redis_urls) > 1 and not self.redis_cluster:
+        if len(_seed_urls(self.redis_url)) > 1 and not self.redis_cluster:
             raise ValueError(
                 "CREDITGATE_REDIS_URL lists several seed nodes: that is a Redis Cluster, "
                 "set CREDITGATE_REDIS_CLUSTER=1 (a single Redis takes one URL)"
@@ -292,46 +262,24 @@ class Settings(BaseSettings):
         object.__setattr__(self, "routes", routes)
         return self
 
-    @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Read the environment (and ``.env``, and the TOML file); raise ConfigError if unusable.
+    def settings(self) -> Settings:
+        """The validated values as the plain ``Settings`` the rest of creditgate reads."""
+        values = {name: getattr(self, name) for name in SETTING_NAMES}
+        values["tiers"] = {name: Tier(**tier.model_dump()) for name, tier in self.tiers.items()}
+        values["routes"] = [route.route() for route in self.routes]
+        return Settings(**values)
 
-        An unknown ``CREDITGATE_*`` name in the environment or the ``.env`` file is refused.
-        """
-        check_names(os.environ)
-        check_names(_dotenv(Path(".env")))
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from exc
 
-    @property
-    def embedded_redis(self) -> bool:
-        """True when the in-process fakeredis was chosen: one process, dev and demo only."""
-        return self.redis_url == EMBEDDED
-
-    @property
-    def redis_urls(self) -> list[str]:
-        """The seed nodes of a cluster (``CREDITGATE_REDIS_URL`` separated by commas); the one
-        URL of a single Redis; none when unset or embedded."""
-        if self.redis_url is None or self.embedded_redis:
-            return []
-        return self.redis_url.split(",")
-
-    def require_redis(self, command: str) -> None:
-        """Refuse to run ``command`` when no Redis was chosen: never a silent embedded one."""
-        if self.redis_url is None:
-            raise ConfigError(
-                f"{command} needs CREDITGATE_REDIS_URL: set it to your Redis "
-                f"(redis://host:6379/0; with CREDITGATE_REDIS_CLUSTER=1, the cluster's seed "
-                f"nodes), or to {EMBEDDED!r} for an in-process Redis that lives and dies with "
-                "this one process (trials only)"
-            )
-
-    @property
-    def reservation_ttl_ms(self) -> int:
-        """How long a reservation may stay open before the reaper refunds it."""
-        return round((self.upstream_timeout + self.reservation_grace) * 1000)
+def load(overrides: Mapping[str, Any]) -> Settings:
+    """``Settings.load``: the environment, ``.env``, the TOML file and ``overrides``,
+    validated; ConfigError when unusable (an unknown ``CREDITGATE_*`` name included)."""
+    check_names(os.environ)
+    check_names(_dotenv(Path(".env")))
+    try:
+        model = SettingsModel(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    return model.settings()
 
 
 def load_file(path: Path) -> FileConfig:
@@ -348,36 +296,14 @@ def load_file(path: Path) -> FileConfig:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
 
 
-def known_variables() -> list[str]:
-    """Every ``CREDITGATE_*`` variable the settings read."""
-    return sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+def _seed_urls(url: str | None) -> list[str]:
+    return [] if url is None or url == EMBEDDED else url.split(",")
 
 
-def check_names(variables: Mapping[str, object] | Iterable[str]) -> None:
-    """Raise ConfigError for a ``CREDITGATE_*`` name the settings do not know (a typo would
-    otherwise leave its setting at the default, silently), naming the closest known one."""
-    known = known_variables()
-    for name in sorted(variables):
-        upper = name.upper()  # the settings read names in any case
-        if not upper.startswith(ENV_PREFIX) or upper.startswith(RESERVED_PREFIXES):
-            continue
-        if upper in known:
-            continue
-        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
-        raise ConfigError(f"unknown variable {name}{hint}")
-
-
-def export_setting(name: str, value: str) -> None:
-    """Set the variable of setting ``name`` for the processes started from this one.
-
-    uvicorn's workers (``serve --workers N``) build their settings from the environment, so a
-    command-line flag that stands for a setting reaches them this way. The one writer of
-    ``os.environ``, as ``Settings.load`` is its one reader.
-    """
-    if name not in Settings.model_fields:
-        raise KeyError(f"no setting {name!r}")
-    os.environ[ENV_PREFIX + name.upper()] = value
+def _fields(item: object) -> object:
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return item
 
 
 def _importable(module: str) -> bool:
