@@ -25,7 +25,8 @@
 -- with status 'ok', 'duplicate' (the request id was seen: nothing new is held),
 -- 'insufficient' or 'rate_limited' (the account's), 'key_credit_limit' or 'key_rate_limited'
 -- (the key's), 'key_expired' or 'route_not_allowed' (nothing held, no rate used by any).
-local account, rid, cost = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local account, rid, cost = ARGV[1], ARGV[2], ARGV[3] + 0
+local asked = cost
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 local a = load(KEYS[1], true)
@@ -43,15 +44,9 @@ local function answer(status, state)
   if changed then
     save(KEYS[1], a)
   end
-  local out = describe(status, a, now, tiers)
-  out[14] = wait and 0 or gcra_left(debt, rpm)
-  out[15] = wait or gcra_ms(debt, rpm)
-  out[16] = state
-  out[17] = held
-  out[18] = klimit and math.max(0, klimit - kspent) or -1
-  out[19] = kwait and 0 or gcra_left(kdebt, krpm)
-  out[20] = kwait or gcra_ms(kdebt, krpm)
-  return out
+  return describe(status, a, now, tiers, wait and 0 or gcra_left(debt, rpm),
+    wait or gcra_ms(debt, rpm), state, held, klimit and math.max(0, klimit - kspent) or -1,
+    kwait and 0 or gcra_left(kdebt, krpm), kwait or gcra_ms(kdebt, krpm))
 end
 
 debt = gcra_debt(a.rl, a.rn, a.rr, rpm, now)
@@ -126,12 +121,17 @@ if rpm > 0 then
 end
 a.hp = a.hp + from_plan
 a.hb = a.hb + from_bonus
-local deadline = now + tonumber(ARGV[6])
+local deadline = now + ARGV[6]
+-- Written twice (the reservation, its index): formatted once. A held part that is the whole
+-- cost as asked, or nothing, is written as its text: formatting a number costs as much as
+-- setting a field.
+local dl = string.format('%d', deadline)
 local function put(t, name, value)
   t[#t + 1] = name
   t[#t + 1] = value
 end
-local r = { 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline }
+local r = { 'st', 'held', 'pp', from_plan == asked and ARGV[3] or from_plan, 'bp',
+  from_bonus == 0 and '0' or from_bonus, 'dl', dl }
 if ARGV[7] ~= nil and ARGV[7] ~= '' then
   -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
   -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
@@ -163,7 +163,7 @@ if k then
   redis.call('HSET', KEYS[5], unpack(kf))
 end
 redis.call('HSET', KEYS[2], unpack(r))
-redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
+redis.call('ZADD', KEYS[3], dl, account .. '|' .. rid)
 -- Only what moved: each field written is a number to format and a field to set.
 local w = { 'plan', a.plan, 'hp', a.hp }
 if changed then

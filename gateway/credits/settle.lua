@@ -18,7 +18,7 @@
 -- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
 -- (nothing changes), followed by [14] the credits charged (of a settle before: as it charged)
 -- [15] the credits given back now (0 unless 'charged').
-local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local account, rid, tokens = ARGV[1], ARGV[2], ARGV[3] + 0
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 -- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
@@ -31,10 +31,10 @@ end
 if not a then
   return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
-local pp, bp = tonumber(r[2]), tonumber(r[3])
-local cost = tonumber(r[5] or '') or pp + bp
+local pp, bp = r[2] + 0, r[3] + 0
+local cost = r[5] and r[5] + 0 or pp + bp
 local status = r[1] .. '_before'
-local charged = tonumber(r[6] or '') or cost
+local charged = r[6] and r[6] + 0 or cost
 local back = 0
 if r[1] == 'held' then
   status = 'charged'
@@ -70,7 +70,7 @@ if r[1] == 'held' then
   else
     redis.call('HSET', KEYS[2], 'st', 'charged', 'chg', charged)
   end
-  redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
+  redis.call('PEXPIRE', KEYS[2], r[4] or ARGV[6])  -- as written: Redis reads the digits
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   if due then
     save(KEYS[1], a)
@@ -80,7 +80,4 @@ if r[1] == 'held' then
     redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'v', a.v)
   end
 end
-local out = describe(status, a, now, tiers)
-out[14] = charged
-out[15] = back
-return out
+return describe(status, a, now, tiers, charged, back)
