@@ -31,7 +31,7 @@ end
 if not a then
   return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
-local pp, bp = r[2] + 0, r[3] + 0
+local pp, bp = r[2] and r[2] + 0, r[3] and r[3] + 0  -- false when missing, as nil was
 local cost = r[5] and r[5] + 0 or pp + bp
 local status = r[1] .. '_before'
 local charged = r[6] and r[6] + 0 or cost
