@@ -13,11 +13,14 @@
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
 -- ARGV[7] the credits to charge, at most the hold ('': the whole hold)
+-- ARGV[8] '1': answer without the account (a caller that does not read it: the proxy's)
 -- Returns {'unknown'} when there is no such reservation, {'missing'} when the account is not
 -- in Redis (the reservation stays as it is), else describe() with
 -- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
 -- (nothing changes), followed by [14] the credits charged (of a settle before: as it charged)
--- [15] the credits given back now (0 unless 'charged').
+-- [15] the credits given back now (0 unless 'charged'); with ARGV[8], only
+-- { status, credits charged, credits given back }: describing the account was a tenth of a
+-- settle (its tier's rules found, an answer of 15 values).
 local account, rid, tokens = ARGV[1], ARGV[2], ARGV[3] + 0
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
@@ -79,5 +82,8 @@ if r[1] == 'held' then
   else
     redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'v', a.v)
   end
+end
+if ARGV[8] == '1' then
+  return { status, charged, back }
 end
 return describe(status, a, now, tiers, charged, back)
