@@ -52,8 +52,11 @@ if r[1] == 'held' then
       charged = math.max(0, math.min(cost, tonumber(ARGV[7])))
     end
     local to_bonus = math.min(bp, cost - charged)
-    local to_plan = math.min(cost - charged - to_bonus,
-      math.max(0, rules(tiers, a.tier).credits - a.plan))
+    local to_plan = 0
+    if cost - charged - to_bonus > 0 then  -- the tier's rules found only when they matter
+      to_plan = math.min(cost - charged - to_bonus,
+        math.max(0, rules(tiers, a.tier).credits - a.plan))
+    end
     back = to_plan + to_bonus
     if back > 0 then
       a.plan = a.plan + to_plan
