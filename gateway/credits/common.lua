@@ -81,7 +81,8 @@ local function load(key, rate)
   if not f[1] then
     return nil
   end
-  -- `+ 0` converts a string once, where `tonumber` parses it twice: a tenth of a settle.
+  -- `+ 0` converts a string once, where `tonumber` parses it twice (lua_isnumber, then
+  -- lua_tonumber): some 700 instructions a number.
   local a = {
     plan = f[1] + 0, bonus = f[2] + 0, tier = f[3], sub = f[4] + 0, se = f[5] + 0,
     pe = f[6] + 0, tt = f[7] + 0, mt = f[8] + 0, v = f[9] + 0, hp = (f[10] or 0) + 0,
