@@ -15,11 +15,18 @@ own engine (so its scripts get their own arguments), the two taking turns round 
 Each run is a separate process driving ``CreditEngine`` with batching, as the gateway does,
 with ``--concurrency`` tasks each doing reserve then settle; Redis is flushed between runs.
 
+``--callgrind`` runs the private Redis under Valgrind's callgrind and adds the instructions
+Redis executed per charged request (``kIr``: thousands), counted from the start to the end of
+the measured requests: unlike CPU time, the count does not move with the machine's load or
+speed (the CPU figures of such a run are Valgrind's, to be ignored).
+
 Scenarios: ``flat``, what ``bench/proxy.py`` does (no rate limit, a key without limits of its
 own, so KEYS[5] is not touched); ``limits``, a tier with a rate limit and a key with a credit
-limit, a rate limit and routes (every per-key field read and written).
+limit, a rate limit and routes (every per-key field read and written); ``proxy``, ``flat`` with
+each settle made as the proxy makes it, ``settle_soon`` (deferred to share the next batch, its
+answer not awaited by the request; from issue 16's work on, without the account).
 
-    python bench/scripts.py [--against REV] [--pairs 5000] [--rounds 3]
+    python bench/scripts.py [--against REV] [--pairs 5000] [--rounds 3] [--callgrind]
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import re
 import statistics
 import subprocess
 import sys
@@ -38,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("flat", "limits")
+SCENARIOS = ("flat", "limits", "proxy")
+FLAT = ("flat", "proxy")
+"""The scenarios a tree from before per-key limits (issue 14) can run."""
 ROUTE = "/api/projects/"
 PATH = "/api/projects/start"
 
@@ -75,8 +86,30 @@ def _delta(
     return delta
 
 
-async def drive(url: str, scenario: str, pairs: int, concurrency: int) -> dict[str, Any]:
-    """Run ``pairs`` charged requests on this tree's engine; what Redis says they cost."""
+def _callgrind(command: str, target: str) -> None:
+    """``callgrind_control`` on the Redis of ``target`` (its pid and its dumps' folder)."""
+    pid, _, _ = target.partition(":")
+    subprocess.run(["callgrind_control", command, pid], capture_output=True, check=True)
+
+
+def _instructions(target: str) -> int:
+    """The instructions counted since the counters were zeroed, dumped now."""
+    folder = Path(target.partition(":")[2])
+    for old in folder.glob("callgrind.*"):
+        old.unlink()
+    _callgrind("-d", target)
+    [dump] = folder.glob("callgrind.*")
+    found = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.MULTILINE)
+    assert found is not None, dump
+    return int(found.group(1))
+
+
+async def drive(
+    url: str, scenario: str, pairs: int, concurrency: int, callgrind: str | None = None
+) -> dict[str, Any]:
+    """Run ``pairs`` charged requests on this tree's engine; what Redis says they cost
+    (``callgrind``: the pid and dumps' folder of a Redis run by callgrind, to count its
+    instructions too)."""
     import inspect
 
     import redis.asyncio as aioredis
@@ -85,6 +118,7 @@ async def drive(url: str, scenario: str, pairs: int, concurrency: int) -> dict[s
     from gateway.settings import Tier
 
     limited = scenario == "limits"
+    soon = scenario == "proxy"
     rpm = 1_000_000 if limited else 0
     tiers = {
         "free": Tier(credits=5, requests_per_minute=20),
@@ -111,7 +145,10 @@ async def drive(url: str, scenario: str, pairs: int, concurrency: int) -> dict[s
         rid = f"r{next(counter)}"
         reservation = await engine.reserve(account, rid, 1, **key)
         assert reservation.status == "ok", reservation
-        settled = await engine.settle(account, rid, 42)
+        if soon:
+            settled = await engine.settle_soon(account, rid, 42)
+        else:
+            settled = await engine.settle(account, rid, 42)
         assert settled.status == "charged", settled
 
     async def many(n: int) -> None:
@@ -143,20 +180,25 @@ async def drive(url: str, scenario: str, pairs: int, concurrency: int) -> dict[s
             }
         info = _info(await client.info("cpu"))
         before = _commands(await client.info("commandstats"))
+        if callgrind:
+            _callgrind("-z", callgrind)
         started = time.perf_counter()
         await many(pairs)
         elapsed = time.perf_counter() - started
+        kir = _instructions(callgrind) / pairs / 1000 if callgrind else float("nan")
         after_info = _info(await client.info("cpu"))
         after = _commands(await client.info("commandstats"))
         delta = _delta(before, after)
         # The stand-in answers the fields of this version's scripts: not an older one's.
-        lua_us = await lua_alone(engine, client, many, pairs) if keyed else float("nan")
+        alone = keyed and not callgrind
+        lua_us = await lua_alone(engine, client, many, pairs) if alone else float("nan")
         return {
             "cpu_us": (_cpu_s(after_info) - _cpu_s(info)) * 1e6 / pairs,
             "evalsha_us": delta.get("evalsha", (0, 0.0))[1] / pairs,
             "inner_us": sum(u for c, (_, u) in delta.items() if c != "evalsha") / pairs,
             "pairs_s": pairs / elapsed,
             "lua_us": lua_us,
+            "kir": kir,
             "calls": counts,
         }
     finally:
@@ -212,16 +254,26 @@ async def lua_alone(engine: Any, client: Any, many: Any, pairs: int) -> float:
 
 
 @contextmanager
-def private_redis(url: str | None) -> Iterator[str]:
+def private_redis(url: str | None, callgrind: bool = False) -> Iterator[tuple[str, str | None]]:
+    """A Redis URL, and with ``callgrind`` the Redis's pid and dumps' folder."""
     if url:
-        yield url
+        yield url, None
         return
     sys.path.insert(0, str(ROOT / "bench"))
     import servers  # bench/servers.py
 
     with tempfile.TemporaryDirectory(prefix="creditgate-scripts-") as tmp:
-        with servers.redis(Path(tmp)) as redis:
-            yield redis.url
+        if not callgrind:
+            with servers.redis(Path(tmp)) as redis:
+                yield redis.url, None
+            return
+        servers.require("valgrind", "callgrind_control", "redis-server")
+        port = servers.free_port()
+        argv = ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.%p"]
+        argv += ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp]
+        argv += ["--save", "", "--appendonly", "no"]
+        with servers.spawn("redis under callgrind", argv, port) as proc:
+            yield f"redis://127.0.0.1:{port}/0", f"{proc.pid}:{tmp}"
 
 
 def unpack(rev: str, into: Path) -> Path:
@@ -236,7 +288,9 @@ def unpack(rev: str, into: Path) -> Path:
     return into
 
 
-def run_one(tree: Path, url: str, scenario: str, pairs: int, concurrency: int) -> dict[str, Any]:
+def run_one(
+    tree: Path, url: str, scenario: str, pairs: int, concurrency: int, callgrind: str | None
+) -> dict[str, Any]:
     import redis
 
     client = redis.Redis.from_url(url)
@@ -244,6 +298,8 @@ def run_one(tree: Path, url: str, scenario: str, pairs: int, concurrency: int) -
     client.close()
     argv = [sys.executable, __file__, "--drive", str(tree), "--url", url]
     argv += ["--scenario", scenario, "--pairs", str(pairs), "--concurrency", str(concurrency)]
+    if callgrind:
+        argv += ["--callgrind-target", callgrind]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench: the run on {tree} failed:\n{done.stderr}")
@@ -267,9 +323,11 @@ def row(runs: list[dict[str, Any]]) -> str:
 
     least = min(r["cpu_us"] for r in runs)
     calls = runs[0]["calls"]
+    kir = med("kir")
+    counted = "" if math.isnan(kir) else f"{kir:7.1f}"
     return (
         f"{med('cpu_us'):8.1f}{least:7.1f}{med('lua_us'):6.1f}{med('evalsha_us'):8.1f}"
-        f"{med('inner_us'):7.1f}"
+        f"{med('inner_us'):7.1f}{counted}"
         f"{med('pairs_s'):9.0f}  {calls_text(calls['reserve'])} | {calls_text(calls['settle'])}"
     )
 
@@ -282,17 +340,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
     parser.add_argument("--url", help="a Redis to use (flushed!) instead of a private one")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="run Redis under callgrind: count instructions"
+    )
     parser.add_argument("--drive", metavar="TREE", help=argparse.SUPPRESS)
+    parser.add_argument("--callgrind-target", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         sys.path.insert(0, args.drive)
-        result = asyncio.run(drive(args.url, args.scenario[0], args.pairs, args.concurrency))
+        run = drive(args.url, args.scenario[0], args.pairs, args.concurrency, args.callgrind_target)
+        result = asyncio.run(run)
         print(json.dumps(result))
         return
     scenarios = args.scenario or list(SCENARIOS)
     with (
         tempfile.TemporaryDirectory(prefix="creditgate-trees-") as tmp,
-        private_redis(args.url) as url,
+        private_redis(args.url, args.callgrind) as (url, callgrind),
     ):
         trees = {"now": ROOT}
         if args.against:
@@ -300,26 +363,28 @@ def main() -> None:
         print(f"credit scripts on {url}: {args.pairs} charged requests per run, ", end="")
         print(f"{args.concurrency} tasks, median of {args.rounds} rounds")
         head = f"{'':10}{'scenario':>9}{'cpu us':>8}{'(min)':>7}{'lua':>6}{'eval us':>8}"
-        head += f"{'inner':>7}"
+        head += f"{'inner':>7}" + (f"{'kIr':>7}" if callgrind else "")
         print(f"{head}{'pairs/s':>9}  commands per reserve | per settle")
         for scenario in scenarios:
-            # A tree from before per-key limits (issue 14) runs the flat scenario only.
+            # A tree from before per-key limits (issue 14) runs the flat scenarios only.
             able = {
                 name: tree
                 for name, tree in trees.items()
-                if scenario == "flat" or (tree / "gateway" / "credits" / "scopes.py").exists()
+                if scenario in FLAT or (tree / "gateway" / "credits" / "scopes.py").exists()
             }
             results: dict[str, list[dict[str, Any]]] = {name: [] for name in able}
             for _ in range(args.rounds):
                 for name, tree in able.items():
-                    results[name].append(run_one(tree, url, scenario, args.pairs, args.concurrency))
+                    run = run_one(tree, url, scenario, args.pairs, args.concurrency, callgrind)
+                    results[name].append(run)
             for name, runs in results.items():
                 print(f"{name[:10]:10}{scenario:>9}{row(runs)}")
     print(
         "cpu us: Redis's CPU per charged request (reserve + settle), all it did (min: the least\n"
         "of the rounds, what a busy machine inflates least); lua: the same with the scripts'\n"
         "commands but TIME answered in Lua (the calls, their arguments, the Lua and the replies);\n"
-        "eval us: the EVALSHA time of the two scripts (wall time); inner: of which the commands."
+        "eval us: the EVALSHA time of the two scripts (wall time); inner: of which the commands;\n"
+        "kIr (--callgrind): thousands of instructions Redis ran per charged request."
     )
 
 

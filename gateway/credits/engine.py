@@ -206,6 +206,7 @@ class CreditEngine:
         retain_ms: int | None = None,
         defer: bool = False,
         charge: int | None = None,
+        brief: bool = False,
     ) -> Settlement:
         """Charge a held reservation and add ``tokens`` to the lifetime and monthly totals.
 
@@ -215,6 +216,8 @@ class CreditEngine:
         Idempotent: settling a reservation that is unknown or already settled changes nothing
         and says so in the status. ``defer``: nobody is waiting on the answer, so when batched
         it may wait a moment to share the next call's round trip (``batching.DEFER_S``).
+        ``brief``: the settlement without its ``account`` (None), for a caller that does not
+        read it: Redis does less.
         """
         if tokens < 0 or (charge is not None and charge < 0):
             raise ValueError("tokens and charge cannot be negative")
@@ -230,6 +233,7 @@ class CreditEngine:
                 self._spec,
                 retain_ms or self.retain_ms,
                 "" if charge is None else charge,
+                *((1,) if brief else ()),
             ),
             defer=defer,
         )
@@ -242,10 +246,13 @@ class CreditEngine:
 
         Batched, the call is deferred to share the next call's round trip and its outcome is
         a future rather than a coroutine: no task is made for it. It fails with
-        ``Unavailable`` as ``settle`` does.
+        ``Unavailable`` as ``settle`` does. Its settlement has no ``account``: the script
+        answers without describing it, which was a tenth of its cost in Redis.
         """
         if self._batcher is None:
-            return asyncio.ensure_future(self.settle(account, request_id, tokens, charge=charge))
+            return asyncio.ensure_future(
+                self.settle(account, request_id, tokens, charge=charge, brief=True)
+            )
         if tokens < 0 or (charge is not None and charge < 0):
             raise ValueError("tokens and charge cannot be negative")
         k = keys.account_keys(account)
@@ -260,6 +267,7 @@ class CreditEngine:
                 self._spec,
                 self.retain_ms,
                 "" if charge is None else charge,
+                1,  # brief: no account in the answer
             ),
             defer=True,
         )
@@ -488,6 +496,8 @@ def _settlement(account: str, raw: list[Any]) -> Settlement:
     status = cast(SettleStatus, _text(raw[0]))
     if status in ("unknown", "missing"):
         return Settlement(status, None, 0)
+    if len(raw) == 3:  # a brief settle's: no account
+        return Settlement(status, None, int(raw[1]), int(raw[2]))
     returned = int(raw[14]) if len(raw) > 14 else 0  # refund answers have no [15]
     return Settlement(status, _account(account, raw), int(raw[13]), returned)
 

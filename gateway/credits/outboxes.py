@@ -14,8 +14,13 @@ from gateway.credits import keys
 from gateway.credits.client import RedisClient
 from gateway.credits.failures import unavailable
 
-PACKED = "e"
-"""The one stream field of an event as the scripts write it (``emit`` in common.lua)."""
+PACKED = "f"
+"""The one stream field of an event as the scripts write it (``emit`` in common.lua): the
+numbers, the lengths of the texts, then the texts."""
+SIZED = "e"
+"""The one stream field of an event as gateways before ``PACKED`` wrote it: the numbers, then
+each text after its length (``<length>:<text>``). Still read: sync workers are upgraded before
+the gateways, and a stream may hold events of both."""
 PACKED_NUMBERS = (
     *("dp", "db", "tok", "rp", "rb", "ts", "v"),  # the event
     *("plan", "bonus", "sub", "se", "pe", "tt", "mt"),  # the account after it
@@ -24,13 +29,35 @@ PACKED_TEXTS = ("acct", "kind", "tier", "rid", "note", "key", "route")
 
 
 def event_fields(fields: Mapping[str, str]) -> Mapping[str, str]:
-    """An outbox entry's fields by name, whichever gateway wrote it: one packed field ``e``
-    (integers, then texts each after its length in bytes), or, from a gateway before it, one
-    stream field per name (given back as it is). ValueError when a packed event is malformed.
-    """
+    """An outbox entry's fields by name, whichever gateway wrote it: one packed field ``f``
+    (``PACKED``) or ``e`` (``SIZED``), or, from a gateway before both, one stream field per
+    name (given back as it is). ValueError when a packed event is malformed."""
     packed = fields.get(PACKED)
-    if packed is None:
-        return fields
+    if packed is not None:
+        return _packed(packed)
+    sized = fields.get(SIZED)
+    if sized is not None:
+        return _sized(sized)
+    return fields
+
+
+def _packed(packed: str) -> dict[str, str]:
+    *numbers, rest = packed.split(" ", len(PACKED_NUMBERS) + len(PACKED_TEXTS))
+    found = dict(zip(PACKED_NUMBERS, numbers[: len(PACKED_NUMBERS)], strict=True))
+    lengths = [int(n) for n in numbers[len(PACKED_NUMBERS) :]]
+    data, at = rest.encode(), 0
+    for name, length in zip(PACKED_TEXTS, lengths, strict=True):
+        end = at + length
+        if length < 0 or end > len(data):
+            raise ValueError(f"outbox event: {name} runs past the end")
+        found[name] = data[at:end].decode()
+        at = end
+    if at != len(data):
+        raise ValueError("outbox event: more than its fields")
+    return found
+
+
+def _sized(packed: str) -> dict[str, str]:
     *numbers, rest = packed.split(" ", len(PACKED_NUMBERS))
     found = dict(zip(PACKED_NUMBERS, numbers, strict=True))
     data, at = rest.encode(), 0

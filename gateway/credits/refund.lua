@@ -53,6 +53,4 @@ if r[1] == 'held' then
   end
   save(KEYS[1], a)
 end
-local out = describe(status, a, now, tiers)
-out[14] = back
-return out
+return describe(status, a, now, tiers, back)

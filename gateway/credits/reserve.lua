@@ -25,7 +25,8 @@
 -- with status 'ok', 'duplicate' (the request id was seen: nothing new is held),
 -- 'insufficient' or 'rate_limited' (the account's), 'key_credit_limit' or 'key_rate_limited'
 -- (the key's), 'key_expired' or 'route_not_allowed' (nothing held, no rate used by any).
-local account, rid, cost = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local account, rid, cost = ARGV[1], ARGV[2], ARGV[3] + 0
+local asked = cost
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 local a = load(KEYS[1], true)
@@ -39,20 +40,6 @@ local klimit, krpm = tonumber(ARGV[11] or ''), tonumber(ARGV[12] or '') or 0
 
 local held, debt, kdebt, kspent = 0, 0, 0, 0
 local wait, kwait = nil, nil  -- a refusal for rate: ms until a call would pass
-local function answer(status, state)
-  if changed then
-    save(KEYS[1], a)
-  end
-  local out = describe(status, a, now, tiers)
-  out[14] = wait and 0 or gcra_left(debt, rpm)
-  out[15] = wait or gcra_ms(debt, rpm)
-  out[16] = state
-  out[17] = held
-  out[18] = klimit and math.max(0, klimit - kspent) or -1
-  out[19] = kwait and 0 or gcra_left(kdebt, krpm)
-  out[20] = kwait or gcra_ms(kdebt, krpm)
-  return out
-end
 
 debt = gcra_debt(a.rl, a.rn, a.rr, rpm, now)
 local k = nil  -- the key's fields, when it has a limit to count against
@@ -67,120 +54,142 @@ if kid ~= '' and (klimit or krpm > 0) then
   kdebt = gcra_debt(k.l, k.n, k.r, krpm, now)
 end
 
--- The key's standing rules first: an expired key or a path it may not call holds nothing.
-local expires = tonumber(ARGV[13] or '')
-if expires and now >= expires then
-  return answer('key_expired', '')
-end
-if ARGV[15] ~= nil and ARGV[15] ~= '' then
-  local path, allowed = ARGV[14], false
-  for prefix in string.gmatch(ARGV[15], '[^\n]+') do
-    local n = #prefix
-    if prefix == '/' or path == prefix or (string.sub(path, 1, n) == prefix
-        and string.sub(path, n + 1, n + 1) == '/') then
-      allowed = true
+-- One way out (a `break` from this block): the answer is made once, at the end. A function
+-- answering from the script's locals was a closure over a dozen of them, made on every call.
+local status, state = 'ok', 'held'
+repeat
+  -- The key's standing rules first: an expired key or a path it may not call holds nothing.
+  local expires = tonumber(ARGV[13] or '')
+  if expires and now >= expires then
+    status, state = 'key_expired', ''
+    break
+  end
+  if ARGV[15] ~= nil and ARGV[15] ~= '' then
+    local path, allowed = ARGV[14], false
+    for prefix in string.gmatch(ARGV[15], '[^\n]+') do
+      local n = #prefix
+      if prefix == '/' or path == prefix or (string.sub(path, 1, n) == prefix
+          and string.sub(path, n + 1, n + 1) == '/') then
+        allowed = true
+        break
+      end
+    end
+    if not allowed then
+      status, state = 'route_not_allowed', ''
       break
     end
   end
-  if not allowed then
-    return answer('route_not_allowed', '')
+
+  local prior = redis.call('HGET', KEYS[2], 'st')
+  if prior then
+    status, state = 'duplicate', prior
+    break
   end
-end
 
-local prior = redis.call('HGET', KEYS[2], 'st')
-if prior then
-  return answer('duplicate', prior)
-end
-
-local can = a.plan + a.bonus
-if klimit then
-  can = math.min(can, math.max(0, klimit - kspent))
-end
-local least = tonumber(ARGV[8] or '')
-if least and can < cost and can >= least then
-  cost = can  -- metered: hold what the account and key allow; the charge cannot pass it
-end
-if a.plan + a.bonus < cost then
-  return answer('insufficient', '')
-end
-if klimit and klimit - kspent < cost then
-  return answer('key_credit_limit', '')
-end
-if not gcra_admits(debt, rpm) then
-  wait = gcra_ms(debt + 60000 - 60000 * rpm, rpm)
-  return answer('rate_limited', '')
-end
-if not gcra_admits(kdebt, krpm) then
-  kwait = gcra_ms(kdebt + 60000 - 60000 * krpm, krpm)
-  return answer('key_rate_limited', '')
-end
-
-local from_plan = math.min(a.plan, cost)
-local from_bonus = cost - from_plan
-a.plan = a.plan - from_plan
-a.bonus = a.bonus - from_bonus
-if rpm > 0 then
-  a.rl, a.rn = gcra_take(debt, rpm, now)
-  a.rr = rpm
-  debt = debt + 60000
-end
-a.hp = a.hp + from_plan
-a.hb = a.hb + from_bonus
-local deadline = now + tonumber(ARGV[6])
-local function put(t, name, value)
-  t[#t + 1] = name
-  t[#t + 1] = value
-end
-local r = { 'st', 'held', 'pp', from_plan, 'bp', from_bonus, 'dl', deadline }
-if ARGV[7] ~= nil and ARGV[7] ~= '' then
-  -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
-  -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
-  put(r, 'ret', ARGV[7])
-end
-if kid ~= '' then
-  put(r, 'k', kid)
-end
-if ARGV[10] ~= nil and ARGV[10] ~= '' then
-  put(r, 'rt', ARGV[10])
-end
-if k then
-  local kf = {}
+  local can = a.plan + a.bonus
   if klimit then
-    kspent = kspent + cost
-    put(kf, kid .. '|s', kspent)
-    put(kf, kid .. '|p', a.pe)
-    -- what the settle or refund gives back to the key's spend, in that period only
-    put(r, 'kc', cost)
-    put(r, 'kp', a.pe)
+    can = math.min(can, math.max(0, klimit - kspent))
   end
-  if krpm > 0 then
-    local l, n = gcra_take(kdebt, krpm, now)
-    kdebt = kdebt + 60000
-    put(kf, kid .. '|l', l)
-    put(kf, kid .. '|n', n)
-    put(kf, kid .. '|r', krpm)
+  local least = tonumber(ARGV[8] or '')
+  if least and can < cost and can >= least then
+    cost = can  -- metered: hold what the account and key allow; the charge cannot pass it
   end
-  redis.call('HSET', KEYS[5], unpack(kf))
-end
-redis.call('HSET', KEYS[2], unpack(r))
-redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
--- Only what moved: each field written is a number to format and a field to set.
-local w = { 'plan', a.plan, 'hp', a.hp }
+  if a.plan + a.bonus < cost then
+    status, state = 'insufficient', ''
+    break
+  end
+  if klimit and klimit - kspent < cost then
+    status, state = 'key_credit_limit', ''
+    break
+  end
+  if not gcra_admits(debt, rpm) then
+    wait = gcra_ms(debt + 60000 - 60000 * rpm, rpm)
+    status, state = 'rate_limited', ''
+    break
+  end
+  if not gcra_admits(kdebt, krpm) then
+    kwait = gcra_ms(kdebt + 60000 - 60000 * krpm, krpm)
+    status, state = 'key_rate_limited', ''
+    break
+  end
+
+  local from_plan = math.min(a.plan, cost)
+  local from_bonus = cost - from_plan
+  a.plan = a.plan - from_plan
+  a.bonus = a.bonus - from_bonus
+  if rpm > 0 then
+    a.rl, a.rn = gcra_take(debt, rpm, now)
+    a.rr = rpm
+    debt = debt + 60000
+  end
+  a.hp = a.hp + from_plan
+  a.hb = a.hb + from_bonus
+  local deadline = now + ARGV[6]
+  -- Written twice (the reservation, its index): formatted once. A held part that is the whole
+  -- cost as asked, or nothing, is written as its text: formatting a number costs as much as
+  -- setting a field.
+  local dl = string.format('%d', deadline)
+  local function put(t, name, value)
+    t[#t + 1] = name
+    t[#t + 1] = value
+  end
+  local r = { 'st', 'held', 'pp', from_plan == asked and ARGV[3] or from_plan, 'bp',
+    from_bonus == 0 and '0' or from_bonus, 'dl', dl }
+  if ARGV[7] ~= nil and ARGV[7] ~= '' then
+    -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
+    -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
+    put(r, 'ret', ARGV[7])
+  end
+  if kid ~= '' then
+    put(r, 'k', kid)
+  end
+  if ARGV[10] ~= nil and ARGV[10] ~= '' then
+    put(r, 'rt', ARGV[10])
+  end
+  if k then
+    local kf = {}
+    if klimit then
+      kspent = kspent + cost
+      put(kf, kid .. '|s', kspent)
+      put(kf, kid .. '|p', a.pe)
+      -- what the settle or refund gives back to the key's spend, in that period only
+      put(r, 'kc', cost)
+      put(r, 'kp', a.pe)
+    end
+    if krpm > 0 then
+      local l, n = gcra_take(kdebt, krpm, now)
+      kdebt = kdebt + 60000
+      put(kf, kid .. '|l', l)
+      put(kf, kid .. '|n', n)
+      put(kf, kid .. '|r', krpm)
+    end
+    redis.call('HSET', KEYS[5], unpack(kf))
+  end
+  redis.call('HSET', KEYS[2], unpack(r))
+  redis.call('ZADD', KEYS[3], dl, account .. '|' .. rid)
+  -- Only what moved: each field written is a number to format and a field to set.
+  local w = { 'plan', a.plan, 'hp', a.hp }
+  if changed then
+    save(KEYS[1], a)  -- all but the limiter's fields
+    changed = false
+    w = {}
+  elseif from_bonus > 0 then
+    put(w, 'bonus', a.bonus)
+    put(w, 'hb', a.hb)
+  end
+  if rpm > 0 then
+    put(w, 'rl', a.rl)
+    put(w, 'rn', a.rn)
+    put(w, 'rr', a.rr)
+  end
+  if #w > 0 then
+    redis.call('HSET', KEYS[1], unpack(w))
+  end
+  held = cost
+until true
 if changed then
-  save(KEYS[1], a)  -- all but the limiter's fields
-  changed = false
-  w = {}
-elseif from_bonus > 0 then
-  put(w, 'bonus', a.bonus)
-  put(w, 'hb', a.hb)
+  save(KEYS[1], a)
 end
-if rpm > 0 then
-  put(w, 'rl', a.rl)
-  put(w, 'rn', a.rn)
-  put(w, 'rr', a.rr)
-end
-if #w > 0 then
-  redis.call('HSET', KEYS[1], unpack(w))
-end
-held = cost
-return answer('ok', 'held')
+return describe(status, a, now, tiers, wait and 0 or gcra_left(debt, rpm),
+  wait or gcra_ms(debt, rpm), state, held, klimit and math.max(0, klimit - kspent) or -1,
+  kwait and 0 or gcra_left(kdebt, krpm), kwait or gcra_ms(kdebt, krpm))

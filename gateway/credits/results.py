@@ -110,6 +110,8 @@ class Settlement:
 
     status: SettleStatus
     account: AccountState | None
+    """None when the status is ``unknown`` or ``missing``, and for a brief settle
+    (``settle_soon``, the proxy's, which does not read it)."""
     credits: int
     """settle: the credits charged (the hold, or a metered request's part of it); refund: the
     credits given back (0 unless ``refunded``)."""

@@ -28,13 +28,23 @@ ScriptName = Literal[
 NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 
+PARTS: dict[str, tuple[str, ...]] = {
+    "reserve": ("gcra",),
+    "settle": ("spend",),
+    "refund": ("spend",),
+    "grant": ("once",),
+    "set_tier": ("once",),
+}
+"""The parts of the prelude beside ``common.lua`` that a script uses: every function the
+prelude defines is made anew on each call of a script, so each script gets only its own."""
+
+
 @cache
 def source(name: str) -> str:
-    """The full text of one script: the shared prelude, then the script itself."""
+    """The full text of one script: the shared prelude and its parts, then the script itself."""
     folder = resources.files(__package__)
-    prelude = (folder / "common.lua").read_text(encoding="utf-8")
-    body = (folder / f"{name}.lua").read_text(encoding="utf-8")
-    return f"{prelude}\n{body}"
+    parts = ("common", *PARTS.get(name, ()), name)
+    return "\n".join((folder / f"{part}.lua").read_text(encoding="utf-8") for part in parts)
 
 
 @dataclass(frozen=True, slots=True)

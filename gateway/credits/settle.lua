@@ -13,12 +13,15 @@
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
 -- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
 -- ARGV[7] the credits to charge, at most the hold ('': the whole hold)
+-- ARGV[8] '1': answer without the account (a caller that does not read it: the proxy's)
 -- Returns {'unknown'} when there is no such reservation, {'missing'} when the account is not
 -- in Redis (the reservation stays as it is), else describe() with
 -- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
 -- (nothing changes), followed by [14] the credits charged (of a settle before: as it charged)
--- [15] the credits given back now (0 unless 'charged').
-local account, rid, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- [15] the credits given back now (0 unless 'charged'); with ARGV[8], only
+-- { status, credits charged, credits given back }: describing the account was a tenth of a
+-- settle (its tier's rules found, an answer of 15 values).
+local account, rid, tokens = ARGV[1], ARGV[2], ARGV[3] + 0
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
 -- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
@@ -31,10 +34,10 @@ end
 if not a then
   return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
-local pp, bp = tonumber(r[2]), tonumber(r[3])
-local cost = tonumber(r[5] or '') or pp + bp
+local pp, bp = r[2] and r[2] + 0, r[3] and r[3] + 0  -- false when missing, as nil was
+local cost = r[5] and r[5] + 0 or pp + bp
 local status = r[1] .. '_before'
-local charged = tonumber(r[6] or '') or cost
+local charged = r[6] and r[6] + 0 or cost
 local back = 0
 if r[1] == 'held' then
   status = 'charged'
@@ -49,8 +52,11 @@ if r[1] == 'held' then
       charged = math.max(0, math.min(cost, tonumber(ARGV[7])))
     end
     local to_bonus = math.min(bp, cost - charged)
-    local to_plan = math.min(cost - charged - to_bonus,
-      math.max(0, rules(tiers, a.tier).credits - a.plan))
+    local to_plan = 0
+    if cost - charged - to_bonus > 0 then  -- the tier's rules found only when they matter
+      to_plan = math.min(cost - charged - to_bonus,
+        math.max(0, rules(tiers, a.tier).credits - a.plan))
+    end
     back = to_plan + to_bonus
     if back > 0 then
       a.plan = a.plan + to_plan
@@ -70,7 +76,7 @@ if r[1] == 'held' then
   else
     redis.call('HSET', KEYS[2], 'st', 'charged', 'chg', charged)
   end
-  redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
+  redis.call('PEXPIRE', KEYS[2], r[4] or ARGV[6])  -- as written: Redis reads the digits
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   if due then
     save(KEYS[1], a)
@@ -80,7 +86,7 @@ if r[1] == 'held' then
     redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'v', a.v)
   end
 end
-local out = describe(status, a, now, tiers)
-out[14] = charged
-out[15] = back
-return out
+if ARGV[8] == '1' then
+  return { status, charged, back }
+end
+return describe(status, a, now, tiers, charged, back)

@@ -190,17 +190,19 @@ async def test_settle_charges_tokens_once(make_engine: MakeEngine, soon: bool) -
     engine = make_engine()
     await engine.open("a1")
     await engine.reserve("a1", "r1", 2)
-    if soon:  # the proxy's way: a future, not awaited by the request
+    if soon:  # the proxy's way: a future, not awaited by the request, with no account
         s = await engine.settle_soon("a1", "r1", 4000)
+        assert s.account is None
+        after = await engine.status("a1")
     else:
         s = await engine.settle("a1", "r1", 4000)
-    assert (s.status, s.credits) == ("charged", 2)
-    assert s.account is not None
-    assert (s.account.plan_credits, s.account.total_tokens, s.account.monthly_tokens) == (
-        3, 4000, 4000,
-    )  # fmt: skip
+        after = s.account
+    assert (s.status, s.credits, s.returned) == ("charged", 2, 0)
+    assert after is not None
+    assert (after.plan_credits, after.total_tokens, after.monthly_tokens) == (3, 4000, 4000)
     again = await engine.settle("a1", "r1", 9999)
-    assert (again.status, again.credits, again.account) == ("charged_before", 2, s.account)
+    assert again.account is not None and again.account.version == after.version
+    assert (again.status, again.credits, again.account) == ("charged_before", 2, after)
     refund = await engine.refund("a1", "r1", reason="late")
     assert (refund.status, refund.credits) == ("charged_before", 0)
     assert await kinds(engine, "a1") == ["open", "charge"]

@@ -52,8 +52,8 @@ def test_the_packed_event_holds_as_many_numbers_and_texts_as_it_is_read_with() -
     numbers = re.search(r"^local NUMBERS = '(.*)'$", COMMON, re.MULTILINE)
     emit = re.search(r"^local function emit\(.*?^end$", COMMON, re.MULTILINE | re.DOTALL)
     assert numbers is not None and emit is not None
-    assert numbers.group(1).split(" ") == ["%d"] * len(PACKED_NUMBERS) + [""]
-    assert emit.group(0).count("sized(") == len(PACKED_TEXTS)
+    assert numbers.group(1).split(" ") == ["%d"] * (len(PACKED_NUMBERS) + len(PACKED_TEXTS)) + [""]
+    assert emit.group(0).count(" .. ") == len(PACKED_TEXTS)
 
 
 def test_describe_answers_the_fields_in_the_table_order() -> None:
