@@ -65,6 +65,15 @@ def memory(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
+def growth(pid: int, peak: int, idle: int, idle_hwm: int) -> str:
+    """A table row's last cells: the peak RSS during an attack, RSS after it, VmHWM."""
+    after = memory(pid)[0]
+    return (
+        f"| {peak / MB:.1f} MB (+{(peak - idle) / MB:.1f}) "
+        f"| {after / MB:.1f} MB (+{(after - idle) / MB:.1f}) | {hwm(pid, idle_hwm)} |"
+    )
+
+
 def hwm(pid: int, idle_hwm: int) -> str:
     high = memory(pid)[1]
     return f"{high / MB:.1f} MB (+{(high - idle_hwm) / MB:.1f})"
@@ -253,23 +262,16 @@ async def run(args: argparse.Namespace) -> None:
                 with Sampler(proc.pid) as sampler:
                     sent, answer = await attack()
                 await asyncio.sleep(0.5)
-                after = memory(proc.pid)[0]
                 print(
                     f"| {name} | {sent / MB:.2f} MB | {answer.decode(errors='replace')} "
-                    f"| {sampler.peak / MB:.1f} MB (+{(sampler.peak - idle) / MB:.1f}) "
-                    f"| {after / MB:.1f} MB (+{(after - idle) / MB:.1f}) "
-                    f"| {hwm(proc.pid, idle_hwm)} |"
+                    + growth(proc.pid, sampler.peak, idle, idle_hwm)
                 )
             with Sampler(proc.pid) as sampler:
                 status, received, charged = await big_answer(url, key)
             await asyncio.sleep(0.5)
-            after = memory(proc.pid)[0]
             print(
                 f"| chunked JSON answer, {args.body_mb} MB | {received / MB:.1f} MB "
-                f"| {status}, charged {charged} "
-                f"| {sampler.peak / MB:.1f} MB (+{(sampler.peak - idle) / MB:.1f}) "
-                f"| {after / MB:.1f} MB (+{(after - idle) / MB:.1f}) "
-                f"| {hwm(proc.pid, idle_hwm)} |"
+                f"| {status}, charged {charged} " + growth(proc.pid, sampler.peak, idle, idle_hwm)
             )
             status = await admin_call(url)
             await asyncio.sleep(0.5)

@@ -56,12 +56,13 @@ from gateway.proxy.bodies import (
     wait_disconnect,
     wait_disconnect_after,
 )
+from gateway.proxy.connection import Answer
 from gateway.proxy.exchange import Exchange, Keep, Outcome
 from gateway.proxy.holds import Holds, Restore
 from gateway.proxy.idempotency import Reserve, base_request_id, reserve_idempotent, valid_key
 from gateway.proxy.replays import FirstAnswer, Replays, fingerprint
 from gateway.proxy.trail import Trail
-from gateway.proxy.upstream import Answer, Upstream
+from gateway.proxy.upstream import Upstream
 from gateway.settings import Route
 from gateway.signing import signed_headers
 

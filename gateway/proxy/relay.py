@@ -37,10 +37,10 @@ from gateway.proxy import answers, pricing
 from gateway.proxy import headers as hdr
 from gateway.proxy import tokens as tok
 from gateway.proxy.bodies import is_json, splice_credit_info
+from gateway.proxy.connection import Answer
 from gateway.proxy.exchange import Exchange, Failure, Outcome
 from gateway.proxy.holds import Holds
 from gateway.proxy.replays import FirstAnswer
-from gateway.proxy.upstream import Answer
 
 log = logging.getLogger("creditgate.proxy")
 

@@ -37,7 +37,7 @@ from gateway.proxy.exchange import Exchange, Outcome
 from gateway.settings import Route
 
 if TYPE_CHECKING:
-    from gateway.proxy.upstream import Answer
+    from gateway.proxy.connection import Answer
     from gateway.tracing import RequestSpan, Tracing
 
 access = logging.getLogger(ACCESS_LOGGER)

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gateway.proxy import upstream as up
-from gateway.proxy.upstream import Origin, Upstream, UpstreamError
+from gateway.proxy.connection import UpstreamError
+from gateway.proxy.upstream import Origin, Upstream
 from gateway.settings import check_upstream
 
 
