@@ -219,25 +219,33 @@ class CreditEngine:
         ``brief``: the settlement without its ``account`` (None), for a caller that does not
         read it: Redis does less.
         """
+        settle_keys, args = self._settle_call(account, request_id, tokens, retain_ms, charge, brief)
+        raw = await self._run("settle", settle_keys, args, defer=defer)
+        return _settlement(account, raw)
+
+    def _settle_call(
+        self,
+        account: str,
+        request_id: str,
+        tokens: int,
+        retain_ms: int | None,
+        charge: int | None,
+        brief: bool,
+    ) -> tuple[tuple[str, ...], tuple[ScriptArg, ...]]:
+        """The settle script's keys and arguments (``brief``: answer without the account)."""
         if tokens < 0 or (charge is not None and charge < 0):
             raise ValueError("tokens and charge cannot be negative")
         k = keys.account_keys(account)
-        raw = await self._run(
-            "settle",
-            (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
-            (
-                account,
-                request_id,
-                tokens,
-                self._now(),
-                self._spec,
-                retain_ms or self.retain_ms,
-                "" if charge is None else charge,
-                *((1,) if brief else ()),
-            ),
-            defer=defer,
+        return (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits), (
+            account,
+            request_id,
+            tokens,
+            self._now(),
+            self._spec,
+            retain_ms or self.retain_ms,
+            "" if charge is None else charge,
+            *((1,) if brief else ()),
         )
-        return _settlement(account, raw)
 
     def settle_soon(
         self, account: str, request_id: str, tokens: int, charge: int | None = None
@@ -253,24 +261,8 @@ class CreditEngine:
             return asyncio.ensure_future(
                 self.settle(account, request_id, tokens, charge=charge, brief=True)
             )
-        if tokens < 0 or (charge is not None and charge < 0):
-            raise ValueError("tokens and charge cannot be negative")
-        k = keys.account_keys(account)
-        raw = self._batcher.call(
-            self._scripts.settle,
-            (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
-            (
-                account,
-                request_id,
-                tokens,
-                self._now(),
-                self._spec,
-                self.retain_ms,
-                "" if charge is None else charge,
-                1,  # brief: no account in the answer
-            ),
-            defer=True,
-        )
+        settle_keys, args = self._settle_call(account, request_id, tokens, None, charge, True)
+        raw = self._batcher.call(self._scripts.settle, settle_keys, args, defer=True)
         if self.observer is not None:
             raw.add_done_callback(
                 functools.partial(_report, self.observer, "settle", time.perf_counter())
