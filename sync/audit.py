@@ -1,23 +1,23 @@
 """Reconciliation: Redis, the store's snapshots and the sum of the ledger, account by account.
 
-After a sync pass the three agree: the store's snapshot equals the account's hash in Redis
+After a sync pass the three agree: the store's snapshot equals the account's state in Redis
 field by field (version included), and the ledger's plan and bonus deltas add up to the
 snapshot's plan and bonus credits. Credits held by open reservations are still the account's
 for the store and the ledger (a reserve emits nothing; its settle or refund does), so Redis's
 side is its available credits plus its held ones (``hp``, ``hb``). Every disagreement is
 reported.
 
-Redis is read from the account hash directly, not through the ``status`` script: the audit
-must not change what it audits (``status`` would apply a due rollover and emit events the
-store has not seen yet). An account the store has and Redis lacks is not a disagreement (Redis
-lost it; it is restored on next touch) and is listed apart. Events still in the outbox make
-Redis legitimately ahead of the store, so the report says how many there are: audit after a
-sync pass, with the gateway quiet, for a clean answer.
+Redis is read from the account's state directly (``gateway.credits.packed``), not through the
+``status`` script: the audit must not change what it audits (``status`` would apply a due
+rollover and emit events the store has not seen yet). An account the store has and Redis lacks
+is not a disagreement (Redis lost it; it is restored on next touch) and is listed apart. Events
+still in the outbox make Redis legitimately ahead of the store, so the report says how many
+there are: audit after a sync pass, with the gateway quiet, for a clean answer.
 
 Beyond equal fields, each account is checked (``sync.checks``): its ledger's versions strictly
 increase in stream order up to the snapshot's, its rows' tokens add up to its lifetime tokens,
 no balance is negative (Redis, the store, the ledger's running sums), no reservation is open
-past its deadline, its open reservations hold what its hash says it holds, and the daily
+past its deadline, its open reservations hold what its state says it holds, and the daily
 usage roll-up's rows are its ledger's sums (one grouped pass over the ledger, as cheap as the
 totals above).
 """
@@ -25,13 +25,12 @@ totals above).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.exceptions import RedisError
 from sqlmodel import Session
 
 from gateway.accounts.stored import in_store
-from gateway.credits import keys
+from gateway.credits import keys, packed
 from gateway.credits.client import RedisClient
 from gateway.credits.results import HASH_FIELDS, SNAPSHOT_FIELDS, snapshot_values
 from gateway.errors import Unavailable
@@ -92,20 +91,23 @@ class AuditReport:
         return not self.differences and not self.findings
 
 
-REDIS_FIELDS: tuple[str, ...] = (*HASH_FIELDS, "hp", "hb")
-"""What the audit reads of an account hash: the snapshot's fields, then the held credits."""
-
-
-def redis_view(raw: list[Any]) -> dict[str, object] | None:
-    """An account hash's ``REDIS_FIELDS`` by snapshot field name, None when Redis lacks it;
-    plan and bonus credits as the store counts them (held ones included)."""
-    if raw[0] is None:
+def redis_view(state: dict[str, int | str] | None) -> dict[str, object] | None:
+    """An account's state in Redis (``packed.account_state``) by snapshot field name, None when
+    Redis lacks it; plan and bonus credits as the store counts them (held ones included)."""
+    if state is None:
         return None
-    view = dict(zip(SNAPSHOT_FIELDS, snapshot_values(raw[: len(HASH_FIELDS)]), strict=True))
-    held_plan, held_bonus = (int(n or 0) for n in raw[len(HASH_FIELDS) :])
-    view["plan_credits"] = int(str(view["plan_credits"])) + held_plan
-    view["bonus_credits"] = int(str(view["bonus_credits"])) + held_bonus
+    view = dict(zip(SNAPSHOT_FIELDS, snapshot_values([state[k] for k in HASH_FIELDS]), strict=True))
+    view["plan_credits"] = int(state["plan"]) + int(state["hp"])
+    view["bonus_credits"] = int(state["bonus"]) + int(state["hb"])
     return view
+
+
+async def redis_states(
+    redis: RedisClient, accounts: list[str]
+) -> list[dict[str, int | str] | None]:
+    """The state in Redis of each account, None where Redis lacks it."""
+    raw = await packed.read(redis, [keys.account_keys(account).state for account in accounts])
+    return [packed.account_state(value) for value in raw]
 
 
 def store_view(record: AccountRecord) -> dict[str, object]:
@@ -189,17 +191,13 @@ def _ledger_findings(
 
 
 async def redis_accounts(redis: RedisClient) -> set[str]:
-    """Every account id with a state hash in Redis (reservation hashes have no ``plan``)."""
-    candidates: list[tuple[str, str]] = []
+    """Every account id with a state in Redis."""
+    found: set[str] = set()
     async for key in redis.scan_iter(match=keys.STATE_PATTERN, count=1000):
         account = keys.account_of(str(key))
         if account is not None:
-            candidates.append((account, str(key)))
-    pipe = redis.pipeline(transaction=False)
-    for _, key in candidates:
-        pipe.hexists(key, "plan")
-    present = await pipe.execute() if candidates else []
-    return {account for (account, _), ok in zip(candidates, present, strict=True) if ok}
+            found.add(account)
+    return found
 
 
 async def open_holds(redis: RedisClient) -> dict[str, list[OpenHold]]:
@@ -211,23 +209,23 @@ async def open_holds(redis: RedisClient) -> dict[str, list[OpenHold]]:
             keys.deadlines(bucket), "-inf", "+inf", start=0, num=HOLDS_PER_BUCKET
         )
         indexed.extend(str(member) for member in members)
-    pipe = redis.pipeline(transaction=False)
+    names = []
     for member in indexed:
         account, _, request_id = member.partition("|")
-        reservation = keys.account_keys(account).reservation(request_id)
-        pipe.hmget(reservation, ["st", "pp", "bp", "cost", "dl"])
-    states = await pipe.execute() if indexed else []
+        names.append(keys.account_keys(account).reservation(request_id))
     holds: dict[str, list[OpenHold]] = {}
-    for member, (state, plan, bonus, cost, deadline) in zip(indexed, states, strict=True):
+    for member, raw in zip(indexed, await packed.read(redis, names), strict=True):
         account, _, request_id = member.partition("|")
+        fields = packed.hold(raw) or {}
+        state = fields.get("st")
         hold = OpenHold(
             account,
             request_id,
-            int(deadline or 0),
-            state,
-            int(plan or 0),
-            int(bonus or 0),
-            counted=cost is None,
+            int(fields.get("dl") or 0),
+            None if state is None else str(state),
+            int(fields.get("pp") or 0),
+            int(fields.get("bp") or 0),
+            counted=fields.get("cost") is None,
         )
         holds.setdefault(account, []).append(hold)
     return holds
@@ -243,40 +241,33 @@ async def audit(services: Services, *, grace_ms: int = DEFAULT_GRACE_MS) -> Audi
         in_redis = await redis_accounts(services.redis)
         holds = await open_holds(services.redis)
         accounts = sorted(set(records) | in_redis | set(totals) | set(holds) | set(read.rollup))
+        states = await redis_states(services.redis, accounts)
         pipe = services.redis.pipeline(transaction=False)
-        for account in accounts:
-            pipe.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
         for bucket in range(keys.BUCKETS):
             pipe.xlen(keys.outbox(bucket))
-        answers = await pipe.execute()
+        unsynced = sum(await pipe.execute())
         seconds, micros = await services.redis.time()
     except RedisError as exc:
         raise Unavailable(f"redis: {exc}") from exc
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    report = AuditReport(accounts=len(accounts), unsynced_events=sum(answers[len(accounts) :]))
-    for account, raw in zip(accounts, answers, strict=False):
-        state = redis_view(raw)
+    report = AuditReport(accounts=len(accounts), unsynced_events=unsynced)
+    for account, state in zip(accounts, states, strict=True):
+        view = redis_view(state)
         record = records.get(account)
         if state is None and record is not None:
             report.absent_in_redis.append(account)
-        report.differences.extend(compare(account, state, record, totals.get(account)))
+        report.differences.extend(compare(account, view, record, totals.get(account)))
         report.findings.extend(read.ledger.get(account, ()))
         report.findings.extend(rollup_findings(account, read.rollup.get(account, ())))
         held: tuple[int, int] | None = None
         if state is not None:
-            own = dict(zip(("plan", "bonus", "hp", "hb"), _credits(raw), strict=True))
+            own = {name: int(state[name]) for name in ("plan", "bonus", "hp", "hb")}
             report.findings.extend(redis_findings(account, own))
             held = (own["hp"], own["hb"])
         report.findings.extend(
             hold_findings(account, holds.get(account, ()), held, now_ms=now_ms, grace_ms=grace_ms)
         )
     return report
-
-
-def _credits(raw: list[Any]) -> list[int]:
-    """plan, bonus, hp, hb of an account hash read as ``REDIS_FIELDS``."""
-    at = {name: i for i, name in enumerate(REDIS_FIELDS)}
-    return [int(raw[at[name]] or 0) for name in ("plan", "bonus", "hp", "hb")]
 
 
 def render(report: AuditReport) -> list[str]:

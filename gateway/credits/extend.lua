@@ -4,10 +4,11 @@
 -- ARGV[1] account  ARGV[2] request id  ARGV[3] now ms or ''  ARGV[4] ms from now to the new deadline
 -- Returns 1 when the deadline moved; 0 when the reservation is not held (settled, refunded,
 -- reaped or unknown): nothing changes then.
-if redis.call('HGET', KEYS[1], 'st') ~= 'held' then
+local r = read_hold(KEYS[1])
+if not r or r.st ~= 'held' then
   return 0
 end
-local deadline = now_ms(ARGV[3]) + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'dl', deadline)
-redis.call('ZADD', KEYS[2], 'XX', deadline, ARGV[1] .. '|' .. ARGV[2])
+r.dl = now_ms(ARGV[3]) + tonumber(ARGV[4])
+redis.call('SET', KEYS[1], pack_hold(r, 'h'))
+redis.call('ZADD', KEYS[2], 'XX', r.dl, ARGV[1] .. '|' .. ARGV[2])
 return 1

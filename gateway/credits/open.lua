@@ -17,7 +17,7 @@ local paid = tier ~= 'free'
 local a = {
   plan = tier_of(tiers, tier).credits, bonus = 0, tier = tier, sub = paid and 1 or 0,
   se = (paid and months > 0) and now + months * MONTH_MS or 0,
-  pe = now + MONTH_MS, tt = 0, mt = 0, v = 0, hp = 0, hb = 0,
+  pe = now + MONTH_MS, tt = 0, mt = 0, v = 0, hp = 0, hb = 0, rl = 0, rn = 0, rr = 0,
 }
 emit(KEYS[2], account, a, now, 'open', a.plan, 0, 0, ARGV[7] or '', ARGV[6])
 save(KEYS[1], a)

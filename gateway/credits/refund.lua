@@ -16,10 +16,9 @@
 local account, rid = ARGV[1], ARGV[2]
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
--- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
-local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost', 'k', 'rt', 'kc', 'kp')
+local r = read_hold(KEYS[2])
 local a = load(KEYS[1])
-if not r[1] then
+if not r then
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   return { 'unknown' }
 end
@@ -28,27 +27,26 @@ if not a then
   -- account is restored (restore takes the open holds out of the store's balance again).
   return { 'missing' }
 end
-local status = r[1] .. '_before'
+local status = r.st .. '_before'
 local back = 0
-if r[1] == 'held' then
+if r.st == 'held' then
   status = 'refunded'
   apply_due(KEYS[4], account, a, now, tiers)
-  local pp, bp = tonumber(r[2]), tonumber(r[3])
+  local pp, bp = r.pp, r.bp
   local to_plan = math.min(pp, math.max(0, rules(tiers, a.tier).credits - a.plan))
   a.plan = a.plan + to_plan
   a.bonus = a.bonus + bp
   back = to_plan + bp
-  redis.call('HSET', KEYS[2], 'st', 'refunded')
-  redis.call('PEXPIRE', KEYS[2], tonumber(r[4] or ARGV[6]))
+  redis.call('SET', KEYS[2], pack_hold(r, 'r'), 'PX', r.ret or ARGV[6])
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
-  if r[5] then
+  if r.cost then  -- layout 1: the hold is in the ledger already
     emit(KEYS[4], account, a, now, 'refund', to_plan, bp, 0, rid, ARGV[3])
   else
     a.hp = a.hp - pp
     a.hb = a.hb - bp
-    emit(KEYS[4], account, a, now, 'refund', to_plan - pp, 0, 0, rid, ARGV[3], pp, bp, r[6], r[7])
-    if r[8] then
-      unspend(KEYS[5], r[6], r[9], tonumber(r[8]))
+    emit(KEYS[4], account, a, now, 'refund', to_plan - pp, 0, 0, rid, ARGV[3], pp, bp, r.k, r.rt)
+    if r.kc then
+      unspend(KEYS[5], r.k, r.kp, r.kc)
     end
   end
   save(KEYS[1], a)

@@ -29,7 +29,7 @@ local account, rid, cost = ARGV[1], ARGV[2], ARGV[3] + 0
 local asked = cost
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
-local a = load(KEYS[1], true)
+local a = load(KEYS[1])
 if not a then
   return { 'missing' }
 end
@@ -80,12 +80,6 @@ repeat
     end
   end
 
-  local prior = redis.call('HGET', KEYS[2], 'st')
-  if prior then
-    status, state = 'duplicate', prior
-    break
-  end
-
   local can = a.plan + a.bonus
   if klimit then
     can = math.min(can, math.max(0, klimit - kspent))
@@ -115,6 +109,24 @@ repeat
 
   local from_plan = math.min(a.plan, cost)
   local from_bonus = cost - from_plan
+  local deadline = now + ARGV[6]
+  local r = { pp = from_plan, bp = from_bonus, dl = deadline, k = kid, rt = ARGV[10] or '',
+    kp = 0 }
+  if ARGV[7] ~= nil and ARGV[7] ~= '' then
+    -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
+    -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
+    r.ret = ARGV[7] + 0
+  end
+  if k and klimit then
+    -- what the settle or refund gives back to the key's spend, in that period only
+    r.kc, r.kp = cost, a.pe
+  end
+  -- The request id is new, or this is a retry of it: the reservation is written only if
+  -- there is none, before anything else is.
+  if not redis.call('SET', KEYS[2], pack_hold(r, 'h'), 'NX') then
+    status, state = 'duplicate', read_hold(KEYS[2]).st
+    break
+  end
   a.plan = a.plan - from_plan
   a.bonus = a.bonus - from_bonus
   if rpm > 0 then
@@ -124,69 +136,34 @@ repeat
   end
   a.hp = a.hp + from_plan
   a.hb = a.hb + from_bonus
-  local deadline = now + ARGV[6]
-  -- Written twice (the reservation, its index): formatted once. A held part that is the whole
-  -- cost as asked, or nothing, is written as its text: formatting a number costs as much as
-  -- setting a field.
-  local dl = string.format('%d', deadline)
-  local function put(t, name, value)
-    t[#t + 1] = name
-    t[#t + 1] = value
-  end
-  local r = { 'st', 'held', 'pp', from_plan == asked and ARGV[3] or from_plan, 'bp',
-    from_bonus == 0 and '0' or from_bonus, 'dl', dl }
-  if ARGV[7] ~= nil and ARGV[7] ~= '' then
-    -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
-    -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
-    put(r, 'ret', ARGV[7])
-  end
-  if kid ~= '' then
-    put(r, 'k', kid)
-  end
-  if ARGV[10] ~= nil and ARGV[10] ~= '' then
-    put(r, 'rt', ARGV[10])
-  end
   if k then
     local kf = {}
     if klimit then
       kspent = kspent + cost
-      put(kf, kid .. '|s', kspent)
-      put(kf, kid .. '|p', a.pe)
-      -- what the settle or refund gives back to the key's spend, in that period only
-      put(r, 'kc', cost)
-      put(r, 'kp', a.pe)
+      kf[#kf + 1], kf[#kf + 2] = kid .. '|s', kspent
+      kf[#kf + 1], kf[#kf + 2] = kid .. '|p', a.pe
     end
     if krpm > 0 then
       local l, n = gcra_take(kdebt, krpm, now)
       kdebt = kdebt + 60000
-      put(kf, kid .. '|l', l)
-      put(kf, kid .. '|n', n)
-      put(kf, kid .. '|r', krpm)
+      kf[#kf + 1], kf[#kf + 2] = kid .. '|l', l
+      kf[#kf + 1], kf[#kf + 2] = kid .. '|n', n
+      kf[#kf + 1], kf[#kf + 2] = kid .. '|r', krpm
     end
     redis.call('HSET', KEYS[5], unpack(kf))
   end
-  redis.call('HSET', KEYS[2], unpack(r))
-  redis.call('ZADD', KEYS[3], dl, account .. '|' .. rid)
-  -- Only what moved: each field written is a number to format and a field to set.
-  local w = { 'plan', a.plan, 'hp', a.hp }
-  if changed then
-    save(KEYS[1], a)  -- all but the limiter's fields
-    changed = false
-    w = {}
-  elseif from_bonus > 0 then
-    put(w, 'bonus', a.bonus)
-    put(w, 'hb', a.hb)
-  end
-  if rpm > 0 then
-    put(w, 'rl', a.rl)
-    put(w, 'rn', a.rn)
-    put(w, 'rr', a.rr)
-  end
-  if #w > 0 then
-    redis.call('HSET', KEYS[1], unpack(w))
-  end
+  redis.call('ZADD', KEYS[3], deadline, account .. '|' .. rid)
+  changed = true
   held = cost
 until true
+if state == '' and status ~= 'key_expired' and status ~= 'route_not_allowed' then
+  -- Refused for credits or rate: a retry of a request id seen before is told so instead,
+  -- with nothing changed (as when its reservation was found in the way above).
+  local prior = read_hold(KEYS[2])
+  if prior then
+    status, state, wait, kwait = 'duplicate', prior.st, nil, nil
+  end
+end
 if changed then
   save(KEYS[1], a)
 end

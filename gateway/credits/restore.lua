@@ -17,16 +17,15 @@ end
 local a = {
   plan = tonumber(ARGV[4]), bonus = tonumber(ARGV[5]), tier = ARGV[6], sub = tonumber(ARGV[7]),
   se = tonumber(ARGV[8]), pe = tonumber(ARGV[9]), tt = tonumber(ARGV[10]), mt = tonumber(ARGV[11]),
-  v = tonumber(ARGV[12]), hp = 0, hb = 0,
+  v = tonumber(ARGV[12]), hp = 0, hb = 0, rl = 0, rn = 0, rr = 0,
 }
 local mine = account .. '|'
 for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   if string.sub(member, 1, #mine) == mine then
-    local h = redis.call('HMGET', ARGV[13] .. string.sub(member, #mine + 1), 'st', 'pp', 'bp',
-      'cost')
-    if h[1] == 'held' and not h[4] then  -- ('cost': layout 1's, spent in the store already)
-      a.hp = a.hp + tonumber(h[2])
-      a.hb = a.hb + tonumber(h[3])
+    local r = read_hold(ARGV[13] .. string.sub(member, #mine + 1))
+    if r and r.st == 'held' and not r.cost then  -- (cost: layout 1's, in the store already)
+      a.hp = a.hp + r.pp
+      a.hb = a.hb + r.bp
     end
   end
 end

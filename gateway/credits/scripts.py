@@ -29,9 +29,11 @@ NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 
 PARTS: dict[str, tuple[str, ...]] = {
-    "reserve": ("gcra",),
-    "settle": ("spend",),
-    "refund": ("spend",),
+    "reserve": ("gcra", "hold"),
+    "settle": ("spend", "hold"),
+    "refund": ("spend", "hold"),
+    "extend": ("hold",),
+    "restore": ("hold",),
     "grant": ("once",),
     "set_tier": ("once",),
 }

@@ -7,19 +7,20 @@
 -- ARGV[1] the period end the spends were summed for (ms); ARGV[2..] key id, credits, ...
 -- Returns 'seeded', 'moved' (the account's period is another now: nothing changes) or
 -- 'missing'.
-local pe = redis.call('HGET', KEYS[1], 'pe')
-if not pe then
+local a = load(KEYS[1])
+if not a then
   return 'missing'
 end
-if tonumber(pe) ~= tonumber(ARGV[1]) then
+local pe = a.pe
+if pe ~= tonumber(ARGV[1]) then
   return 'moved'
 end
 for i = 2, #ARGV, 2 do
   local kid, credits = ARGV[i], tonumber(ARGV[i + 1])
   local f = redis.call('HMGET', KEYS[2], kid .. '|s', kid .. '|p')
-  if f[2] and tonumber(f[2]) == tonumber(pe) then
+  if f[2] and tonumber(f[2]) == pe then
     credits = math.max(credits, tonumber(f[1]))
   end
-  redis.call('HSET', KEYS[2], kid .. '|s', credits, kid .. '|p', tonumber(pe))
+  redis.call('HSET', KEYS[2], kid .. '|s', credits, kid .. '|p', pe)
 end
 return 'seeded'

@@ -24,27 +24,25 @@
 local account, rid, tokens = ARGV[1], ARGV[2], ARGV[3] + 0
 local now = now_ms(ARGV[4])
 local tiers = parse_tiers(ARGV[5])
--- 'cost': only a reservation of layout 1's scripts has it, whose hold the ledger has already
-local r = redis.call('HMGET', KEYS[2], 'st', 'pp', 'bp', 'ret', 'cost', 'chg', 'k', 'rt', 'kc',
-  'kp')
+local r = read_hold(KEYS[2])
 local a = load(KEYS[1])
-if not r[1] then
+if not r then
   return { 'unknown' }
 end
 if not a then
   return { 'missing' }  -- Redis lost the account: restore it, then settle again
 end
-local pp, bp = r[2] and r[2] + 0, r[3] and r[3] + 0  -- false when missing, as nil was
-local cost = r[5] and r[5] + 0 or pp + bp
-local status = r[1] .. '_before'
-local charged = r[6] and r[6] + 0 or cost
+local pp, bp = r.pp, r.bp
+local cost = r.cost or pp + bp
+local status = r.st .. '_before'
+local charged = r.chg or cost
 local back = 0
-if r[1] == 'held' then
+if r.st == 'held' then
   status = 'charged'
   local due = apply_due(KEYS[4], account, a, now, tiers)
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
-  if r[5] then  -- layout 1: the hold is in the ledger already, charged whole
+  if r.cost then  -- layout 1: the hold is in the ledger already, charged whole
     charged = cost
     emit(KEYS[4], account, a, now, 'charge', 0, 0, tokens, rid, '')
   else
@@ -58,33 +56,22 @@ if r[1] == 'held' then
         math.max(0, rules(tiers, a.tier).credits - a.plan))
     end
     back = to_plan + to_bonus
-    if back > 0 then
-      a.plan = a.plan + to_plan
-      a.bonus = a.bonus + to_bonus
-      due = true
-    end
+    a.plan = a.plan + to_plan
+    a.bonus = a.bonus + to_bonus
     a.hp = a.hp - pp
     a.hb = a.hb - bp
     emit(KEYS[4], account, a, now, 'charge', to_plan - pp, to_bonus - bp, tokens, rid, '', pp, bp,
-      r[7], r[8])
-    if r[9] then
-      unspend(KEYS[5], r[7], r[10], cost - charged)
+      r.k, r.rt)
+    if r.kc then
+      unspend(KEYS[5], r.k, r.kp, cost - charged)
     end
   end
-  if charged == cost then
-    redis.call('HSET', KEYS[2], 'st', 'charged')
-  else
-    redis.call('HSET', KEYS[2], 'st', 'charged', 'chg', charged)
+  if charged ~= cost then
+    r.chg = charged
   end
-  redis.call('PEXPIRE', KEYS[2], r[4] or ARGV[6])  -- as written: Redis reads the digits
+  redis.call('SET', KEYS[2], pack_hold(r, 'c'), 'PX', r.ret or ARGV[6])
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
-  if due then
-    save(KEYS[1], a)
-  elseif (bp or 0) > 0 then  -- only these moved: a smaller write on the hot path
-    redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'hb', a.hb, 'v', a.v)
-  else
-    redis.call('HSET', KEYS[1], 'tt', a.tt, 'mt', a.mt, 'hp', a.hp, 'v', a.v)
-  end
+  save(KEYS[1], a)
 end
 if ARGV[8] == '1' then
   return { status, charged, back }

@@ -19,6 +19,7 @@ from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
 from gateway.settings import Tier
 from tests.support.engine_model import Event, outbox_events
+from tests.support.redisstate import state_of
 
 PROCESSES = 4
 CALLS = 75
@@ -126,8 +127,8 @@ async def test_exactly_n_of_many_concurrent_reserves_pass(real_redis: Any, redis
 
     events = await outbox_events(real_redis, "shared")
     assert [e.kind for e in events] == ["open"]  # reserves emit nothing
-    state_key = keys.account_keys("shared").state
-    assert [int(n) for n in await real_redis.hmget(state_key, ["hp", "hb"])] == [CREDITS, 0]
+    held = await state_of(real_redis, "shared")
+    assert (held["hp"], held["hb"]) == (CREDITS, 0)
     held = sorted(rid for status, rid, _ in outcome if status == "ok")
     assert len(set(held)) == CREDITS
     bucket = keys.bucket_of("shared")

@@ -28,6 +28,7 @@ from tests.support.engine_scenarios import (
     kinds,
     scenario_scripts_reload_after_script_flush,
 )
+from tests.support.redisstate import state_of
 
 MakeEngine = Callable[..., CreditEngine]
 
@@ -129,8 +130,8 @@ async def test_reserve_spends_plan_before_bonus(make_engine: MakeEngine) -> None
     assert r.account is not None
     assert (r.account.plan_credits, r.account.bonus_credits) == (0, 1)
     assert await kinds(engine, "a1") == ["open", "grant"]  # a reserve emits nothing
-    held = await engine.redis.hmget(keys.account_keys("a1").state, ["hp", "hb"])
-    assert [int(n) for n in held] == [5, 2]  # the ledger still counts them the account's
+    held = await state_of(engine.redis, "a1")
+    assert (held["hp"], held["hb"]) == (5, 2)  # the ledger still counts them the account's
     await engine.settle("a1", "r1", 1)
     charge = (await outbox_events(engine.redis, "a1"))[-1]
     assert (charge.kind, charge.dp, charge.db, charge.rp, charge.rb) == ("charge", -5, -2, 5, 2)

@@ -7,7 +7,9 @@ import re
 from dataclasses import fields
 from importlib import resources
 
+from gateway.credits import packed
 from gateway.credits.outboxes import PACKED_NUMBERS, PACKED_TEXTS
+from gateway.credits.packed import HOLD_FIELDS, HOLD_STATES, STATE_FIELDS
 from gateway.credits.results import (
     HASH_FIELDS,
     IN_HASH,
@@ -20,6 +22,7 @@ from gateway.credits.results import (
 )
 
 COMMON = resources.files("gateway.credits").joinpath("common.lua").read_text()
+HOLD = resources.files("gateway.credits").joinpath("hold.lua").read_text()
 
 
 def lua_names(pattern: str) -> list[str]:
@@ -40,12 +43,33 @@ def test_an_account_state_is_its_snapshot_and_what_the_scripts_add() -> None:
     assert names == SNAPSHOT_FIELDS + own
 
 
-def test_common_lua_loads_saves_and_emits_the_fields_of_the_table() -> None:
-    loaded = lua_names(r"'HMGET', key,(.*?)\)")
-    saved = lua_names(r"'HSET', key,(.*?)\)\n")
-    assert loaded[: len(HASH_FIELDS)] == list(HASH_FIELDS)
-    assert set(HASH_FIELDS) <= set(saved)
+def lua_list(pattern: str, text: str = COMMON) -> list[str]:
+    """The comma-separated names the group of ``pattern`` matches first, ``a.`` dropped."""
+    found = re.search(pattern, text, re.DOTALL)
+    assert found is not None, pattern
+    return [name.strip().removeprefix("a.").removeprefix("r.") for name in found[1].split(",")]
+
+
+def test_common_lua_packs_and_unpacks_the_fields_python_reads() -> None:
+    width = re.search(r"^local STATE = '<((?:i8)+)'$", COMMON, re.MULTILINE)
+    assert width is not None and len(width[1]) // 2 == len(STATE_FIELDS)
+    assert packed.STATE.size == 8 * len(STATE_FIELDS)
+    assert lua_list(r"local (plan, .*?), at = bunpack\(STATE, s\)") == list(STATE_FIELDS)
+    assert lua_list(r"bpack\(STATE, (.*?)\) \.\. a\.tier") == list(STATE_FIELDS)
+    assert lua_names(r"'HMGET', key,(.*?)\)")[: len(HASH_FIELDS)] == list(HASH_FIELDS)
+    assert set(HASH_FIELDS) <= {*STATE_FIELDS, "tier"}
     assert set(HASH_FIELDS) <= set(PACKED_NUMBERS + PACKED_TEXTS)
+
+
+def test_hold_lua_packs_and_unpacks_the_fields_python_reads() -> None:
+    width = re.search(r"^local HOLD = '<((?:i8)+)i2'$", HOLD, re.MULTILINE)
+    assert width is not None and len(width[1]) // 2 == len(HOLD_FIELDS)
+    assert packed.HOLD.size == 8 * len(HOLD_FIELDS) + 2
+    unpacked = lua_list(r"local (pp, .*?), klen, at = bunpack\(HOLD, s, 2\)", HOLD)
+    assert unpacked == list(HOLD_FIELDS)
+    packed_as = lua_list(r"bpack\(HOLD, (.*?), #r\.k\)", HOLD)
+    assert [name.removesuffix(" or -1") for name in packed_as] == list(HOLD_FIELDS)
+    assert {letter: word for letter, word in re.findall(r"(\w) = '(\w+)'", HOLD)} == HOLD_STATES
 
 
 def test_the_packed_event_holds_as_many_numbers_and_texts_as_it_is_read_with() -> None:

@@ -20,6 +20,7 @@ from gateway.services import Services
 from sync.worker import SyncWorker
 from tests.support.gateways import free_port, wait_for
 from tests.support.processes import ACCOUNTS, CREDITGATE, Traffic, burst, creditgate_env
+from tests.support.redisstate import change_state, state_of
 from tests.support.scrapes import total
 from tests.support.storeview import StoreView, assert_in_sync, ledger_size, store_services
 
@@ -156,8 +157,8 @@ async def test_audit_command_clean_then_non_zero_on_a_seeded_difference(
     assert code == 0, out
     assert f"audited {len(ACCOUNTS)} account(s): clean" in out
 
-    state_key = keys.account_keys(ACCOUNTS[3]).state
-    await services.redis.hincrby(state_key, "bonus", 1)  # a change that bypassed the outbox
+    bonus = (await state_of(services.redis, ACCOUNTS[3]))["bonus"]
+    await change_state(services.redis, ACCOUNTS[3], bonus=int(bonus) + 1)  # bypassing the outbox
     code, out = commands.run("audit")
     assert code == 1, out
     assert f"{ACCOUNTS[3]}: bonus_credits: redis=" in out

@@ -11,6 +11,7 @@ from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Snapshot
 from gateway.credits.scopes import KeyRules
 from tests.support.engine_model import MONTH_MS, Event, MovableClock, outbox_events
+from tests.support.redisstate import state_of
 
 
 async def kinds(engine: CreditEngine, account: str) -> list[str]:
@@ -23,8 +24,8 @@ async def assert_ledger_whole(engine: CreditEngine, account: str) -> list[Event]
     events = await outbox_events(engine.redis, account)
     state = await engine.status(account)
     assert state is not None
-    held = await engine.redis.hmget(keys.account_keys(account).state, ["hp", "hb"])
-    hp, hb = (int(value or 0) for value in held)
+    held = await state_of(engine.redis, account)
+    hp, hb = int(held["hp"]), int(held["hb"])
     versions = [e.v for e in events]
     assert versions == sorted(set(versions)) and versions[-1] == state.version
     assert sum(e.dp for e in events) == state.plan_credits + hp

@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from gateway.credits import keys
 from gateway.credits.engine import Clock
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 from store import repository
 from store.database import session
 from store.records import AccountRecord, LedgerRecord
-from sync.audit import REDIS_FIELDS, audit, compare, redis_view
+from sync.audit import audit, compare, redis_states, redis_view
 from sync.checks import stream_order
 
 
@@ -107,10 +106,10 @@ async def assert_accounts_in_sync(
     """``assert_in_sync`` for some accounts only (others may share the Redis and store)."""
     records = await view.accounts()
     totals = await view.totals()
-    for account in accounts:
-        raw = await services.redis.hmget(keys.account_keys(account).state, list(REDIS_FIELDS))
+    states = await redis_states(services.redis, accounts)
+    for account, state in zip(accounts, states, strict=True):
         record = records.get(account)
         assert record is not None, account
-        assert compare(account, redis_view(raw), record, totals.get(account)) == []
+        assert compare(account, redis_view(state), record, totals.get(account)) == []
         assert_versions(await view.ledger(account), record)
     return {a: records[a] for a in accounts}

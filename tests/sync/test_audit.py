@@ -19,6 +19,7 @@ from store.records import AccountSnapshot, LedgerFact
 from sync.audit import AuditReport, audit, render
 from sync.checks import stream_order
 from sync.worker import SyncWorker
+from tests.support.redisstate import change_hold, change_state
 
 
 async def seeded(services: Services) -> None:
@@ -49,7 +50,7 @@ async def test_clean_after_a_pass(services: Services) -> None:
 
 async def test_each_kind_of_difference_is_reported(services: Services) -> None:
     await seeded(services)
-    await services.redis.hset(keys.account_keys("aud-1").state, "tier", "enterprise")
+    await change_state(services.redis, "aud-1", tier="enterprise")
     await asyncio.to_thread(
         execute, services, "UPDATE accounts SET total_tokens = 9 WHERE id = 'aud-2'"
     )
@@ -210,8 +211,7 @@ async def test_a_hold_past_its_deadline_is_found(services: Services) -> None:
     await charged(services, "aud-d")
     assert (await services.credits.reserve("aud-d", "stuck", 2)).held
     now = await services.credits.now_ms()
-    reservation = keys.account_keys("aud-d").reservation("stuck")
-    await services.redis.hset(reservation, mapping={"dl": now - 60_000})  # no reaper ran
+    await change_hold(services.redis, "aud-d", "stuck", dl=now - 60_000)  # no reaper ran
 
     report = await audit(services)
     assert findings(report) == {("aud-d", "hold past its deadline")}
@@ -222,8 +222,7 @@ async def test_a_hold_past_its_deadline_is_found(services: Services) -> None:
 async def test_held_credits_the_reservations_do_not_hold_are_found(services: Services) -> None:
     await charged(services, "aud-x")
     assert (await services.credits.reserve("aud-x", "open-1", 2)).held
-    await services.redis.hset(keys.account_keys("aud-x").state, "hp", 5)
-    await services.redis.hset(keys.account_keys("aud-x").state, "plan", 95)  # same total
+    await change_state(services.redis, "aud-x", hp=5, plan=95)  # same total
 
     report = await audit(services)
 
@@ -235,7 +234,7 @@ async def test_a_negative_balance_is_found(services: Services) -> None:
     await asyncio.to_thread(
         execute, services, "UPDATE ledger_entries SET plan_delta = -200 WHERE kind = 'charge'"
     )
-    await services.redis.hset(keys.account_keys("aud-n").state, "bonus", -1)
+    await change_state(services.redis, "aud-n", bonus=-1)
 
     report = await audit(services)
 

@@ -18,13 +18,13 @@ async def test_the_store_follows_after_a_failover_set_versions_back(
     state = keys.account_keys("acct-f").state
     await engine.open("acct-f", tier="pro", months=1)
     await SyncWorker(services).run_once()
-    lost_to = await services.redis.hgetall(state)  # what the replica had
+    lost_to = await services.redis.dump(state)  # what the replica had
     for i in range(3):
         assert (await engine.reserve("acct-f", f"r{i}", 1)).held
         await engine.settle("acct-f", f"r{i}", 100)
     await SyncWorker(services).run_once()  # the store saw them: plan 97, 300 tokens
 
-    await services.redis.hset(state, mapping=lost_to)  # the failover: those writes are gone
+    await services.redis.restore(state, 0, lost_to, replace=True)  # the failover: writes lost
     assert (await engine.reserve("acct-f", "after", 1)).held
     await engine.settle("acct-f", "after", 7)
     await SyncWorker(services).run_once()
