@@ -134,7 +134,7 @@ STATE_PATTERN = f"{PREFIX}:{LAYOUT}:{{b*}}:a:*"
 
 
 def account_of(key: str) -> str | None:
-    """The account whose state hash ``key`` is; None for a reservation, its key hash or any
+    """The account whose state ``key`` is; None for a reservation, its key hash or any
     other key."""
     _, found, account = key.partition(":a:")
     if not found or not account or not _FORBIDDEN.isdisjoint(account):

@@ -30,7 +30,7 @@ ReservationState = Literal["held", "charged", "refunded", ""]
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """An account's own fields: its state hash in Redis (``load`` in common.lua), what every
+    """An account's own fields: its state in Redis (``load`` in common.lua), what every
     outbox event carries after its change, and what ``restore`` loads from the store of record.
 
     The one list of them on the Redis side: ``AccountState`` extends it, and ``IN_HASH``
@@ -150,7 +150,7 @@ IN_HASH: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
     "monthly_tokens": ("mt", int),
     "version": ("v", int),
 }
-"""Each ``Snapshot`` field, in its order: its name in the account hash and outbox events
+"""Each ``Snapshot`` field, in its order: its name in the account's state and outbox events
 (common.lua), and how a value Redis gives back reads. Scripts answer the fields in this
 order (``describe``) and ``restore`` takes them in it."""
 
