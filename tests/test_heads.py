@@ -71,12 +71,26 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def connection() -> tuple[BoundedHttpToolsProtocol, Transport]:
-    config = uvicorn.Config(app, lifespan="off", log_level="warning")
+class Writes(Transport):
+    """Records each write apart: how many pieces an answer went out in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        self.writes.append(bytes(data))
+
+
+def connection(
+    transport: Transport | None = None, answer: Any = app
+) -> tuple[BoundedHttpToolsProtocol, Transport]:
+    config = uvicorn.Config(answer, lifespan="off", log_level="warning")
     protocol = BoundedHttpToolsProtocol(
         config=config, server_state=ServerState(), app_state={}, limits=LIMITS
     )
-    transport = Transport()
+    transport = transport or Transport()
     protocol.connection_made(transport)
     return protocol, transport
 
@@ -223,3 +237,52 @@ async def test_pipelined_requests_each_learn_of_their_client_gone() -> None:
     answer.set()
     for _ in range(10):
         await asyncio.sleep(0)
+
+
+async def test_an_answers_head_goes_out_with_its_body_in_one_write() -> None:
+    """uvicorn writes a head, then its body: two segments, two wake-ups of the client."""
+    transport = Writes()
+    protocol, _ = connection(transport)
+    protocol.data_received(head() + head())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert transport.statuses() == [200, 200]
+    assert [
+        w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(b"\r\n\r\n0") for w in transport.writes
+    ] == [True, True]
+
+
+async def test_a_head_whose_body_comes_later_goes_out_at_the_end_of_its_turn() -> None:
+    body_sent = asyncio.Event()
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await body_sent.wait()
+        await send({"type": "http.response.body", "body": b"later"})
+
+    transport = Writes()
+    protocol, _ = connection(transport, stream)
+    protocol.data_received(head())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    body_sent.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.writes[1:] == [b"5\r\nlater\r\n0\r\n\r\n"]
+
+
+async def test_a_100_continue_is_not_held() -> None:
+    """The client waits for it before it sends its body: it goes at once."""
+    transport = Writes()
+    protocol, _ = connection(transport)
+    protocol.data_received(
+        b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    protocol.data_received(b"body")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.statuses() == [100, 200] and transport.written.endswith(b"\r\n\r\n4")

@@ -4,16 +4,23 @@ as one pipeline (one write, one round trip) instead of one round trip each.
 Each call still runs as its own atomic script, in the order the calls were made; only the
 transport is shared, so batching changes no answer. It pays off under concurrency, where
 per-command work dominates: measured here through redis-py, about 8,000 EVALSHA/s one by one
-from 50 tasks against about 20,000/s pipelined. A lone call waits only for the next loop
-turn. A script Redis lost (NOSCRIPT: a restart, a failover) is loaded again and the call
-retried alone.
+from 50 tasks against about 20,000/s pipelined. A call made while no batch is in flight (one
+request at a time) has nothing to join: it is written at once, in its caller's own step, and
+the calls made while it is in flight wait for the end of their loop turn and go together. A
+script Redis lost (NOSCRIPT: a restart, a failover) is loaded again and the call retried alone.
 
 A *deferred* call (the proxy's settle, which nobody waits for) waits up to ``DEFER_S`` for
 company: it goes with the next urgent call's batch (a reserve), else on its own. At low
-concurrency that saves a whole round trip per request, on both sides of the socket.
+concurrency that saves a whole round trip per request, on both sides of the socket. It waits
+on an idle wire too: sent at once there, the settle left the next reserve's round trip
+(80 to 100 µs less in Redis at one connection) but the gateway paid as much for the write and
+the reply of its own, and the latency at one connection did not move (``bench/proxy.py`` on
+the 2-core VM).
 
 With a ``Wire`` (a plain Redis) the pipeline is written by hand on the batcher's own
-connection (``gateway.credits.wire``); otherwise it is a redis-py pipeline.
+connection (``gateway.credits.wire``), its replies handed over from the connection's own
+callback (no loop turn between a reply and its caller's wake-up); otherwise it is a redis-py
+pipeline.
 
 One call can never harm another: an argument Redis cannot take (not str, bytes or int, or a
 string that is not valid UTF-8, such as a lone surrogate) fails its own call with ``DataError``
@@ -52,6 +59,8 @@ class ScriptBatcher:
         self._pending: list[Call] = []
         self._flush: asyncio.Handle | None = None
         self._flush_deferred = False
+        self._in_flight = 0
+        """Batches written whose replies have not all come back (or failed)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     def call(
@@ -72,7 +81,13 @@ class ScriptBatcher:
                 future.set_exception(exc)
                 return future
         self._pending.append((script, keys, args, future))
-        if self._flush is None:
+        if not defer and not self._in_flight and (self._flush is None or self._flush_deferred):
+            # Nothing on the wire: no batch of this turn to join, so no turn to wait for. The
+            # deferred calls waiting go with it; the calls after it in this turn, behind it.
+            if self._flush is not None:
+                self._flush.cancel()
+            self._send_pending()
+        elif self._flush is None:
             self._flush_deferred = defer
             if defer:
                 self._flush = loop.call_later(DEFER_S, self._send_pending)
@@ -93,12 +108,12 @@ class ScriptBatcher:
                 chunk, packed = _packed(chunk)
                 if not chunk:
                     continue
-                sent = self.wire.send_now(packed)
-                if sent is not None:  # connected: no task needed, the replies call back
-                    sent.add_done_callback(functools.partial(self._sent, chunk))
-                    continue
-                self._spawn(self._send_connecting(chunk, packed))
+                self._in_flight += 1
+                # Connected: no task needed, the replies call back.
+                if not self.wire.send_now(packed, functools.partial(self._replied, chunk)):
+                    self._spawn(self._send_connecting(chunk, packed))
             else:
+                self._in_flight += 1
                 self._spawn(self._send_pipeline(chunk))
 
     def _spawn(self, work: Any) -> None:
@@ -122,21 +137,20 @@ class ScriptBatcher:
         try:
             delivered = await replies
         except BaseException as exc:
+            self._in_flight -= 1
             _fail(chunk, _as_redis_error(exc))
             if not isinstance(exc, Exception):
                 raise
             return
+        self._in_flight -= 1
         self._deliver(chunk, delivered)
 
-    def _sent(self, chunk: list[Call], sent: asyncio.Future[list[Reply]]) -> None:
-        if sent.cancelled():
-            _fail(chunk, RedisConnectionError("the batch was cancelled"))
-            return
-        error = sent.exception()
-        if error is not None:
-            _fail(chunk, error)
+    def _replied(self, chunk: list[Call], outcome: list[Reply] | Exception) -> None:
+        self._in_flight -= 1
+        if isinstance(outcome, Exception):
+            _fail(chunk, outcome)
         else:
-            self._deliver(chunk, sent.result())
+            self._deliver(chunk, outcome)
 
     def _deliver(self, chunk: list[Call], replies: list[Reply]) -> None:
         lost: list[Call] = []

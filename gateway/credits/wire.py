@@ -4,7 +4,9 @@ The gateway's hot path is two script calls per request, and through redis-py mos
 cost was Python around the wire: a pipeline object per batch, an encoder call per argument, a
 connection checkout, a parser frame per reply (about a third of the gateway's CPU per
 request, profiled under ``bench/proxy.py``). The batcher needs none of that: it writes one
-loop turn's ``EVALSHA``s as one buffer on one connection and reads the replies in order.
+loop turn's ``EVALSHA``s as one buffer on one connection and reads the replies in order, each
+batch's handed to a callback as soon as they are read (``send_now``), with no future and no
+loop turn in between.
 
 For a plain Redis only (``redis://`` or ``unix://``): TLS, a Cluster and the embedded
 fakeredis stay on redis-py, as does every other command (key lookups, admin, the sync
@@ -26,7 +28,7 @@ import collections
 import functools
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -133,8 +135,8 @@ class _Protocol(asyncio.Protocol):
         """Why the connection failed on our side (not Redis speaking), for the log."""
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(replyError=rx.ResponseError, encoding="utf-8")
-        # (replies expected, replies so far, the batch's future, when it was written)
-        self.waiting: collections.deque[tuple[int, list[Reply], asyncio.Future[list[Reply]], float]]
+        # (replies expected, replies so far, who takes them, when the batch was written)
+        self.waiting: collections.deque[tuple[int, list[Reply], Then, float]]
         self.waiting = collections.deque()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.watchdog: asyncio.TimerHandle | None = None
@@ -163,15 +165,20 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, commands: list[bytes]) -> asyncio.Future[list[Reply]]:
         future: asyncio.Future[list[Reply]] = self.loop.create_future()
+        self.send_then(commands, functools.partial(_to_future, future))
+        return future
+
+    def send_then(self, commands: list[bytes], then: Then) -> None:
+        """Write ``commands``; ``then`` is called with their replies, or the connection's
+        failure, from the protocol's own callbacks (no loop turn in between)."""
         if self.transport is None or self.transport.is_closing():
-            future.set_exception(rx.ConnectionError("the connection to Redis is closed"))
-            return future
+            then(rx.ConnectionError("the connection to Redis is closed"))
+            return
         self.transport.write(b"".join(commands))
         self.last_write = now = self.loop.time()
-        self.waiting.append((len(commands), [], future, now))
+        self.waiting.append((len(commands), [], then, now))
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.reply_timeout, self._check)
-        return future
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -184,14 +191,13 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            expected, replies, future, _ = waiting[0]
+            expected, replies, then, _ = waiting[0]
             if isinstance(reply, rx.ResponseError) and str(reply).startswith("NOSCRIPT"):
                 reply = rx.NoScriptError(str(reply))
             replies.append(reply)
             if len(replies) == expected:
                 waiting.popleft()
-                if not future.done():
-                    future.set_result(replies)
+                then(replies)
 
     def _check(self) -> None:
         self.watchdog = None
@@ -224,12 +230,23 @@ class _Protocol(asyncio.Protocol):
             self.watchdog.cancel()
             self.watchdog = None
         while self.waiting:
-            *_, future, _ = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
+            *_, then, _ = self.waiting.popleft()
+            then(error)
 
 
 PING = b"*1\r\n$4\r\nPING\r\n"
+
+Then = Callable[[list[Reply] | Exception], None]
+"""Takes a batch's replies, or the exception that failed the batch."""
+
+
+def _to_future(future: asyncio.Future[list[Reply]], outcome: list[Reply] | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _ignore(future: asyncio.Future[list[Reply]]) -> None:
@@ -269,13 +286,15 @@ class Wire:
         endpoint = Endpoint.parse(url)
         return None if endpoint is None else cls(endpoint)
 
-    def send_now(self, commands: list[bytes]) -> asyncio.Future[list[Reply]] | None:
-        """``execute`` without a coroutine when connected and nothing queues (the hot path);
-        None otherwise."""
+    def send_now(self, commands: list[bytes], then: Then) -> bool:
+        """``execute`` without a coroutine or a future when connected and nothing queues (the
+        hot path): ``then`` is called with the replies or the failure, straight from the
+        connection's callbacks. False (nothing sent) otherwise."""
         protocol = self._protocol
         if self._queued or protocol is None or not protocol.usable:
-            return None
-        return protocol.send(commands)
+            return False
+        protocol.send_then(commands, then)
+        return True
 
     async def execute(self, commands: list[bytes]) -> list[Reply]:
         """Write packed commands as one buffer; their replies in order (errors as values).
@@ -283,15 +302,15 @@ class Wire:
         Raises ``redis.exceptions.ConnectionError`` / ``TimeoutError`` when the connection
         fails before every reply is read.
         """
-        sent = self.send_now(commands)
-        if sent is None:
+        protocol = self._protocol
+        if self._queued or protocol is None or not protocol.usable:
             self._queued += 1
             try:
                 protocol = await self._connected()
-                sent = protocol.send(commands)  # before the next in line: the lock is FIFO
             finally:
                 self._queued -= 1
-        return await sent
+        # (written before the next in line: the lock is FIFO)
+        return await protocol.send(commands)
 
     async def _connected(self) -> _Protocol:
         if self._lock is None:

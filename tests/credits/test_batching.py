@@ -152,6 +152,26 @@ async def test_a_deferred_settle_rides_with_the_next_reserve_or_goes_alone(
     assert alone.status == "charged" and counted.pipelines == [2, 1]
 
 
+async def test_a_call_on_an_idle_wire_goes_at_once_and_the_next_ones_share_a_pipeline(
+    make_engine: Callable[[], CreditEngine],
+) -> None:
+    """With nothing in flight there is no batch to join: the call is written in its caller's
+    own step, not a loop turn later. The calls made while it is in flight wait for the end of
+    their turn and go together, as under load."""
+    engine = make_engine()
+    await engine.open("idle")
+    assert await engine.status("idle") is not None  # connected
+    counted = counting(engine)
+
+    first = asyncio.ensure_future(engine.status("idle"))
+    await asyncio.sleep(0)  # the caller's first step has run; the end of its turn has not
+    assert counted.pipelines == [1]
+    rest = [asyncio.ensure_future(engine.status("idle")) for _ in range(3)]
+    answers = await asyncio.gather(first, *rest)
+    assert all(a is not None and a.account == "idle" for a in answers)
+    assert counted.pipelines == [1, 3]
+
+
 async def test_settle_soon_is_a_future_of_the_settlement(
     make_engine: Callable[[], CreditEngine],
 ) -> None:
