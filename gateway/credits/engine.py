@@ -29,6 +29,7 @@ from gateway.credits.results import (
     SettleStatus,
     Snapshot,
     TierChange,
+    reply_text,
     snapshot_args,
     snapshot_values,
 )
@@ -180,7 +181,7 @@ class CreditEngine:
                 *_rules_args(rules, path),
             ),
         )
-        status = cast(ReserveStatus, _text(raw[0]))
+        status = cast(ReserveStatus, reply_text(raw[0]))
         if status == "missing":
             return Reservation("missing", None, None, 0, "")
         return Reservation(
@@ -188,7 +189,7 @@ class CreditEngine:
             account=_account(account, raw),
             rate_remaining=_limit(raw[13]),
             rate_wait_ms=int(raw[14]),
-            state=cast(ReservationState, _text(raw[15])),
+            state=cast(ReservationState, reply_text(raw[15])),
             hold=int(raw[16]),
             key_credit_limit=None if rules is None else rules.credit_limit,
             key_requests_per_minute=None if rules is None else rules.requests_per_minute,
@@ -366,7 +367,7 @@ class CreditEngine:
         """The account after a due expiry and rollover; None when Redis does not have it."""
         k = keys.account_keys(account)
         raw = await self._run("status", (k.state, k.outbox), (account, self._now(), self._spec))
-        return None if _text(raw[0]) == "missing" else _account(account, raw)
+        return None if reply_text(raw[0]) == "missing" else _account(account, raw)
 
     async def restore(self, account: str, snapshot: Snapshot) -> TierChange:
         """Load an account from the store, only if Redis lacks it (``restored`` or ``exists``).
@@ -392,7 +393,7 @@ class CreditEngine:
         k = keys.account_keys(account)
         pairs = [value for key_id, credits in spent.items() for value in (key_id, credits)]
         raw = await self._run("seed_keys", (k.state, k.key_limits), (period_end_ms, *pairs))
-        return _text(raw)
+        return reply_text(raw)
 
     async def forget_key(self, account: str, key_id: str) -> None:
         """Drop a revoked key's spend and rate from its account's key hash: nothing will read
@@ -414,7 +415,7 @@ class CreditEngine:
             raw = await self.redis.hgetall(keys.account_keys(account).key_limits)
         except Exception as exc:
             raise unavailable(exc) from exc
-        found = {_text(name): _text(value) for name, value in raw.items()}
+        found = {reply_text(name): reply_text(value) for name, value in raw.items()}
         spent: dict[str, int] = {}
         for key_id in key_ids:
             current = found.get(f"{key_id}|p") == str(state.period_end_ms)
@@ -445,13 +446,9 @@ class CreditEngine:
             raise unavailable(exc) from exc
         found = []
         for member in members:
-            account, _, request_id = _text(member).partition("|")
+            account, _, request_id = reply_text(member).partition("|")
             found.append((account, request_id))
         return found
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _limit(value: object) -> int | None:
@@ -485,7 +482,7 @@ def _account(account: str, raw: list[Any]) -> AccountState:
 
 
 def _settlement(account: str, raw: list[Any]) -> Settlement:
-    status = cast(SettleStatus, _text(raw[0]))
+    status = cast(SettleStatus, reply_text(raw[0]))
     if status in ("unknown", "missing"):
         return Settlement(status, None, 0)
     if len(raw) == 3:  # a brief settle's: no account
@@ -517,7 +514,7 @@ def _report(
 
 
 def _change(account: str, raw: list[Any]) -> TierChange:
-    status = _text(raw[0])
+    status = reply_text(raw[0])
     if len(raw) == 1:
         return TierChange(status, None)
     return TierChange(status, _account(account, raw))

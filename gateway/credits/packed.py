@@ -13,6 +13,8 @@ from typing import Any
 
 from redis.client import NEVER_DECODE
 
+from gateway.credits.results import reply_text
+
 STATE = struct.Struct("<13q")
 STATE_FIELDS = ("plan", "bonus", "sub", "se", "pe", "tt", "mt", "v", "hp", "hb", "rl", "rn", "rr")
 """The integers of an account's state, in their order (common.lua); the tier's name follows."""
@@ -27,12 +29,8 @@ Raw = bytes | str | Mapping[Any, Any] | None
 """A key's value as redis-py gives it back: a string, a hash's mapping, or None when absent."""
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _hash(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(name): _text(value) for name, value in raw.items()}
+    return {reply_text(name): reply_text(value) for name, value in raw.items()}
 
 
 def account_state(raw: Raw) -> dict[str, int | str] | None:

@@ -127,7 +127,8 @@ class TierChange:
     account: AccountState | None
 
 
-def _text(value: object) -> str:
+def reply_text(value: object) -> str:
+    """A value Redis gave back as text, whether the client decodes replies or not."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -142,7 +143,7 @@ def _time_or_none(value: Any) -> int | None:
 IN_HASH: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
     "plan_credits": ("plan", int),
     "bonus_credits": ("bonus", int),
-    "tier": ("tier", _text),
+    "tier": ("tier", reply_text),
     "subscribed": ("sub", _flag),  # 1 or 0
     "subscription_ends_ms": ("se", _time_or_none),  # 0: no end
     "period_end_ms": ("pe", int),
