@@ -39,7 +39,7 @@ local charged = r.chg or cost
 local back = 0
 if r.st == 'held' then
   status = 'charged'
-  local due = apply_due(KEYS[4], account, a, now, tiers)
+  apply_due(KEYS[4], account, a, now, tiers)  -- the state is saved whole below either way
   a.tt = a.tt + tokens
   a.mt = a.mt + tokens
   if r.cost then  -- layout 1: the hold is in the ledger already, charged whole
