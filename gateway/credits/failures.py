@@ -20,5 +20,8 @@ def unavailable(exc: BaseException) -> Unavailable:
     if isinstance(exc, Unavailable):
         return exc
     if isinstance(exc, RedisError | OSError):
-        return Unavailable(f"redis: {str(exc) or type(exc).__name__}")  # some say nothing at all
+        text = str(exc) or type(exc).__name__  # some say nothing at all
+        if "unknown command 'fcall'" in text.lower():
+            text = f"this Redis has no Functions: creditgate needs Redis 7.0 or later ({text})"
+        return Unavailable(f"redis: {text}")
     return Unavailable(f"redis client: {exc!r}")

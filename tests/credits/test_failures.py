@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, ResponseError
 
 from gateway.accounts.keycache import KeyCache, announce_key_change
 from gateway.admin.idempotency import run_once
@@ -43,8 +43,6 @@ class Broken:
 
         if name == "pipeline":
             return lambda **_: Broken(self.error)
-        if name == "register_script":
-            return lambda _source: fail
         return fail
 
 
@@ -108,3 +106,10 @@ def test_an_error_without_words_is_named_by_its_class() -> None:
     """redis-py's cluster client raised ``MaxConnectionsError()`` under load: the log said
     only "reserve failed: redis: "."""
     assert unavailable(MaxConnectionsError()).message == "redis: MaxConnectionsError"
+
+
+def test_a_redis_without_functions_is_named() -> None:
+    # Redis 6 answers an FCALL as an unknown command: the log says what to do about it.
+    error = ResponseError("unknown command 'FCALL', with args beginning with: 'creditgate_'")
+    assert "creditgate needs Redis 7.0 or later" in str(unavailable(error))
+    assert str(unavailable(ResponseError("WRONGTYPE x"))) == "redis: WRONGTYPE x"
