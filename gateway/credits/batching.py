@@ -7,7 +7,7 @@ per-command work dominates: measured here through redis-py, about 8,000 EVALSHA/
 from 50 tasks against about 20,000/s pipelined. A call made while no batch is in flight (one
 request at a time) has nothing to join: it is written at once, in its caller's own step, and
 the calls made while it is in flight wait for the end of their loop turn and go together. A
-script Redis lost (NOSCRIPT: a restart, a failover) is loaded again and the call retried alone.
+function Redis does not have (a restart, a new node) is loaded, and the call retried alone.
 
 A *deferred* call (the proxy's settle, which nobody waits for) waits up to ``DEFER_S`` for
 company: it goes with the next urgent call's batch (a reserve), else on its own. At low
@@ -36,18 +36,19 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, RedisError
+from redis.exceptions import DataError, RedisError
 
-from gateway.credits.client import RedisClient, RedisScript, ScriptArg
-from gateway.credits.wire import Reply, Wire, pack_evalsha
+from gateway.credits.client import RedisClient, ScriptArg
+from gateway.credits.scripts import Script, is_missing
+from gateway.credits.wire import Reply, Wire, pack_fcall
 
 MAX_BATCH = 512
 """Calls per pipeline at most; a larger turn's calls go in several pipelines."""
 DEFER_S = 0.002
 """The longest a deferred call waits for an urgent one to share its round trip."""
 
-Call = tuple[RedisScript, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]"]
-"""A registered script, its keys, its arguments and the future of its reply."""
+Call = tuple[Script, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]"]
+"""A script, its keys, its arguments and the future of its reply."""
 
 
 class ScriptBatcher:
@@ -65,13 +66,13 @@ class ScriptBatcher:
 
     def call(
         self,
-        script: RedisScript,
+        script: Script,
         keys: Sequence[str],
         args: Sequence[ScriptArg],
         *,
         defer: bool = False,
     ) -> asyncio.Future[Any]:
-        """Queue one call of a registered script; the future holds its reply or error."""
+        """Queue one call of a script; the future holds its reply or error."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self.wire is None:  # the Wire checks while packing; redis-py only at execute
@@ -128,7 +129,7 @@ class ScriptBatcher:
     async def _send_pipeline(self, chunk: list[Call]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for script, keys, args, _ in chunk:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.fcall(script.function, len(keys), *keys, *args)
         await self._send(chunk, pipe.execute(raise_on_error=False))
 
     async def _send(self, chunk: list[Call], replies: Awaitable[list[Reply]]) -> None:
@@ -155,7 +156,7 @@ class ScriptBatcher:
     def _deliver(self, chunk: list[Call], replies: list[Reply]) -> None:
         lost: list[Call] = []
         for call, reply in zip(chunk, replies, strict=True):
-            if isinstance(reply, NoScriptError):
+            if is_missing(reply):
                 lost.append(call)
             elif isinstance(reply, BaseException):
                 _resolve(call[3], error=reply)
@@ -165,7 +166,8 @@ class ScriptBatcher:
             self._spawn(self._retry(lost))
 
     async def _retry(self, lost: list[Call]) -> None:
-        """Calls whose script Redis lost, one by one in their order: redis-py loads it."""
+        """Calls whose function Redis did not have, one by one in their order: the first loads
+        the library."""
         for script, keys, args, future in lost:
             try:
                 reply = await script(keys=keys, args=args)
@@ -185,7 +187,7 @@ def _packed(chunk: list[Call]) -> tuple[list[Call], list[bytes]]:
     for call in chunk:
         script, keys, args, future = call
         try:
-            packed.append(pack_evalsha(script.sha, keys, args))
+            packed.append(pack_fcall(script.function, keys, args))
         except (TypeError, ValueError) as exc:  # ValueError: a str that is not UTF-8
             _resolve(future, error=DataError(str(exc)))
             continue

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, Literal, Protocol, Self
 
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT, ZSetRangeResponse
@@ -28,16 +28,6 @@ StreamFields = dict[FieldT, EncodableT]
 run time, but not to mypy (a dict's key type is invariant)."""
 
 
-class RedisScript(Protocol):
-    """A Lua script registered on a client (``register_script``): EVALSHA, loading it again
-    on NOSCRIPT."""
-
-    @property
-    def sha(self) -> str: ...
-
-    def __call__(self, keys: Sequence[str], args: Iterable[ScriptArg]) -> Awaitable[Any]: ...
-
-
 class RedisPipeline(Protocol):
     """Commands queued on a non-transactional pipeline; ``execute`` sends them in one round
     trip (one per node in a cluster) and returns their replies in order.
@@ -54,7 +44,7 @@ class RedisPipeline(Protocol):
 
     def execute(self, raise_on_error: bool = True) -> Awaitable[list[Any]]: ...
 
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: ScriptArg) -> object: ...
+    def fcall(self, function: str, numkeys: int, *keys_and_args: ScriptArg) -> object: ...
     def incr(self, name: str) -> object: ...
     def publish(self, channel: str, message: str) -> object: ...
     def hexists(self, name: str, key: str) -> object: ...
@@ -94,7 +84,7 @@ class RedisClient(Protocol):
 
     Three clients stand behind it: ``redis.asyncio.Redis``, ``redis.asyncio.cluster.RedisCluster``
     and the embedded ``fakeredis.FakeAsyncRedis``. ``connect`` returns each of them as one, with
-    no cast, so mypy checks that each has every command here, its pipeline and scripts too.
+    no cast, so mypy checks that each has every command here and its pipeline's too.
     Where redis-py's plain and cluster clients differ, this declares what both accept:
     ``aclose()`` without arguments, and ``pipeline`` with ``transaction`` always given (their
     defaults differ) and always false (atomicity lives in the Lua scripts, never in MULTI).
@@ -122,7 +112,8 @@ class RedisClient(Protocol):
         self, name: str, min: float | str, max: float | str, *, start: int, num: int
     ) -> Awaitable[ZSetRangeResponse]: ...
     def scan_iter(self, *, match: str, count: int) -> AsyncIterator[str]: ...
-    def register_script(self, script: str) -> RedisScript: ...
+    def fcall(self, function: str, numkeys: int, *keys_and_args: ScriptArg) -> Awaitable[Any]: ...
+    def function_load(self, code: str, replace: bool | None = False) -> Awaitable[bytes | str]: ...
     def pipeline(self, *, transaction: Literal[False]) -> RedisPipeline: ...
     def aclose(self) -> Awaitable[None]: ...
 
@@ -154,7 +145,7 @@ def connect(settings: Settings) -> RedisClient:
         )
         return fakeredis.FakeAsyncRedis(decode_responses=True)
     if settings.redis_cluster:
-        return _cluster(settings.redis_urls)
+        return cluster_client(settings.redis_urls)
     from redis.asyncio import ConnectionPool, Redis
 
     # The credit engine pipelines the calls of one loop turn, so few connections are busy at
@@ -175,7 +166,7 @@ CLUSTER_SOCKET_TIMEOUT_S = 5.0
 than holding it until the kernel gives up on the connection."""
 
 
-def _cluster(urls: list[str]) -> RedisClient:
+def cluster_client(urls: list[str]) -> RedisClient:
     """A cluster client that knows every seed node: it starts, and finds the slots again
     after a failover, while any one of them answers. Credentials and TLS come from the first
     URL (a cluster has one set for all its nodes)."""
@@ -195,4 +186,24 @@ def _cluster(urls: list[str]) -> RedisClient:
     options.setdefault("socket_connect_timeout", CLUSTER_SOCKET_TIMEOUT_S)
     # Per node; redis-py's default of 100 refuses a burst at once (MaxConnectionsError, no wait).
     options.setdefault("max_connections", POOL_SIZE)
-    return RedisCluster(startup_nodes=seeds, decode_responses=True, **options)
+    cluster = RedisCluster(startup_nodes=seeds, decode_responses=True, **options)
+    cluster.commands_parser = _function_keys_parser()
+    return cluster
+
+
+def _function_keys_parser() -> Any:
+    """redis-py's parser of a command's keys, reading an ``FCALL``'s from the call itself.
+
+    redis-py routes a cluster's command by its keys. It reads ``EVALSHA``'s from the call, but
+    asks a node for any other command whose keys move (``COMMAND GETKEYS``): a round trip more
+    for every script call. An ``FCALL`` names its keys as ``EVALSHA`` does.
+    """
+    from redis._parsers import AsyncCommandsParser
+
+    class FunctionKeys(AsyncCommandsParser):
+        async def get_keys(self, *args: Any) -> tuple[str, ...] | None:
+            if len(args) >= 3 and str(args[0]).upper() in ("FCALL", "FCALL_RO"):
+                return tuple(args[3 : 3 + int(args[2])]) or None
+            return await super().get_keys(*args)
+
+    return FunctionKeys()

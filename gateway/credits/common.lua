@@ -1,4 +1,6 @@
--- common.lua: the prelude prepended to every credit script (not a script itself).
+-- common.lua: the prelude of the credits library (``gateway.credits.scripts``): run once, when
+-- Redis loads the library, and so free of anything but definitions (a library's top level
+-- cannot reach Lua's `string`, `math` or `struct`). Each script's file is one function's body.
 --
 -- Account state is one string: STATE's 13 integers (signed, 64-bit, little-endian), then the
 -- tier's name. Packed, not a hash: reading a hash's fields and parsing each one's digits was
@@ -28,46 +30,57 @@ local MONTH_MS = 2592000000  -- one monthly period and one subscription month: 3
 local STATE = '<i8i8i8i8i8i8i8i8i8i8i8i8i8'
 -- Packing as STATE (and hold.lua's HOLD) says: Redis's Lua 5.1 has the struct library, a
 -- Lua 5.3 or later string.pack. Without either (fakeredis's Lua 5.1), the same bytes made in
--- Lua: signed little-endian integers of the sizes `i<n>` names, exact to 2^53.
-local bpack, bunpack = string.pack, string.unpack
-if not bpack and struct then
-  bpack, bunpack = struct.pack, struct.unpack
-elseif not bpack then
-  bpack = function(fmt, ...)
-    local out, values = {}, { ... }
-    local i = 0
-    for size in string.gmatch(fmt, 'i(%d+)') do
-      i = i + 1
-      local n = values[i]
-      local neg = n < 0
-      if neg then
-        n = -n - 1  -- two's complement: the bytes of -n - 1, each inverted
-      end
-      for _ = 1, size + 0 do
-        local byte = n % 256
-        n = (n - byte) / 256
-        out[#out + 1] = string.char(neg and 255 - byte or byte)
-      end
+-- Lua: signed little-endian integers of the sizes `i<n>` names, exact to 2^53. Chosen by
+-- packers() on a function's first call (``scripts.library``).
+local bpack, bunpack
+
+local function pack_in_lua(fmt, ...)
+  local out, values = {}, { ... }
+  local i = 0
+  for size in string.gmatch(fmt, 'i(%d+)') do
+    i = i + 1
+    local n = values[i]
+    local neg = n < 0
+    if neg then
+      n = -n - 1  -- two's complement: the bytes of -n - 1, each inverted
     end
-    return table.concat(out)
+    for _ = 1, size + 0 do
+      local byte = n % 256
+      n = (n - byte) / 256
+      out[#out + 1] = string.char(neg and 255 - byte or byte)
+    end
   end
-  bunpack = function(fmt, s, at)
-    local values = {}
-    at = at or 1
-    for size in string.gmatch(fmt, 'i(%d+)') do
-      size = size + 0
-      local neg = string.byte(s, at + size - 1) >= 128
-      local n, scale = 0, 1
-      for k = at, at + size - 1 do
-        local byte = string.byte(s, k)
-        n = n + (neg and 255 - byte or byte) * scale
-        scale = scale * 256
-      end
-      values[#values + 1] = neg and -n - 1 or n
-      at = at + size
+  return table.concat(out)
+end
+
+local function unpack_in_lua(fmt, s, at)
+  local values = {}
+  at = at or 1
+  for size in string.gmatch(fmt, 'i(%d+)') do
+    size = size + 0
+    local neg = string.byte(s, at + size - 1) >= 128
+    local n, scale = 0, 1
+    for k = at, at + size - 1 do
+      local byte = string.byte(s, k)
+      n = n + (neg and 255 - byte or byte) * scale
+      scale = scale * 256
     end
-    values[#values + 1] = at
-    return unpack(values)
+    values[#values + 1] = neg and -n - 1 or n
+    at = at + size
+  end
+  values[#values + 1] = at
+  return unpack(values)
+end
+
+local function packers()
+  -- `struct` read under pcall: where it is not defined, reading it is an error
+  local has_struct, lib = pcall(function() return struct end)
+  if string.pack then
+    bpack, bunpack = string.pack, string.unpack
+  elseif has_struct and lib then
+    bpack, bunpack = lib.pack, lib.unpack
+  else
+    bpack, bunpack = pack_in_lua, unpack_in_lua
   end
 end
 

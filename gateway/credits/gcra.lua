@@ -1,6 +1,4 @@
--- gcra.lua: a part of the prelude (common.lua), prepended only to the scripts that use it
--- (``scripts.PARTS``): a function defined in the prelude is made anew on every call of a
--- script, used or not.
+-- gcra.lua: a part of the library's prelude (common.lua, ``scripts.PRELUDE``).
 
 -- GCRA: a burst of up to `rpm` calls, refilled at one per 60000/rpm ms, counted exactly in
 -- integer units of 1/rpm ms. A limiter's state is its theoretical arrival time tms + tn/rr ms;

@@ -1,6 +1,4 @@
--- hold.lua: a part of the prelude (common.lua), prepended only to the scripts that use it
--- (``scripts.PARTS``): a function defined in the prelude is made anew on every call of a
--- script, used or not.
+-- hold.lua: a part of the library's prelude (common.lua, ``scripts.PRELUDE``).
 --
 -- A reservation is one string: its state's letter (h held, c charged, r refunded), HOLD's
 -- integers (signed, little-endian)

@@ -1,6 +1,4 @@
--- once.lua: a part of the prelude (common.lua), prepended only to the scripts that use it
--- (``scripts.PARTS``): a function defined in the prelude is made anew on every call of a
--- script, used or not.
+-- once.lua: a part of the library's prelude (common.lua, ``scripts.PRELUDE``).
 
 -- True the first time a request id applies an operation to an account, false for a replay:
 -- a client that re-sends a script after a lost reply (redis-py's retries do) must not grant

@@ -1,17 +1,31 @@
-"""Loads the ``.lua`` files beside this module, each prefixed by ``common.lua``.
+"""The credit scripts as one library of Redis Functions, built from the ``.lua`` files beside
+this module, and called with ``FCALL``.
 
-The scripts are read once per process and registered per client with ``register_script``,
-which runs EVALSHA and reloads the script on NOSCRIPT (a restarted or failed-over Redis).
+A library, not ``EVALSHA``: Redis runs a library's top level once, at ``FUNCTION LOAD``, so the
+prelude's functions (``common.lua`` and its parts) are made once per Redis rather than on every
+call of every script, and an ``FCALL`` costs Redis less than an ``EVALSHA`` besides. Measured
+under callgrind (issue 16): 31,000 fewer instructions per charged request, about a tenth.
+
+Each script's file is the body of one function. The library's name and its functions' names
+end with a hash of its text, so gateways of two releases can share a Redis during a rolling
+deploy, each calling its own. Redis forgets functions as it forgets scripts (a restart
+without persistence, a new node): a call answered "Function not found" loads the library and
+runs again. Loading twice is harmless (``REPLACE`` of the same text), so gateways that race
+to load need no lock.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from gateway.credits.client import RedisClient, RedisScript
+from redis.exceptions import ResponseError
+
+from gateway.credits.client import RedisClient, ScriptArg
 
 ScriptName = Literal[
     "reserve",
@@ -27,47 +41,105 @@ ScriptName = Literal[
 ]
 NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
+PRELUDE = ("common", "hold", "gcra", "spend", "once")
+"""The library's top level: ``common.lua`` and its parts, each defining what scripts share."""
 
-PARTS: dict[str, tuple[str, ...]] = {
-    "reserve": ("gcra", "hold"),
-    "settle": ("spend", "hold"),
-    "refund": ("spend", "hold"),
-    "extend": ("hold",),
-    "restore": ("hold",),
-    "grant": ("once",),
-    "set_tier": ("once",),
-}
-"""The parts of the prelude beside ``common.lua`` that a script uses: every function the
-prelude defines is made anew on each call of a script, so each script gets only its own."""
+
+@dataclass(frozen=True, slots=True)
+class Library:
+    """The library's text and what its functions are called."""
+
+    name: str
+    text: str
+    functions: dict[ScriptName, str]
+    """Each script's function name, by script."""
+
+
+def _version(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
 @cache
-def source(name: str) -> str:
-    """The full text of one script: the shared prelude and its parts, then the script itself."""
+def library() -> Library:
+    """The library: the prelude, then one function per script. Built once per process."""
+    return build()
+
+
+def build(before: str = "") -> Library:
+    """The library, with Lua of the caller's ``before`` the prelude (``bench/scripts.py``
+    puts a stand-in for Redis's commands there)."""
     folder = resources.files(__package__)
-    parts = ("common", *PARTS.get(name, ()), name)
-    return "\n".join((folder / f"{part}.lua").read_text(encoding="utf-8") for part in parts)
+
+    def read(part: str) -> str:
+        return (folder / f"{part}.lua").read_text(encoding="utf-8")
+
+    prelude = "\n".join((before, *(read(part) for part in PRELUDE)))
+    bodies = {name: read(name) for name in NAMES}
+    version = _version(prelude + "".join(f"\0{n}\0{b}" for n, b in bodies.items()))
+    functions = {name: f"creditgate_{name}_{version}" for name in NAMES}
+    registered = (
+        # `packers()` (common.lua) on the first call: a library's top level, run at load,
+        # cannot reach Lua's `string` or `struct`.
+        f"redis.register_function('{functions[name]}', function(KEYS, ARGV)\n"
+        f"if not bpack then packers() end\n{body}\nend)"
+        for name, body in bodies.items()
+    )
+    name = f"creditgate_{version}"
+    text = "\n".join((f"#!lua name={name}", prelude, *registered))
+    return Library(name=name, text=text, functions=functions)
+
+
+def is_missing(reply: object) -> bool:
+    """Whether a reply says that Redis does not have the function called."""
+    return isinstance(reply, ResponseError) and "Function not found" in str(reply)
+
+
+async def load(redis: RedisClient) -> None:
+    """Load the library (on every master of a cluster). ``REPLACE``: a gateway that loaded it
+    first, or a replica promoted with it, is no error."""
+    await redis.function_load(library().text, replace=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One script's function, called on one client."""
+
+    redis: RedisClient
+    function: str
+    """Its name in Redis (``FCALL``)."""
+
+    async def __call__(self, keys: Sequence[str], args: Iterable[ScriptArg]) -> Any:
+        """``FCALL``, loading the library first when Redis does not have it."""
+        args = tuple(args)
+        try:
+            return await self.redis.fcall(self.function, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not is_missing(exc):
+                raise
+        await load(self.redis)
+        return await self.redis.fcall(self.function, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    """The registered scripts of one Redis client."""
+    """The scripts' functions on one Redis client."""
 
-    reserve: RedisScript
-    settle: RedisScript
-    refund: RedisScript
-    extend: RedisScript
-    open: RedisScript
-    grant: RedisScript
-    set_tier: RedisScript
-    status: RedisScript
-    restore: RedisScript
-    seed_keys: RedisScript
+    reserve: Script
+    settle: Script
+    refund: Script
+    extend: Script
+    open: Script
+    grant: Script
+    set_tier: Script
+    status: Script
+    restore: Script
+    seed_keys: Script
 
     @classmethod
     def register(cls, redis: RedisClient) -> Scripts:
-        return cls(**{name: redis.register_script(source(name)) for name in NAMES})
+        functions = library().functions
+        return cls(**{name: Script(redis, functions[name]) for name in NAMES})
 
-    def named(self, name: ScriptName) -> RedisScript:
-        script: RedisScript = getattr(self, name)
+    def named(self, name: ScriptName) -> Script:
+        script: Script = getattr(self, name)
         return script

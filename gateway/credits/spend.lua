@@ -1,6 +1,4 @@
--- spend.lua: a part of the prelude (common.lua), prepended only to the scripts that use it
--- (``scripts.PARTS``): a function defined in the prelude is made anew on every call of a
--- script, used or not.
+-- spend.lua: a part of the library's prelude (common.lua, ``scripts.PRELUDE``).
 
 -- Give `credits` of a closed reservation back to its key's spend, when the reservation counted
 -- against a key's credit limit (r_kc credits, in the period ending at r_kp) and that period is

@@ -4,7 +4,7 @@ The gateway's hot path is two script calls per request, and through redis-py mos
 cost was Python around the wire: a pipeline object per batch, an encoder call per argument, a
 connection checkout, a parser frame per reply (about a third of the gateway's CPU per
 request, profiled under ``bench/proxy.py``). The batcher needs none of that: it writes one
-loop turn's ``EVALSHA``s as one buffer on one connection and reads the replies in order, each
+loop turn's ``FCALL``s as one buffer on one connection and reads the replies in order, each
 batch's handed to a callback as soon as they are read (``send_now``), with no future and no
 loop turn in between.
 
@@ -63,8 +63,8 @@ def pack(*parts: object) -> bytes:
     return b"".join(out)
 
 
-def pack_evalsha(sha: str, keys: Sequence[str], args: Sequence[object]) -> bytes:
-    """``pack("EVALSHA", sha, len(keys), *keys, *args)``, the hot path's way: two script calls
+def pack_fcall(function: str, keys: Sequence[str], args: Sequence[object]) -> bytes:
+    """``pack("FCALL", function, len(keys), *keys, *args)``, the hot path's way: two script calls
     a request, some twenty arguments each. The command's head is packed once per script and
     shape; arguments that are all ASCII ``str`` or ``int`` (as the engine's are) are written
     as one text, encoded once. Anything else goes through ``pack``, which says what is wrong."""
@@ -72,19 +72,19 @@ def pack_evalsha(sha: str, keys: Sequence[str], args: Sequence[object]) -> bytes
     for part in (*keys, *args):
         cls = part.__class__
         if cls is not str and cls is not int:  # bool too: its class is bool
-            return pack("EVALSHA", sha, len(keys), *keys, *args)
+            return pack("FCALL", function, len(keys), *keys, *args)
         text = str(part)
         bulks.append(f"${len(text)}\r\n{text}\r\n")
     joined = "".join(bulks)
     if not joined.isascii():  # lengths are of UTF-8 bytes, and a lone surrogate must fail
-        return pack("EVALSHA", sha, len(keys), *keys, *args)
-    return _evalsha_head(sha, len(keys), len(bulks)) + joined.encode()
+        return pack("FCALL", function, len(keys), *keys, *args)
+    return _fcall_head(function, len(keys), len(bulks)) + joined.encode()
 
 
 @functools.lru_cache(maxsize=64)
-def _evalsha_head(sha: str, keys: int, parts: int) -> bytes:
-    """What every ``EVALSHA`` of one script with this many keys and arguments starts with."""
-    return b"*%d\r\n" % (3 + parts) + pack("EVALSHA", sha, keys).removeprefix(b"*3\r\n")
+def _fcall_head(function: str, keys: int, parts: int) -> bytes:
+    """What every ``FCALL`` of one function with this many keys and arguments starts with."""
+    return b"*%d\r\n" % (3 + parts) + pack("FCALL", function, keys).removeprefix(b"*3\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +192,6 @@ class _Protocol(asyncio.Protocol):
             if reply is False:
                 return
             expected, replies, then, _ = waiting[0]
-            if isinstance(reply, rx.ResponseError) and str(reply).startswith("NOSCRIPT"):
-                reply = rx.NoScriptError(str(reply))
             replies.append(reply)
             if len(replies) == expected:
                 waiting.popleft()

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
 
-from gateway.credits import keys
+from gateway.credits import keys, scripts
 from gateway.credits.batching import ScriptBatcher
 from gateway.credits.engine import CreditEngine
 from gateway.credits.wire import Wire
@@ -78,12 +78,12 @@ async def test_concurrent_reserves_share_round_trips_and_spend_exactly_the_credi
     assert state is not None and (state.credits_remaining, state.total_tokens) == (0, 1000)
 
 
-async def test_a_script_redis_lost_is_loaded_again(
+async def test_a_library_redis_lost_is_loaded_again(
     make_engine: Callable[[], CreditEngine], real_redis: aioredis.Redis
 ) -> None:
     engine = make_engine()
     await engine.open("lost-scripts")
-    await real_redis.script_flush()
+    await real_redis.function_delete(scripts.library().name)
     answers = await asyncio.gather(*(engine.reserve("lost-scripts", f"r{i}", 1) for i in range(7)))
     assert [a.status for a in answers].count("ok") == 5
 
@@ -242,7 +242,7 @@ class BrokenPipeline:
     def pipeline(self, transaction: bool = False) -> BrokenPipeline:
         return self
 
-    def evalsha(self, *args: object) -> None:
+    def fcall(self, *args: object) -> None:
         return None
 
     async def execute(self, raise_on_error: bool = True) -> list[object]:

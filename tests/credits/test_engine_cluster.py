@@ -15,12 +15,12 @@ from gateway.credits import keys
 from gateway.credits.engine import CreditEngine
 from gateway.settings import DEFAULT_TIERS
 from tests.support.engine_model import MovableClock
-from tests.support.engine_scenarios import SCENARIOS, scenario_scripts_reload_after_script_flush
+from tests.support.engine_scenarios import SCENARIOS, scenario_library_reloads_when_redis_forgot_it
 
 
 @pytest.mark.parametrize(
     "scenario",
-    [*SCENARIOS, scenario_scripts_reload_after_script_flush],
+    [*SCENARIOS, scenario_library_reloads_when_redis_forgot_it],
     ids=lambda f: f.__name__[9:],
 )
 async def test_scenario_on_cluster(
@@ -41,3 +41,24 @@ async def test_accounts_on_every_master(cluster_redis: RedisCluster, clock: Mova
         assert (await engine.settle(account, "r1", 10)).status == "charged"
         state = await engine.status(account)
         assert state is not None and (state.plan_credits, state.total_tokens) == (3, 10)
+
+
+async def test_script_calls_are_routed_without_asking_a_node_for_their_keys(
+    cluster_redis: RedisCluster, clock: MovableClock
+) -> None:
+    """redis-py asks a node for the keys of an ``FCALL`` (``COMMAND GETKEYS``), a round trip
+    more per call, unless told where they are (``client.cluster_client``)."""
+
+    async def asked() -> int:
+        stats = await cluster_redis.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+        return sum(
+            int(node_stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+            for node_stats in stats.values()
+        )
+
+    engine = CreditEngine(cluster_redis, DEFAULT_TIERS, clock=clock)
+    before = await asked()
+    for i in range(5):
+        await engine.open(f"acct-{i}")
+        assert (await engine.reserve(f"acct-{i}", "r1", 1)).status == "ok"
+    assert await asked() == before

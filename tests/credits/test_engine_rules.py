@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import fakeredis
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -26,7 +25,7 @@ from tests.support.engine_scenarios import (
     SCENARIOS,
     assert_ledger_whole,
     kinds,
-    scenario_scripts_reload_after_script_flush,
+    scenario_library_reloads_when_redis_forgot_it,
 )
 from tests.support.redisstate import state_of
 
@@ -526,15 +525,13 @@ async def test_redis_time_is_the_clock_without_one(any_redis: Any, make_engine: 
 # -- Redis trouble -------------------------------------------------------------------------------
 
 
-async def test_scripts_reload_after_script_flush(clock: MovableClock) -> None:
-    # a private fakeredis: SCRIPT FLUSH on the shared Redis would hit everyone's scripts
-    client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    try:
-        await scenario_scripts_reload_after_script_flush(
-            CreditEngine(client, DEFAULT_TIERS, clock=clock), clock
-        )
-    finally:
-        await client.aclose()
+@pytest.mark.parametrize("batch", [False, True])
+async def test_library_reloads_when_redis_forgot_it(
+    make_engine: Callable[..., CreditEngine], clock: MovableClock, batch: bool
+) -> None:
+    # On the shared Redis too: any other test's engine that finds the library gone loads it.
+    engine = make_engine(batch=batch)
+    await scenario_library_reloads_when_redis_forgot_it(engine, clock)
 
 
 async def test_redis_down_is_storage_unavailable() -> None:

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 import uvloop
 from redis import exceptions as rx
 
-from gateway.credits.wire import Endpoint, Wire, pack, pack_evalsha
+from gateway.credits.scripts import is_missing
+from gateway.credits.wire import Endpoint, Wire, pack, pack_fcall
 from gateway.services import open_services
 from gateway.settings import Settings
 
@@ -47,18 +48,18 @@ def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
     ],
     ids=["ascii", "none", "utf8-and-bytes"],
 )
-def test_evalsha_is_packed_as_pack_would(keys: list[str], args: list[object]) -> None:
-    sha = "f" * 40
+def test_fcall_is_packed_as_pack_would(keys: list[str], args: list[object]) -> None:
+    name = "creditgate_reserve_0123456789ab"
     for _ in range(2):  # the second time from the head packed before
-        assert pack_evalsha(sha, keys, args) == pack("EVALSHA", sha, len(keys), *keys, *args)
+        assert pack_fcall(name, keys, args) == pack("FCALL", name, len(keys), *keys, *args)
 
 
-def test_evalsha_refuses_what_pack_refuses() -> None:
+def test_fcall_refuses_what_pack_refuses() -> None:
     for bad in (True, None, 1.5):
         with pytest.raises(TypeError, match="str, bytes or int"):
-            pack_evalsha("f" * 40, ["k"], ["a", bad])
+            pack_fcall("f", ["k"], ["a", bad])
     with pytest.raises(UnicodeEncodeError):
-        pack_evalsha("f" * 40, ["k"], ["\udc80"])  # a lone surrogate is not UTF-8
+        pack_fcall("f", ["k"], ["\udc80"])  # a lone surrogate is not UTF-8
 
 
 @pytest.mark.parametrize(
@@ -92,13 +93,13 @@ async def test_concurrent_batches_get_their_own_replies_in_order(
     assert await real_redis.get("k7") == "8"
 
 
-async def test_errors_are_values_and_a_lost_script_is_noscript(wire: Wire) -> None:
+async def test_errors_are_values_and_a_missing_function_reads_as_missing(wire: Wire) -> None:
     replies = await wire.execute(
-        [pack("SET", "h", "x"), pack("HGET", "h", "f"), pack("EVALSHA", "0" * 40, 0), pack("PING")]
+        [pack("SET", "h", "x"), pack("HGET", "h", "f"), pack("FCALL", "no_such", 0), pack("PING")]
     )
     assert replies[0] == "OK" and replies[3] == "PONG"
     assert isinstance(replies[1], rx.ResponseError) and "WRONGTYPE" in str(replies[1])
-    assert isinstance(replies[2], rx.NoScriptError)
+    assert is_missing(replies[2])
 
 
 async def test_a_large_reply_read_in_many_chunks(wire: Wire) -> None:

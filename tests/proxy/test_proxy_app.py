@@ -211,14 +211,8 @@ class DeadRedis:
     async def ping(self) -> None:
         raise RedisConnectionError("connection refused")
 
-    async def evalsha(self, *args: object) -> None:
+    async def fcall(self, *args: object) -> None:
         raise RedisConnectionError("connection refused")
-
-    def register_script(self, script: str) -> Any:
-        async def call(keys: object = None, args: object = None, client: object = None) -> None:
-            raise RedisConnectionError("connection refused")
-
-        return call
 
     async def aclose(self) -> None:
         return None

@@ -18,10 +18,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+
+from gateway.credits.client import cluster_client
 
 CLUSTER_MASTERS = 3
 REPLICAS_PER_MASTER = 1
@@ -260,8 +263,9 @@ def fresh_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
 
 @pytest.fixture
 async def cluster_redis(cluster_ports: list[int]) -> AsyncIterator[RedisCluster]:
-    """A redis.asyncio RedisCluster client on the session's cluster, every primary emptied."""
-    client = RedisCluster(host="127.0.0.1", port=cluster_ports[0], decode_responses=True)
+    """The gateway's RedisCluster client (``client.cluster_client``) on the session's cluster,
+    every primary emptied."""
+    client = cast(RedisCluster, cluster_client([f"redis://127.0.0.1:{cluster_ports[0]}/0"]))
     await client.initialize()
     await client.flushdb(target_nodes=RedisCluster.PRIMARIES)
     yield client

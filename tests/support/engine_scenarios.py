@@ -6,7 +6,7 @@ tests/credits/test_engine_cluster.py on a Redis Cluster: one body, every backend
 
 from __future__ import annotations
 
-from gateway.credits import keys
+from gateway.credits import keys, scripts
 from gateway.credits.engine import CreditEngine
 from gateway.credits.results import Snapshot
 from gateway.credits.scopes import KeyRules
@@ -276,12 +276,14 @@ SCENARIOS = [
 ]
 
 
-async def scenario_scripts_reload_after_script_flush(
+async def scenario_library_reloads_when_redis_forgot_it(
     engine: CreditEngine, clock: MovableClock
 ) -> None:
-    """A restarted or failed-over Redis forgets the scripts: EVALSHA's NOSCRIPT reloads them."""
+    """A restarted or failed-over Redis forgets the functions: "Function not found" loads the
+    library again (each time, on every master of a cluster), and the call runs."""
+    name = scripts.library().name
     await engine.open("flo")
-    await engine.redis.script_flush()
+    await engine.redis.function_delete(name)  # type: ignore[attr-defined]
     assert (await engine.reserve("flo", "r1", 1)).status == "ok"
-    await engine.redis.script_flush()
+    await engine.redis.function_delete(name)  # type: ignore[attr-defined]
     assert (await engine.settle("flo", "r1", 1)).status == "charged"
