@@ -86,6 +86,11 @@ end
 
 -- The script's clock in us, set by now_ms: what versions are made of.
 local now_us = 0
+-- Within one call of the batch function (``scripts.library``): the clock its first script
+-- read, for the others (they run in the same atomic call: one TIME serves them all). Nil
+-- outside a batch.
+local batch_us = nil
+local in_batch = false
 
 local function now_ms(override)
   if override ~= nil and override ~= '' then
@@ -93,11 +98,17 @@ local function now_ms(override)
     now_us = ms * 1000
     return ms
   end
-  -- Each number converted once, by arithmetic: `tonumber` parses a string twice.
-  local t = redis.call('TIME')
-  local us = t[2] + 0
-  now_us = t[1] * 1000000 + us
-  return (now_us - us % 1000) / 1000
+  if batch_us then
+    now_us = batch_us
+  else
+    -- Each number converted once, by arithmetic: `tonumber` parses a string twice.
+    local t = redis.call('TIME')
+    now_us = t[1] * 1000000 + (t[2] + 0)
+    if in_batch then
+      batch_us = now_us
+    end
+  end
+  return (now_us - now_us % 1000) / 1000
 end
 
 -- The tiers, read lazily: a script needs one or two of them, and parsing every tier on every

@@ -12,6 +12,10 @@ deploy, each calling its own. Redis forgets functions as it forgets scripts (a r
 without persistence, a new node): a call answered "Function not found" loads the library and
 runs again. Loading twice is harmless (``REPLACE`` of the same text), so gateways that race
 to load need no lock.
+
+One more function, ``batch`` (``batch.lua``), runs several calls of the others in one
+``FCALL``: the batcher's pipelines go so (``gateway.credits.batching``). Each script's body is
+kept in the library's table ``bodies``, by its number in ``NAMES``, for it to call.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class Library:
     text: str
     functions: dict[ScriptName, str]
     """Each script's function name, by script."""
+    batch: str
+    """The function that runs several calls of the scripts in one (``batch.lua``)."""
 
 
 def _version(text: str) -> str:
@@ -75,18 +81,24 @@ def build(before: str = "") -> Library:
 
     prelude = "\n".join((before, *(read(part) for part in PRELUDE)))
     bodies = {name: read(name) for name in NAMES}
-    version = _version(prelude + "".join(f"\0{n}\0{b}" for n, b in bodies.items()))
+    batch = read("batch")
+    version = _version(
+        prelude + "".join(f"\0{n}\0{b}" for n, b in bodies.items()) + f"\0batch\0{batch}"
+    )
     functions = {name: f"creditgate_{name}_{version}" for name in NAMES}
     registered = (
         # `packers()` (common.lua) on the first call: a library's top level, run at load,
         # cannot reach Lua's `string` or `struct`.
-        f"redis.register_function('{functions[name]}', function(KEYS, ARGV)\n"
-        f"if not bpack then packers() end\n{body}\nend)"
-        for name, body in bodies.items()
+        f"bodies[{number}] = function(KEYS, ARGV)\nif not bpack then packers() end\n{body}\nend\n"
+        f"redis.register_function('{functions[name]}', bodies[{number}])"
+        for number, (name, body) in enumerate(bodies.items(), start=1)
+    )
+    batched = (
+        f"redis.register_function('creditgate_batch_{version}', function(KEYS, ARGV)\n{batch}\nend)"
     )
     name = f"creditgate_{version}"
-    text = "\n".join((f"#!lua name={name}", prelude, *registered))
-    return Library(name=name, text=text, functions=functions)
+    text = "\n".join((f"#!lua name={name}", prelude, "local bodies = {}", *registered, batched))
+    return Library(name=name, text=text, functions=functions, batch=f"creditgate_batch_{version}")
 
 
 def is_missing(reply: object) -> bool:
@@ -107,6 +119,10 @@ class Script:
     redis: RedisClient
     function: str
     """Its name in Redis (``FCALL``)."""
+    number: int = 0
+    """Its number in its library's batch function (``batch.lua``); 0: never batched."""
+    batch: str = ""
+    """Its library's batch function."""
 
     async def __call__(self, keys: Sequence[str], args: Iterable[ScriptArg]) -> Any:
         """``FCALL``, loading the library first when Redis does not have it."""
@@ -136,9 +152,15 @@ class Scripts:
     seed_keys: Script
 
     @classmethod
-    def register(cls, redis: RedisClient) -> Scripts:
-        functions = library().functions
-        return cls(**{name: Script(redis, functions[name]) for name in NAMES})
+    def register(cls, redis: RedisClient, of: Library | None = None) -> Scripts:
+        """The functions of library ``of`` (default: ``library()``) on ``redis``."""
+        lib = of or library()
+        return cls(
+            **{
+                name: Script(redis, lib.functions[name], number, lib.batch)
+                for number, name in enumerate(NAMES, start=1)
+            }
+        )
 
     def named(self, name: ScriptName) -> Script:
         script: Script = getattr(self, name)

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import DataError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, ResponseError
 
-from gateway.credits import keys, scripts
+from gateway.credits import batching, keys, scripts
 from gateway.credits.batching import ScriptBatcher
 from gateway.credits.engine import CreditEngine
 from gateway.credits.wire import Wire
@@ -101,6 +103,90 @@ async def test_a_failing_call_fails_alone(
     )
     assert not isinstance(fine, BaseException) and fine.held
     assert isinstance(broken, Unavailable)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The function of each FCALL the batchers write, on either transport."""
+    functions: list[str] = []
+    pack, fcall = batching.pack_fcall, Pipeline.fcall
+
+    def packing(function: str, *rest: object) -> bytes:
+        functions.append(function)
+        return pack(function, *rest)  # type: ignore[arg-type]
+
+    def calling(pipe: Pipeline, function: str, *rest: object) -> object:
+        functions.append(function)
+        return fcall(pipe, function, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batching, "pack_fcall", packing)
+    monkeypatch.setattr(Pipeline, "fcall", calling)
+    return functions
+
+
+async def test_the_calls_of_a_pipeline_are_one_call_of_the_batch_function(
+    make_engine: Callable[[], CreditEngine], sent: list[str]
+) -> None:
+    engine = make_engine()
+    await engine.open("bulk-account", tier="bulk")
+    sent.clear()
+    answers = await asyncio.gather(*(engine.reserve("bulk-account", f"r{i}", 1) for i in range(30)))
+    # The first goes at once, alone; the 29 made while it was in flight, as one FCALL that
+    # runs them in their order, each answered as if alone.
+    library = scripts.library()
+    assert sent == [library.functions["reserve"], library.batch]
+    assert [a.account.credits_remaining for a in answers if a.account] == list(range(99, 69, -1))
+
+
+@pytest.mark.parametrize("broken", ["not a packed state", ["a", "list"]])
+async def test_a_failing_call_in_a_batch_fails_alone(
+    make_engine: Callable[[], CreditEngine],
+    real_redis: aioredis.Redis,
+    sent: list[str],
+    broken: str | list[str],
+) -> None:
+    # The script's own error (a state it cannot unpack) and Redis's (WRONGTYPE) alike.
+    engine = make_engine()
+    await engine.open("fine")
+    state = keys.account_keys("broken").state
+    if isinstance(broken, str):
+        await real_redis.set(state, broken)
+    else:
+        await real_redis.rpush(state, *broken)
+    outcomes = await asyncio.gather(
+        engine.reserve("fine", "r0", 1),
+        engine.reserve("broken", "r1", 1),
+        engine.reserve("fine", "r2", 1),
+        return_exceptions=True,
+    )
+    assert sent[-1] == scripts.library().batch
+    first, failed, after = outcomes
+    assert isinstance(failed, Unavailable)
+    assert not isinstance(first, BaseException) and first.held
+    assert not isinstance(after, BaseException) and after.held
+    assert after.account is not None and after.account.credits_remaining == 3
+
+
+async def test_a_batch_reads_the_clock_once_and_the_next_call_again(
+    make_engine: Callable[[], CreditEngine], sent: list[str]
+) -> None:
+    engine = make_engine()
+    for account in ("t1", "t2", "t3"):
+        await engine.open(account)
+    _, second, third = await asyncio.gather(*(engine.status(a) for a in ("t1", "t2", "t3")))
+    assert sent[-1] == scripts.library().batch
+    assert second is not None and third is not None and second.now_ms == third.now_ms
+    await asyncio.sleep(0.02)
+    alone = await engine.status("t1")  # not in a batch: Redis's clock, not the batch's
+    assert alone is not None and alone.now_ms >= third.now_ms + 20
+
+
+def test_a_batch_reply_that_does_not_fit_fails_every_call() -> None:
+    error = ResponseError("OOM command not allowed")
+    assert batching._split(error, 3) == [error] * 3
+    assert batching._split([1, 2], 2) == [1, 2]
+    unexpected = batching._split([1], 2)
+    assert len(unexpected) == 2 and all(isinstance(e, RedisConnectionError) for e in unexpected)
 
 
 @pytest.mark.parametrize("wire", [None, Wire.for_url("redis://127.0.0.1:1/0")])

@@ -38,7 +38,8 @@ def test_every_script_is_one_function_named_with_the_version() -> None:
     version = library.name.removeprefix("creditgate_")
     assert re.fullmatch(r"[0-9a-f]{12}", version)
     assert library.functions == {name: f"creditgate_{name}_{version}" for name in scripts.NAMES}
-    for function in library.functions.values():
+    assert library.batch == f"creditgate_batch_{version}"
+    for function in (*library.functions.values(), library.batch):
         assert library.text.count(f"redis.register_function('{function}',") == 1
 
 
@@ -48,9 +49,10 @@ async def test_redis_loads_the_library(raw_redis: aioredis.Redis) -> None:
     assert await raw_redis.function_load(library.text, replace=True) == library.name
     [listed] = await raw_redis.function_list(library=library.name)  # RESP2: flat pairs
     functions = dict(zip(listed[::2], listed[1::2], strict=True))["functions"]
-    assert {dict(zip(f[::2], f[1::2], strict=True))["name"] for f in functions} == set(
-        library.functions.values()
-    )
+    assert {dict(zip(f[::2], f[1::2], strict=True))["name"] for f in functions} == {
+        *library.functions.values(),
+        library.batch,
+    }
 
 
 async def test_an_older_release_library_and_this_one_live_side_by_side(
