@@ -167,17 +167,17 @@ class CreditEngine:
         raw = await self._run(
             "reserve",
             (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits),
-            (
+            _trimmed(
                 account,
                 request_id,
                 cost,
-                self._now(),
                 self._spec,
                 self.hold_ms,
-                retain_ms or "",
-                "" if least is None else least,
                 key_id,
                 route,
+                self._now(),
+                retain_ms or "",
+                "" if least is None else least,
                 *_rules_args(rules, path),
             ),
         )
@@ -237,15 +237,15 @@ class CreditEngine:
         if tokens < 0 or (charge is not None and charge < 0):
             raise ValueError("tokens and charge cannot be negative")
         k = keys.account_keys(account)
-        return (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits), (
+        return (k.state, k.reservation(request_id), k.deadlines, k.outbox, k.key_limits), _trimmed(
             account,
             request_id,
             tokens,
-            self._now(),
             self._spec,
             retain_ms or self.retain_ms,
+            1 if brief else "",
             "" if charge is None else charge,
-            *((1,) if brief else ()),
+            self._now(),
         )
 
     def settle_soon(
@@ -457,10 +457,18 @@ def _limit(value: object) -> int | None:
     return None if number < 0 else number
 
 
+def _trimmed(*args: ScriptArg) -> tuple[ScriptArg, ...]:
+    """A script's arguments without the ''s at their end, which the scripts read as left out:
+    every argument costs Redis a little on every call."""
+    end = len(args)
+    while end and args[end - 1] == "":
+        end -= 1
+    return args[:end]
+
+
 def _rules_args(rules: KeyRules | None, path: str) -> tuple[ScriptArg, ...]:
     """A key's own limits as the reserve script reads them (ARGV[11] to ARGV[15]); none at
-    all when the key has none (the script reads a missing one as ''): every argument costs
-    Redis a little on every call."""
+    all when the key has none (the script reads a missing one as '')."""
     if rules is None:
         return ()
     return (

@@ -4,13 +4,15 @@
 -- settle or refund that closes the reservation emits the one event saying what it held.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- KEYS[5] the account's key hash (the keys' own spend and rate; common.lua)
--- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] now ms or ''  ARGV[5] tiers
--- ARGV[6] ms until the reservation's deadline (it lives until settled, refunded or reaped)
--- ARGV[7] ms the request id is remembered once settled ('': the settle's or refund's own)
--- ARGV[8] the least credits to hold ('': exactly `cost`): a metered request holds `cost`, its
+-- ARGV[1] account  ARGV[2] request id  ARGV[3] cost  ARGV[4] tiers
+-- ARGV[5] ms until the reservation's deadline (it lives until settled, refunded or reaped)
+-- ARGV[6] the API key's id ('': none)   ARGV[7] the route prefix (both for the ledger)
+-- From ARGV[8] on, each may be left out when it and all after it are '' (every argument
+-- costs Redis a little on every call): ARGV[8] now ms or ''
+-- ARGV[9] ms the request id is remembered once settled ('': the settle's or refund's own)
+-- ARGV[10] the least credits to hold ('': exactly `cost`): a metered request holds `cost`, its
 --   upper bound, or all the account (and its key's limit) allows when that is less but at
---   least ARGV[8]
--- ARGV[9] the API key's id ('': none)   ARGV[10] the route prefix (both for the ledger)
+--   least ARGV[10]
 -- ARGV[11] the key's credit limit per period ('': none)   ARGV[12] its requests per minute ('')
 -- ARGV[13] when the key expires, ms ('': never)
 -- ARGV[14] the request's path   ARGV[15] the path prefixes the key may call, one per line
@@ -27,15 +29,15 @@
 -- (the key's), 'key_expired' or 'route_not_allowed' (nothing held, no rate used by any).
 local account, rid, cost = ARGV[1], ARGV[2], ARGV[3] + 0
 local asked = cost
-local now = now_ms(ARGV[4])
-local tiers = parse_tiers(ARGV[5])
+local now = now_ms(ARGV[8])
+local tiers = parse_tiers(ARGV[4])
 local a = load(KEYS[1])
 if not a then
   return { 'missing' }
 end
 local changed = apply_due(KEYS[4], account, a, now, tiers)
 local rpm = rules(tiers, a.tier).rpm
-local kid = ARGV[9] or ''
+local kid = ARGV[6] or ''
 local klimit, krpm = tonumber(ARGV[11] or ''), tonumber(ARGV[12] or '') or 0
 
 local held, debt, kdebt, kspent = 0, 0, 0, 0
@@ -84,7 +86,7 @@ repeat
   if klimit then
     can = math.min(can, math.max(0, klimit - kspent))
   end
-  local least = tonumber(ARGV[8] or '')
+  local least = tonumber(ARGV[10] or '')
   if least and can < cost and can >= least then
     cost = can  -- metered: hold what the account and key allow; the charge cannot pass it
   end
@@ -109,13 +111,13 @@ repeat
 
   local from_plan = math.min(a.plan, cost)
   local from_bonus = cost - from_plan
-  local deadline = now + ARGV[6]
-  local r = { pp = from_plan, bp = from_bonus, dl = deadline, k = kid, rt = ARGV[10] or '',
+  local deadline = now + ARGV[5]
+  local r = { pp = from_plan, bp = from_bonus, dl = deadline, k = kid, rt = ARGV[7] or '',
     kp = 0 }
-  if ARGV[7] ~= nil and ARGV[7] ~= '' then
+  if ARGV[9] ~= nil and ARGV[9] ~= '' then
     -- Kept with the reservation, so whoever settles it (the proxy, the reaper) keeps the id
     -- as long: an Idempotency-Key must not be reusable a minute after a reaped refund.
-    r.ret = ARGV[7] + 0
+    r.ret = ARGV[9] + 0
   end
   if k and klimit then
     -- what the settle or refund gives back to the key's spend, in that period only

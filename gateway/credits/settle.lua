@@ -10,20 +10,21 @@
 -- key's spend too. The event names the request's key and route prefix, as its reserve kept them.
 -- KEYS[1] account state   KEYS[2] reservation   KEYS[3] bucket deadlines   KEYS[4] bucket outbox
 -- KEYS[5] the account's key hash
--- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] now ms or ''  ARGV[5] tiers
--- ARGV[6] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
--- ARGV[7] the credits to charge, at most the hold ('': the whole hold)
--- ARGV[8] '1': answer without the account (a caller that does not read it: the proxy's)
+-- ARGV[1] account  ARGV[2] request id  ARGV[3] tokens  ARGV[4] tiers
+-- ARGV[5] ms the settled reservation is remembered, unless its reserve fixed that ('ret')
+-- ARGV[6] '1': answer without the account (a caller that does not read it: the proxy's)
+-- From ARGV[7] on, each may be left out when it and all after it are '':
+-- ARGV[7] the credits to charge, at most the hold ('': the whole hold)  ARGV[8] now ms or ''
 -- Returns {'unknown'} when there is no such reservation, {'missing'} when the account is not
 -- in Redis (the reservation stays as it is), else describe() with
 -- status 'charged', or 'charged_before' / 'refunded_before' when it was settled already
 -- (nothing changes), followed by [14] the credits charged (of a settle before: as it charged)
--- [15] the credits given back now (0 unless 'charged'); with ARGV[8], only
+-- [15] the credits given back now (0 unless 'charged'); with ARGV[6], only
 -- { status, credits charged, credits given back }: describing the account was a tenth of a
 -- settle (its tier's rules found, an answer of 15 values).
 local account, rid, tokens = ARGV[1], ARGV[2], ARGV[3] + 0
-local now = now_ms(ARGV[4])
-local tiers = parse_tiers(ARGV[5])
+local now = now_ms(ARGV[8])
+local tiers = parse_tiers(ARGV[4])
 local r = read_hold(KEYS[2])
 local a = load(KEYS[1])
 if not r then
@@ -69,11 +70,11 @@ if r.st == 'held' then
   if charged ~= cost then
     r.chg = charged
   end
-  redis.call('SET', KEYS[2], pack_hold(r, 'c'), 'PX', r.ret or ARGV[6])
+  redis.call('SET', KEYS[2], pack_hold(r, 'c'), 'PX', r.ret or ARGV[5])
   redis.call('ZREM', KEYS[3], account .. '|' .. rid)
   save(KEYS[1], a)
 end
-if ARGV[8] == '1' then
+if ARGV[6] == '1' then
   return { status, charged, back }
 end
 return describe(status, a, now, tiers, charged, back)
