@@ -50,6 +50,9 @@ MAX_BATCH = 512
 """Calls per pipeline at most; a larger turn's calls go in several pipelines."""
 DEFER_S = 0.002
 """The longest a deferred call waits for an urgent one to share its round trip."""
+MOST_PARTS = 79
+"""A batched call's keys, and its arguments, at most: the batch's head writes each count as
+the character 48 + n, which stays ASCII (``batch.lua``)."""
 
 Call = tuple[Script, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]"]
 """A script, its keys, its arguments and the future of its reply."""
@@ -197,7 +200,9 @@ def _merged(chunk: Sequence[Call]) -> tuple[str, Sequence[str], Sequence[ScriptA
     keys: list[str] = []
     args: list[ScriptArg] = [""]
     for script, call_keys, call_args, _ in chunk:
-        if not script.number or script.batch != batch or max(len(call_keys), len(call_args)) > 78:
+        if not script.number or script.batch != batch:
+            return None
+        if max(len(call_keys), len(call_args)) > MOST_PARTS:
             return None
         head.append(chr(48 + script.number) + chr(48 + len(call_keys)) + chr(48 + len(call_args)))
         keys += call_keys
