@@ -18,14 +18,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from gateway import multiprocess
+from gateway import listening, multiprocess
 from gateway.heads import bounded_http
 from gateway.services import check_store
 from gateway.settings import Settings
+
+log = logging.getLogger("creditgate.serve")
 
 ACCESS_LOG_HELP = (
     "write one line per proxied request (logger creditgate.access: request id, account, key "
@@ -87,9 +91,38 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         settings.hand_over()  # to the workers, which run on them without pydantic
         with multiprocess.shared_directory(args.metrics_dir, args.port):
-            uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
+            return run_workers(args, options)
     else:
         from gateway.app import create_app
 
         uvicorn.run(create_app(settings, server=True), **options)
+    return 0
+
+
+def run_workers(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """uvicorn's supervisor and its workers, each worker on a socket of its own
+    (``gateway.listening``), where ``uvicorn.run`` would share one."""
+    from uvicorn import Config
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    config = Config("gateway.app:app_from_env", factory=True, workers=args.workers, **options)
+    with ExitStack() as stack:
+        try:
+            sockets = stack.enter_context(listening.worker_sockets(args.host, args.port))
+        except OSError as exc:
+            print(
+                f"creditgate serve: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        log.info(
+            "creditgate serving on http://%s:%d with %d workers, a socket each",
+            args.host,
+            sockets.port,
+            args.workers,
+        )
+        try:
+            Multiprocess(config, sockets=sockets).run()
+        except KeyboardInterrupt:
+            pass
     return 0
