@@ -3,7 +3,8 @@
 uvloop is used when installed (it is, with ``uvicorn[standard]``), and httptools always, in
 ``gateway.heads``' protocol, which bounds request heads. One
 worker runs the app built from the settings the CLI loaded; several run the factory
-``gateway.app:app_from_env`` in each worker process, which reads the same environment. Several
+``gateway.app:app_from_env`` in each worker process, which reads the same environment, each
+worker on a listening socket of its own (``gateway.listening``). Several
 workers share their metrics through a directory of their own below ``--metrics-dir``
 (``gateway.multiprocess``), so that any worker's ``/metrics`` answers for all.
 

@@ -86,9 +86,9 @@ end
 
 -- The script's clock in us, set by now_ms: what versions are made of.
 local now_us = 0
--- Within one call of the batch function (``scripts.library``): the clock its first script
--- read, for the others (they run in the same atomic call: one TIME serves them all). Nil
--- outside a batch.
+-- Within one call of the batch function (batch.lua): the clock its first script read, for
+-- the others (they run in the same atomic call: one TIME serves them all). Nil outside a
+-- batch, which forgets it at its end.
 local batch_us = nil
 local in_batch = false
 
