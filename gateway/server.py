@@ -27,7 +27,7 @@ from typing import Any
 
 from gateway import listening, multiprocess
 from gateway.heads import bounded_http
-from gateway.services import check_store
+from gateway.services import check_redis, check_store
 from gateway.settings import Settings
 
 log = logging.getLogger("creditgate.serve")
@@ -83,6 +83,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     settings.require_redis("creditgate serve")
+    check_redis(settings, "creditgate serve")
     check_store(settings, "creditgate serve")
     if args.access_log:
         settings = dataclasses.replace(settings, access_log=True)

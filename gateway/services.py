@@ -100,6 +100,39 @@ def check_store(settings: Settings, command: str) -> None:
         log.warning("%s: cannot check the store's schema yet: %s", command, exc)
 
 
+REDIS_MINIMUM = (7, 0)
+"""The credit scripts are a library of Redis Functions (``gateway.credits.scripts``)."""
+
+
+def check_redis(settings: Settings, command: str) -> None:
+    """Stop ``command`` from starting on a Redis older than 7.0: it has no Functions, and
+    every credit call would fail. A Redis that cannot be reached yet is no misconfiguration:
+    it is logged, and the readiness probe waits for it. The embedded one is always new
+    enough; of a cluster, the first seed node answers for all."""
+    if settings.embedded_redis or settings.redis_url is None:
+        return
+    import redis
+
+    url = settings.redis_urls[0]
+    try:
+        client = redis.Redis.from_url(url, protocol=2, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            version = str(client.info("server").get("redis_version", ""))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as exc:
+        log.warning("%s: cannot check the Redis version yet: %s", command, exc)
+        return
+    found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if len(found) < 2:
+        log.warning("%s: Redis did not say its version (%r); not checked", command, version)
+    elif found < REDIS_MINIMUM:
+        raise ConfigError(
+            f"{command}: the Redis at {url} is version {version}; creditgate needs Redis 7.0 "
+            "or later (its credit scripts are a library of Redis Functions)"
+        )
+
+
 def check_schema(url: str) -> str:
     """The store's revision when it is this version's, else ``SchemaOutdated``: with
     ``store.direct`` where it takes the URL, so that a server does not load SQLAlchemy."""

@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, cast
 
 from gateway.errors import Unavailable
-from gateway.services import check_store, open_services
+from gateway.services import check_redis, check_store, open_services
 from sync.audit import DEFAULT_GRACE_MS, audit, render
 from sync.metrics import serve_metrics
 from sync.outbox import DEFAULT_CLAIM_IDLE_MS
@@ -82,6 +82,7 @@ def run_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _sync(args: argparse.Namespace, settings: Settings) -> int:
     settings.require_redis("creditgate sync")
+    await asyncio.to_thread(check_redis, settings, "creditgate sync")
     await asyncio.to_thread(check_store, settings, "creditgate sync")
     services = open_services(settings)
     try:

@@ -48,7 +48,7 @@ sys.addaudithook(lambda event, args: event == "import"
                  and in_loop.append(args[0]))
 from gateway.cli import SERVE_MODULE, build_parser, serving
 from gateway.app import create_app
-from gateway.services import check_store
+from gateway.services import check_redis, check_store
 from gateway.settings import Settings
 
 api_key, admin = sys.argv[1:]
@@ -56,6 +56,7 @@ argv = ["--log-level", "WARNING", "serve", "--port", "8081"]
 assert serving(argv)
 build_parser(SERVE_MODULE).parse_args(argv)
 settings = Settings.handed_over()  # validated by the test, as `creditgate serve` does
+check_redis(settings, "creditgate serve")
 check_store(settings, "creditgate serve")
 app = create_app(settings, server=True)
 
