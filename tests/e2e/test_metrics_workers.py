@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -160,6 +161,10 @@ async def test_each_worker_listens_on_a_socket_of_its_own(
     try:
         await asyncio.to_thread(gateways.wait_ready, url, proc, log)
         port = int(url.rsplit(":", 1)[1])
+        # Ready is one worker answering; the other may still be starting.
+        deadline = time.monotonic() + 30
+        while len(listening_inodes(port)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         processes = [proc.pid, *map(int, children)]
         owners = [holders(inode, processes) for inode in listening_inodes(port)]
