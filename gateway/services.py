@@ -15,6 +15,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from gateway.credits.client import RedisClient, connect, is_plain_redis
 from gateway.credits.engine import Clock, CreditEngine
@@ -128,9 +129,17 @@ def check_redis(settings: Settings, command: str) -> None:
         log.warning("%s: Redis did not say its version (%r); not checked", command, version)
     elif found < REDIS_MINIMUM:
         raise ConfigError(
-            f"{command}: the Redis at {url} is version {version}; creditgate needs Redis 7.0 "
-            "or later (its credit scripts are a library of Redis Functions)"
+            f"{command}: the Redis at {_where(url)} is version {version}; creditgate needs "
+            "Redis 7.0 or later (its credit scripts are a library of Redis Functions)"
         )
+
+
+def _where(url: str) -> str:
+    """A Redis URL's host and port (or socket path): never its password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}"
 
 
 def check_schema(url: str) -> str:

@@ -58,8 +58,13 @@ def test_a_redis_before_7_stops_the_start_naming_it(
     redis_of_version: Callable[[str], int],
 ) -> None:
     port = redis_of_version("6.2.14")
-    with pytest.raises(ConfigError, match=r"is version 6\.2\.14; creditgate needs Redis 7\.0"):
-        check_redis(settings_for(f"redis://127.0.0.1:{port}/0"), "creditgate serve")
+    url = f"redis://user:secret-password@127.0.0.1:{port}/0"
+    with pytest.raises(ConfigError) as refused:
+        check_redis(settings_for(url), "creditgate serve")
+    assert str(refused.value) == (
+        f"creditgate serve: the Redis at 127.0.0.1:{port} is version 6.2.14; creditgate needs "
+        "Redis 7.0 or later (its credit scripts are a library of Redis Functions)"
+    )  # never the URL's password
 
 
 @pytest.mark.parametrize("version", ["7.0.15", "7.2.4", "8.0.0"])
