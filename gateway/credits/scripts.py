@@ -86,6 +86,7 @@ def build(before: str = "") -> Library:
         prelude + "".join(f"\0{n}\0{b}" for n, b in bodies.items()) + f"\0batch\0{batch}"
     )
     functions = {name: f"creditgate_{name}_{version}" for name in NAMES}
+    batch_function = f"creditgate_batch_{version}"
     registered = (
         # `packers()` (common.lua) on the first call: a library's top level, run at load,
         # cannot reach Lua's `string` or `struct`.
@@ -93,12 +94,10 @@ def build(before: str = "") -> Library:
         f"redis.register_function('{functions[name]}', bodies[{number}])"
         for number, (name, body) in enumerate(bodies.items(), start=1)
     )
-    batched = (
-        f"redis.register_function('creditgate_batch_{version}', function(KEYS, ARGV)\n{batch}\nend)"
-    )
+    batched = f"redis.register_function('{batch_function}', function(KEYS, ARGV)\n{batch}\nend)"
     name = f"creditgate_{version}"
     text = "\n".join((f"#!lua name={name}", prelude, "local bodies = {}", *registered, batched))
-    return Library(name=name, text=text, functions=functions, batch=f"creditgate_batch_{version}")
+    return Library(name=name, text=text, functions=functions, batch=batch_function)
 
 
 def is_missing(reply: object) -> bool:
