@@ -24,6 +24,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(me
 JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
 JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 ACCESS_LOGGER = "creditgate.access"
+CHATTY_LOGGERS = ("alembic.runtime.plugins",)
+"""Libraries' loggers that say nothing an operator needs at INFO: Alembic (1.17 and later)
+logs the set-up of each of its own plugins, seven lines before every migration, the demo's
+and ``serve``'s included. Shown at DEBUG."""
 
 
 class _RequestIdDefault(logging.Filter):
@@ -50,6 +54,9 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
         logging.basicConfig()
     root.setLevel(level.upper())
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     for handler in root.handlers:
         handler.addFilter(_RequestIdDefault())
         handler.setFormatter(formatter(log_format))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import alembic
 import pytest
 
 from gateway.logs import ACCESS_LOGGER, configure_logging, formatter
@@ -63,6 +64,28 @@ def test_a_command_logs_json_when_asked(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert any(line["logger"].startswith("alembic") for line in lines), done.stderr
     assert all(line["request_id"] == "-" for line in lines)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_alembics_plugin_lines_only_at_debug(tmp_path: Path, level: str) -> None:
+    """Alembic 1.17+ logged the set-up of each of its plugins at INFO: seven lines before
+    every migration, at the top of ``make demo``'s output. The migrations themselves stay."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "--log-level", level, "db", "upgrade"],
+        env={
+            "PATH": os.environ["PATH"],
+            "CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path}/store.db",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Running upgrade" in done.stderr
+    if level == "INFO":
+        assert "alembic.runtime.plugins" not in done.stderr, done.stderr
+    elif tuple(int(n) for n in alembic.__version__.split(".")[:2]) >= (1, 17):
+        assert "alembic.runtime.plugins" in done.stderr, done.stderr
 
 
 def test_the_access_line_is_a_setting_and_its_own_switch(monkeypatch: pytest.MonkeyPatch) -> None:
