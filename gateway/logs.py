@@ -25,7 +25,7 @@ JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
 JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 ACCESS_LOGGER = "creditgate.access"
 CHATTY_LOGGERS = ("alembic.runtime.plugins",)
-"""Libraries' loggers that say nothing an operator needs at INFO: Alembic (1.17 and later)
+"""Libraries' loggers that say nothing an operator needs at INFO: Alembic (1.18 and later)
 logs the set-up of each of its own plugins, seven lines before every migration, the demo's
 and ``serve``'s included. Shown at DEBUG."""
 

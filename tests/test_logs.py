@@ -48,44 +48,40 @@ def test_the_format_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings.load()
 
 
-def test_a_command_logs_json_when_asked(tmp_path: Path) -> None:
+def db_upgrade(tmp_path: Path, *flags: str, **env: str) -> str:
+    """What ``creditgate [flags] db upgrade`` logs (its stderr) on a new SQLite store."""
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "db", "upgrade"],
+        [sys.executable, "-m", "gateway.cli", *flags, "db", "upgrade"],
         env={
             "PATH": os.environ["PATH"],
-            "CREDITGATE_LOG_FORMAT": "json",
             "CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path}/store.db",
+            **env,
         },
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stderr.splitlines()]
-    assert any(line["logger"].startswith("alembic") for line in lines), done.stderr
+    return done.stderr
+
+
+def test_a_command_logs_json_when_asked(tmp_path: Path) -> None:
+    stderr = db_upgrade(tmp_path, CREDITGATE_LOG_FORMAT="json")
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    assert any(line["logger"].startswith("alembic") for line in lines), stderr
     assert all(line["request_id"] == "-" for line in lines)
 
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
 def test_alembics_plugin_lines_only_at_debug(tmp_path: Path, level: str) -> None:
-    """Alembic 1.17+ logged the set-up of each of its plugins at INFO: seven lines before
+    """Alembic 1.18+ logged the set-up of each of its plugins at INFO: seven lines before
     every migration, at the top of ``make demo``'s output. The migrations themselves stay."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "--log-level", level, "db", "upgrade"],
-        env={
-            "PATH": os.environ["PATH"],
-            "CREDITGATE_DATABASE_URL": f"sqlite:///{tmp_path}/store.db",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Running upgrade" in done.stderr
+    stderr = db_upgrade(tmp_path, "--log-level", level)
+    assert "Running upgrade" in stderr
     if level == "INFO":
-        assert "alembic.runtime.plugins" not in done.stderr, done.stderr
-    elif tuple(int(n) for n in alembic.__version__.split(".")[:2]) >= (1, 17):
-        assert "alembic.runtime.plugins" in done.stderr, done.stderr
+        assert "alembic.runtime.plugins" not in stderr, stderr
+    elif tuple(int(n) for n in alembic.__version__.split(".")[:2]) >= (1, 18):
+        assert "alembic.runtime.plugins" in stderr, stderr
 
 
 def test_the_access_line_is_a_setting_and_its_own_switch(monkeypatch: pytest.MonkeyPatch) -> None:
